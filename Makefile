@@ -1,0 +1,40 @@
+# Two entry points (see README): `make run` and `make test`. Both build .venv from nothing if needed.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+# Paddle Lite's x86 wheel exists only for CPython 3.10; find one even when pyenv has not activated it.
+PYTHON310 ?= $(shell for c in python3.10 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10; do "$$c" -c "import sys; assert sys.version_info[:2] == (3, 10)" 2>/dev/null && { echo "$$c"; break; }; done)
+STAMP := $(VENV)/.installed
+
+.PHONY: setup sysdeps run test clean-venv
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON310)" || { echo "error: python3.10 not found (needed by paddlelite==2.13rc0); install it (e.g. pyenv install 3.10)"; exit 1; }
+	@echo "creating $(VENV) with $(PYTHON310)"
+	$(PYTHON310) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps paddleslim==2.6.0
+	$(PY) -c "import cv2, paddle, paddleslim, paddlelite.lite, PySide6.QtWidgets; print('stack ok: cv2', cv2.__version__, 'paddle', paddle.__version__)"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/inspector demo
+
+# System packages for the GUI tests on a real X server (Xvfb) and Qt's xcb platform plugin.
+SYSDEPS := xvfb xauth libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 \
+           libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
+           libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1
+sysdeps:
+	@if command -v Xvfb >/dev/null && ldconfig -p | grep -q libxcb-cursor.so.0; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing system packages: $(SYSDEPS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSDEPS) >/dev/null; \
+	else echo "warning: install these system packages for the display tests: $(SYSDEPS)"; fi
+
+test: $(STAMP) sysdeps
+	OMP_NUM_THREADS=$$(nproc) QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""PCB defect inspector."""
