@@ -1,0 +1,225 @@
+"""Batches of network inputs for training and evaluation.
+
+Per sample: decode the image (and its template in ``image+template`` mode), letterbox the full
+image to ``input_size``; in train mode then take a defect-aware crop of ``crop_size`` (the CPU
+speed lever: train on small crops, infer on the whole image) and augment. Decoded, letterboxed
+images are cached in memory so each JPEG is decoded once per run.
+
+A small thread pool prepares the next batches while the current one is used; OpenCV releases
+the GIL, so the threads really run in parallel. All randomness comes from ``(seed, epoch,
+position in the epoch)``, so an epoch is reproducible (for resume) whatever the thread timing.
+"""
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator, Literal, NamedTuple
+
+import numpy as np
+
+from inspector.data.structures import DataError, Dataset, Sample
+from inspector.data.transforms import AugmentConfig, augment, letterbox, letterbox_boxes, random_crop, to_input
+
+InputMode = Literal["image", "image+template"]
+INPUT_MODES: tuple[str, ...] = ("image", "image+template")
+
+
+@dataclass
+class Batch:
+    """Network inputs and padded targets of B samples (M = most boxes of any sample, at least 1)."""
+
+    images: np.ndarray  # (B, C, S, S) float32, C = 3 or 6
+    boxes: np.ndarray  # (B, M, 4) float32, input-pixel xyxy, padded with 0
+    classes: np.ndarray  # (B, M) int64, padded with -1
+    keys: list[str]  # Sample.key of each row
+    scales: np.ndarray  # (B,) float32: letterbox scale (original pixels -> input pixels)
+    pads: np.ndarray  # (B, 2) float32: letterbox (pad_x, pad_y)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class _Letterboxed:
+    """One sample's decoded images at input size; the unit of the cache."""
+
+    image: np.ndarray
+    template: np.ndarray | None
+    boxes: np.ndarray  # input pixels
+    scale: float
+    pad: tuple[int, int]
+
+
+class _Prepared(NamedTuple):
+    """One sample ready for batching."""
+
+    input: np.ndarray  # (C, S, S) float32
+    boxes: np.ndarray  # (N, 4) float32, input pixels
+    classes: np.ndarray  # (N,) int64
+    scale: float
+    pad: tuple[int, int]
+
+
+class BatchLoader:
+    """Iterate a dataset in batches; ``len()`` is the number of batches per epoch.
+
+    Train mode shuffles (the order depends on the seed and the epoch), augments, and drops the
+    last partial batch; eval mode keeps the dataset order, every sample, and never augments.
+    ``augment=None`` means the default ``AugmentConfig()`` in train mode; pass
+    ``AugmentConfig.off()`` to train without augmentation. Each complete pass advances the
+    epoch by one; ``set_epoch(e)`` sets it explicitly (resume from epoch ``e``).
+    ``workers`` threads prepare batches ahead (0: in the calling thread, for debugging); the
+    cache lives as long as the loader, so keep one loader for the whole run.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        input_size: int,
+        input_mode: InputMode = "image",
+        train: bool = False,
+        seed: int = 0,
+        crop_size: int | None = None,
+        augment: AugmentConfig | None = None,
+        workers: int = 2,
+        cache: bool = True,
+        prefetch: int = 2,
+    ) -> None:
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if crop_size is not None and not 0 < crop_size <= input_size:
+            raise ValueError(f"crop_size must be in (0, input_size={input_size}], got {crop_size}")
+        if train and len(dataset) < batch_size:
+            raise ValueError(f"the training set has {len(dataset)} samples, fewer than one batch of {batch_size}")
+        if input_mode == "image+template":
+            lacking = [s for s in dataset.samples if s.template_path is None]
+            if lacking:
+                raise DataError(
+                    f"{lacking[0].source or lacking[0].image_path}: no template image, needed by input mode "
+                    f"'image+template' ({len(lacking)} of {len(dataset)} samples lack one)"
+                )
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.input_size = input_size
+        self.input_mode = input_mode
+        self.train = train
+        self.seed = seed
+        self.crop_size = crop_size if train else None  # evaluation always sees the whole image
+        self.augment = (augment or AugmentConfig()) if train else None
+        self.workers = workers
+        self.prefetch = max(1, prefetch)
+        self.epoch = 0
+        self._cache: dict[str, _Letterboxed] | None = {} if cache else None
+
+    @property
+    def output_size(self) -> int:
+        """Side of the images in a batch: the crop size in train mode with cropping, else the input size."""
+        return self.crop_size or self.input_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.train:
+            return len(self.dataset) // self.batch_size
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch = self.epoch
+        batches = self._batch_indices(epoch)
+        if self.workers <= 0:
+            for start, indices in batches:
+                yield self._make_batch(indices, epoch, start)
+        else:
+            yield from self._prefetched(batches, epoch)
+        self.epoch = epoch + 1
+
+    def _prefetched(self, batches: list[tuple[int, np.ndarray]], epoch: int) -> Iterator[Batch]:
+        # Keep up to `workers + prefetch` batches in flight, hand them out in order; on an early
+        # exit (break, exception, garbage collection) cancel what has not started and join the threads.
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="batch-loader")
+        pending: deque[Future[Batch]] = deque()
+        upcoming = iter(batches)
+        try:
+            for start, indices in upcoming:
+                pending.append(pool.submit(self._make_batch, indices, epoch, start))
+                if len(pending) >= self.workers + self.prefetch:
+                    break
+            while pending:
+                batch = pending.popleft().result()
+                next_batch = next(upcoming, None)
+                if next_batch is not None:
+                    pending.append(pool.submit(self._make_batch, next_batch[1], epoch, next_batch[0]))
+                yield batch
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _batch_indices(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+        """(position of the batch's first sample in the epoch, dataset indices) per batch."""
+        count = len(self.dataset)
+        if self.train:
+            order = np.random.default_rng([self.seed, epoch]).permutation(count)
+            usable = count - count % self.batch_size
+        else:
+            order, usable = np.arange(count), count
+        starts = range(0, usable, self.batch_size)
+        return [(start, order[start : min(start + self.batch_size, usable)]) for start in starts]
+
+    def _make_batch(self, indices: np.ndarray, epoch: int, start: int) -> Batch:
+        prepared = [self._prepare(int(index), epoch, start + offset) for offset, index in enumerate(indices)]
+        # At least one box slot, so a batch without defects still has well-formed (B, 1, 4) targets.
+        most = max([1] + [len(p.boxes) for p in prepared])
+        count = len(prepared)
+        boxes = np.zeros((count, most, 4), dtype=np.float32)
+        classes = np.full((count, most), -1, dtype=np.int64)
+        for row, item in enumerate(prepared):
+            boxes[row, : len(item.boxes)] = item.boxes
+            classes[row, : len(item.classes)] = item.classes
+        return Batch(
+            images=np.stack([p.input for p in prepared]),
+            boxes=boxes,
+            classes=classes,
+            keys=[self.dataset[int(i)].key for i in indices],
+            scales=np.array([p.scale for p in prepared], dtype=np.float32),
+            pads=np.array([p.pad for p in prepared], dtype=np.float32).reshape(count, 2),
+        )
+
+    def _prepare(self, index: int, epoch: int, position: int) -> _Prepared:
+        """One sample at input size, cropped and augmented in train mode."""
+        sample = self.dataset[index]
+        item = self._letterboxed(sample)
+        image, template, boxes, classes = item.image, item.template, item.boxes, sample.classes
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch, position])
+            if self.crop_size is not None:
+                image, template, boxes, classes = random_crop(image, template, boxes, classes, self.crop_size, rng)
+            image, template, boxes, classes = augment(image, template, boxes, classes, rng, self.augment)
+        return _Prepared(to_input(image, template), boxes, classes, item.scale, item.pad)
+
+    def _letterboxed(self, sample: Sample) -> _Letterboxed:
+        if self._cache is not None and sample.key in self._cache:
+            return self._cache[sample.key]
+        image = sample.load_image()
+        resized, scale, pad = letterbox(image, self.input_size)
+        template = None
+        if self.input_mode == "image+template":
+            raw_template = sample.load_template()
+            if raw_template.shape != image.shape:
+                raise DataError(
+                    f"{sample.template_path}: template is {raw_template.shape[1]}x{raw_template.shape[0]}, "
+                    f"but its image {sample.image_path} is {image.shape[1]}x{image.shape[0]}; they must be aligned"
+                )
+            template = letterbox(raw_template, self.input_size)[0]
+        item = _Letterboxed(resized, template, letterbox_boxes(sample.boxes, scale, pad), scale, pad)
+        for array in (item.image, item.template, item.boxes):
+            if array is not None:
+                array.flags.writeable = False  # shared by every epoch: an in-place edit would leak into the next
+        if self._cache is not None:
+            self._cache[sample.key] = item  # a plain dict store is atomic under the GIL
+        return item
