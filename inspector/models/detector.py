@@ -1,0 +1,107 @@
+"""``YOLODetector`` (backbone -> neck -> YOLO head) and ``build_model``, which assembles one from a
+``ModelConfig``.
+
+Two families, named by ``cfg.arch`` (see ``config.parse_arch``):
+
+| arch            | backbone                      | neck                          | head                        |
+|-----------------|-------------------------------|-------------------------------|-----------------------------|
+| ``ppyolo-r*``   | ResNet-vd 18/34/50 (+DCN)     | PP-YOLO FPN (SPP, CoordConv)  | 1x1 conv on the FPN's tips  |
+| ``mbv3-*``      | MobileNetV3 small/large       | LiteFPN, 96 channels (PAN)    | depthwise 3x3 + 1x1 conv    |
+
+Both produce the same head layout (see ``head.py``), so the large model can teach the small one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from inspector.models.backbones import MobileNetV3, ResNetVd
+from inspector.models.config import ModelConfig
+from inspector.models.head import YOLOHead
+from inspector.models.loss import yolo_loss
+from inspector.models.necks import LiteFPN, PPYOLOFPN
+from inspector.models.nms import NmsMethod
+from inspector.models.postprocess import decode_outputs, postprocess
+
+# PP-YOLO FPN output widths (stride 8, 16, 32). PP-YOLO itself uses 256/512/1024 on ResNet-50; half
+# that keeps the from-scratch teacher trainable on a 1,000-image data set and a CPU.
+PPYOLO_FPN_WIDTHS = {18: (64, 128, 256), 34: (64, 128, 256), 50: (128, 256, 512)}
+LITE_FPN_WIDTH = 96
+
+
+class YOLODetector(nn.Layer):
+    """A single-stage anchor-based detector; see ARCHITECTURE.md ("models") for the contract."""
+
+    def __init__(self, backbone: nn.Layer, neck: nn.Layer, head: YOLOHead, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head  # calling ``model.head(features)`` runs it: the contract's head(features)
+        self.cfg = cfg
+
+    def features(self, images: paddle.Tensor) -> list[paddle.Tensor]:
+        """Neck outputs, one per stride (what feature distillation compares)."""
+        return self.neck(self.backbone(images))
+
+    def forward(self, images: paddle.Tensor) -> list[paddle.Tensor]:
+        """Raw head maps (B, A*K, H, W), one per stride."""
+        return self.head(self.features(images))
+
+    def loss(
+        self, outputs: list[paddle.Tensor], gt_boxes: paddle.Tensor | np.ndarray, gt_classes: paddle.Tensor | np.ndarray
+    ) -> dict[str, paddle.Tensor]:
+        """PP-YOLO loss against GT (B, M, 4) input-pixel xyxy and classes (B, M) padded with -1."""
+        return yolo_loss(outputs, gt_boxes, gt_classes, self.cfg)
+
+    def decode(self, outputs: list[paddle.Tensor]) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """``(boxes (B, K, 4) input-pixel xyxy, scores (B, K, C))``; in-graph and exportable."""
+        return decode_outputs(outputs, self.cfg)
+
+    def postprocess(
+        self,
+        outputs: list[paddle.Tensor],
+        score_threshold: float = 0.05,
+        nms_threshold: float = 0.5,
+        max_detections: int = 100,
+        method: NmsMethod = "hard",
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per image numpy ``(boxes (N, 4), scores (N,), classes (N,))`` after NMS, in input pixels."""
+        return postprocess(outputs, self.cfg, score_threshold, nms_threshold, max_detections, method)
+
+
+class DecodedDetector(nn.Layer):
+    """``images -> (boxes, scores)``: the detector plus decoding, the graph an export saves.
+
+    NMS stays outside the graph (numpy, ``nms.select_detections``) so every runtime runs the same one.
+    """
+
+    def __init__(self, detector: YOLODetector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        return self.detector.decode(self.detector(images))
+
+
+def build_model(cfg: ModelConfig) -> YOLODetector:
+    """Assemble the detector named by ``cfg.arch`` for ``cfg.in_channels`` input channels."""
+    spec = cfg.arch_spec
+    if spec.family == "ppyolo":
+        backbone = ResNetVd(spec.resnet_depth, in_channels=cfg.in_channels, dcn_last_stage=spec.dcn)
+        neck = PPYOLOFPN(backbone.out_channels, out_channels=PPYOLO_FPN_WIDTHS[spec.resnet_depth])
+        head = YOLOHead(neck.out_channels, cfg.num_anchors, cfg.num_classes, cfg.iou_aware, block="none")
+    else:
+        backbone = MobileNetV3(spec.mobilenet_variant, width=spec.width, in_channels=cfg.in_channels)
+        neck = LiteFPN(backbone.out_channels, out_channels=LITE_FPN_WIDTH)
+        head = YOLOHead(
+            neck.out_channels, cfg.num_anchors, cfg.num_classes, cfg.iou_aware, block="depthwise", act="hardswish"
+        )
+    return YOLODetector(backbone, neck, head, cfg)
+
+
+def count_parameters(model: nn.Layer, trainable_only: bool = False) -> int:
+    """Number of parameter values (BatchNorm running statistics are buffers and not counted)."""
+    return sum(
+        int(np.prod(p.shape)) for p in model.parameters() if not (trainable_only and p.stop_gradient)
+    )
