@@ -1,0 +1,243 @@
+"""`inspector train`: train a detector from labeled data on the CPU (all cores) or a GPU when Paddle has one.
+
+Per epoch: a progress bar with loss and throughput, then validation of the EMA weights on the fixed split,
+a row in metrics.csv/metrics.json, the `last` checkpoint (resumable) and `best` when mAP@0.5:0.95 improves.
+Ctrl-C saves `last` before exiting, so `--resume` continues from the start of the interrupted epoch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from inspector.data import Dataset, load_dataset
+from inspector.data.loader import BatchLoader
+from inspector.data.transforms import AugmentConfig
+from inspector.data.split import split_dataset
+from inspector.models import ModelConfig, build_model, count_parameters, kmeans_anchors
+from inspector.training.checkpoint import STATE_FILE, save_checkpoint
+from inspector.training.config import TrainConfig
+from inspector.training.ema import ModelEMA
+from inspector.training.plots import plot_training
+from inspector.training.validate import box_sizes_at_input, validate
+
+log = logging.getLogger(__name__)
+
+
+def select_device() -> str:
+    """GPU when this Paddle build has CUDA and a GPU is visible, else CPU with every core."""
+    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        paddle.set_device("gpu")
+        return "gpu"
+    paddle.set_device("cpu")
+    return "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def make_model_config(cfg: TrainConfig, train_set: Dataset) -> ModelConfig:
+    """Model configuration for a new run; anchors fitted to the training boxes at the input size."""
+    wh = box_sizes_at_input(train_set, cfg.input_size)
+    anchors = kmeans_anchors(wh, n=9, seed=cfg.seed) if len(wh) >= 9 else None
+    kwargs = dict(arch=cfg.arch, num_classes=len(train_set.class_names), input_size=cfg.input_size,
+                  input_mode=cfg.input_mode)
+    if anchors is not None:
+        kwargs["anchors"] = anchors
+    return ModelConfig(**kwargs)
+
+
+def build_lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> paddle.optimizer.lr.LRScheduler:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch))
+    cosine = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=cfg.lr, T_max=max(1, total - warmup),
+                                                      eta_min=cfg.lr * 0.02)
+    if warmup <= 0:
+        return cosine
+    return paddle.optimizer.lr.LinearWarmup(cosine, warmup_steps=warmup, start_lr=cfg.lr * 0.01, end_lr=cfg.lr)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _log_to_file(out / "train.log")
+    if resume:
+        saved = TrainConfig.load(out / "train_config.json")
+        if saved.epochs != cfg.epochs:
+            log.info("resume: epochs %d -> %d", saved.epochs, cfg.epochs)
+            saved.epochs = cfg.epochs
+        cfg = saved
+    elif (out / "last").exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
+    cfg.save(out / "train_config.json")
+
+    device = select_device()
+    seed_everything(cfg.seed)
+    dataset = load_dataset(cfg.data, format=cfg.format)
+    for problem in dataset.problems:
+        log.warning("%s", problem)
+    if cfg.input_mode == "image+template" and not dataset.has_templates:
+        raise ValueError(f"{cfg.data}: input mode image+template needs a template for every image")
+    split_file = Path(cfg.split_file) if cfg.split_file else out / "split.json"
+    train_set, val_set = split_dataset(dataset, cfg.val_fraction, cfg.split_seed, split_file)
+    log.info("data: %d train / %d val images, %d classes, device %s, %s threads", len(train_set), len(val_set),
+             len(dataset.class_names), device, os.environ.get("OMP_NUM_THREADS", "?"))
+
+    train_loader = BatchLoader(train_set, cfg.batch_size, cfg.input_size, cfg.input_mode, train=True,
+                               seed=cfg.seed, crop_size=cfg.crop_size, workers=cfg.workers,
+                               augment=AugmentConfig() if cfg.augment else AugmentConfig.off())
+    val_loader = BatchLoader(val_set, cfg.batch_size, cfg.input_size, cfg.input_mode, train=False,
+                             workers=cfg.workers)
+    steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
+                                                                                     cfg.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training images are fewer than one batch of {cfg.batch_size}")
+
+    if resume:
+        state = paddle.load(str(out / "last" / STATE_FILE))
+        model_config = ModelConfig.from_dict(state["model_config"])
+    else:
+        state = None
+        model_config = make_model_config(cfg, train_set)
+    model = build_model(model_config)
+    schedule = build_lr_schedule(cfg, steps_per_epoch)
+    optimizer = paddle.optimizer.AdamW(learning_rate=schedule, parameters=model.parameters(),
+                                       weight_decay=cfg.weight_decay, grad_clip=paddle.nn.ClipGradByGlobalNorm(10.0))
+    ema = ModelEMA(model, decay=cfg.ema_decay)
+    history: list[dict] = []
+    start_epoch, best_map = 0, -1.0
+    if state is not None:
+        model.set_state_dict(state["model"])
+        optimizer.set_state_dict(_optimizer_state_from_portable(state["optimizer"], model))
+        schedule.set_state_dict(state["schedule"])
+        ema.set_state_dict(state["ema"])
+        start_epoch, best_map, history = state["epoch"], state["best_map"], state["history"]
+        log.info("resumed from epoch %d (best mAP@0.5:0.95 %.4f)", start_epoch, best_map)
+    log.info("model %s: %.2f M parameters, input %d (%s)", cfg.arch, count_parameters(model) / 1e6,
+             cfg.input_size, cfg.input_mode)
+
+    def save_last(next_epoch: int) -> None:
+        train_state = {"model": model.state_dict(), "optimizer": _portable_optimizer_state(optimizer, model),
+                       "schedule": schedule.state_dict(), "ema": ema.state_dict(), "epoch": next_epoch,
+                       "best_map": best_map, "history": history, "model_config": model_config.to_dict()}
+        save_checkpoint(out / "last", ema.shadow, model_config, dataset.class_names,
+                        {"epoch": next_epoch, "train_config": cfg.to_dict()}, train_state)
+
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            row = _train_one_epoch(model, optimizer, schedule, ema, train_loader, epoch, cfg, steps_per_epoch)
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                eval_model = build_model(model_config)
+                ema.copy_to(eval_model)
+                result = validate(eval_model, val_loader, dataset.class_names)
+                row.update({k: result.to_dict()[k] for k in ("map50", "map50_95", "precision", "recall",
+                                                              "f1_iou033", "score_threshold")})
+                log.info("epoch %d: mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  F(IoU>0.33) %.4f", epoch + 1,
+                         row["map50"], row["map50_95"], row["f1_iou033"])
+                if row["map50_95"] > best_map:
+                    best_map = row["map50_95"]
+                    save_checkpoint(out / "best", ema.shadow, model_config, dataset.class_names,
+                                    {"epoch": epoch + 1, "metrics": result.to_dict(), "train_config": cfg.to_dict()})
+                    plot_training(history + [row], out / "plots", result)
+            history.append(row)
+            _write_metrics(out, history)
+            save_last(epoch + 1)
+    except KeyboardInterrupt:
+        log.warning("interrupted during epoch %d: saving last checkpoint (resume repeats this epoch)", epoch + 1)
+        save_last(epoch)
+        raise
+    plot_training(history, out / "plots", None)
+    return out
+
+
+def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps) -> dict:
+    model.train()
+    loader.set_epoch(epoch)
+    sums: dict[str, float] = {}
+    seen, start = 0, time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True)
+    for step, batch in enumerate(loader):
+        if step >= steps:
+            break
+        images = paddle.to_tensor(batch.images)
+        outputs = model(images)
+        losses = model.loss(outputs, paddle.to_tensor(batch.boxes), paddle.to_tensor(batch.classes))
+        loss = losses["loss"]
+        if not bool(paddle.isfinite(loss)):
+            raise FloatingPointError(f"epoch {epoch + 1} step {step}: loss is {float(loss)}; lower --lr")
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        schedule.step()
+        ema.update(model)
+        for key, value in losses.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+        seen += len(batch.keys)
+        rate = seen / (time.perf_counter() - start)
+        bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", lr=f"{optimizer.get_lr():.2e}", img_s=f"{rate:.1f}")
+        bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    n = max(1, min(steps, len(loader)))
+    row = {"epoch": epoch + 1, "lr": optimizer.get_lr(), "epoch_seconds": round(elapsed, 1),
+           "train_img_per_s": round(seen / elapsed, 2)}
+    row.update({f"train_{k}": round(v / n, 5) for k, v in sums.items()})
+    return row
+
+
+def _portable_optimizer_state(optimizer, model) -> dict:
+    """Optimizer state keyed by structured parameter names ("backbone.stem.0.weight_moment1_0").
+
+    Paddle keys it by global parameter names ("conv2d_1460.w_0_moment1_0") that depend on how many layers
+    the process created before, so a checkpoint would not load into a model built in another order.
+    """
+    renames = {p.name + "_": name + "_" for name, p in model.named_parameters()}
+    portable = {}
+    for key, value in optimizer.state_dict().items():
+        prefix = max((old for old in renames if key.startswith(old)), key=len, default=None)
+        portable[key if prefix is None else renames[prefix] + key[len(prefix):]] = value
+    return portable
+
+
+def _optimizer_state_from_portable(state: dict, model) -> dict:
+    renames = {name + "_": p.name + "_" for name, p in model.named_parameters()}
+    restored = {}
+    for key, value in state.items():
+        prefix = max((old for old in renames if key.startswith(old)), key=len, default=None)
+        restored[key if prefix is None else renames[prefix] + key[len(prefix):]] = value
+    return restored
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    tmp = out / "metrics.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(out / "metrics.csv")
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(history, indent=2))
+    tmp.replace(out / "metrics.json")
+
+
+def _log_to_file(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("inspector")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)

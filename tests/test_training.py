@@ -1,0 +1,118 @@
+"""`inspector train` / `inspector eval` on tiny synthetic runs: learning, exact resume, checkpoints, CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+from typer.testing import CliRunner
+
+from inspector.cli import app
+from inspector.data.synth import write_deeppcb
+from inspector.training import trainer as trainer_module
+from inspector.training.checkpoint import load_checkpoint
+from inspector.training.config import TrainConfig
+from inspector.training.trainer import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory) -> Path:
+    return write_deeppcb(tmp_path_factory.mktemp("synth") / "boards", n=12, seed=3, size=160)
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    values = dict(arch="mbv3-small", data=str(data), out=str(out), epochs=2, batch_size=4, input_size=128,
+                  crop_size=None, input_mode="image+template", lr=3e-3, warmup_epochs=0.0, val_fraction=0.25,
+                  workers=0, seed=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_training_lowers_the_loss_and_writes_a_complete_run(synth_data, tmp_path):
+    out = train(tiny_config(synth_data, tmp_path / "run", epochs=14, batch_size=3, lr=8e-3, augment=False))
+    history = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in history] == list(range(1, 15))
+    assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"], [r["train_loss"] for r in history]
+    for key in ("map50", "map50_95", "f1_iou033", "train_img_per_s"):
+        assert key in history[-1]
+    csv_header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "map50_95" in csv_header and "train_loss_iou" in csv_header
+    for name in ("loss.png", "map.png", "pr_curves.png"):
+        assert (out / "plots" / name).stat().st_size > 1000
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["val"]) == 3 and len(split["train"]) == 9
+    assert (out / "best" / "model.pdparams").is_file() and (out / "last" / "state.pdparams").is_file()
+
+
+def test_resume_after_interrupt_matches_an_uninterrupted_run(synth_data, tmp_path, monkeypatch):
+    straight = train(tiny_config(synth_data, tmp_path / "straight"))
+
+    real_epoch = trainer_module._train_one_epoch
+
+    def interrupted_in_epoch_two(model, optimizer, schedule, ema, loader, epoch, cfg, steps):
+        if epoch == 1:
+            raise KeyboardInterrupt  # as Ctrl-C would, in the middle of the second epoch
+        return real_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps)
+
+    monkeypatch.setattr(trainer_module, "_train_one_epoch", interrupted_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(synth_data, tmp_path / "resumed"))
+    assert load_checkpoint(tmp_path / "resumed" / "last").info["epoch"] == 1  # usable checkpoint left behind
+    monkeypatch.setattr(trainer_module, "_train_one_epoch", real_epoch)
+
+    resumed = train(tiny_config(synth_data, tmp_path / "resumed"), resume=True)
+    a = paddle.load(str(straight / "last" / "model.pdparams"))
+    b = paddle.load(str(resumed / "last" / "model.pdparams"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert len(json.loads((resumed / "metrics.json").read_text())) == 2
+
+
+def test_new_run_refuses_to_overwrite_an_existing_one(synth_data, tmp_path):
+    train(tiny_config(synth_data, tmp_path / "run", epochs=1))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(synth_data, tmp_path / "run", epochs=1))
+
+
+def test_checkpoint_round_trip_reproduces_predictions(synth_data, tmp_path):
+    out = train(tiny_config(synth_data, tmp_path / "run", epochs=1))
+    checkpoint = load_checkpoint(out)  # a run directory resolves to best/
+    assert checkpoint.path.name == "best"
+    assert checkpoint.class_names == ["open", "short", "mousebite", "spur", "copper", "pin-hole"]
+    assert checkpoint.model_config.input_mode == "image+template" and checkpoint.model_config.input_size == 128
+    images = paddle.to_tensor(np.random.default_rng(0).random((1, 6, 128, 128), dtype=np.float32))
+    first = [o.numpy() for o in checkpoint.build()(images)]
+    second = [o.numpy() for o in load_checkpoint(out / "best").build()(images)]
+    for x, y in zip(first, second):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_cli_train_then_eval_writes_the_json_contract(synth_data, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--arch", "mbv3-small", "--data", str(synth_data), "--out", str(run),
+                                 "--epochs", "1", "--batch", "4", "--input-size", "128", "--crop-size", "0",
+                                 "--val-fraction", "0.25"])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", str(synth_data), "--model", str(run), "--split", "val",
+                                 "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(report.read_text())
+    for key in ("map50", "map50_95", "precision", "recall", "f1_iou033", "score_threshold", "per_class",
+                "n_images", "model", "backend"):
+        assert key in summary
+    assert summary["n_images"] == 3  # the run's validation split of 12 boards
+    assert set(summary["per_class"]) <= {"open", "short", "mousebite", "spur", "copper", "pin-hole"}
+
+
+def test_cli_rejects_sizes_that_are_not_multiples_of_32(synth_data, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--arch", "mbv3-small", "--data", str(synth_data), "--out",
+                                      str(tmp_path / "x"), "--input-size", "300"])
+    assert result.exit_code == 2
+    assert "--input-size 300 is not a multiple of 32" in result.output
