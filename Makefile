@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/inspector demo
+	$(VENV)/bin/inspector demo --out runs/demo
 
 # System packages for the GUI tests on a real X server (Xvfb) and Qt's xcb platform plugin.
 SYSDEPS := xvfb xauth libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 \

@@ -177,6 +177,17 @@ def eval_command(
         json_path.write_text(json.dumps(summary, indent=2))
 
 
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo writes its data and run."),
+    epochs: int = typer.Option(3, "--epochs", min=1),
+) -> None:
+    """The main job on bundled data: check real pairs, synthesize boards, train briefly, evaluate."""
+    from inspector.demo import run_demo
+
+    run_demo(out, epochs=epochs)
+
+
 def main() -> None:
     import os
 

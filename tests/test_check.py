@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspector.data.bundled import BUNDLED_DEEPPCB
 from inspector.data import DEEPPCB_CLASSES, check_dataset, format_report
 
-REAL = Path(__file__).parent / "data" / "deeppcb"
+REAL = BUNDLED_DEEPPCB
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from inspector.data.bundled import BUNDLED_DEEPPCB
+
 CHILD = textwrap.dedent(
     """
     import sys
@@ -67,7 +69,7 @@ def xvfb_display():
 
 
 def test_cv2_image_shown_by_pyside6_on_xvfb(xvfb_display, tmp_path):
-    image = next(Path(__file__).parent.glob("data/deeppcb/**/*_test.jpg"))
+    image = next(BUNDLED_DEEPPCB.glob("**/*_test.jpg"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     env.update(DISPLAY=xvfb_display, QT_QPA_PLATFORM="xcb")
     shot = tmp_path / "screen.png"

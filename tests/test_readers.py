@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from inspector.data.bundled import BUNDLED_DEEPPCB
 from inspector.data import DEEPPCB_CLASSES, DataError, Dataset, detect_format, load_dataset
 
-REAL = Path(__file__).parent / "data" / "deeppcb"
+REAL = BUNDLED_DEEPPCB
 SAMPLE_A = "group20085/20085/20085000"  # stems of two real pairs used throughout
 SAMPLE_B = "group77000/77000/77000000"
 
