@@ -46,7 +46,7 @@ def test_check_report_numbers_on_the_bundled_pairs():
 def test_format_report_shows_the_numbers():
     text = format_report(check_dataset(REAL))
     lines = text.splitlines()
-    assert lines[0].endswith("deeppcb (deeppcb)")
+    assert lines[0].endswith("deeppcb_sample (deeppcb)")
     assert "images     8 (0 without labels)" in lines
     assert "boxes      56" in lines
     assert "templates  8 present, 0 missing" in lines

@@ -448,7 +448,7 @@ def test_ambiguous_directory_needs_the_format_override(deeppcb_copy: Path):
 
 
 def test_format_override_and_unknown_data(tmp_path: Path):
-    with pytest.raises(DataError, match=r"deeppcb: no Pascal VOC files: expected Annotations/\*\.xml or \*\.xml"):
+    with pytest.raises(DataError, match=r"deeppcb_sample: no Pascal VOC files: expected Annotations/\*\.xml or \*\.xml"):
         load_dataset(REAL, format="voc")
     with pytest.raises(DataError, match=r"unknown format 'yolo' \(expected one of deeppcb, voc, coco\)"):
         load_dataset(REAL, format="yolo")
