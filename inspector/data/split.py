@@ -53,6 +53,20 @@ def split_dataset(
     return train, val
 
 
+def load_split(dataset: Dataset, split_file: Path | str) -> tuple[Dataset, Dataset]:
+    """``(train, val)`` exactly as an existing split file lists them (e.g. a training run's split.json)."""
+    split_file = Path(split_file)
+    if not split_file.is_file():
+        raise DataError(f"{split_file}: split file not found")
+    try:
+        stored = json.loads(split_file.read_text())
+        val_fraction, seed = float(stored["val_fraction"]), int(stored["seed"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{split_file}: not a split file (expected JSON with seed, val_fraction, train, val): "
+                        f"{error}") from error
+    return split_dataset(dataset, val_fraction, seed, split_file)
+
+
 def relative_key(key: str, root: Path | str) -> str:
     """A sample key (POSIX path) relative to the dataset root; left as-is when outside the root."""
     relative = os.path.relpath(os.path.abspath(key), os.path.abspath(root))
