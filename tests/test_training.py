@@ -53,10 +53,10 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(synth_data, tmp_pat
 
     real_epoch = trainer_module._train_one_epoch
 
-    def interrupted_in_epoch_two(model, optimizer, schedule, ema, loader, epoch, cfg, steps):
+    def interrupted_in_epoch_two(model, optimizer, schedule, ema, loader, epoch, *args):
         if epoch == 1:
             raise KeyboardInterrupt  # as Ctrl-C would, in the middle of the second epoch
-        return real_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps)
+        return real_epoch(model, optimizer, schedule, ema, loader, epoch, *args)
 
     monkeypatch.setattr(trainer_module, "_train_one_epoch", interrupted_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):

@@ -68,7 +68,41 @@ def build_lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> paddle.optimize
     return paddle.optimizer.lr.LinearWarmup(cosine, warmup_steps=warmup, start_lr=cfg.lr * 0.01, end_lr=cfg.lr)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
+class Objective:
+    """What a training run minimises. This default is the detector's own loss against the labels.
+
+    Distillation (``inspector.compression.distill``) subclasses it: the teacher's terms join the loss,
+    the model takes the teacher's configuration (same anchors, so the head maps pair up), and feature
+    adapters train along with the model. Only the model goes into ``best/`` and ``model.pdparams``;
+    the extra layers are kept in ``last/``'s training state for resuming.
+    """
+
+    def model_config(self, cfg: TrainConfig, train_set: Dataset) -> ModelConfig:
+        return make_model_config(cfg, train_set)
+
+    def build_model(self, model_config: ModelConfig) -> paddle.nn.Layer:
+        """A model of the run's architecture, for training and for validating the EMA weights.
+
+        Pruning (``inspector.compression.prune``) overrides it: its model has fewer channels than
+        ``build_model`` gives, and starts from the pruned weights.
+        """
+        return build_model(model_config)
+
+    def extra_layers(self, model: paddle.nn.Layer) -> paddle.nn.Layer | None:
+        """Layers optimised together with ``model`` but not part of it; called once per run."""
+        return None
+
+    def losses(self, model: paddle.nn.Layer, images: paddle.Tensor, gt_boxes: paddle.Tensor,
+               gt_classes: paddle.Tensor, epoch: int) -> dict[str, paddle.Tensor]:
+        """Loss terms of one batch; key ``loss`` is what is minimised, the rest go to metrics.csv."""
+        return model.loss(model(images), gt_boxes, gt_classes)
+
+    def checkpoint_info(self) -> dict:
+        """Extra provenance written into every checkpoint.json of the run."""
+        return {}
+
+
+def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = None) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _log_to_file(out / "train.log")
@@ -104,22 +138,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_set)} training images are fewer than one batch of {cfg.batch_size}")
 
+    objective = objective or Objective()
     if resume:
         state = paddle.load(str(out / "last" / STATE_FILE))
         model_config = ModelConfig.from_dict(state["model_config"])
     else:
         state = None
-        model_config = make_model_config(cfg, train_set)
-    model = build_model(model_config)
+        model_config = objective.model_config(cfg, train_set)
+    model = objective.build_model(model_config)
+    extra = objective.extra_layers(model)
     schedule = build_lr_schedule(cfg, steps_per_epoch)
-    optimizer = paddle.optimizer.AdamW(learning_rate=schedule, parameters=model.parameters(),
+    optimizer = paddle.optimizer.AdamW(learning_rate=schedule,
+                                       parameters=model.parameters() + (extra.parameters() if extra else []),
                                        weight_decay=cfg.weight_decay, grad_clip=paddle.nn.ClipGradByGlobalNorm(10.0))
     ema = ModelEMA(model, decay=cfg.ema_decay)
     history: list[dict] = []
     start_epoch, best_map = 0, -1.0
     if state is not None:
         model.set_state_dict(state["model"])
-        optimizer.set_state_dict(_optimizer_state_from_portable(state["optimizer"], model))
+        if extra is not None:
+            extra.set_state_dict(state["extra_layers"])
+        optimizer.set_state_dict(_optimizer_state_from_portable(state["optimizer"], model, extra))
         schedule.set_state_dict(state["schedule"])
         ema.set_state_dict(state["ema"])
         start_epoch, best_map, history = state["epoch"], state["best_map"], state["history"]
@@ -128,18 +167,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
              cfg.input_size, cfg.input_mode)
 
     def save_last(next_epoch: int) -> None:
-        train_state = {"model": model.state_dict(), "optimizer": _portable_optimizer_state(optimizer, model),
+        train_state = {"model": model.state_dict(), "optimizer": _portable_optimizer_state(optimizer, model, extra),
                        "schedule": schedule.state_dict(), "ema": ema.state_dict(), "epoch": next_epoch,
                        "best_map": best_map, "history": history, "model_config": model_config.to_dict()}
+        if extra is not None:
+            train_state["extra_layers"] = extra.state_dict()
         save_checkpoint(out / "last", ema.shadow, model_config, dataset.class_names,
-                        {"epoch": next_epoch, "train_config": cfg.to_dict()}, train_state)
+                        {"epoch": next_epoch, "train_config": cfg.to_dict(), **objective.checkpoint_info()},
+                        train_state)
 
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            row = _train_one_epoch(model, optimizer, schedule, ema, train_loader, epoch, cfg, steps_per_epoch)
+            row = _train_one_epoch(model, optimizer, schedule, ema, train_loader, epoch, cfg, steps_per_epoch,
+                                   objective)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                eval_model = build_model(model_config)
+                eval_model = objective.build_model(model_config)
                 ema.copy_to(eval_model)
                 result = validate(eval_model, val_loader, dataset.class_names)
                 row.update({k: result.to_dict()[k] for k in ("map50", "map50_95", "precision", "recall",
@@ -149,7 +192,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 if row["map50_95"] > best_map:
                     best_map = row["map50_95"]
                     save_checkpoint(out / "best", ema.shadow, model_config, dataset.class_names,
-                                    {"epoch": epoch + 1, "metrics": result.to_dict(), "train_config": cfg.to_dict()})
+                                    {"epoch": epoch + 1, "metrics": result.to_dict(), "train_config": cfg.to_dict(),
+                                     **objective.checkpoint_info()})
                     plot_training(history + [row], out / "plots", result)
             history.append(row)
             _write_metrics(out, history)
@@ -162,7 +206,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     return out
 
 
-def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps) -> dict:
+def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps,
+                     objective: Objective | None = None) -> dict:
+    objective = objective or Objective()
     model.train()
     loader.set_epoch(epoch)
     sums: dict[str, float] = {}
@@ -172,8 +218,8 @@ def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps)
         if step >= steps:
             break
         images = paddle.to_tensor(batch.images)
-        outputs = model(images)
-        losses = model.loss(outputs, paddle.to_tensor(batch.boxes), paddle.to_tensor(batch.classes))
+        losses = objective.losses(model, images, paddle.to_tensor(batch.boxes), paddle.to_tensor(batch.classes),
+                                  epoch)
         loss = losses["loss"]
         if not bool(paddle.isfinite(loss)):
             raise FloatingPointError(f"epoch {epoch + 1} step {step}: loss is {float(loss)}; lower --lr")
@@ -197,13 +243,21 @@ def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps)
     return row
 
 
-def _portable_optimizer_state(optimizer, model) -> dict:
+def _structured_parameters(model, extra=None) -> list:
+    """(structured name, parameter) of the model, then of the extra layers under "extra."."""
+    named = list(model.named_parameters())
+    if extra is not None:
+        named += [("extra." + name, p) for name, p in extra.named_parameters()]
+    return named
+
+
+def _portable_optimizer_state(optimizer, model, extra=None) -> dict:
     """Optimizer state keyed by structured parameter names ("backbone.stem.0.weight_moment1_0").
 
     Paddle keys it by global parameter names ("conv2d_1460.w_0_moment1_0") that depend on how many layers
     the process created before, so a checkpoint would not load into a model built in another order.
     """
-    renames = {p.name + "_": name + "_" for name, p in model.named_parameters()}
+    renames = {p.name + "_": name + "_" for name, p in _structured_parameters(model, extra)}
     portable = {}
     for key, value in optimizer.state_dict().items():
         prefix = max((old for old in renames if key.startswith(old)), key=len, default=None)
@@ -211,8 +265,8 @@ def _portable_optimizer_state(optimizer, model) -> dict:
     return portable
 
 
-def _optimizer_state_from_portable(state: dict, model) -> dict:
-    renames = {name + "_": p.name + "_" for name, p in model.named_parameters()}
+def _optimizer_state_from_portable(state: dict, model, extra=None) -> dict:
+    renames = {name + "_": p.name + "_" for name, p in _structured_parameters(model, extra)}
     restored = {}
     for key, value in state.items():
         prefix = max((old for old in renames if key.startswith(old)), key=len, default=None)
