@@ -1,0 +1,290 @@
+"""INT8 quantization (inspector.compression.quantize / sensitivity) on tiny detectors.
+
+The models are untrained (mbv3-small at input 64): these tests check that quantization really
+happens, that saved programs reload in Paddle Inference and Paddle Lite and agree with the
+fake-quant model, and that mixed precision keeps exactly the named layers in FP32. Accuracy numbers
+on real data are the job of ``inspector quantize`` itself.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import pytest
+from typer.testing import CliRunner
+
+from inspector.cli import app
+from inspector.compression.quantize import (
+    InferenceModel,
+    calibrate,
+    convolutions,
+    describe_program,
+    fuse_batch_norms,
+    is_quantized,
+    layer_precisions,
+    params_file,
+    program_file,
+    ptq_static,
+    quantizable_layer_names,
+    quantize_model,
+    save_inference_model,
+)
+from inspector.compression.sensitivity import layer_sensitivity
+from inspector.data import Dataset, load_dataset
+from inspector.data.loader import BatchLoader
+from inspector.data.split import split_dataset
+from inspector.data.structures import Sample
+from inspector.data.synth import write_deeppcb
+from inspector.models import ModelConfig, build_model
+from inspector.training.checkpoint import save_checkpoint
+from inspector.training.validate import predict_loader
+
+INPUT = 64
+SKIPPED = "head.predictions"  # a block: its three 1x1 prediction convolutions
+SKIPPED_LAYERS = ["head.predictions.0", "head.predictions.1", "head.predictions.2"]
+
+
+def lite_x86_fp32_layers(model) -> list[str]:
+    """What Paddle Lite 2.13's x86 INT8 kernels cannot run: depthwise convolutions with a bias (the
+    predictor segfaults) and the stem on the network input (wrong results: mAP@0.5 0.79 -> 0.41 on
+    DeepPCB images). The ARM kernels are a separate implementation; x86 Lite needs these kept FP32."""
+    return ["backbone.stem.conv"] + [name for name, conv in convolutions(model).items() if conv._groups > 1]
+
+
+def tiny_detector(num_classes: int = 6, seed: int = 0):
+    paddle.seed(seed)
+    model = build_model(ModelConfig(arch="mbv3-small", num_classes=num_classes, input_size=INPUT,
+                                    input_mode="image+template"))
+    model.eval()
+    return model
+
+
+def random_images(count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((count, 6, INPUT, INPUT), dtype=np.float32)
+
+
+def decoded_outputs(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with paddle.no_grad():
+        boxes, scores = model.decode(model(paddle.to_tensor(images)))
+    return boxes.numpy(), scores.numpy()
+
+
+def test_quantize_model_wraps_every_convolution_but_the_skipped_block():
+    model = tiny_detector()
+    names = quantizable_layer_names(model)
+    quantize_model(model, skip_layers=[SKIPPED])
+    assert is_quantized(model)
+    assert quantizable_layer_names(model) == names  # the wrappers take the layers' places
+    kinds = {name: type(conv).__name__ for name, conv in convolutions(model).items()}
+    assert {name for name, kind in kinds.items() if kind == "Conv2D"} == set(SKIPPED_LAYERS)
+    assert sum(kind == "QuantizedConv2D" for kind in kinds.values()) == len(names) - 3
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_model(model)
+
+
+def test_an_unknown_skip_layer_is_refused_with_the_names_that_exist():
+    with pytest.raises(ValueError, match="'head.nonexistent' names no convolution.*backbone.stem.conv"):
+        quantize_model(tiny_detector(), skip_layers=["head.nonexistent"])
+
+
+def test_folding_batch_norms_keeps_the_function_and_removes_every_batch_norm():
+    model = tiny_detector()
+    for layer in model.sublayers():  # non-trivial statistics, as a trained model has
+        if isinstance(layer, nn.BatchNorm2D):
+            channels = layer._mean.shape[0]
+            rng = np.random.default_rng(channels)
+            layer._mean.set_value(rng.normal(0, 0.5, channels).astype("float32"))
+            layer._variance.set_value(rng.uniform(0.2, 3.0, channels).astype("float32"))
+            layer.weight.set_value(rng.normal(1, 0.5, channels).astype("float32"))  # negative gammas too
+    images = random_images(2, seed=0)
+    want = decoded_outputs(model, images)
+    fuse_batch_norms(model)
+    assert not any(isinstance(layer, nn.BatchNorm2D) for layer in model.sublayers())
+    got = decoded_outputs(model, images)
+    np.testing.assert_allclose(got[1], want[1], atol=1e-4)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-3, atol=1e-2)  # boxes reach hundreds of pixels
+
+
+def test_calibration_sets_activation_scales_from_the_calibration_images_alone():
+    model = quantize_model(tiny_detector())
+    stem_input = convolutions(model)["backbone.stem.conv"]._fake_quant_input
+    weight_before = convolutions(model)["backbone.stem.conv"].weight.numpy().copy()
+    images = random_images(2, seed=1) * 3.0  # abs-max 3, far from the layers' initial scale state
+    assert calibrate(model, [images]) == 2
+    # One batch after a restart from zero: the scale is that batch's abs-max exactly (a moving average
+    # that kept its initial state would land between it and 1).
+    np.testing.assert_allclose(float(stem_input._scale), np.abs(images).max(), rtol=1e-6)
+    np.testing.assert_array_equal(convolutions(model)["backbone.stem.conv"].weight.numpy(), weight_before)
+    assert not model.training and not stem_input.training
+
+
+@pytest.fixture(scope="module")
+def qat_saved(tmp_path_factory):
+    """A calibrated fake-quant detector, its outputs, and its saved program. Mixed precision: the layers
+    Paddle Lite's x86 INT8 kernels cannot run stay FP32, so the Lite test can run it on this machine."""
+    model = tiny_detector()
+    skipped = lite_x86_fp32_layers(model)
+    quantize_model(model, skip_layers=skipped)
+    calibrate(model, [random_images(4, seed=2), random_images(4, seed=3)])
+    images = random_images(1, seed=4)
+    reference = decoded_outputs(model, images)
+    prefix = tmp_path_factory.mktemp("qat") / "model"
+    save_inference_model(model, prefix, INPUT, in_channels=6)
+    return model, images, reference, prefix, skipped
+
+
+@pytest.mark.slow
+def test_qat_model_saves_an_int8_program_that_reloads_and_matches_the_fake_quant_model(qat_saved):
+    model, images, (want_boxes, want_scores), prefix, skipped = qat_saved
+    # Saving left the dygraph model as it was.
+    np.testing.assert_array_equal(decoded_outputs(model, images)[1], want_scores)
+
+    summary = describe_program(program_file(prefix))
+    assert summary.op_counts.get("quantize_linear", 0) > 0 and summary.op_counts.get("dequantize_linear", 0) > 0
+    precisions = layer_precisions(model, summary)
+    assert {name for name, p in precisions.items() if p == "fp32"} == set(skipped)
+    assert sum(p == "int8" for p in precisions.values()) == len(precisions) - len(skipped) > 40
+    # INT8 storage: the weights file is far smaller than 4 bytes per parameter.
+    float_bytes = 4 * sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+    assert params_file(prefix).stat().st_size < 0.5 * float_bytes
+
+    for onednn_int8 in (False, True):  # FP32 kernels on the quantized graph, then oneDNN's INT8 kernels
+        engine = InferenceModel(prefix, onednn_int8=onednn_int8, threads=1)
+        assert engine.runtime.precision == ("int8" if onednn_int8 else "int8-simulated"), engine.runtime
+        if onednn_int8:
+            assert engine.runtime.int8_convolutions == len(precisions) - len(skipped)
+        boxes, scores = engine(images)
+        assert boxes.shape == want_boxes.shape and scores.shape == want_scores.shape
+        # The exported graph also quantizes each convolution's output (PaddleSlim's output scales),
+        # which the fake-quant model only observes: close, not equal.
+        np.testing.assert_allclose(scores, want_scores, atol=0.02)
+        np.testing.assert_allclose(boxes, want_boxes, atol=0.02 * INPUT)
+
+
+@pytest.mark.slow
+def test_paddle_lite_converts_the_int8_model_and_its_predictor_runs_it(qat_saved, tmp_path):
+    from paddlelite.lite import MobileConfig, Opt, create_paddle_predictor
+
+    model, images, (want_boxes, want_scores), prefix, _ = qat_saved
+    float_bytes = 4 * sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+    for target in ("x86", "arm"):
+        opt = Opt()
+        opt.set_model_file(str(program_file(prefix)))
+        opt.set_param_file(str(params_file(prefix)))
+        opt.set_valid_places(target)
+        opt.set_model_type("naive_buffer")
+        opt.set_optimize_out(str(tmp_path / target))
+        opt.run()
+        assert 0 < (tmp_path / f"{target}.nb").stat().st_size < 0.6 * float_bytes  # INT8 weights kept
+    config = MobileConfig()
+    config.set_model_from_file(str(tmp_path / "x86.nb"))
+    predictor = create_paddle_predictor(config)
+    predictor.get_input(0).from_numpy(images)
+    predictor.run()
+    boxes, scores = predictor.get_output(0).numpy(), predictor.get_output(1).numpy()
+    assert boxes.shape == want_boxes.shape and scores.shape == want_scores.shape
+    np.testing.assert_allclose(scores, want_scores, atol=0.02)
+    np.testing.assert_allclose(boxes, want_boxes, atol=0.02 * INPUT)
+
+
+class ThreeConvs(nn.Layer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2D(3, 8, 3, padding=1)
+        self.second = nn.Conv2D(8, 8, 3, padding=1, groups=8)
+        self.third = nn.Conv2D(8, 4, 1)
+
+    def forward(self, x):
+        return self.third(nn.functional.relu(self.second(nn.functional.relu(self.first(x)))))
+
+
+def test_ptq_quantizes_every_convolution_of_an_fp32_program_but_the_skipped_one(tmp_path):
+    paddle.seed(0)
+    model = ThreeConvs()
+    model.eval()
+    spec = [paddle.static.InputSpec([1, 3, 16, 16], "float32", "images")]
+    with paddle.pir_utils.DygraphOldIrGuard():
+        paddle.jit.save(paddle.jit.to_static(model, input_spec=spec, full_graph=True), str(tmp_path / "fp32"))
+    images = [np.random.default_rng(i).random((1, 3, 16, 16), dtype=np.float32) for i in range(4)]
+    ptq_static(tmp_path / "fp32", tmp_path / "int8", images, algo="hist", skip_weights=[model.third.weight.name])
+
+    summary = describe_program(program_file(tmp_path / "int8"))
+    assert sorted(summary.quantized_weights) == sorted([model.first.weight.name, model.second.weight.name])
+    assert summary.float_weights == [model.third.weight.name]
+    [output] = InferenceModel(tmp_path / "int8", threads=1)(images[0])
+    want = model(paddle.to_tensor(images[0])).numpy()
+    assert np.abs(output - want).max() < 0.05 * np.abs(want).max()  # quantized, and still the same function
+
+
+def test_sensitivity_ranks_a_layer_with_a_broken_scale_first(tmp_path):
+    data = write_deeppcb(tmp_path / "boards", n=3, seed=5, size=160)
+    fp32 = fuse_batch_norms(tiny_detector())
+    loader = BatchLoader(load_dataset(data), 3, INPUT, "image+template", workers=0)
+    # Ground truth = the FP32 model's own confident detections, so FP32 scores mAP 1 and any change to
+    # its outputs costs mAP (an untrained model detects nothing real).
+    detections = predict_loader(fp32, loader, progress=False)
+    samples = [Sample(s.image_path, detections[s.key].boxes[:5], detections[s.key].classes[:5], s.template_path)
+               for s in loader.dataset.samples]
+    loader = BatchLoader(Dataset(samples, loader.dataset.class_names, data, "deeppcb"), 3, INPUT,
+                         "image+template", workers=0)
+    quantized = quantize_model(tiny_detector())
+    calibrate(quantized, (batch.images for batch in loader))
+    broken = "backbone.blocks.1.body.0.conv"
+    convolutions(quantized)[broken]._fake_quant_input._scale.set_value(paddle.to_tensor([1e-3]))
+    names = [broken, "backbone.blocks.8.body.3.conv", "head.blocks.2.pointwise.conv"]
+    before = decoded_outputs(fp32, loader_images(loader))
+
+    report = layer_sensitivity(fp32, quantized, loader, loader.dataset.class_names, layer_names=names,
+                               progress=False)
+    assert report.fp32["map50"] > 0.8  # (not exactly 1: coincident boxes and clipped borders)
+    assert [layer.name for layer in report.layers][0] == broken
+    assert report.layers[0].drop_map50_95 > max(layer.drop_map50_95 for layer in report.layers[1:])
+    assert report.most_sensitive(1) == [broken]
+    np.testing.assert_array_equal(decoded_outputs(fp32, loader_images(loader))[1], before[1])  # given back
+    report.save(tmp_path / "sensitivity.json")
+    assert json.loads((tmp_path / "sensitivity.json").read_text())["layers"][0]["name"] == broken
+
+
+def loader_images(loader: BatchLoader) -> np.ndarray:
+    return np.concatenate([batch.images for batch in loader])
+
+
+@pytest.mark.slow
+def test_quantize_command_writes_a_run_that_export_can_read(tmp_path):
+    data = write_deeppcb(tmp_path / "boards", n=6, seed=3, size=160)
+    dataset = load_dataset(data)
+    split_dataset(dataset, 0.34, 0, tmp_path / "fp32-run" / "split.json")
+    model = tiny_detector(num_classes=len(dataset.class_names))
+    save_checkpoint(tmp_path / "fp32-run" / "best", model.state_dict(), model.cfg, dataset.class_names,
+                    {"epoch": 1, "train_config": {"crop_size": None}})
+    out = tmp_path / "int8-run"
+    result = CliRunner().invoke(app, [
+        "quantize", "--model", str(tmp_path / "fp32-run"), "--data", str(data), "--method", "qat",
+        "--out", str(out), "--epochs", "1", "--max-steps", "1", "--batch", "2", "--calibration-images", "2",
+        "--skip-layers", "head.predictions.1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "drop (INT8 model) on 2 validation images" in result.output
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("fp32", "int8", "int8_onednn"):
+        assert {"map50", "map50_95", "f1_iou033", "runtime", "model_bytes"} <= set(metrics[name])
+    assert [metrics[name]["runtime"]["precision"] for name in ("fp32", "int8", "int8_onednn")] == \
+        ["fp32", "int8-simulated", "int8"]
+    assert metrics["drop"]["map50"] == pytest.approx(metrics["fp32"]["map50"] - metrics["int8"]["map50"])
+    assert metrics["int8"]["model_bytes"] < 0.5 * metrics["fp32"]["model_bytes"]
+    assert len(metrics["qat_history"]) == 1
+    config = json.loads((out / "quant_config.json").read_text())
+    assert [name for name, p in config["layers"].items() if p == "fp32"] == ["head.predictions.1"]
+    assert (out / "split.json").read_text() == (tmp_path / "fp32-run" / "split.json").read_text()
+
+    from inspector.export.package import resolve_source
+
+    source = resolve_source(out)  # what `inspector export --model RUN` sees: the INT8 model, described
+    assert source.kind == "inference-model" and source.inference_prefix == out / "model"
+    assert source.class_names == dataset.class_names and source.model_config == model.cfg
+
+    again = CliRunner().invoke(app, ["quantize", "--model", str(tmp_path / "fp32-run"), "--data", str(data),
+                                     "--out", str(out)])
+    assert again.exit_code == 2 and "not empty" in again.output
