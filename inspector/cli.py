@@ -81,6 +81,11 @@ class InputMode(str, Enum):
     image_template = "image+template"
 
 
+class Backend(str, Enum):
+    lite = "lite"
+    paddle = "paddle"
+
+
 class Split(str, Enum):
     all = "all"
     train = "train"
@@ -132,10 +137,13 @@ def train_command(
 @app.command("eval")
 def eval_command(
     data: Path = typer.Argument(..., help="Labeled data: DeepPCB / VOC directory or COCO JSON."),
-    model: Path = typer.Option(..., "--model", help="Training run directory or checkpoint directory."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package (run through the runtime), or a "
+                                         "training run / checkpoint directory. Default: the shipped package."),
     format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
+    backend: Backend = typer.Option(Backend.lite, "--backend", help="Engine for a package: Paddle Lite or "
+                                    "Paddle Inference."),
     split: Split = typer.Option(Split.all, "--split", help="Evaluate all of DATA, or the run's own train/val "
-                                "part of it (from the run's split.json)."),
+                                "part of it (from the run's or package's split.json)."),
     score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="Threshold of the DeepPCB "
                                                     "F-score; default: the one that maximises F."),
     batch: int = typer.Option(8, "--batch", min=1),
@@ -144,9 +152,15 @@ def eval_command(
     """COCO mAP@0.5 and mAP@0.5:0.95 plus the DeepPCB protocol (IoU > 0.33, P/R/F) of a model on DATA."""
     import json
 
+    from inspector.runtime.package import is_package
+
+    if model is None or is_package(model):
+        _eval_package(data, model, format, backend, split, score_threshold, json_path)
+        return
+
     from inspector.data import DataError, load_dataset
     from inspector.data.loader import BatchLoader
-    from inspector.data.split import split_dataset
+    from inspector.data.split import load_split
     from inspector.training.checkpoint import load_checkpoint
     from inspector.training.validate import validate
 
@@ -157,7 +171,7 @@ def eval_command(
             split_file = checkpoint.path.parent / "split.json"
             if not split_file.is_file():
                 _fail(f"error: --split {split.value} needs {split_file} (a training run's split)")
-            train_set, val_set = split_dataset(dataset, split_file=split_file)
+            train_set, val_set = load_split(dataset, split_file)
             dataset = val_set if split is Split.val else train_set
     except (DataError, FileNotFoundError, ValueError) as error:
         _fail(f"error: {error}")
@@ -175,6 +189,462 @@ def eval_command(
                    f"AP50:95 {row.ap50_95 if row.ap50_95 is not None else float('nan'):.4f}  n={row.num_gt}")
     if json_path:
         json_path.write_text(json.dumps(summary, indent=2))
+
+
+@app.command("distill")
+def distill_command(
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher: a training run (its best/) or a "
+                                           "checkpoint directory. Required unless --resume."),
+    student_arch: Optional[str] = typer.Option(None, "--student-arch", help="Student architecture: mbv3-small, "
+                                               "mbv3-large (optionally -x0.75 etc.). Required unless --resume."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON. "
+                                        "Required unless --resume."),
+    out: Path = typer.Option(..., "--out", help="Run directory (student checkpoints, metrics, plots)."),
+    format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Default 30 (with --resume: the run's)."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Images per step."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Default and only allowed value: the "
+                                             "teacher's (the student must see the teacher's input)."),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="Train on random crops of this side (0: "
+                                            "whole image); default: the teacher run's."),
+    input_mode: Optional[InputMode] = typer.Option(None, "--input-mode", help="Default and only allowed value: "
+                                                   "the teacher's."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, 90-degree turns, lighting, noise."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9,
+                                       help="Used only when the teacher's split.json does not cover DATA."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Used only when the teacher's split.json does not "
+                                   "cover DATA (otherwise the student keeps the teacher's split)."),
+    seed: int = typer.Option(0, "--seed"),
+    eval_every: int = typer.Option(1, "--eval-every", min=1, help="Validate every N epochs."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap steps per epoch (smoke tests)."),
+    temperature: float = typer.Option(2.0, "--temperature", help="T softening the class scores (loss x T^2)."),
+    alpha_start: float = typer.Option(0.7, "--alpha-start", help="Weight of the teacher terms in the first "
+                                      "epoch; the label loss gets 1 - alpha."),
+    alpha_end: float = typer.Option(0.3, "--alpha-end", help="Weight of the teacher terms in the last epoch "
+                                    "(linear in between)."),
+    confidence: float = typer.Option(0.5, "--confidence", help="Teacher objectness above which its boxes are "
+                                     "targets."),
+    cls_weight: float = typer.Option(1.0, "--cls-weight", help="Weight of the softened class-score term."),
+    obj_weight: float = typer.Option(1.0, "--obj-weight", help="Weight of the objectness term."),
+    box_weight: float = typer.Option(1.0, "--box-weight", help="Weight of the confident-box term."),
+    feature_weight: float = typer.Option(1.0, "--feature-weight", help="Weight of the neck-feature (FitNets) "
+                                         "term; 0 turns it off."),
+    feature_normalize: bool = typer.Option(True, "--feature-normalize/--no-feature-normalize",
+                                           help="Standardise feature maps per channel before the MSE."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """Distill a trained teacher into a small student: a training run whose loss adds the teacher's outputs
+    and neck features; best/ and last/ hold the student alone (usable by eval and export)."""
+    from inspector.data import DataError
+
+    try:
+        if resume:
+            from inspector.compression.distill import resume_distillation
+
+            run = resume_distillation(out, epochs=epochs)
+        else:
+            missing = [name for name, value in (("--teacher", teacher), ("--student-arch", student_arch),
+                                                ("--data", data)) if value is None]
+            if missing:
+                _fail(f"error: {', '.join(missing)} needed (unless --resume)")
+            from inspector.compression.distill import DistillConfig, distill
+            from inspector.models import parse_arch
+            from inspector.training.checkpoint import load_checkpoint
+            from inspector.training.config import TrainConfig
+
+            parse_arch(student_arch)
+            teacher_checkpoint = load_checkpoint(teacher)
+            teacher_model = teacher_checkpoint.model_config
+            teacher_train = teacher_checkpoint.info.get("train_config") or {}
+            if crop_size is None:
+                crop_size = teacher_train.get("crop_size") or 0
+            for size, name in ((input_size, "--input-size"), (crop_size, "--crop-size")):
+                if size and size % 32:
+                    _fail(f"error: {name} {size} is not a multiple of 32")
+            config = DistillConfig(teacher=str(teacher), temperature=temperature, alpha_start=alpha_start,
+                                   alpha_end=alpha_end, confidence_threshold=confidence, cls_weight=cls_weight,
+                                   obj_weight=obj_weight, box_weight=box_weight, feature_weight=feature_weight,
+                                   feature_normalize=feature_normalize)
+            cfg = TrainConfig(arch=student_arch, data=str(data), out=str(out), format=format.value if format else None,
+                              epochs=epochs or 30, batch_size=batch,
+                              input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,
+                              input_mode=input_mode.value if input_mode else teacher_model.input_mode, augment=augment,
+                              lr=lr, val_fraction=val_fraction, split_seed=split_seed, seed=seed,
+                              eval_every=eval_every, max_steps_per_epoch=max_steps)
+            run = distill(cfg, config)
+    except KeyboardInterrupt:
+        _fail(f"interrupted: last checkpoint saved in {out}/last; continue with --resume", code=130)
+    except (DataError, FileExistsError, FileNotFoundError, ValueError) as error:
+        _fail(f"error: {error}")
+    typer.echo(f"done: {run}")
+
+
+class Criterion(str, Enum):
+    l1 = "l1"
+    fpgm = "fpgm"
+
+
+@app.command("prune")
+def prune_command(
+    model: Optional[Path] = typer.Option(None, "--model", help="Run (its best/) or checkpoint directory to prune. "
+                                         "Required unless --resume."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The labeled data it was trained on. Required unless "
+                                        "--resume."),
+    out: Path = typer.Option(..., "--out", help="New run directory (pruned and fine-tuned checkpoints, report)."),
+    criterion: Criterion = typer.Option(Criterion.l1, "--criterion", help="l1: keep the filters with the largest L1 "
+                                        "norm; fpgm: remove those nearest the geometric median of their layer."),
+    ratio: Optional[float] = typer.Option(None, "--ratio", min=0.0, max=0.95, help="Remove this fraction of the "
+                                          "channels of every channel group."),
+    auto_ratio: bool = typer.Option(False, "--auto-ratio", help="Instead of --ratio: per-group ratios from a "
+                                    "sensitivity scan on validation images."),
+    target_flops: float = typer.Option(0.3, "--target-flops", help="--auto-ratio: fraction of the FLOPs to remove."),
+    max_drop: float = typer.Option(0.02, "--max-drop", help="--auto-ratio: largest mAP@0.5:0.95 drop (before "
+                                   "fine-tuning) that pruning one group may cost on the scan images."),
+    scan_ratios: str = typer.Option("0.25,0.5,0.75", "--scan-ratios", help="--auto-ratio: ratios tried per group."),
+    scan_images: int = typer.Option(64, "--scan-images", min=1, help="--auto-ratio: validation images scanned."),
+    channel_multiple: int = typer.Option(8, "--channel-multiple", min=1, help="Round kept channels to multiples "
+                                         "of this (8 suits ARM kernels)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Fine-tuning epochs (default 6; with "
+                                         "--resume: the run's)."),
+    lr: float = typer.Option(5e-4, "--lr", help="Fine-tuning peak learning rate (AdamW)."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Images per step (default: the source run's)."),
+    format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
+    seed: int = typer.Option(0, "--seed"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap steps per epoch (smoke tests)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the fine-tuning in --out from its last checkpoint."),
+) -> None:
+    """Structured channel pruning of a trained detector, then fine-tuning: a new run with best/ and last/
+    (usable by eval and export), pruning.json (parameters, FLOPs, mAP before and after) and, with
+    --auto-ratio, sensitivity.json."""
+    import json
+
+    from inspector.data import DataError
+
+    try:
+        if resume:
+            from inspector.compression.prune import resume_pruning
+
+            run = resume_pruning(out, epochs=epochs)
+        else:
+            missing = [name for name, value in (("--model", model), ("--data", data)) if value is None]
+            if missing:
+                _fail(f"error: {', '.join(missing)} needed (unless --resume)")
+            if (ratio is None) == (not auto_ratio):
+                _fail("error: give exactly one of --ratio R and --auto-ratio")
+            try:
+                ratios = tuple(float(r) for r in scan_ratios.split(","))
+            except ValueError:
+                _fail(f"error: --scan-ratios {scan_ratios!r}: expected comma-separated numbers such as 0.25,0.5")
+            from inspector.compression.prune import PruneConfig, prune
+
+            cfg = PruneConfig(model=str(model), data=str(data), out=str(out), criterion=criterion.value, ratio=ratio,
+                              target_flops_reduction=target_flops, max_drop=max_drop, scan_ratios=ratios,
+                              scan_images=scan_images, channel_multiple=channel_multiple,
+                              format=format.value if format else None, epochs=epochs or 6, lr=lr, batch_size=batch,
+                              seed=seed, max_steps_per_epoch=max_steps)
+            run = prune(cfg)
+    except KeyboardInterrupt:
+        _fail(f"interrupted: if fine-tuning had started, {out}/last holds it; continue with --resume", code=130)
+    except (DataError, FileExistsError, FileNotFoundError, ValueError) as error:
+        _fail(f"error: {error}")
+    from inspector.compression.prune import REPORT_FILE, format_report
+
+    typer.echo(format_report(json.loads((run / REPORT_FILE).read_text())))
+    typer.echo(f"done: {run}")
+
+
+class QuantMethod(str, Enum):
+    qat = "qat"
+    ptq = "ptq"
+
+
+class PtqAlgo(str, Enum):
+    hist = "hist"
+    kl = "KL"
+    mse = "mse"
+    avg = "avg"
+    abs_max = "abs_max"
+
+
+@app.command("quantize")
+def quantize_command(
+    model: Path = typer.Option(..., "--model", help="FP32 training run (its best/) or checkpoint directory."),
+    data: Path = typer.Option(..., "--data", help="The labeled data it was trained on (its split.json is reused)."),
+    method: QuantMethod = typer.Option(QuantMethod.qat, "--method", help="qat: fake-quant fine-tuning; ptq: "
+                                       "calibration only (PaddleSlim post-training quantization)."),
+    out: Path = typer.Option(..., "--out", help="New run directory (INT8 and FP32 inference models, metrics)."),
+    format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
+    epochs: int = typer.Option(3, "--epochs", min=0, help="QAT fine-tuning epochs (0: calibration only)."),
+    lr: float = typer.Option(1e-4, "--lr", help="QAT peak learning rate (AdamW, cosine to 0)."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Images per step."),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="QAT training crop (0: whole image); "
+                                            "default: the source run's."),
+    calibration_images: int = typer.Option(64, "--calibration-images", min=1, help="Training images that set "
+                                           "the activation scales."),
+    ptq_algo: PtqAlgo = typer.Option(PtqAlgo.hist, "--ptq-algo", help="PTQ activation-scale rule."),
+    skip_layers: Optional[str] = typer.Option(None, "--skip-layers", help="Comma-separated convolutions or blocks "
+                                              "kept in FP32 (mixed precision), e.g. head.predictions."),
+    sensitivity: bool = typer.Option(False, "--sensitivity", help="Rank the layers by the mAP their quantization "
+                                     "costs (sensitivity.json)."),
+    sensitivity_images: int = typer.Option(32, "--sensitivity-images", min=1, help="Validation images it uses."),
+    skip_most_sensitive: int = typer.Option(0, "--skip-most-sensitive", min=0, help="With --sensitivity: also "
+                                            "keep the K most sensitive layers in FP32."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Paddle Inference threads for the "
+                                          "evaluation (default: OMP_NUM_THREADS)."),
+    seed: int = typer.Option(0, "--seed"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap QAT steps per epoch (smoke tests)."),
+) -> None:
+    """INT8 quantization (QAT or PTQ) of a trained detector, exported as a Paddle inference model for
+    `inspector export`; FP32 and INT8 accuracy measured through Paddle Inference (metrics.json)."""
+    from inspector.data import DataError
+
+    try:
+        from inspector.compression.quantize import QuantizeConfig, quantize
+
+        cfg = QuantizeConfig(model=str(model), data=str(data), out=str(out), method=method.value,
+                             format=format.value if format else None, epochs=epochs, lr=lr, batch_size=batch,
+                             crop_size=crop_size, calibration_images=calibration_images, ptq_algo=ptq_algo.value,
+                             skip_layers=[s.strip() for s in (skip_layers or "").split(",") if s.strip()],
+                             sensitivity=sensitivity, sensitivity_images=sensitivity_images,
+                             skip_most_sensitive=skip_most_sensitive, threads=threads, seed=seed,
+                             max_steps_per_epoch=max_steps)
+        run = quantize(cfg)
+    except (DataError, FileExistsError, FileNotFoundError, ValueError) as error:
+        _fail(f"error: {error}")
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name in ("fp32", "int8", "int8_onednn"):
+        row = metrics[name]
+        typer.echo(f"{name:11s} ({row['runtime']['precision']}, {row['model_bytes'] / 1e6:.2f} MB): mAP@0.5 "
+                   f"{row['map50']:.4f}  mAP@0.5:0.95 {row['map50_95']:.4f}  F(IoU>0.33) {row['f1_iou033']:.4f}")
+    for key, label in (("drop", "INT8 model"), ("drop_onednn", "oneDNN INT8 kernels")):
+        drop = metrics[key]
+        typer.echo(f"drop ({label}) on {metrics['n_images']} validation images: mAP@0.5 {drop['map50']:+.4f}  "
+                   f"mAP@0.5:0.95 {drop['map50_95']:+.4f}  F {drop['f1_iou033']:+.4f}")
+    typer.echo(f"done: {run}")
+
+
+@app.command("export")
+def export_command(
+    model: Path = typer.Option(..., "--model", help="Training run or checkpoint (exported in FP32), or a directory "
+                               "holding an inference model NAME.pdmodel + NAME.pdiparams (e.g. INT8 from quantize)."),
+    out: Path = typer.Option(..., "--out", help="Package directory to create, e.g. models/NAME."),
+    targets: str = typer.Option("x86,arm", "--targets", help="Paddle Lite targets, comma-separated: x86, arm."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Labeled data to measure the package on; "
+                                             "the metrics go into its manifest.json."),
+    eval_split: Split = typer.Option(Split.val, "--eval-split", help="Part of --eval-data to measure on (train/val "
+                                     "from the source run's split.json, or all)."),
+    format: Optional[DataFormat] = typer.Option(None, "--format", help="Format of --eval-data (auto-detected)."),
+) -> None:
+    """Write a model package: Paddle inference model, Paddle Lite .nb per target, manifest.json."""
+    from inspector.export import ExportError, PackageError, export_package, record_metrics
+    from inspector.runtime import BackendError, Detector
+    from inspector.runtime.package import lite_target_for_this_machine
+
+    target_list = tuple(t.strip() for t in targets.split(",") if t.strip())
+    runnable_here = lite_target_for_this_machine().removeprefix("lite-") in target_list
+    try:
+        package = export_package(model, out, targets=target_list, progress=typer.echo)
+        # The package must load and run through the runtime before anyone else sees it.
+        detector = Detector.load(package, backend="lite" if runnable_here else "paddle", threads=_all_cores())
+    except (ExportError, PackageError, BackendError, FileNotFoundError, ValueError) as error:
+        _fail(f"error: {error}")
+    typer.echo(f"loaded through the runtime: {detector.info.engine}, precision {detector.info.precision}")
+    if eval_data is None:
+        return
+    dataset = _load_eval_dataset(eval_data, format, eval_split, package)
+    result = _evaluate_package(detector, dataset, None)
+    metrics = {**result.to_dict(), "data": str(eval_data), "split": eval_split.value, "backend": detector.info.backend,
+               "precision_ran": detector.info.precision, "engine": detector.info.engine}
+    record_metrics(package, metrics, score_threshold=result.score_threshold)
+    _echo_eval(result, len(dataset))
+    typer.echo(f"metrics recorded in {package / 'manifest.json'}")
+
+
+@app.command("bench")
+def bench_command(
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package. Default: the shipped package."),
+    backend: Backend = typer.Option(Backend.lite, "--backend", help="Paddle Lite or Paddle Inference."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads the engine may use."),
+    runs: int = typer.Option(100, "--runs", min=1, help="Timed runs."),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs first."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Frame to time (default: a bundled 640x640 DeepPCB "
+                                         "pair)."),
+    template: Optional[Path] = typer.Option(None, "--template", help="Its golden template (image+template models)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+) -> None:
+    """Latency of a package on a real-sized frame: p50/p99 ms, FPS, model size, peak memory."""
+    import json
+
+    from inspector.data import DataError, load_dataset, read_image
+    from inspector.data.bundled import BUNDLED_DEEPPCB
+    from inspector.runtime import BackendError, Detector, PackageError
+    from inspector.runtime.bench import benchmark
+
+    try:
+        detector = Detector.load(model, backend=backend.value, threads=threads)
+        if image is None:
+            sample = load_dataset(BUNDLED_DEEPPCB).samples[0]
+            frame, golden = sample.load_image(), sample.load_template()
+        else:
+            frame, golden = read_image(image), None if template is None else read_image(template)
+        result = benchmark(detector, frame, golden if detector.needs_template else None, runs=runs, warmup=warmup)
+    except (PackageError, BackendError, DataError, ValueError) as error:
+        _fail(f"error: {error}")
+    typer.echo(f"{result.engine} on {result.device}, {result.threads} thread(s), precision {result.precision}")
+    typer.echo(f"frame {result.frame_size[0]}x{result.frame_size[1]} -> input {result.input_size}: "
+               f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.fps:.1f} FPS  "
+               f"(network p50 {result.infer_p50_ms:.2f} ms)  model {result.model_bytes / 1e6:.2f} MB  "
+               f"peak RSS {result.peak_rss_mb:.0f} MB")
+    if json_path:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+@app.command("predict")
+def predict_command(
+    images: list[Path] = typer.Argument(..., help="Images to inspect."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package. Default: the shipped package."),
+    template: Optional[Path] = typer.Option(None, "--template", help="Golden template for every image (default for "
+                                            "DeepPCB-named X_test.jpg: X_temp.jpg beside it)."),
+    align: bool = typer.Option(False, "--align", help="Register each image to the template first (camera frames "
+                               "that are not pre-aligned); images that cannot be aligned are refused."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Directory for annotated images and "
+                             "detections.json."),
+    backend: Backend = typer.Option(Backend.lite, "--backend", help="Paddle Lite or Paddle Inference."),
+    score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="Default: the package's."),
+) -> None:
+    """Detect defects in images: annotated copies and one detections.json in --out."""
+    import json
+
+    import cv2
+
+    from inspector.data import DataError, read_image
+    from inspector.runtime import AlignmentError, BackendError, Detector, PackageError
+    from inspector.runtime.draw import draw_detections
+
+    try:
+        detector = Detector.load(model, backend=backend.value, threads=_all_cores())
+        golden = read_image(template) if template is not None and detector.needs_template else None
+    except (PackageError, BackendError, DataError, ValueError) as error:
+        _fail(f"error: {error}")
+    if template is not None and not detector.needs_template:
+        typer.secho(f"note: this model takes no template; --template {template} is not used", err=True)
+    out.mkdir(parents=True, exist_ok=True)
+    records, refused, used_names = [], 0, set()
+    for path in images:
+        record = {"image": str(path)}
+        try:
+            frame = read_image(path)
+            template_path = template
+            if detector.needs_template and golden is None:
+                template_path = _deeppcb_template(path)
+            record["template"] = None if template_path is None else str(template_path)
+            frame_template = (golden if golden is not None else read_image(template_path)) \
+                if detector.needs_template else None
+            found = detector.detect(frame, frame_template, align=align, score_threshold=score_threshold)
+        except (DataError, AlignmentError, ValueError) as error:
+            refused += 1
+            record["error"] = str(error)
+            typer.secho(f"{path}: not judged: {error}", fg=typer.colors.RED, err=True)
+            records.append(record)
+            continue
+        name = _unique_name(path, used_names)
+        cv2.imwrite(str(out / name), draw_detections(frame, found))
+        record.update(annotated=name, **found.to_dict())
+        records.append(record)
+        summary = ", ".join(f"{n} {s:.2f}" for n, s in zip(found.class_names, found.scores)) or "no defects"
+        typer.echo(f"{path}: {summary}  ({found.timing.total_ms:.1f} ms)")
+    report = {"model": detector.info.package, "runtime": detector.info.to_dict(),
+              "score_threshold": detector.manifest.postprocess.score_threshold if score_threshold is None
+              else score_threshold, "images": records}
+    (out / "detections.json").write_text(json.dumps(report, indent=2))
+    typer.echo(f"wrote {len(records) - refused} annotated image(s) and detections.json to {out}")
+    if refused:
+        raise typer.Exit(1)
+
+
+def _all_cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _deeppcb_template(image: Path) -> Path:
+    """DeepPCB names a tested image X_test.jpg and its golden template X_temp.jpg."""
+    if not image.stem.endswith("_test"):
+        raise ValueError(f"{image}: this model needs a golden template; pass --template (only DeepPCB-named "
+                         "X_test.jpg images find theirs, X_temp.jpg, on their own)")
+    return image.with_name(image.stem[: -len("_test")] + "_temp" + image.suffix)
+
+
+def _unique_name(path: Path, used: set[str]) -> str:
+    name, index = f"{path.stem}.jpg", 1
+    while name in used:
+        name, index = f"{path.stem}_{index}.jpg", index + 1
+    used.add(name)
+    return name
+
+
+def _load_eval_dataset(data: Path, format: Optional[DataFormat], split: Split, package: Path):
+    """DATA, or its train/val part as listed in the package's split.json."""
+    from inspector.data import DataError, load_dataset
+    from inspector.data.split import load_split
+    from inspector.export.manifest import SPLIT_FILE
+
+    try:
+        dataset = load_dataset(data, format=format.value if format else None)
+        if split is not Split.all:
+            split_file = package / SPLIT_FILE
+            if not split_file.is_file():
+                _fail(f"error: --split {split.value} needs {split_file} (the package's copy of its training split); "
+                      "this package has none: use --split all")
+            train_set, val_set = load_split(dataset, split_file)
+            dataset = val_set if split is Split.val else train_set
+    except (DataError, FileNotFoundError, ValueError) as error:
+        _fail(f"error: {error}")
+    return dataset
+
+
+def _evaluate_package(detector, dataset, score_threshold: Optional[float]):
+    from inspector.runtime.evaluate import evaluate_detector
+
+    try:
+        return evaluate_detector(detector, dataset, score_threshold=score_threshold)
+    except ValueError as error:
+        _fail(f"error: {error}")
+
+
+def _eval_package(data: Path, model: Optional[Path], format: Optional[DataFormat], backend: Backend, split: Split,
+                  score_threshold: Optional[float], json_path: Optional[Path]) -> None:
+    """`inspector eval` of a model package, through the runtime."""
+    import json
+
+    from inspector.runtime import BackendError, Detector, PackageError
+
+    try:
+        detector = Detector.load(model, backend=backend.value, threads=_all_cores())
+    except (PackageError, BackendError, ValueError) as error:
+        _fail(f"error: {error}")
+    package = detector.package.path
+    dataset = _load_eval_dataset(data, format, split, package)
+    result = _evaluate_package(detector, dataset, score_threshold)
+    _echo_eval(result, len(dataset))
+    typer.echo(f"through {detector.info.engine}, precision {detector.info.precision}")
+    if json_path:
+        summary = {**result.to_dict(), "model": str(package), "backend": detector.info.backend,
+                   "runtime": detector.info.to_dict()}
+        json_path.write_text(json.dumps(summary, indent=2))
+
+
+def _echo_eval(result, n_images: int) -> None:
+    typer.echo(f"{n_images} images: mAP@0.5 {result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  "
+               f"P {result.precision:.4f}  R {result.recall:.4f}  F(IoU>0.33) {result.f1_iou033:.4f} "
+               f"at score {result.score_threshold}")
+    for name, row in result.per_class.items():
+        typer.echo(f"  {name:10s} AP50 {row.ap50 if row.ap50 is not None else float('nan'):.4f}  "
+                   f"AP50:95 {row.ap50_95 if row.ap50_95 is not None else float('nan'):.4f}  n={row.num_gt}")
 
 
 @app.command("demo")

@@ -1,0 +1,270 @@
+"""``export_package``: a training checkpoint or a saved inference model -> a model package directory.
+
+Two kinds of source (``--model`` of ``inspector export``):
+
+- a training run or checkpoint directory (``checkpoint.json`` + ``model.pdparams``, see
+  ``inspector.training.checkpoint``): its FP32 weights are traced into an inference model here;
+- an inference model directory holding one ``NAME.pdmodel`` + ``NAME.pdiparams`` (for instance the
+  INT8 output of ``inspector quantize``). Its class names and model config come from a checkpoint
+  found in the same directory or its parent (``checkpoint.json``, or a run's ``best/`` / ``last/``).
+
+Steps: inference model -> its input/outputs checked against the model config -> Paddle Lite ``.nb``
+per target (converter log checked) -> ``manifest.json`` with a sha256 per file. The package is
+assembled in ``OUT.partial`` and renamed into place at the end, so a failed export leaves no
+half-package where the runtime could find it.
+
+Metrics are added afterwards by whoever can run the package (``record_metrics``): the runtime sits
+below this layer, and numbers in a manifest must be measured through the package itself.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from inspector.export.legacy_program import (
+    ExportError,
+    ProgramInfo,
+    describe_inference_model,
+    save_fp32_inference_model,
+)
+from inspector.export.lite import LITE_TARGETS, convert_to_lite
+from inspector.export.manifest import (
+    LITE_MODEL_FILES,
+    PADDLE_MODEL_FILE,
+    PADDLE_PARAMS_FILE,
+    SPLIT_FILE,
+    InputSpec,
+    Manifest,
+    PostprocessDefaults,
+    file_entry,
+    read_manifest,
+    write_manifest,
+)
+from inspector.models.config import ModelConfig
+
+DEFAULT_SCORE_THRESHOLD = 0.5  # used only when the source has no validated threshold
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ExportSource:
+    """What ``--model`` pointed at, resolved to the files and description an export needs."""
+
+    kind: str  # "checkpoint" | "inference-model"
+    path: Path
+    checkpoint_dir: Path  # where the model config and class names come from
+    model_config: ModelConfig
+    class_names: list[str]
+    checkpoint_info: dict[str, Any] = field(default_factory=dict)  # epoch, metrics, train_config
+    inference_prefix: Path | None = None  # inference-model only: DIR/NAME of NAME.pdmodel
+    split_file: Path | None = None  # the run's split.json, when there is one
+
+
+def resolve_source(path: Path | str) -> ExportSource:
+    """Classify ``path`` as an inference model directory or a training run/checkpoint and describe it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ExportError(f"{path}: not a directory (expected a training run, a checkpoint, or an "
+                          "inference model directory with NAME.pdmodel + NAME.pdiparams)")
+    programs = sorted(path.glob("*.pdmodel"))
+    if len(programs) > 1:
+        raise ExportError(f"{path}: {len(programs)} .pdmodel files ({[p.name for p in programs]}); expected one")
+    prefix = None
+    if programs:
+        prefix = programs[0].with_suffix("")
+        if not prefix.with_suffix(".pdiparams").is_file():
+            raise ExportError(f"{prefix}.pdiparams: missing (the weights of {programs[0].name})")
+    checkpoint_dir = _find_checkpoint(path, also_parent=prefix is not None)
+    info = _read_checkpoint_info(checkpoint_dir)
+    model_config = ModelConfig.from_dict(info.pop("model_config"), source=str(checkpoint_dir / "checkpoint.json"))
+    class_names = list(info.pop("class_names"))
+    # A run keeps split.json beside best/ and last/; a quantization run beside its model.
+    places = [path, checkpoint_dir, checkpoint_dir.parent, path.parent]
+    split_file = next((place / SPLIT_FILE for place in places if (place / SPLIT_FILE).is_file()), None)
+    return ExportSource(kind="checkpoint" if prefix is None else "inference-model", path=path,
+                        checkpoint_dir=checkpoint_dir, model_config=model_config, class_names=class_names,
+                        checkpoint_info=info, inference_prefix=prefix, split_file=split_file)
+
+
+def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] = LITE_TARGETS,
+                   name: str | None = None, progress=print) -> Path:
+    """Write the package for ``model`` (see the module docstring) to ``out``; returns ``out``.
+
+    ``out`` must not exist or be empty. ``progress`` receives one line per step.
+    """
+    out = Path(out)
+    unknown = [t for t in targets if t not in LITE_TARGETS]
+    if unknown:
+        raise ExportError(f"--targets: unknown Paddle Lite target(s) {unknown}; expected some of {LITE_TARGETS}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
+    source = resolve_source(model)
+    cfg = source.model_config
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    prefix = staging / Path(PADDLE_MODEL_FILE).stem
+
+    if source.kind == "checkpoint":
+        progress(f"tracing {source.checkpoint_dir} ({cfg.arch}, input {cfg.input_size}, {cfg.input_mode}) "
+                 "into a Paddle inference model")
+        program = save_fp32_inference_model(source.checkpoint_dir, prefix)
+    else:
+        progress(f"copying the inference model {source.inference_prefix}.pdmodel")
+        shutil.copyfile(source.inference_prefix.with_suffix(".pdmodel"), staging / PADDLE_MODEL_FILE)
+        shutil.copyfile(source.inference_prefix.with_suffix(".pdiparams"), staging / PADDLE_PARAMS_FILE)
+        program = describe_inference_model(prefix)
+    _check_program(program, cfg, len(source.class_names), source)
+    progress(f"inference model: input {program.input_shape}, outputs {program.output_shapes}, "
+             f"precision {program.precision}")
+
+    lite_files = {}
+    for target in targets:
+        progress(f"converting to Paddle Lite for {target}")
+        nb_file = staging / LITE_MODEL_FILES[target]
+        convert_to_lite(staging / PADDLE_MODEL_FILE, staging / PADDLE_PARAMS_FILE, target, nb_file)
+        lite_files[f"lite-{target}"] = [nb_file.name]
+    if source.split_file is not None:
+        shutil.copyfile(source.split_file, staging / SPLIT_FILE)
+
+    manifest = _make_manifest(source, program, name or out.name, lite_files, staging)
+    write_manifest(staging, manifest)
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    staging.rename(out)
+    progress(f"package {out}: {', '.join(manifest.targets)}; precision {manifest.precision}; id {manifest.package_id}")
+    return out
+
+
+def record_metrics(package_dir: Path | str, metrics: dict[str, Any], score_threshold: float | None = None) -> None:
+    """Store metrics measured through the package in its manifest, and optionally the default score
+    threshold they were measured to be best at. The listed files, and so the sha256s, do not change."""
+    manifest = read_manifest(package_dir)
+    manifest.metrics = metrics
+    if score_threshold is not None:
+        post = manifest.postprocess
+        manifest.postprocess = PostprocessDefaults(float(score_threshold), post.nms_threshold, post.max_detections,
+                                                   post.nms)
+        manifest.provenance["score_threshold_from"] = "the export evaluation (F-score-maximising threshold)"
+    write_manifest(package_dir, manifest)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _find_checkpoint(path: Path, also_parent: bool) -> Path:
+    from inspector.training.checkpoint import resolve_checkpoint_dir
+
+    places = [path, path.parent] if also_parent else [path]
+    for place in places:
+        try:
+            return resolve_checkpoint_dir(place)
+        except FileNotFoundError:
+            continue
+    if also_parent:
+        raise ExportError(f"{path}: an inference model, but no checkpoint describing it (class names, model config) "
+                          f"was found in {path} or {path.parent} (expected checkpoint.json, or a run's best/ or last/)")
+    raise ExportError(f"{path}: not a training run or checkpoint (no checkpoint.json in it or in its best/ or last/) "
+                      "and no NAME.pdmodel inference model either")
+
+
+def _read_checkpoint_info(checkpoint_dir: Path) -> dict[str, Any]:
+    info_file = checkpoint_dir / "checkpoint.json"
+    try:
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ExportError(f"{info_file}: not a readable checkpoint description ({error})") from error
+    for key in ("model_config", "class_names"):
+        if key not in info:
+            raise ExportError(f"{info_file}: field '{key}' missing")
+    return info
+
+
+def _check_program(program: ProgramInfo, cfg: ModelConfig, num_classes: int, source: ExportSource) -> None:
+    """The saved graph must take the input the config describes and return (boxes, scores)."""
+    where = f"{source.path} (checked against {source.checkpoint_dir})"
+    expected_input = [1, cfg.in_channels, cfg.input_size, cfg.input_size]
+    if program.input_shape != expected_input:
+        raise ExportError(f"{where}: the inference model takes input {program.input_shape}, the model config "
+                          f"says {expected_input} (batch 1, {cfg.input_mode})")
+    shapes = program.output_shapes
+    if len(shapes) != 2 or len(shapes[0]) != 3 or shapes[0][2] != 4 or shapes[1][2:] != [num_classes] \
+            or shapes[0][1] != shapes[1][1]:
+        raise ExportError(f"{where}: the inference model returns {shapes}; expected decoded boxes [1, K, 4] and "
+                          f"scores [1, K, {num_classes}] (the DecodedDetector graph, NMS outside)")
+
+
+def _make_manifest(source: ExportSource, program: ProgramInfo, name: str, lite_targets: dict[str, list[str]],
+                   staging: Path) -> Manifest:
+    cfg = source.model_config
+    validated = (source.checkpoint_info.get("metrics") or {}).get("score_threshold")
+    files = [PADDLE_MODEL_FILE, PADDLE_PARAMS_FILE, *(f for names in lite_targets.values() for f in names)]
+    if (staging / SPLIT_FILE).is_file():
+        files.append(SPLIT_FILE)
+    train_config = source.checkpoint_info.get("train_config")
+    provenance = {
+        "source": str(source.path.resolve()),
+        "source_kind": source.kind,
+        "checkpoint": str(source.checkpoint_dir.resolve()),
+        "checkpoint_epoch": source.checkpoint_info.get("epoch"),
+        "checkpoint_metrics": _summary(source.checkpoint_info.get("metrics")),
+        "data": (train_config or {}).get("data"),
+        "split": SPLIT_FILE if SPLIT_FILE in files else None,
+        "train_config": train_config,
+        "quantization": source.checkpoint_info.get("quantization"),  # written by `inspector quantize`
+        "score_threshold_from": "the checkpoint's validation (F-score-maximising threshold)" if validated is not None
+        else f"no validated threshold in the source; default {DEFAULT_SCORE_THRESHOLD}",
+        **_git_state(),
+        "versions": {package: _version(package) for package in ("pcb-inspector", "paddlepaddle", "paddlelite")},
+    }
+    boxes_shape, scores_shape = program.output_shapes
+    return Manifest(
+        name=name,
+        created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        class_names=list(source.class_names),
+        input=InputSpec(size=cfg.input_size, mode=cfg.input_mode, channels=cfg.in_channels, name=program.input_name),
+        outputs={
+            "boxes": {"shape": boxes_shape, "dtype": "float32", "meaning": "x1, y1, x2, y2 in input (letterboxed) pixels"},
+            "scores": {"shape": scores_shape, "dtype": "float32", "meaning": "per-class confidence in [0, 1]"},
+            "nms_in_graph": False,
+        },
+        postprocess=PostprocessDefaults(score_threshold=float(validated if validated is not None else DEFAULT_SCORE_THRESHOLD)),
+        precision=program.precision,
+        files={file_name: file_entry(staging / file_name) for file_name in files},
+        targets={"paddle": [PADDLE_MODEL_FILE, PADDLE_PARAMS_FILE], **lite_targets},
+        model=cfg.to_dict(),
+        provenance=provenance,
+    )
+
+
+def _summary(metrics: dict | None) -> dict | None:
+    if not metrics:
+        return None
+    return {k: metrics.get(k) for k in ("map50", "map50_95", "f1_iou033", "score_threshold", "n_images")}
+
+
+def _git_state() -> dict[str, Any]:
+    """The commit of this repository, and whether the working tree differed from it."""
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,78 @@
+"""Latency of a loaded package on a real-sized frame: warm-up runs, then timed runs, one at a time.
+
+Each timed run is a whole ``Detector.detect`` call (letterbox, network, NMS), what a production
+line waits for per frame; the network's share is reported beside it. ``fps`` is frames per second
+over the timed runs, back to back on one thread of the caller (the engine may use more).
+"""
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from inspector.runtime.detector import Detector
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    p50_ms: float  # whole frame: preprocess + network + NMS
+    p99_ms: float
+    mean_ms: float
+    fps: float
+    infer_p50_ms: float  # the network alone
+    backend: str
+    precision: str  # what ran (Detector.info), not what was asked for
+    threads: int
+    input_size: int
+    model_bytes: int  # the files this backend loads
+    peak_rss_mb: float  # of this whole process, engine and Python included
+    runs: int
+    warmup: int
+    frame_size: list[int]  # (width, height) of the benchmarked frame
+    engine: str
+    device: str
+    package: str
+    package_id: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def benchmark(detector: Detector, image: np.ndarray, template: np.ndarray | None = None, runs: int = 100,
+              warmup: int = 10) -> BenchResult:
+    """Time ``runs`` detections of ``image`` after ``warmup`` untimed ones."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    for _ in range(warmup):
+        detector.detect(image, template)
+    totals, infers = [], []
+    started = time.perf_counter()
+    for _ in range(runs):
+        before = time.perf_counter()
+        result = detector.detect(image, template)
+        totals.append((time.perf_counter() - before) * 1e3)
+        infers.append(result.timing.infer_ms)
+    elapsed = time.perf_counter() - started
+    info = detector.info
+    return BenchResult(
+        p50_ms=float(np.percentile(totals, 50)),
+        p99_ms=float(np.percentile(totals, 99)),
+        mean_ms=float(np.mean(totals)),
+        fps=runs / elapsed,
+        infer_p50_ms=float(np.percentile(infers, 50)),
+        backend=info.backend,
+        precision=info.precision,
+        threads=info.threads,
+        input_size=detector.input_size,
+        model_bytes=detector.package.target_bytes(info.target),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        runs=runs,
+        warmup=warmup,
+        frame_size=[int(image.shape[1]), int(image.shape[0])],
+        engine=info.engine,
+        device=info.device,
+        package=info.package,
+        package_id=info.package_id,
+    )
