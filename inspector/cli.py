@@ -359,20 +359,12 @@ class QuantMethod(str, Enum):
     ptq = "ptq"
 
 
-class PtqAlgo(str, Enum):
-    hist = "hist"
-    kl = "KL"
-    mse = "mse"
-    avg = "avg"
-    abs_max = "abs_max"
-
-
 @app.command("quantize")
 def quantize_command(
     model: Path = typer.Option(..., "--model", help="FP32 training run (its best/) or checkpoint directory."),
     data: Path = typer.Option(..., "--data", help="The labeled data it was trained on (its split.json is reused)."),
-    method: QuantMethod = typer.Option(QuantMethod.qat, "--method", help="qat: fake-quant fine-tuning; ptq: "
-                                       "calibration only (PaddleSlim post-training quantization)."),
+    method: QuantMethod = typer.Option(QuantMethod.qat, "--method", help="ptq: calibrate the INT8 scales on "
+                                       "training images; qat: then fine-tune through the quantization."),
     out: Path = typer.Option(..., "--out", help="New run directory (INT8 and FP32 inference models, metrics)."),
     format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
     epochs: int = typer.Option(3, "--epochs", min=0, help="QAT fine-tuning epochs (0: calibration only)."),
@@ -382,7 +374,6 @@ def quantize_command(
                                             "default: the source run's."),
     calibration_images: int = typer.Option(64, "--calibration-images", min=1, help="Training images that set "
                                            "the activation scales."),
-    ptq_algo: PtqAlgo = typer.Option(PtqAlgo.hist, "--ptq-algo", help="PTQ activation-scale rule."),
     skip_layers: Optional[str] = typer.Option(None, "--skip-layers", help="Comma-separated convolutions or blocks "
                                               "kept in FP32 (mixed precision), e.g. head.predictions."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Rank the layers by the mAP their quantization "
@@ -404,7 +395,7 @@ def quantize_command(
 
         cfg = QuantizeConfig(model=str(model), data=str(data), out=str(out), method=method.value,
                              format=format.value if format else None, epochs=epochs, lr=lr, batch_size=batch,
-                             crop_size=crop_size, calibration_images=calibration_images, ptq_algo=ptq_algo.value,
+                             crop_size=crop_size, calibration_images=calibration_images,
                              skip_layers=[s.strip() for s in (skip_layers or "").split(",") if s.strip()],
                              sensitivity=sensitivity, sensitivity_images=sensitivity_images,
                              skip_most_sensitive=skip_most_sensitive, threads=threads, seed=seed,
