@@ -16,39 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
-from paddle.base.layer_helper import LayerHelper
 
 from inspector.models.anchors import Anchor
 from inspector.models.config import ModelConfig
 from inspector.models.head import LevelPrediction, split_level
+from inspector.models.layers import exp, sigmoid  # legacy-program-safe (export for Paddle Lite)
 from inspector.models.nms import NmsMethod, select_detections
 
 # exp(8) ~ 3000 x the anchor: far beyond any real box, but keeps a wild logit from overflowing.
 MAX_LOG_SCALE = 8.0
-
-
-def _legacy_static_op(op_type: str, x: paddle.Tensor) -> paddle.Tensor:
-    """Append a one-input op (``X`` -> ``Out``) to the legacy static program being traced."""
-    helper = LayerHelper(op_type)
-    out = helper.create_variable_for_type_inference(x.dtype)
-    helper.append_op(type=op_type, inputs={"X": x}, outputs={"Out": out})
-    return out
-
-
-# Paddle 3.3's F.sigmoid and paddle.exp only know dygraph and the new IR: tracing them into the
-# legacy program (FLAGS_enable_pir_api=0, the .pdmodel format Paddle Lite reads) raises a TypeError.
-# So in that one case the two ops are appended by hand; everywhere else the normal calls run.
-def sigmoid(x: paddle.Tensor) -> paddle.Tensor:
-    if paddle.in_dynamic_mode() or paddle.framework.in_pir_mode():
-        return F.sigmoid(x)
-    return _legacy_static_op("sigmoid", x)
-
-
-def exp(x: paddle.Tensor) -> paddle.Tensor:
-    if paddle.in_dynamic_mode() or paddle.framework.in_pir_mode():
-        return paddle.exp(x)
-    return _legacy_static_op("exp", x)
 
 
 def level_grid(output: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:

@@ -290,8 +290,13 @@ def _write_metrics(out: Path, history: list[dict]) -> None:
 
 
 def _log_to_file(path: Path) -> None:
+    """Send the package's log to this run's train.log (replacing the previous run's file handler)."""
+    root = logging.getLogger("inspector")
+    for old in [h for h in root.handlers if getattr(h, "_inspector_run_log", False)]:
+        root.removeHandler(old)
+        old.close()
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger("inspector")
+    handler._inspector_run_log = True
     root.addHandler(handler)
     root.setLevel(logging.INFO)
