@@ -26,12 +26,15 @@ run: $(STAMP)
 SYSDEPS := xvfb xauth libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 \
            libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
            libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1
+# The service tests start a real MQTT broker and PostgreSQL server (binaries only; the tests run their own).
+SYSDEPS += mosquitto postgresql
 sysdeps:
-	@if command -v Xvfb >/dev/null && ldconfig -p | grep -q libxcb-cursor.so.0; then exit 0; \
+	@if command -v Xvfb >/dev/null && ldconfig -p | grep -q libxcb-cursor.so.0 \
+	    && [ -x /usr/sbin/mosquitto ] && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then exit 0; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing system packages: $(SYSDEPS)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSDEPS) >/dev/null; \
-	else echo "warning: install these system packages for the display tests: $(SYSDEPS)"; fi
+	else echo "warning: install these system packages for the display and service tests: $(SYSDEPS)"; fi
 
 test: $(STAMP) sysdeps
 	OMP_NUM_THREADS=$$(nproc) QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
