@@ -1,0 +1,339 @@
+"""Hot folder: a scanner drops board images into a directory; each is inspected exactly once.
+
+Rules, in the order read() applies them:
+
+- Only the folder's own image files count (jpg/jpeg/png/bmp/tif/tiff, any case; no subfolders, no
+  hidden files), oldest first by modification time, then name.
+- DeepPCB naming: ``X_temp.jpg`` is a golden template, never yielded as a board; ``X_test.jpg`` gets
+  ``X_temp.*`` beside it as its template (it waits ``pair_wait_seconds`` for a template written just after
+  it). Other files get the source's fallback template, if one was given.
+- A file still being written is skipped: it must have kept its size and modification time for
+  ``settle_seconds`` (seen unchanged across polls that far apart, or last modified that long ago), and a
+  JPEG/PNG/BMP must be complete (end-of-image marker, or the size its header states).
+- ``ack(frame)`` records the file (name, size, mtime) as done in a SQLite ledger (WAL, fsync on commit) in
+  ``state_dir``; a restarted source skips done files and yields again files that were read but never
+  acknowledged (the process died mid-inspection). A file replaced under the same name is a new file.
+- A file that cannot be decoded raises CorruptFrame once and is recorded as failed, so it is not retried;
+  a truncated file is declared corrupt when it stays unchanged for ``abandon_seconds``.
+
+read() polls once and returns None when no file is ready: the consumer decides how long to sleep.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inspector.capture.base import CorruptFrame, Frame, FrameSource, SourceError, decode_image, new_frame
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+TEST_SUFFIX = "_test"  # DeepPCB: <stem>_test.jpg is the tested board ...
+TEMPLATE_SUFFIX = "_temp"  # ... and <stem>_temp.jpg its golden template
+LEDGER_NAME = "hotfolder-ledger.sqlite3"
+STATE_DIR_NAME = ".inspector"
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """Identity of one version of a file: a file rewritten under the same name is a new key."""
+
+    name: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class _Sighting:
+    key: FileKey
+    first_seen: float  # time.monotonic() when this version (size, mtime) was first seen
+
+
+class Ledger:
+    """Files of one hot folder that are done (acknowledged) or failed, in SQLite so restarts remember them."""
+
+    SCHEMA_VERSION = 1
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            # check_same_thread=False: the reader thread reads, a worker thread acks; self._lock serialises them.
+            self._db = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged file stays acknowledged after power loss
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, self.SCHEMA_VERSION):
+                raise SourceError(f"hot-folder ledger {path}: schema version {version}, this program reads "
+                                  f"version {self.SCHEMA_VERSION}")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS files ("
+                " name TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+                " status TEXT NOT NULL CHECK (status IN ('done', 'failed')),"
+                " recorded_at REAL NOT NULL, error TEXT,"
+                " PRIMARY KEY (name, size, mtime_ns))")
+            self._db.execute(f"PRAGMA user_version={self.SCHEMA_VERSION}")
+        except sqlite3.Error as error:
+            raise SourceError(f"hot-folder ledger {path}: cannot open ({error}); delete it only if you accept "
+                              "that every image in the folder is inspected again") from error
+        self._lock = threading.Lock()
+
+    def status(self, key: FileKey) -> str | None:
+        """'done', 'failed', or None when the file was never finished."""
+        with self._lock:
+            row = self._db.execute("SELECT status FROM files WHERE name=? AND size=? AND mtime_ns=?",
+                                   (key.name, key.size, key.mtime_ns)).fetchone()
+        return None if row is None else row[0]
+
+    def record(self, key: FileKey, status: str, error: str | None = None) -> None:
+        try:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                                 (key.name, key.size, key.mtime_ns, status, time.time(), error))
+        except sqlite3.Error as error:
+            raise SourceError(f"hot-folder ledger {self.path}: cannot record {key.name} as {status}: {error}") \
+                from error
+
+    def entries(self) -> list[tuple[str, int, int, str, str | None]]:
+        """Every (name, size, mtime_ns, status, error), oldest record first; for inspection and tests."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT name, size, mtime_ns, status, error FROM files ORDER BY recorded_at").fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class HotFolderSource(FrameSource):
+    """Yields every image file dropped into ``folder`` once, oldest first; see the module docstring."""
+
+    kind = "folder"
+    droppable = False  # every board must be inspected
+
+    def __init__(self, folder: Path | str, *, state_dir: Path | str | None = None,
+                 template: np.ndarray | None = None, settle_seconds: float = 0.5, pair_wait_seconds: float = 2.0,
+                 abandon_seconds: float = 60.0, spec: str | None = None):
+        self.folder = Path(folder)
+        self.spec = spec if spec is not None else str(folder)
+        self.state_dir = Path(state_dir) if state_dir is not None else self.folder / STATE_DIR_NAME
+        self.template = template
+        self.settle_seconds = settle_seconds
+        self.pair_wait_seconds = pair_wait_seconds
+        self.abandon_seconds = abandon_seconds
+        self.ledger: Ledger | None = None
+        self._lock = threading.Lock()
+        self._sightings: dict[str, _Sighting] = {}
+        self._finished: set[FileKey] = set()  # done or failed, among files present (cache of the ledger)
+        self._unfinished: set[FileKey] = set()  # looked up in the ledger: not finished
+        self._in_flight: dict[str, FileKey] = {}  # frame_id (= file name) -> key, yielded and not yet acked
+        self._sequence = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise SourceError(f"hot folder {self.folder}: not a directory (missing, or the share is not mounted)")
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SourceError(f"hot folder {self.folder}: cannot create its state directory {self.state_dir} "
+                              f"({error.strerror or error}); give a writable one (state_dir)") from error
+        with self._lock:
+            if self.ledger is not None:
+                self.ledger.close()
+            self.ledger = Ledger(self.state_dir / LEDGER_NAME)
+            self._sightings.clear()
+            self._finished.clear()
+            self._unfinished.clear()
+            self._in_flight.clear()
+            self._sequence = 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self.ledger is not None:
+                self.ledger.close()
+                self.ledger = None
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def read(self) -> Frame | None:
+        with self._lock:
+            if self.ledger is None:
+                raise SourceError(f"hot folder {self.folder}: not open")
+            listing = self._scan()
+            for key in sorted(listing.values(), key=lambda k: (k.mtime_ns, k.name)):
+                if _is_template_name(key.name) or key.name in self._in_flight or self._is_finished(key):
+                    continue
+                frame = self._try_file(key, listing)
+                if frame is not None:
+                    return frame
+            return None
+
+    def _scan(self) -> dict[str, FileKey]:
+        """The folder's image files now, and when each version of each was first seen."""
+        listing: dict[str, FileKey] = {}
+        try:
+            entries = list(os.scandir(self.folder))
+        except OSError as error:
+            raise SourceError(f"hot folder {self.folder}: cannot list ({error.strerror or error}; "
+                              "deleted, or the share went away)") from error
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                stat = entry.stat()
+            except OSError:  # removed between listing and stat
+                continue
+            listing[entry.name] = FileKey(entry.name, stat.st_size, stat.st_mtime_ns)
+        now = time.monotonic()
+        for name, key in listing.items():
+            sighting = self._sightings.get(name)
+            if sighting is None or sighting.key != key:
+                self._sightings[name] = _Sighting(key, now)
+        for name in set(self._sightings) - set(listing):
+            del self._sightings[name]
+        # Keep the ledger caches to the files present, so a folder that is emptied now and then stays cheap.
+        self._finished &= set(listing.values())
+        self._unfinished &= set(listing.values())
+        return listing
+
+    def _is_finished(self, key: FileKey) -> bool:
+        if key in self._finished:
+            return True
+        if key in self._unfinished:
+            return False
+        if self.ledger.status(key) is not None:
+            self._finished.add(key)
+            return True
+        self._unfinished.add(key)
+        return False
+
+    def _unchanged_for(self, key: FileKey) -> float:
+        """Seconds this version of the file is known not to have changed."""
+        by_sighting = time.monotonic() - self._sightings[key.name].first_seen
+        by_mtime = time.time() - key.mtime_ns / 1e9  # may be off when a file server's clock is
+        return max(by_sighting, by_mtime)
+
+    def _try_file(self, key: FileKey, listing: dict[str, FileKey]) -> Frame | None:
+        """A frame for this file when it is ready; None to look again at the next poll."""
+        path = self.folder / key.name
+        if self._unchanged_for(key) < self.settle_seconds:
+            return None
+        data = _read_complete(path, key)
+        if data is None:
+            return None  # changed or vanished meanwhile
+        if not data or not _looks_complete(key.name, data):
+            if self._unchanged_for(key) < self.abandon_seconds:
+                return None
+            self._fail(key, f"{path}: truncated image (no end-of-image marker) and unchanged for "
+                            f"{self.abandon_seconds:g} s")
+
+        template = self.template
+        template_key = _template_key(key.name, listing)
+        if template_key is not None:
+            template = self._read_template(key, template_key)
+            if template is None:
+                return None  # the template is still being written
+        elif _is_test_name(key.name) and self._unchanged_for(key) < self.pair_wait_seconds:
+            return None  # its template may be written right after it
+
+        image = decode_image(data)
+        if image is None:
+            self._fail(key, f"{path}: not a readable image (corrupt or unsupported format)")
+        self._in_flight[key.name] = key
+        frame = new_frame(self, image, key.name, self._sequence, path=path, template=template)
+        self._sequence += 1
+        return frame
+
+    def _read_template(self, key: FileKey, template_key: FileKey) -> np.ndarray | None:
+        template_path = self.folder / template_key.name
+        ready = self._unchanged_for(template_key) >= self.settle_seconds
+        data = _read_complete(template_path, template_key) if ready else None
+        if data is not None and _looks_complete(template_key.name, data):
+            template = decode_image(data)
+            if template is None:
+                self._fail(key, f"{self.folder / key.name}: its template {template_path} is not a readable image")
+            return template
+        if self._unchanged_for(key) >= self.abandon_seconds:
+            self._fail(key, f"{self.folder / key.name}: its template {template_path} stayed incomplete for "
+                            f"{self.abandon_seconds:g} s")
+        return None
+
+    def _fail(self, key: FileKey, message: str) -> None:
+        """Record the file as failed (never retried) and raise CorruptFrame for it."""
+        self.ledger.record(key, "failed", message)
+        self._finished.add(key)
+        self._unfinished.discard(key)
+        raise CorruptFrame(message, path=self.folder / key.name, frame_id=key.name)
+
+    # -- acknowledging -----------------------------------------------------------------------------
+
+    def ack(self, frame: Frame) -> None:
+        """Durably record ``frame``'s file as processed; it is never yielded again, even after a restart."""
+        with self._lock:
+            if self.ledger is None:
+                raise SourceError(f"hot folder {self.folder}: not open (cannot acknowledge {frame.frame_id})")
+            key = self._in_flight.get(frame.frame_id)
+            if key is None:
+                raise ValueError(f"hot folder {self.folder}: frame {frame.frame_id!r} was not read from this "
+                                 "source, or is already acknowledged")
+            self.ledger.record(key, "done")
+            del self._in_flight[frame.frame_id]
+            self._finished.add(key)
+            self._unfinished.discard(key)
+
+
+def _is_template_name(name: str) -> bool:
+    return Path(name).stem.endswith(TEMPLATE_SUFFIX)
+
+
+def _is_test_name(name: str) -> bool:
+    return Path(name).stem.endswith(TEST_SUFFIX)
+
+
+def _template_key(name: str, listing: dict[str, FileKey]) -> FileKey | None:
+    """``X_temp.*`` beside ``X_test.*`` (same extension first), if present."""
+    if not _is_test_name(name):
+        return None
+    stem, extension = Path(name).stem[: -len(TEST_SUFFIX)], Path(name).suffix
+    for candidate_extension in (extension, *IMAGE_EXTENSIONS, *(e.upper() for e in IMAGE_EXTENSIONS)):
+        key = listing.get(f"{stem}{TEMPLATE_SUFFIX}{candidate_extension}")
+        if key is not None:
+            return key
+    return None
+
+
+def _read_complete(path: Path, key: FileKey) -> bytes | None:
+    """The file's bytes if it still is the version ``key`` describes; None if it changed or vanished."""
+    try:
+        data = path.read_bytes()
+        stat = path.stat()
+    except OSError:
+        return None
+    if len(data) != key.size or stat.st_size != key.size or stat.st_mtime_ns != key.mtime_ns:
+        return None
+    return data
+
+
+def _looks_complete(name: str, data: bytes) -> bool:
+    """Whether a JPEG/PNG/BMP is whole: writers finish with an end marker (or fill the size the header states).
+
+    cv2 decodes a truncated JPEG without complaint (grey bottom rows), so decodability alone cannot tell.
+    TIFF has no such marker; for it only the settle time counts.
+    """
+    extension = Path(name).suffix.lower()
+    if extension in (".jpg", ".jpeg"):
+        return b"\xff\xd9" in data[-64:]  # EOI; entropy-coded data never holds FF D9, so it is the real end
+    if extension == ".png":
+        return b"IEND" in data[-32:]
+    if extension == ".bmp" and len(data) >= 6:
+        stated_size = struct.unpack("<I", data[2:6])[0]
+        return stated_size == 0 or len(data) >= stated_size  # some writers leave the field 0
+    return True
