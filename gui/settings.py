@@ -1,0 +1,95 @@
+"""Settings that persist between runs: one JSON file, written atomically.
+
+Where: ``$INSPECTOR_GUI_CONFIG`` if set (tests point it at a temporary file), else
+``$XDG_CONFIG_HOME/pcb-inspector/gui.json`` (``~/.config/...``). Evidence and reviews default to
+``$XDG_DATA_HOME/pcb-inspector/`` (``~/.local/share/...``).
+
+A file that cannot be read is moved aside to ``gui.json.unreadable`` (so nothing is lost) and the
+defaults are used; ``load_settings`` says so in its message for the window to show.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from gui.evidence import atomic_write_json
+
+CONFIG_ENV = "INSPECTOR_GUI_CONFIG"
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    return Path(os.environ.get(variable) or Path.home() / fallback) / "pcb-inspector"
+
+
+def default_config_path() -> Path:
+    return Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else _xdg("XDG_CONFIG_HOME", ".config") / "gui.json"
+
+
+def _default_threads() -> int:
+    # leave a core for capture and the window
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+@dataclass
+class GuiSettings:
+    source: str = "demo"  # camera index, video file, stream URL, image folder, or "demo"
+    model: str = ""  # model package folder; "" = the shipped default
+    backend: str = "lite"
+    threads: int = field(default_factory=_default_threads)
+    global_threshold: float | None = None  # None: the package's own score threshold
+    per_class_thresholds: dict[str, float] = field(default_factory=dict)
+    template: str = ""  # golden template image for sources whose frames carry none
+    align: bool = True  # register frames to that template first (camera frames are not pre-aligned)
+    show_overlay: bool = False  # draw the template's edges over the live frame
+    evidence_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "evidence"))
+    review_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "reviews"))
+    state_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "source-state"))
+    window_geometry: str = ""  # Qt's saveGeometry(), base64
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_settings(path: Path) -> tuple[GuiSettings, str]:
+    """The saved settings (defaults for what is missing) and a message; the message is '' when all is well."""
+    path = Path(path)
+    if not path.exists():
+        return GuiSettings(), ""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(content, dict):
+            raise ValueError(f"expected a JSON object, got {type(content).__name__}")
+        return _from_dict(content), ""
+    except (OSError, ValueError, TypeError) as error:
+        aside = path.with_name(path.name + ".unreadable")
+        try:
+            os.replace(path, aside)
+            where = f"moved to {aside}"
+        except OSError:
+            where = "left in place"
+        return GuiSettings(), f"settings file {path} could not be read ({error}); {where}, defaults used"
+
+
+def _from_dict(content: dict) -> GuiSettings:
+    defaults = GuiSettings()
+    values = {}
+    for spec in fields(GuiSettings):
+        if spec.name not in content:
+            continue
+        value, default = content[spec.name], getattr(defaults, spec.name)
+        if spec.name == "global_threshold":
+            if value is not None and not isinstance(value, (int, float)):
+                raise ValueError(f"global_threshold: expected a number or null, got {value!r}")
+        elif spec.name == "per_class_thresholds":
+            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
+                raise ValueError(f"per_class_thresholds: expected {{class name: number}}, got {value!r}")
+        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise ValueError(f"{spec.name}: expected {type(default).__name__}, got {value!r}")
+        values[spec.name] = value
+    return GuiSettings(**values)
+
+
+def save_settings(path: Path, settings: GuiSettings) -> None:
+    atomic_write_json(Path(path), settings.to_dict())
