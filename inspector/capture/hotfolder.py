@@ -130,7 +130,9 @@ class HotFolderSource(FrameSource):
         self._sightings: dict[str, _Sighting] = {}
         self._finished: set[FileKey] = set()  # done or failed, among files present (cache of the ledger)
         self._unfinished: set[FileKey] = set()  # looked up in the ledger: not finished
-        self._in_flight: dict[str, FileKey] = {}  # frame_id (= file name) -> key, yielded and not yet acked
+        # frame_id (= file name) -> the key and the frame's (sequence, captured_monotonic), yielded and not yet
+        # acked: the frame's own stamp, so a stale frame of an older version of the file cannot ack the new one.
+        self._in_flight: dict[str, tuple[FileKey, tuple[int, float]]] = {}
         self._sequence = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -247,8 +249,8 @@ class HotFolderSource(FrameSource):
         image = decode_image(data)
         if image is None:
             self._fail(key, f"{path}: not a readable image (corrupt or unsupported format)")
-        self._in_flight[key.name] = key
         frame = new_frame(self, image, key.name, self._sequence, path=path, template=template)
+        self._in_flight[key.name] = (key, (frame.sequence, frame.captured_monotonic))
         self._sequence += 1
         return frame
 
@@ -280,8 +282,8 @@ class HotFolderSource(FrameSource):
         with self._lock:
             if self.ledger is None:
                 raise SourceError(f"hot folder {self.folder}: not open (cannot acknowledge {frame.frame_id})")
-            key = self._in_flight.get(frame.frame_id)
-            if key is None:
+            key, stamp = self._in_flight.get(frame.frame_id, (None, None))
+            if key is None or stamp != (frame.sequence, frame.captured_monotonic):
                 raise ValueError(f"hot folder {self.folder}: frame {frame.frame_id!r} was not read from this "
                                  "source, or is already acknowledged")
             self.ledger.record(key, "done")
