@@ -526,13 +526,16 @@ def test_reconnecting_hot_folder_survives_its_share_going_away(tmp_path):
     inner = HotFolderSource(folder, state_dir=tmp_path / "state", settle_seconds=0.0)
     with ReconnectingSource(inner, initial_backoff=0.05) as source:
         assert (source.kind, source.droppable) == ("folder", False)
-        source.ack(source.read())
-        folder.rename(tmp_path / "unmounted")  # the network share drops
+        first = source.read()
+        folder.rename(tmp_path / "unmounted")  # the network share drops while `first` is being inspected
         assert source.read() is None and source.state == "reconnecting"
-        assert "share: not a directory" in source.last_error or "cannot list" in source.last_error
+        assert "share: cannot list" in source.last_error
+        assert source.read() is None and "share: not a directory" in source.last_error
+        source.ack(first)  # kept until the source is back
+        assert source.pending_acks == 1
         (tmp_path / "unmounted").rename(folder)
         write_image(folder / "b.png", gray_image(2))
-        frame = None
-        for _ in range(5):
-            frame = source.read() or frame
-        assert frame.frame_id == "b.png" and source.state == "connected" and source.reconnects == 1
+        frames = [source.read() for _ in range(5)]
+        assert [f.frame_id for f in frames if f is not None] == ["b.png"]  # a.png was acknowledged meanwhile
+        assert source.state == "connected" and source.reconnects == 1 and source.pending_acks == 0
+        assert [(name, status) for name, *_, status, _ in inner.ledger.entries()] == [("a.png", "done")]

@@ -152,7 +152,8 @@ class HotFolderSource(FrameSource):
             self._sightings.clear()
             self._finished.clear()
             self._unfinished.clear()
-            self._in_flight.clear()
+            # _in_flight is kept: when the source is reopened after a failure (ReconnectingSource), frames
+            # read before it are still being inspected and are neither yielded again nor refused on ack.
             self._sequence = 0
 
     def close(self) -> None:

@@ -16,7 +16,10 @@ class ReconnectingSource(FrameSource):
     ``state`` is "connecting" (first open not yet done), "connected", "reconnecting" or "closed";
     ``reconnects`` counts the successful reopenings after a failure, ``last_error`` is the latest failure.
     ``on_state(state, error)`` is called on every change of state and after every failed attempt (error is
-    None when connected or closed); it runs on the thread that called read() (close(): the closing thread).
+    None when connected or closed); it runs on the thread that noticed the change (the reader's, mostly).
+
+    ack() never raises SourceError either: an acknowledgement the failed source cannot take (a hot folder
+    whose share dropped) is kept and handed over once the source is open again.
 
     read() never raises SourceError for a failed source: it returns None while the source is down, each
     call waiting at most until the next attempt is due (so a consumer loop does not spin). The back-off
@@ -39,6 +42,7 @@ class ReconnectingSource(FrameSource):
         self.backoff = initial_backoff  # the wait before the next attempt
         self._next_attempt = 0.0  # time.monotonic() when the next open() is due
         self._has_connected = False
+        self._pending_acks: list[Frame] = []  # acks the source could not take while it was down
         self._closed = threading.Event()
         self._source_lock = threading.Lock()  # open/read/close of the wrapped source, never held while waiting
 
@@ -90,7 +94,22 @@ class ReconnectingSource(FrameSource):
         return frame
 
     def ack(self, frame: Frame) -> None:
-        self.source.ack(frame)
+        failure = None
+        with self._source_lock:
+            if self.state == "connected":
+                try:
+                    self.source.ack(frame)
+                    return
+                except SourceError as error:  # e.g. the ledger's disk went away: reopen the source
+                    failure = error
+            self._pending_acks.append(frame)
+        if failure is not None:
+            self._failed(failure, "reconnecting")
+
+    @property
+    def pending_acks(self) -> int:
+        """Acknowledgements waiting for the source to come back."""
+        return len(self._pending_acks)
 
     def close(self) -> None:
         self._closed.set()  # first: a read() waiting for its next attempt returns now
@@ -116,6 +135,18 @@ class ReconnectingSource(FrameSource):
             self.reconnects += 1
         self._has_connected = True
         self._set_state("connected", None)
+        return self._flush_pending_acks()
+
+    def _flush_pending_acks(self) -> bool:
+        """Hand over the acks kept while the source was down; False when it failed again meanwhile."""
+        while self._pending_acks:
+            try:
+                with self._source_lock:
+                    self.source.ack(self._pending_acks[0])
+            except SourceError as error:
+                self._failed(error, "reconnecting")
+                return False
+            self._pending_acks.pop(0)
         return True
 
     def _failed(self, error: SourceError, state: str) -> None:
