@@ -649,6 +649,33 @@ def demo_command(
     run_demo(out, epochs=epochs)
 
 
+@app.command("serve")
+def serve_command(
+    source: Optional[str] = typer.Option(None, "--source", help="Camera index, video file, rtsp/http(s) URL, hot-folder "
+                                         "directory, or demo."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package. Default: the shipped package."),
+    line: Optional[str] = typer.Option(None, "--line", help="Production line name (MQTT topics, records)."),
+    db: Optional[str] = typer.Option(None, "--db", help="postgresql://... record store. Default: SQLite in --data-dir."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="mqtt://host:port broker for results and alarms."),
+    http: Optional[str] = typer.Option(None, "--http", help="HOST:PORT of the HTTP API (default 127.0.0.1:8080; "
+                                       "empty: none). The bearer token comes from the config or INSPECTOR_TOKEN."),
+    evidence: Optional[Path] = typer.Option(None, "--evidence", help="Directory for JPEGs of NG frames."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Records database, spool, hot-folder ledger."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML settings file (see deploy/service/); "
+                                          "INSPECTOR_* variables and these options override it."),
+) -> None:
+    """Headless line service: inspect every frame, store and publish verdicts, serve health, metrics and results.
+    Runs until SIGTERM/SIGINT, then finishes the queued frames and exits 0."""
+    import logging
+
+    from inspector.service.run import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"source": source, "model": model, "line": line, "db": db, "mqtt": mqtt, "http": http,
+                 "evidence": evidence, "data_dir": data_dir}
+    raise typer.Exit(serve(config, overrides))
+
+
 def main() -> None:
     import os
 

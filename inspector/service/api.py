@@ -1,0 +1,224 @@
+"""The HTTP API (FastAPI; its OpenAPI spec is at /openapi.json, interactive docs at /docs).
+
+- ``GET /health``: liveness, readiness, camera state, sinks. No authentication (for probes).
+- ``GET /metrics``: Prometheus text format.
+- ``GET /results``: records, newest first, paged, filtered by time range and verdict.
+- ``GET /stats``: yield per hour and defects per type over a time range.
+- ``GET /frames/latest.jpg``: the last inspected frame with its defects drawn.
+
+Everything but /health needs ``Authorization: Bearer <token>`` (the configured token). No endpoint takes
+a file name or path: what is served comes from the records store and memory only.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal, Optional
+
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from inspector.service.records import StoreUnavailable, iso
+
+DAY_S = 24 * 3600.0
+_MAX_OFFSET = 1_000_000_000
+
+
+class Camera(BaseModel):
+    state: str = Field(description="connecting | connected | reconnecting | ended | closed")
+    kind: str
+    source: str
+    reconnects: int
+    last_error: Optional[str]
+
+
+class QueueState(BaseModel):
+    depth: int
+    capacity: int
+
+
+class SinkOut(BaseModel):
+    name: str
+    up: Optional[bool]
+    backlog: int = Field(description="entries waiting in the local spool for this sink")
+    last_error: str
+
+
+class ModelOut(BaseModel):
+    name: str
+    package_id: str
+    engine: str
+    precision: str
+
+
+class AlarmOut(BaseModel):
+    kind: str
+    level: str
+    message: str
+    line: str
+    raised_at: str
+    detail: dict[str, Any]
+    seq: Optional[int]
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok | degraded | starting | stopping | stopped")
+    live: bool
+    ready: bool = Field(description="the source delivers frames and the inference worker runs")
+    line: str
+    camera: Camera
+    queue: QueueState
+    sinks: list[SinkOut]
+    model: ModelOut
+    recent_alarms: list[AlarmOut]
+    uptime_s: float
+
+
+class Defect(BaseModel):
+    class_name: str
+    class_id: int
+    score: float
+    box: list[float] = Field(description="x1, y1, x2, y2 in frame pixels")
+
+
+class RecordOut(BaseModel):
+    record_id: str
+    seq: Optional[int]
+    line: str
+    source: str
+    frame_id: str
+    frame_file: Optional[str]
+    file_version: Optional[str]
+    captured_at: str = Field(description="ISO 8601, UTC")
+    verdict: Literal["OK", "NG", "ERROR"]
+    defects: list[Defect]
+    model_name: str
+    package_id: str
+    latency_ms: float
+    inference_ms: Optional[float]
+    evidence: Optional[str] = Field(description="file name of the evidence JPEG in the evidence directory")
+    error: Optional[str]
+
+
+class ResultsPage(BaseModel):
+    total: int = Field(description="records matching the filter")
+    limit: int
+    offset: int
+    items: list[RecordOut]
+
+
+class HourOut(BaseModel):
+    hour: str = Field(description="start of the hour, ISO 8601 UTC")
+    total: int
+    ok: int
+    ng: int
+    error: int
+    yield_: Optional[float] = Field(alias="yield", description="OK / (OK + NG); null when nothing was judged")
+
+
+class StatsOut(BaseModel):
+    line: str
+    since: str
+    until: str
+    total: int
+    ok: int
+    ng: int
+    error: int
+    yield_: Optional[float] = Field(alias="yield")
+    hours: list[HourOut]
+    defects_per_class: dict[str, int]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+_UNAUTHORIZED = {401: {"model": Problem, "description": "missing or wrong bearer token"}}
+_STORE_DOWN = {503: {"model": Problem, "description": "the record store (PostgreSQL) is unreachable right now; "
+                     "records wait in the local spool"}}
+
+
+def create_app(service, token: str) -> FastAPI:
+    app = FastAPI(title="PCB inspector line service", version="1",
+                  description="Results, health and metrics of one production line's inspection service.")
+    bearer = HTTPBearer(auto_error=False, description="the token from the service configuration")
+    expected = token.encode()
+
+    def authorized(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+        given = b"" if credentials is None else credentials.credentials.encode("utf-8", "surrogateescape")
+        if credentials is None or credentials.scheme.lower() != "bearer" or not secrets.compare_digest(given, expected):
+            raise HTTPException(status_code=401, detail="a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/health", response_model=Health, tags=["operations"])
+    def health() -> dict:
+        """Liveness (answers at all), readiness (frames flow and are inspected), camera and sink states."""
+        return service.health()
+
+    @app.get("/metrics", tags=["operations"], dependencies=[Depends(authorized)], responses={
+        **_UNAUTHORIZED, 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                               "description": "Prometheus text exposition format"}})
+    def metrics() -> Response:
+        body, content_type = service.metrics.render()
+        return Response(content=body, media_type=content_type)
+
+    @app.get("/results", response_model=ResultsPage, tags=["results"], dependencies=[Depends(authorized)],
+             responses={**_UNAUTHORIZED, **_STORE_DOWN})
+    def results(
+        since: Optional[datetime] = Query(None, description="from this time (inclusive; ISO 8601, UTC if no zone)"),
+        until: Optional[datetime] = Query(None, description="up to this time (exclusive)"),
+        verdict: Optional[Literal["OK", "NG", "ERROR"]] = Query(None),
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=_MAX_OFFSET),
+    ):
+        """This line's records, newest first."""
+        try:
+            page = service.store.query(line=service.line, since=_epoch(since), until=_epoch(until), verdict=verdict,
+                                       limit=limit, offset=offset)
+        except StoreUnavailable as error:
+            return JSONResponse(status_code=503, content={"detail": str(error)})
+        return {"total": page.total, "limit": limit, "offset": offset, "items": [r.to_dict() for r in page.items]}
+
+    @app.get("/stats", response_model=StatsOut, response_model_by_alias=True, tags=["results"],
+             dependencies=[Depends(authorized)], responses={**_UNAUTHORIZED, **_STORE_DOWN})
+    def stats(
+        since: Optional[datetime] = Query(None, description="default: 24 hours before until"),
+        until: Optional[datetime] = Query(None, description="default: now"),
+    ):
+        """Yield per hour (OK / judged) and defect counts per class over [since, until)."""
+        end = _epoch(until) if until is not None else time.time()
+        start = _epoch(since) if since is not None else max(end - DAY_S, 0.0)  # no record predates 1970
+        try:
+            result = service.store.stats(line=service.line, since=start, until=end)
+        except StoreUnavailable as error:
+            return JSONResponse(status_code=503, content={"detail": str(error)})
+        ok, ng, error = (sum(getattr(h, name) for h in result.hours) for name in ("ok", "ng", "error"))
+        return {"line": service.line, "since": iso(start), "until": iso(end), "total": ok + ng + error,
+                "ok": ok, "ng": ng, "error": error, "yield": None if ok + ng == 0 else ok / (ok + ng),
+                "hours": [{"hour": iso(h.hour), "total": h.total, "ok": h.ok, "ng": h.ng, "error": h.error,
+                           "yield": h.yield_fraction} for h in result.hours],
+                "defects_per_class": result.defects_per_class}
+
+    @app.get("/frames/latest.jpg", tags=["results"], dependencies=[Depends(authorized)], responses={
+        **_UNAUTHORIZED, 404: {"model": Problem, "description": "no frame inspected yet"},
+        200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+              "description": "the last inspected frame, defects drawn"}})
+    def latest_frame() -> Response:
+        data = service.latest_jpeg()
+        if data is None:
+            return JSONResponse(status_code=404, content={"detail": "no frame inspected yet"})
+        return Response(content=data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _epoch(moment: Optional[datetime]) -> Optional[float]:
+    """A datetime -> epoch seconds; one without a zone is taken as UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()

@@ -1,0 +1,197 @@
+"""The service's configuration: a YAML file, then ``INSPECTOR_*`` environment variables, then command-line options.
+
+Each later layer overrides the earlier ones field by field (12-factor: a unit file or container sets the
+environment, the YAML file holds the site's defaults). Everything is validated once, at start-up, and an
+error names the field, where its value came from and what was expected.
+
+    source: /srv/line1/incoming      # INSPECTOR_SOURCE
+    line: line1                      # INSPECTOR_LINE
+    token: change-me-please          # INSPECTOR_TOKEN (bearer token of the HTTP API)
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "INSPECTOR_"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the field (or file) and what was expected."""
+
+
+class ServiceConfig(BaseModel):
+    """Every setting of ``inspector serve``; the field name is also the YAML key and ``INSPECTOR_<NAME>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # what to inspect and with what
+    source: str = Field(description="camera index (0), video file, rtsp/http(s) URL, hot-folder directory, or demo")
+    model: Optional[Path] = Field(None, description="model package directory (default: the shipped package)")
+    template: Optional[Path] = Field(None, description="golden template image for sources whose frames carry none")
+    align: bool = Field(False, description="register each frame to its template before detection")
+    score_threshold: Optional[float] = Field(None, ge=0.0, le=1.0, description="default: the package's")
+    backend: Literal["lite", "paddle"] = "lite"
+    threads: int = Field(1, ge=1, le=64, description="inference threads of the one detector")
+    fps: Optional[float] = Field(None, gt=0, description="pace of video files and the demo (default: their own)")
+    line: str = Field("line1", description="production line name, used in MQTT topics and every record")
+
+    # where results go
+    data_dir: Path = Field(Path("inspector-data"), description="records database (SQLite), spool, hot-folder ledger")
+    db: Optional[str] = Field(None, description="postgresql://user:pass@host:port/db; default: SQLite in data_dir")
+    mqtt: Optional[str] = Field(None, description="mqtt://[user:pass@]host[:port]; default: no publishing")
+    mqtt_client_id: Optional[str] = Field(None, description="default: inspector-<line>")
+    evidence: Optional[Path] = Field(None, description="directory for annotated JPEGs of NG frames")
+    evidence_max_files: int = Field(1000, ge=1)
+    evidence_max_bytes: int = Field(1_000_000_000, ge=1_000_000)
+    spool_keep_hours: float = Field(24.0, ge=0, description="PostgreSQL mode: keep delivered records locally this long")
+
+    # HTTP API
+    http: Optional[str] = Field("127.0.0.1:8080", description="HOST:PORT of the HTTP API; empty: no HTTP")
+    token: Optional[str] = Field(None, min_length=16, description="bearer token for every endpoint but /health")
+
+    # the pipeline and its alarms
+    queue_size: int = Field(8, ge=1, le=10_000, description="frames waiting for inference")
+    ng_streak_alarm: int = Field(5, ge=1, description="alarm after this many NG boards in a row")
+    spool_alarm: int = Field(500, ge=1, description="alarm when this many records wait for a sink")
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: longest wait for the queue to drain")
+
+    @field_validator("line")
+    @classmethod
+    def _line_is_a_topic_level(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
+            raise ValueError("expected 1-64 letters, digits, '_', '.', '-' (it becomes an MQTT topic level)")
+        return value
+
+    @field_validator("db")
+    @classmethod
+    def _db_is_postgresql(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("expected a postgresql://user:password@host:port/database URL (or nothing for SQLite)")
+        return value
+
+    @field_validator("mqtt")
+    @classmethod
+    def _mqtt_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("expected mqtt://[user:password@]host[:port]")
+        try:
+            parts.port
+        except ValueError as error:
+            raise ValueError(f"bad port: {error}") from None
+        return value
+
+    @field_validator("http")
+    @classmethod
+    def _http_host_port(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ServiceConfig":
+        if self.http is not None and self.token is None:
+            raise ValueError("token: the HTTP API needs a bearer token of at least 16 characters "
+                             "(set token: in the file or INSPECTOR_TOKEN); or switch HTTP off with an empty http")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.template is not None and not self.template.is_file():
+            raise ValueError(f"template: {self.template} is not a file")
+        return self
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def http_host(self) -> str:
+        return self.http.rpartition(":")[0].strip("[]") if self.http else ""
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.rpartition(":")[2]) if self.http else 0
+
+    @property
+    def records_path(self) -> Path:
+        return self.data_dir / "records.sqlite3"
+
+    @property
+    def source_state_dir(self) -> Path:
+        return self.data_dir / "source"
+
+
+FIELDS = tuple(ServiceConfig.model_fields)
+
+
+def load_config(file: Path | None = None, overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> ServiceConfig:
+    """File (YAML), then ``INSPECTOR_*`` variables of ``environ`` (default os.environ), then ``overrides``
+    (command-line options; None values are ignored). Raises ConfigError naming the field and its origin."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if file is not None:
+        for key, value in _read_file(file).items():
+            values[key], origin[key] = value, f"{file}"
+    environ = os.environ if environ is None else environ
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key not in FIELDS:
+            continue  # other tools' INSPECTOR_* variables are not ours to refuse
+        values[key], origin[key] = (None if value == "" else value), f"environment {name}"
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key], origin[key] = value, "command line"
+    if values.get("http") == "":
+        values["http"] = None
+    try:
+        return ServiceConfig(**values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, origin)) from None
+
+
+def _read_file(file: Path) -> dict[str, Any]:
+    try:
+        text = Path(file).read_text()
+    except OSError as error:
+        raise ConfigError(f"config file {file}: cannot read ({error.strerror or error})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {file}: not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {file}: expected a mapping of setting: value, got {type(data).__name__}")
+    unknown = sorted(str(key) for key in data if key not in FIELDS)
+    if unknown:
+        raise ConfigError(f"config file {file}: unknown setting(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(FIELDS)}")
+    return data
+
+
+def _describe(error: ValidationError, origin: dict[str, str]) -> str:
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or None
+        message = problem["msg"].removeprefix("Value error, ")
+        if field is None:  # a check across fields: its message starts with the field's name
+            lines.append(f"config: {message}")
+            continue
+        where = origin.get(field.split(".")[0], "default" if problem["type"] != "missing" else "nowhere")
+        shown = "" if problem["type"] == "missing" or field == "token" else f" (got {problem.get('input')!r})"
+        lines.append(f"config field '{field}' from {where}: {message}{shown}")
+    return "\n".join(lines)

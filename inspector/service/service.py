@@ -1,0 +1,455 @@
+"""The production-line service: capture -> bounded queue -> one detector -> verdict -> record -> sinks.
+
+Threads:
+- capture: reads the source (wrapped in ReconnectingSource: an unplugged camera or dropped stream is
+  re-opened with back-off), puts frames into the FrameQueue (live sources drop the oldest frame when it
+  is full; a hot folder waits instead);
+- inference worker: the one Detector (engines are not thread-safe), the verdict, the evidence JPEG, the
+  record committed to the journal, then the hot-folder acknowledgement, then the sinks are woken;
+- one delivery thread per sink (PostgreSQL, MQTT records, MQTT alarms) reading the journal (the spool);
+- monitor: spool backlog alarms, metrics gauges, pruning of delivered records in PostgreSQL mode.
+
+``Service(config).start()`` runs it in-process (the CLI, tests and the benchmark all do that);
+``stop(drain=True)`` stops reading, finishes every frame already queued and commits it, then stops.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import cv2
+import numpy as np
+
+from inspector.capture import CorruptFrame, Frame, FrameSource, ReconnectingSource, SourceEnded, SourceError, open_source
+from inspector.service.config import ServiceConfig
+from inspector.service.delivery import Delivery
+from inspector.service.evidence import EvidenceStore
+from inspector.service.frame_queue import FrameQueue
+from inspector.service.metrics import ServiceMetrics
+from inspector.service.records import ALARMS, RECORDS, Alarm, Journal, PostgresStore, Record, new_record_id
+
+log = logging.getLogger(__name__)
+HOT_FOLDER_POLL_S = 0.1
+RecordObserver = Callable[[Record, float], None]  # (committed record, capture -> commit seconds)
+
+
+class ServiceError(RuntimeError):
+    """The service cannot start; the message names the setting or file at fault."""
+
+
+@dataclass
+class _Latest:
+    image: np.ndarray
+    detections: Any  # runtime Detections, or None when the frame could not be judged
+    record: Record
+
+
+class Service:
+    def __init__(self, config: ServiceConfig, *, source: FrameSource | None = None, detector=None):
+        """Load the model, open the journal and the source: every start-up error is raised here, as
+        ServiceError naming the setting. ``source``/``detector`` replace the configured ones (tests)."""
+        self.config = config
+        self.line = config.line
+        self.metrics = ServiceMetrics(config.line)
+        self.detector = detector if detector is not None else _load_detector(config)
+        self.model_name = self.detector.manifest.name
+        self.package_id = self.detector.manifest.package_id
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.journal = Journal(config.records_path)
+        except OSError as error:
+            raise ServiceError(f"data_dir: cannot use {config.data_dir} ({error.strerror or error})") from error
+        except Exception as error:
+            raise ServiceError(f"data_dir: records database {config.records_path}: {error}") from error
+        self.postgres = PostgresStore(config.db) if config.db else None
+        self.store = self.postgres or self.journal  # what the API reads
+        self.evidence = None
+        if config.evidence is not None:
+            try:
+                self.evidence = EvidenceStore(config.evidence, config.evidence_max_files, config.evidence_max_bytes)
+            except OSError as error:
+                raise ServiceError(f"evidence: cannot use {config.evidence} ({error.strerror or error})") from error
+
+        raw_source = source if source is not None else _open_configured_source(config)
+        if self.detector.needs_template and raw_source.kind in ("camera", "stream", "video") \
+                and config.template is None and getattr(raw_source, "template", None) is None:
+            raise ServiceError(f"template: the model {self.model_name} compares each frame with its golden "
+                               f"template, and a {raw_source.kind} source has none; set template: (file) or "
+                               "INSPECTOR_TEMPLATE to the golden board image")
+        self.source = ReconnectingSource(raw_source, config.reconnect_initial_s, config.reconnect_max_s,
+                                         on_state=self._on_source_state)
+        self.queue = FrameQueue(config.queue_size)
+
+        self.mqtt = None
+        self.deliveries: list[Delivery] = []
+        if self.postgres is not None:
+            self.deliveries.append(Delivery(self.journal, "postgresql", RECORDS, self.postgres.insert,
+                                            on_change=self._on_sink_change))
+        if config.mqtt:
+            from inspector.service.mqtt import MqttPublisher
+
+            self.mqtt = MqttPublisher(config.mqtt, config.line, client_id=config.mqtt_client_id)
+            self.deliveries.append(Delivery(self.journal, "mqtt", RECORDS, self.mqtt.publish,
+                                            on_change=self._on_sink_change))
+            self.deliveries.append(Delivery(self.journal, "mqtt", ALARMS, self.mqtt.publish,
+                                            on_change=self._on_sink_change))
+
+        self.observers: list[RecordObserver] = []
+        self.started_at = 0.0
+        self.state = "starting"  # "starting" | "running" | "stopping" | "stopped"
+        self.source_ended = False
+        self.recent_alarms: deque[Alarm] = deque(maxlen=20)
+        self._latest: Optional[_Latest] = None
+        self._latest_jpeg: tuple[str, bytes] | None = None
+        self._ng_streak = 0
+        self._spool_alarmed: set[str] = set()
+        self._camera_alarmed = False
+        self._reconnects_counted = 0
+        self._stop_capture = threading.Event()
+        self._stop_monitor = threading.Event()
+        self._capture_thread = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
+        self._worker_thread = threading.Thread(target=self._worker_loop, name="inference", daemon=True)
+        self._monitor_thread = threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        self.started_at = time.time()
+        if self.mqtt is not None:
+            self.mqtt.start()
+        for delivery in self.deliveries:
+            delivery.start()
+        self.source.open()  # one attempt; when it fails the capture thread keeps trying with back-off
+        self._worker_thread.start()
+        self._capture_thread.start()
+        self._monitor_thread.start()
+        self.state = "running"
+        log.info("line %s: inspecting %s with %s (%s, %s) -> %s", self.line, self.source.name, self.model_name,
+                 self.detector.info.engine, self.detector.info.precision, self.config.db and "PostgreSQL" or
+                 self.config.records_path)
+
+    def stop(self, drain: bool = True, flush_timeout: float = 5.0) -> None:
+        """Stop reading; with ``drain`` finish and commit every frame already queued (up to
+        ``drain_timeout_s``), give the sinks ``flush_timeout`` s to catch up, then close everything."""
+        if self.state in ("stopping", "stopped"):
+            return
+        self.state = "stopping"
+        self._stop_capture.set()
+        self._capture_thread.join(timeout=2.0)
+        if self._capture_thread.is_alive():
+            self.source.close()  # interrupts a read waiting for its next reconnect attempt
+            self._capture_thread.join(timeout=5.0)
+        if not drain:
+            while self.queue.get(timeout=0) is not None:
+                pass  # not acknowledged: a hot folder yields these files again after the restart
+        self.queue.close()
+        self._worker_thread.join(timeout=self.config.drain_timeout_s if drain else 5.0)
+        if self._worker_thread.is_alive():
+            log.warning("the queue did not drain within %.0f s; unprocessed hot-folder files are processed "
+                        "after the restart", self.config.drain_timeout_s)
+        self.source.close()
+        self._stop_monitor.set()
+        self._monitor_thread.join(timeout=5.0)
+        for delivery in self.deliveries:
+            delivery.stop(flush_timeout=flush_timeout)
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        if self.postgres is not None:
+            self.postgres.close()
+        if not self._worker_thread.is_alive():
+            self.journal.close()
+        self.state = "stopped"
+        log.info("line %s: stopped", self.line)
+
+    @property
+    def worker_alive(self) -> bool:
+        return self._worker_thread.is_alive()
+
+    # ------------------------------------------------------------------ capture thread
+
+    def _capture_loop(self) -> None:
+        source = self.source
+        while not self._stop_capture.is_set():
+            try:
+                frame = source.read()
+            except SourceEnded as ended:
+                log.info("%s", ended)
+                self.source_ended = True
+                return
+            except CorruptFrame as corrupt:
+                self.metrics.corrupt.inc()
+                log.warning("skipped an unreadable frame: %s", corrupt)
+                if not source.droppable and corrupt.frame_id is not None:
+                    # A hot-folder board that cannot be read is still a board: it gets an ERROR record.
+                    self._commit_unjudged_file(corrupt)
+                continue
+            except Exception:  # a bug in a source must not end capture for good: log it and go on
+                log.exception("reading %s failed", source.name)
+                self._stop_capture.wait(1.0)
+                continue
+            if frame is None:
+                if not source.droppable:
+                    self._stop_capture.wait(HOT_FOLDER_POLL_S)
+                continue
+            if source.droppable:
+                if self.queue.put_dropping_oldest(frame) is not None:
+                    self.metrics.dropped.inc()
+            elif not self.queue.put_waiting(frame, self._stop_capture):
+                return  # stopping: the file was not acknowledged and is read again after the restart
+            self.metrics.queue_depth.set(len(self.queue))
+
+    def _on_source_state(self, state: str, error: str | None) -> None:
+        self.metrics.camera_up.set(1 if state == "connected" else 0)
+        if state == "connected":
+            if self.source.reconnects > self._reconnects_counted:
+                self.metrics.reconnects.inc(self.source.reconnects - self._reconnects_counted)
+                self._reconnects_counted = self.source.reconnects
+            if self._camera_alarmed:
+                self._camera_alarmed = False
+                self.raise_alarm("camera_restored", "info", f"source {self.source.name} is delivering again "
+                                 f"(reconnect {self.source.reconnects})")
+        elif state in ("connecting", "reconnecting") and error and not self._camera_alarmed \
+                and not self._stop_capture.is_set():
+            self._camera_alarmed = True
+            self.raise_alarm("camera_down", "critical", f"source {self.source.name}: {error}; retrying with "
+                             "back-off", error=error)
+
+    # ------------------------------------------------------------------ inference worker
+
+    def _worker_loop(self) -> None:
+        while True:
+            frame = self.queue.get(timeout=0.5)
+            self.metrics.queue_depth.set(len(self.queue))
+            if frame is None:
+                if self.queue.closed:
+                    return
+                continue
+            try:
+                self._inspect(frame)
+            except Exception:  # never let one frame kill the worker; the frame stays unacknowledged
+                log.exception("inspecting %s failed", frame.frame_id)
+
+    def _inspect(self, frame: Frame) -> None:
+        file_name, file_version = None, None
+        if not self.source.droppable and frame.path is not None:
+            file_name, file_version = frame.path.name, _file_version(frame.path)
+            if file_version is not None and self.journal.has_file(file_name, file_version):
+                # Committed before a crash that came ahead of the acknowledgement: never inspect twice.
+                log.info("%s was recorded before the restart; acknowledging it", file_name)
+                self._ack(frame)
+                return
+        detections, error = None, None
+        template = frame.template if self.detector.needs_template else None
+        try:
+            if self.detector.needs_template and template is None:
+                raise ValueError("no golden template for this frame: name the files X_test.jpg + X_temp.jpg, "
+                                 "or set template: in the configuration")
+            detections = self.detector.detect(frame.image, template, align=self.config.align,
+                                              score_threshold=self.config.score_threshold)
+        except Exception as failure:  # AlignmentError, a frame the model cannot take ...: recorded, not fatal
+            error = f"{type(failure).__name__}: {failure}"
+            log.warning("%s: not judged: %s", frame.frame_id, error)
+        verdict = "ERROR" if detections is None else ("NG" if len(detections) else "OK")
+        record = Record(
+            record_id=new_record_id(), line=self.line, source=self.source.name, frame_id=frame.frame_id,
+            frame_file=file_name, file_version=file_version, captured_at=frame.captured_at, verdict=verdict,
+            defects=[] if detections is None else _defects(detections), model_name=self.model_name,
+            package_id=self.package_id, latency_ms=round((time.monotonic() - frame.captured_monotonic) * 1e3, 3),
+            inference_ms=None if detections is None else round(detections.timing.total_ms, 3), error=error)
+        if verdict == "NG" and self.evidence is not None:
+            record.evidence = self._save_evidence(frame, detections, record)
+        self._commit(record)
+        self._ack(frame)
+        latency = time.monotonic() - frame.captured_monotonic
+        self.metrics.latency.observe(latency)
+        if detections is not None:
+            self.metrics.inference.observe(detections.timing.total_ms / 1e3)
+        self._latest = _Latest(frame.image, detections, record)
+        self._after_commit(record, latency)
+
+    def _commit(self, record: Record) -> None:
+        """Append to the journal; retried until it works (a full disk is an alarm, not a lost record)."""
+        wait = 0.5
+        alarmed = False
+        while True:
+            try:
+                self.journal.append(record)
+                return
+            except Exception as error:
+                if not alarmed:
+                    alarmed = True
+                    log.error("cannot commit record %s: %s", record.record_id, error)
+                    self.raise_alarm("storage_error", "critical", f"records database {self.journal.path}: {error}")
+                time.sleep(wait)
+                wait = min(wait * 2, 10.0)
+
+    def _ack(self, frame: Frame) -> None:
+        if self.source.droppable:
+            return
+        try:
+            self.source.ack(frame)
+        except (SourceError, ValueError) as error:
+            # The record is committed; after a restart the file comes back and is recognised as done.
+            log.warning("could not acknowledge %s: %s", frame.frame_id, error)
+
+    def _commit_unjudged_file(self, corrupt: CorruptFrame) -> None:
+        record = Record(record_id=new_record_id(), line=self.line, source=self.source.name,
+                        frame_id=corrupt.frame_id, frame_file=corrupt.frame_id, file_version=None,
+                        captured_at=time.time(), verdict="ERROR", defects=[], model_name=self.model_name,
+                        package_id=self.package_id, latency_ms=0.0, error=f"CorruptFrame: {corrupt}")
+        self._commit(record)
+        self._after_commit(record, 0.0)
+
+    def _after_commit(self, record: Record, latency: float) -> None:
+        self.metrics.frame(record.verdict)
+        for delivery in self.deliveries:
+            if delivery.stream == RECORDS:
+                delivery.notify()
+        if record.verdict == "NG":
+            self._ng_streak += 1
+            if self._ng_streak == self.config.ng_streak_alarm:
+                self.raise_alarm("ng_streak", "warning", f"{self._ng_streak} NG boards in a row on line {self.line} "
+                                 "(process drift? dirty template?)", streak=self._ng_streak,
+                                 last_record_id=record.record_id)
+        elif record.verdict == "OK":
+            self._ng_streak = 0
+        for observer in self.observers:
+            observer(record, latency)
+
+    def _save_evidence(self, frame: Frame, detections, record: Record) -> Optional[str]:
+        from inspector.runtime.draw import draw_detections
+
+        try:
+            return self.evidence.save(draw_detections(frame.image, detections), record.captured_at, record.record_id)
+        except OSError as error:
+            log.warning("evidence for %s not saved: %s", record.record_id, error)
+            return None
+
+    # ------------------------------------------------------------------ alarms, sinks, monitor
+
+    def raise_alarm(self, kind: str, level: str, message: str, **detail: Any) -> Alarm:
+        alarm = Alarm(kind=kind, level=level, message=message, line=self.line, detail=detail)
+        (log.info if level == "info" else log.warning)("ALARM %s: %s", kind, message)
+        self.metrics.alarm(kind)
+        try:
+            self.journal.append_alarm(alarm)
+        except Exception as error:  # the alarm is still logged and shown in /health
+            log.error("alarm %s not stored: %s", kind, error)
+        self.recent_alarms.append(alarm)
+        for delivery in self.deliveries:
+            if delivery.stream == ALARMS:
+                delivery.notify()
+        return alarm
+
+    def _on_sink_change(self, state) -> None:
+        if state.name.endswith("/alarms"):
+            return  # the alarm channel itself: its records twin reports the same broker
+        if state.up:
+            self.raise_alarm("sink_restored", "info", f"{state.name} delivering again")
+        else:
+            self.raise_alarm("sink_down", "warning", f"{state.name} unavailable, records kept in the local spool: "
+                             f"{state.last_error}", sink=state.name, error=state.last_error)
+
+    def _monitor_loop(self) -> None:
+        last_prune = 0.0
+        while not self._stop_monitor.wait(1.0):
+            for delivery in self.deliveries:
+                state = delivery.state
+                self.metrics.sink(state.name, state.up, state.backlog)
+                if delivery.stream != RECORDS:
+                    continue
+                if state.backlog >= self.config.spool_alarm and state.name not in self._spool_alarmed:
+                    self._spool_alarmed.add(state.name)
+                    self.raise_alarm("spool_backlog", "warning", f"{state.backlog} records wait in the local spool "
+                                     f"for {state.name}", sink=state.name, backlog=state.backlog)
+                elif state.backlog < self.config.spool_alarm // 2:
+                    self._spool_alarmed.discard(state.name)
+            if self.postgres is not None and time.monotonic() - last_prune > 60:
+                last_prune = time.monotonic()
+                sinks = [d.sink for d in self.deliveries if d.stream == RECORDS]
+                try:
+                    self.journal.prune_delivered(sinks, time.time() - self.config.spool_keep_hours * 3600)
+                except Exception as error:
+                    log.warning("pruning delivered records failed: %s", error)
+
+    # ------------------------------------------------------------------ what the API shows
+
+    def health(self) -> dict[str, Any]:
+        camera = {"state": "ended" if self.source_ended else self.source.state, "kind": self.source.kind,
+                  "source": self.source.name, "reconnects": self.source.reconnects,
+                  "last_error": self.source.last_error}
+        sinks = [{"name": d.state.name, "up": d.state.up, "backlog": d.state.backlog, "last_error": d.state.last_error}
+                 for d in self.deliveries]
+        camera_ok = self.source.state == "connected" and not self.source_ended
+        ready = self.state == "running" and self.worker_alive and camera_ok
+        degraded = not ready or any(d.state.up is False for d in self.deliveries)
+        status = self.state if self.state != "running" else ("degraded" if degraded else "ok")
+        return {
+            "status": status, "live": True, "ready": ready, "line": self.line,
+            "camera": camera, "queue": {"depth": len(self.queue), "capacity": self.queue.capacity},
+            "sinks": sinks,
+            "model": {"name": self.model_name, "package_id": self.package_id, "engine": self.detector.info.engine,
+                      "precision": self.detector.info.precision},
+            "recent_alarms": [alarm.to_dict() for alarm in self.recent_alarms],
+            "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
+        }
+
+    def latest_jpeg(self) -> Optional[bytes]:
+        """The last inspected frame with its defects drawn, as JPEG; None before the first one."""
+        latest = self._latest
+        if latest is None:
+            return None
+        cached = self._latest_jpeg
+        if cached is not None and cached[0] == latest.record.record_id:
+            return cached[1]
+        image = latest.image
+        if latest.detections is not None and len(latest.detections):
+            from inspector.runtime.draw import draw_detections
+
+            image = draw_detections(image, latest.detections)
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            return None
+        data = encoded.tobytes()
+        self._latest_jpeg = (latest.record.record_id, data)
+        return data
+
+
+def _load_detector(config: ServiceConfig):
+    from inspector.runtime import BackendError, Detector, PackageError
+
+    try:
+        return Detector.load(config.model, backend=config.backend, threads=config.threads)
+    except (PackageError, BackendError, FileNotFoundError, ValueError) as error:
+        where = f"model {config.model}" if config.model is not None else "model (the shipped default package)"
+        raise ServiceError(f"{where}: {error}") from error
+
+
+def _open_configured_source(config: ServiceConfig) -> FrameSource:
+    try:
+        return open_source(config.source, fps=config.fps, loop=True, state_dir=config.source_state_dir,
+                           template=config.template)
+    except SourceError as error:
+        raise ServiceError(f"source: {error}") from error
+
+
+def _defects(detections) -> list[dict[str, Any]]:
+    return [{"class_name": name, "class_id": int(class_id), "score": round(float(score), 4),
+             "box": [round(float(v), 1) for v in box]}
+            for box, score, class_id, name in zip(detections.boxes, detections.scores, detections.class_ids,
+                                                  detections.class_names)]
+
+
+def _file_version(path: Path) -> Optional[str]:
+    """Size and modification time: the hot folder's own identity of one version of a file."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
