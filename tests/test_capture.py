@@ -153,7 +153,7 @@ def test_video_file_is_read_frame_by_frame_at_its_own_rate_and_ends(tmp_path):
     assert elapsed >= 5 / 20 - 0.02
     assert np.allclose(levels_of(frames), LEVELS, atol=3)  # MJPEG is lossy
     assert [f.frame_id for f in frames] == [f"line.avi:{i:06d}" for i in range(6)]
-    assert all(f.path == tmp_path / "line.avi" and f.template is None for f in frames)
+    assert all(f.path is None and f.template is None for f in frames)
 
 
 def test_video_file_loops_and_fps_overrides_the_files_rate(tmp_path):
@@ -296,6 +296,23 @@ def test_hot_folder_test_image_waits_briefly_for_its_template(tmp_path):
     time.sleep(0.6)
     frame = source.read()
     assert frame.frame_id == "y_test.png" and frame.template is None  # none came: goes without
+
+
+def test_hot_folder_test_image_with_a_broken_or_unfinished_template(tmp_path):
+    write_image(tmp_path / "p_test.png", gray_image(10), age_seconds=120)
+    (tmp_path / "p_temp.png").write_bytes(b"garbage IEND")  # whole-looking, undecodable
+    os.utime(tmp_path / "p_temp.png", (time.time() - 120, time.time() - 120))
+    write_image(tmp_path / "q_test.png", gray_image(20), age_seconds=100)  # an old board ...
+    ok, encoded = cv2.imencode(".png", gray_image(30))
+    (tmp_path / "q_temp.png").write_bytes(encoded.tobytes()[:50])  # ... whose template is being written now
+    source = folder_source(tmp_path, abandon_seconds=5.0)
+    with pytest.raises(CorruptFrame, match=r"p_test\.png: its template .*p_temp\.png is not a readable image"):
+        source.read()
+    assert source.read() is None  # q waits for its template, the board's age notwithstanding
+    (tmp_path / "q_temp.png").write_bytes(encoded.tobytes())
+    time.sleep(0.3)
+    frame = source.read()
+    assert frame.frame_id == "q_test.png" and int(frame.template[0, 0, 0]) == 30
 
 
 def test_hot_folder_skips_files_still_being_written(tmp_path):

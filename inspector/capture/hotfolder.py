@@ -17,6 +17,10 @@ Rules, in the order read() applies them:
   a truncated file is declared corrupt when it stays unchanged for ``abandon_seconds``.
 
 read() polls once and returns None when no file is ready: the consumer decides how long to sleep.
+
+The ledger uses SQLite's WAL journal, which needs a local file system: when the folder is a network
+share (SMB/NFS), give ``state_dir`` on a local disk (the default is ``<folder>/.inspector/``).
+One ledger serves one folder, and one source at a time should read a folder (they do not share work).
 """
 from __future__ import annotations
 
@@ -259,14 +263,16 @@ class HotFolderSource(FrameSource):
         template_path = self.folder / template_key.name
         ready = self._unchanged_for(template_key) >= self.settle_seconds
         data = _read_complete(template_path, template_key) if ready else None
-        if data is not None and _looks_complete(template_key.name, data):
+        if data is None:
+            return None  # still being written, or changed meanwhile
+        if _looks_complete(template_key.name, data):
             template = decode_image(data)
             if template is None:
                 self._fail(key, f"{self.folder / key.name}: its template {template_path} is not a readable image")
             return template
-        if self._unchanged_for(key) >= self.abandon_seconds:
-            self._fail(key, f"{self.folder / key.name}: its template {template_path} stayed incomplete for "
-                            f"{self.abandon_seconds:g} s")
+        if self._unchanged_for(template_key) >= self.abandon_seconds:
+            self._fail(key, f"{self.folder / key.name}: its template {template_path} is truncated (no "
+                            f"end-of-image marker) and unchanged for {self.abandon_seconds:g} s")
         return None
 
     def _fail(self, key: FileKey, message: str) -> None:

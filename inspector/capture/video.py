@@ -193,8 +193,9 @@ class VideoFileSource(_CaptureSource):
             if not self._pacer.wait():
                 return None
             self._frames_this_pass += 1
+            # path stays None: it names an image file a frame came from, and a video frame has none.
             frame = new_frame(self, image, f"{self.path.name}:{self._sequence:06d}", self._sequence,
-                              path=self.path, template=self.template)
+                              template=self.template)
             self._sequence += 1
             return frame
 
