@@ -28,9 +28,13 @@ SYSDEPS := xvfb xauth libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x
            libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1
 # The service tests start a real MQTT broker and PostgreSQL server (binaries only; the tests run their own).
 SYSDEPS += mosquitto postgresql
+# The ARM runner's C++ pre/post-processing test (tests/test_arm_runner.py) builds against these.
+SYSDEPS += cmake g++ libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev nlohmann-json3-dev libssl-dev
 sysdeps:
 	@if command -v Xvfb >/dev/null && ldconfig -p | grep -q libxcb-cursor.so.0 \
-	    && [ -x /usr/sbin/mosquitto ] && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then exit 0; \
+	    && [ -x /usr/sbin/mosquitto ] && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+	    && command -v cmake >/dev/null && [ -f /usr/include/opencv4/opencv2/imgcodecs.hpp ] \
+	    && [ -f /usr/include/nlohmann/json.hpp ] && [ -f /usr/include/openssl/evp.h ]; then exit 0; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing system packages: $(SYSDEPS)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSDEPS) >/dev/null; \
