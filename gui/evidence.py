@@ -167,3 +167,13 @@ class EvidenceStore:
             "package_id": package_id, "detections": detections_to_list(detections),
         })
         return annotated_path
+
+
+def load_ng_evidence(image_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """An NG frame and its template read back from the evidence folder (for log rows no longer in memory)."""
+    from inspector.data import read_image
+
+    image_path = Path(image_path)
+    content = json.loads(image_path.with_suffix(".json").read_text(encoding="utf-8"))
+    template = content.get("template")
+    return read_image(image_path), None if not template else read_image(image_path.parent / template)

@@ -45,7 +45,6 @@ class GuiSettings:
     show_overlay: bool = False  # draw the template's edges over the live frame
     evidence_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "evidence"))
     review_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "reviews"))
-    state_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "source-state"))
     window_geometry: str = ""  # Qt's saveGeometry(), base64
 
     def to_dict(self) -> dict:

@@ -158,3 +158,16 @@ def test_settings_persist_and_a_broken_file_is_kept_aside(tmp_path):
     loaded, message = load_settings(path)
     assert loaded == GuiSettings() and "source: expected str" in message
     assert (tmp_path / "gui.json.unreadable").read_text() == '{"source": 3}'
+
+
+def test_live_view_colours_match_the_saved_images():
+    """The window draws with gui.palette; saved snapshots with inspector.runtime.draw: same colour per class."""
+    from gui.palette import CLASS_RGB
+    from inspector.runtime.draw import draw_detections
+
+    for class_id in range(len(CLASS_RGB)):
+        found = Detections(np.array([[10, 30, 60, 60]], np.float32), np.array([0.9], np.float32),
+                           np.array([class_id], np.int64), ["x"], (80, 80), Timing(0, 0, 0))
+        drawn = draw_detections(np.zeros((80, 80, 3), np.uint8), found)
+        blue, green, red = drawn[45, 10]  # a pixel of the box's left edge
+        assert (red, green, blue) == CLASS_RGB[class_id]
