@@ -383,6 +383,9 @@ def quantize_command(
                                             "keep the K most sensitive layers in FP32."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Paddle Inference threads for the "
                                           "evaluation (default: OMP_NUM_THREADS)."),
+    lite_x86_safe: bool = typer.Option(False, "--lite-x86-safe", help="Also keep in FP32 the layers Paddle Lite's "
+                                       "x86 INT8 kernels cannot run (stem, depthwise), so one INT8 model serves "
+                                       "x86 Lite, ARM and oneDNN."),
     seed: int = typer.Option(0, "--seed"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap QAT steps per epoch (smoke tests)."),
 ) -> None:
@@ -399,6 +402,7 @@ def quantize_command(
                              skip_layers=[s.strip() for s in (skip_layers or "").split(",") if s.strip()],
                              sensitivity=sensitivity, sensitivity_images=sensitivity_images,
                              skip_most_sensitive=skip_most_sensitive, threads=threads, seed=seed,
+                             lite_x86_safe=lite_x86_safe,
                              max_steps_per_epoch=max_steps)
         run = quantize(cfg)
     except (DataError, FileExistsError, FileNotFoundError, ValueError) as error:
@@ -414,6 +418,72 @@ def quantize_command(
         drop = metrics[key]
         typer.echo(f"drop ({label}) on {metrics['n_images']} validation images: mAP@0.5 {drop['map50']:+.4f}  "
                    f"mAP@0.5:0.95 {drop['map50_95']:+.4f}  F {drop['f1_iou033']:+.4f}")
+    typer.echo(f"done: {run}")
+
+
+@app.command("pipeline")
+def pipeline_command(
+    data: Optional[Path] = typer.Option(None, "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON."),
+    out: Path = typer.Option(..., "--out", help="Pipeline directory (one sub-directory per stage, report.md/json/png); "
+                             "run the same command again to continue it."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML preset, e.g. configs/pipeline-cpu.yaml "
+                                          "(2-core CPU) or configs/pipeline-gpu.yaml; options below override it."),
+    format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
+    teacher_arch: Optional[str] = typer.Option(None, "--teacher-arch", help="ppyolo-r18 | ppyolo-r34 | ppyolo-r50 ..."),
+    student_arch: Optional[str] = typer.Option(None, "--student-arch", help="mbv3-small | mbv3-large (-x0.75 ...)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Network input side (multiple of 32)."),
+    input_mode: Optional[InputMode] = typer.Option(None, "--input-mode", help="image or image+template."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Reuse this trained teacher run instead of "
+                                           "training one (same input size and mode)."),
+    student: Optional[Path] = typer.Option(None, "--student", help="Reuse this student-alone run as the baseline "
+                                           "(it must have the pipeline's schedule and split)."),
+    teacher_epochs: Optional[int] = typer.Option(None, "--teacher-epochs", min=1),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs of the student alone and of the "
+                                         "distilled student (the same schedule, so the gain is comparable)."),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="Training crop of both students (0: whole "
+                                            "image)."),
+    qat_epochs: Optional[int] = typer.Option(None, "--qat-epochs", min=0),
+    prune: Optional[float] = typer.Option(None, "--prune", help="Also prune this fraction of the channels of the "
+                                          "best FP32 student (then fine-tune) before quantizing."),
+    distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="--no-distill: no distilled stage "
+                                           "(when the teacher cannot beat the student in the time there is)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the shipped package (default OUT-int8)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage (teacher, student, distilled, "
+                                        "pruned, qat, ptq, package, measure, report)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap steps per epoch (smoke tests)."),
+) -> None:
+    """Teacher -> student alone -> distilled student -> (pruned) -> QAT and PTQ INT8 -> model package, every stage
+    measured through the runtime, with report.md / report.json / report.png. Resumable stage by stage."""
+    import json
+
+    from inspector.data import DataError
+    from inspector.export import ExportError, PackageError
+    from inspector.pipeline import PipelineConfig, PipelineError, read_preset, run_pipeline
+    from inspector.pipeline.run import STATE_FILE
+
+    try:
+        values = read_preset(config) if config else {}
+        if (out / STATE_FILE).is_file() and config is None and data is None:
+            values = json.loads((out / STATE_FILE).read_text())["config"]  # continue with the saved settings
+        overrides = {"data": str(data) if data else None, "out": str(out), "format": format.value if format else None,
+                     "teacher_arch": teacher_arch, "student_arch": student_arch, "input_size": input_size,
+                     "input_mode": input_mode.value if input_mode else None,
+                     "teacher_run": str(teacher) if teacher else None, "student_run": str(student) if student else None,
+                     "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
+                     "crop_size": crop_size,
+                     "prune_ratio": prune, "distill": distill, "package_name": name,
+                     "max_steps_per_epoch": max_steps}
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        cfg = PipelineConfig.from_dict(values, source=str(config) if config else "command line")
+        run = run_pipeline(cfg, until=until, echo=typer.echo)
+    except KeyboardInterrupt:
+        _fail(f"interrupted: finished stages are kept; run the same command to continue {out}", code=130)
+    except (PipelineError, DataError, ExportError, PackageError, FileExistsError, FileNotFoundError,
+            ValueError) as error:
+        _fail(f"error: {error}")
+    report = run / "report.md"
+    if report.is_file():
+        typer.echo(f"report: {report}")
     typer.echo(f"done: {run}")
 
 

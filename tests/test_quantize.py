@@ -24,6 +24,7 @@ from inspector.compression.quantize import (
     fuse_batch_norms,
     is_quantized,
     layer_precisions,
+    lite_x86_fp32_layers,
     params_file,
     program_file,
     quantizable_layer_names,
@@ -43,13 +44,6 @@ from inspector.training.validate import predict_loader
 INPUT = 64
 SKIPPED = "head.predictions"  # a block: its three 1x1 prediction convolutions
 SKIPPED_LAYERS = ["head.predictions.0", "head.predictions.1", "head.predictions.2"]
-
-
-def lite_x86_fp32_layers(model) -> list[str]:
-    """What Paddle Lite 2.13's x86 INT8 kernels cannot run: depthwise convolutions with a bias (the
-    predictor segfaults) and the stem on the network input (wrong results: mAP@0.5 0.79 -> 0.42 on 8
-    DeepPCB validation images). ARM has its own kernels; x86 Lite needs these kept FP32."""
-    return ["backbone.stem.conv"] + [name for name, conv in convolutions(model).items() if conv._groups > 1]
 
 
 def tiny_detector(num_classes: int = 6, seed: int = 0):

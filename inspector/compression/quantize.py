@@ -127,6 +127,7 @@ class QuantizeConfig:
     sensitivity: bool = False
     sensitivity_images: int = 32  # from the validation split
     skip_most_sensitive: int = 0  # with sensitivity: also keep the K most sensitive layers in FP32
+    lite_x86_safe: bool = False  # also keep in FP32 what Paddle Lite's x86 INT8 kernels cannot run
     # Evaluation
     threads: int | None = None  # Paddle Inference CPU threads; None: OMP_NUM_THREADS, else every core
     seed: int = 0
@@ -172,6 +173,15 @@ def convolutions(model: nn.Layer) -> dict[str, nn.Layer]:
         elif isinstance(getattr(layer, "_layer", None), QuantizedConv2D):
             found[name] = layer._layer
     return found
+
+
+def lite_x86_fp32_layers(model: nn.Layer) -> list[str]:
+    """What Paddle Lite 2.13's x86 INT8 kernels cannot run, to keep in FP32 when one INT8 graph must serve
+    x86 Lite as well as ARM and oneDNN: depthwise convolutions with a bias (the x86 predictor segfaults)
+    and the stem on the network input (wrong results: mAP@0.5 0.79 -> 0.42 on 8 DeepPCB validation
+    images). Both are a small share of the weights and multiply-adds of a MobileNetV3."""
+    return [name for name, conv in convolutions(model).items()
+            if name == "backbone.stem.conv" or conv._groups > 1]
 
 
 def resolve_layer_names(model: nn.Layer, requested: Sequence[str]) -> list[str]:
@@ -620,7 +630,8 @@ def _quantize_into(staging: Path, cfg: QuantizeConfig, progress: bool) -> None:
     # Folded like the quantized models (the same function): the sensitivity scan swaps quantized layers
     # into it, and the FP32 reference then has the INT8 model's graph, BatchNorm for BatchNorm.
     fp32_model = fuse_batch_norms(source.build())
-    skip_layers = resolve_layer_names(fp32_model, cfg.skip_layers)
+    skip_layers = resolve_layer_names(fp32_model, cfg.skip_layers + (lite_x86_fp32_layers(fp32_model)
+                                                                      if cfg.lite_x86_safe else []))
     calibration_set = _sample(train_set, cfg.calibration_images, cfg.seed)
 
     if cfg.sensitivity:

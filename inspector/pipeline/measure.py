@@ -1,0 +1,110 @@
+"""Measure every stage of a pipeline the way it would ship: as a model package, through the runtime.
+
+One row per stage. FP32 stages are exported to a package of their own (x86 Lite; ``OUT/measure/<row>/``),
+the INT8 ones are their packages; each is evaluated on the pipeline's validation split and timed on a
+real validation board, on Paddle Lite and on Paddle Inference at each thread count. Parameters and
+FLOPs come from the FP32 model the row was made from. A row is saved as ``OUT/measure/<row>.json`` once
+measured, so an interrupted measurement continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from inspector.pipeline.config import PipelineConfig
+
+MEASURE_DIR = "measure"
+# (row, label, the stage whose model it is, INT8)
+ROWS = (
+    ("teacher", "teacher FP32", "teacher", False),
+    ("student", "student alone FP32", "student", False),
+    ("distilled", "student distilled FP32", "distilled", False),
+    ("pruned", "distilled + pruned FP32", "pruned", False),
+    ("qat", "QAT INT8 (shipped)", "qat", True),
+    ("ptq", "PTQ INT8", "ptq", True),
+)
+
+
+def measure_rows(cfg: PipelineConfig, out: Path, state: dict, echo: Callable[[str], None]) -> list[dict]:
+    from inspector.data import load_dataset
+    from inspector.data.split import load_split
+
+    _, val_set = load_split(load_dataset(cfg.data, format=cfg.format), out / "split.json")
+    sample = val_set.samples[0]
+    frame = sample.load_image()
+    template = sample.load_template() if cfg.input_mode == "image+template" else None
+    rows = []
+    for row, label, stage, int8 in ROWS:
+        if stage not in state["stages"]:
+            continue
+        row_file = out / MEASURE_DIR / f"{row}.json"
+        if row_file.is_file():
+            rows.append(json.loads(row_file.read_text()))
+            continue
+        echo(f"measuring {label}")
+        result = _measure_row(cfg, out, state, row, label, stage, int8, val_set, frame, template, echo)
+        row_file.parent.mkdir(parents=True, exist_ok=True)
+        row_file.write_text(json.dumps(result, indent=2))
+        rows.append(result)
+    return rows
+
+
+def load_rows(out: Path) -> list[dict]:
+    return [json.loads((out / MEASURE_DIR / f"{row}.json").read_text()) for row, *_ in ROWS
+            if (out / MEASURE_DIR / f"{row}.json").is_file()]
+
+
+def _measure_row(cfg: PipelineConfig, out: Path, state: dict, row: str, label: str, stage: str, int8: bool,
+                 val_set, frame, template, echo) -> dict[str, Any]:
+    from inspector.export import export_package
+    from inspector.runtime import Detector
+    from inspector.runtime.bench import benchmark
+    from inspector.runtime.evaluate import evaluate_detector
+
+    stage_info = state["stages"][stage]
+    if row == "qat":
+        package = Path(state["stages"]["package"]["run"])
+    else:
+        package = out / MEASURE_DIR / row / "package"
+        if not (package / "manifest.json").is_file():
+            targets = tuple(cfg.targets) if int8 else ("x86",)  # the ARM size matters for INT8 rows only
+            export_package(Path(stage_info["run"]), package, targets=targets, name=f"{cfg.name}-{row}",
+                           progress=lambda line: None)
+    fp32_source = Path(stage_info["source"]) if int8 else Path(stage_info["run"])
+    params, flops = _size(fp32_source)
+
+    accuracy, runtime = {}, {}
+    for backend in (("lite", "paddle") if int8 else ("lite",)):
+        detector = Detector.load(package, backend=backend, threads=max(cfg.bench_threads))
+        result = evaluate_detector(detector, val_set, progress=True)
+        accuracy[backend] = {key: value for key, value in result.to_dict().items() if key != "per_class"}
+        runtime[backend] = detector.info.to_dict()
+        echo(f"  {backend}: mAP@0.5 {result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  "
+             f"F {result.f1_iou033:.4f} ({detector.info.precision})")
+    bench = {}
+    for backend in ("lite", "paddle"):
+        for threads in cfg.bench_threads:
+            detector = Detector.load(package, backend=backend, threads=threads)
+            runs = cfg.bench_runs if row != "teacher" else max(10, cfg.bench_runs // 5)
+            timed = benchmark(detector, frame, template if detector.needs_template else None, runs=runs,
+                              warmup=max(2, runs // 10))
+            bench[f"{backend}-{threads}"] = timed.to_dict()
+            echo(f"  {backend} x{threads}: p50 {timed.p50_ms:.1f} ms  p99 {timed.p99_ms:.1f} ms  "
+                 f"{timed.fps:.1f} FPS ({timed.precision})")
+    manifest = json.loads((package / "manifest.json").read_text())
+    files = manifest["files"]
+    return {
+        "row": row, "label": label, "stage": stage, "int8": int8, "package": str(package),
+        "model": stage_info.get("run"), "fp32_source": str(fp32_source), "n_images": len(val_set),
+        "accuracy": accuracy, "runtime": runtime, "bench": bench, "params": params, "flops": flops,
+        "bytes": {name: entry["bytes"] for name, entry in files.items() if name.endswith((".nb", ".pdiparams"))},
+    }
+
+
+def _size(checkpoint: Path) -> tuple[int, int]:
+    from inspector.compression.prune import measure
+    from inspector.training.checkpoint import load_checkpoint
+
+    size = measure(load_checkpoint(checkpoint).build())
+    return size.params, size.flops

@@ -1,0 +1,170 @@
+"""The pipeline's report: ``report.json`` (everything measured), ``report.md`` (for people), ``report.png``.
+
+One row per stage with mAP@0.5, mAP@0.5:0.95, the DeepPCB F-score (IoU > 0.33), parameters, FLOPs,
+file size and latency, all measured through the runtime on the stage's package (``measure.py``); then
+the distillation gain and the quantization drops stated as numbers, and how long each stage took.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from inspector.pipeline.config import PipelineConfig
+from inspector.pipeline.measure import load_rows
+
+REPORT_FILES = ("report.md", "report.json", "report.png")
+
+
+def summarize(rows: list[dict], bench_threads: list[int], quantized_from: str = "distilled") -> dict[str, Any]:
+    """Distillation gain, quantization drops (against ``quantized_from``, the FP32 stage that was
+    quantized) and speed-up, from the measured rows."""
+    by_row = {row["row"]: row for row in rows}
+
+    def acc(row: str, key: str, backend: str = "lite") -> float | None:
+        entry = by_row.get(row)
+        return None if entry is None else entry["accuracy"][backend][key]
+
+    def delta(a: str, b: str, backend_a: str = "lite") -> dict | None:
+        if a not in by_row or b not in by_row:
+            return None
+        return {key: acc(a, key, backend_a) - acc(b, key) for key in ("map50", "map50_95", "f1_iou033")}
+
+    fp32_reference = quantized_from
+    threads = max(bench_threads)
+    teacher = by_row.get("teacher", {}).get("bench", {}).get(f"paddle-{threads}")
+    shipped = by_row.get("qat", {}).get("bench", {}).get(f"lite-{threads}")
+    return {
+        "distillation_gain": delta("distilled", "student"),  # distilled - alone, same schedule
+        "qat_drop": _negate(delta("qat", fp32_reference)),  # FP32 - INT8: positive = lost
+        "qat_drop_paddle_inference": _negate(delta("qat", fp32_reference, "paddle")),
+        "ptq_drop": _negate(delta("ptq", fp32_reference)),
+        "fp32_reference": fp32_reference,
+        "speedup_vs_teacher": None if not (teacher and shipped) else teacher["p50_ms"] / shipped["p50_ms"],
+        "speedup_threads": threads,
+    }
+
+
+def write_report(cfg: PipelineConfig, out: Path, state: dict) -> list[Path]:
+    rows = load_rows(out)
+    summary = summarize(rows, cfg.bench_threads, state["stages"]["qat"].get("source_stage", "distilled"))
+    payload = {"config": cfg.to_dict(), "stages": state["stages"], "rows": rows, "summary": summary}
+    (out / "report.json").write_text(json.dumps(payload, indent=2, default=str))
+    (out / "report.md").write_text(format_markdown(cfg, state, rows, summary))
+    _plot(rows, cfg.bench_threads, out / "report.png")
+    return [out / name for name in REPORT_FILES]
+
+
+def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary: dict) -> str:
+    threads = max(cfg.bench_threads)
+    n_images = rows[0]["n_images"] if rows else 0
+    lines = [
+        f"# Pipeline report: {cfg.name}",
+        "",
+        f"Data `{cfg.data}`, validation split `split.json` ({n_images} images never trained on), input "
+        f"{cfg.input_size} px, mode {cfg.input_mode}. Every number below was measured on the stage's model "
+        "package through the runtime (`inspector.runtime.Detector`), on this machine.",
+        "",
+        f"| stage | precision ran | mAP@0.5 | mAP@0.5:0.95 | F (IoU>0.33) | params | FLOPs | x86 file | ARM file "
+        f"| Lite p50 ms ({threads} thr) | Paddle p50 ms ({threads} thr) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lite = row["accuracy"]["lite"]
+        size = row["bytes"]
+        lines.append(
+            f"| {row['label']} | {row['runtime']['lite']['precision']} | {lite['map50']:.4f} | {lite['map50_95']:.4f} "
+            f"| {lite['f1_iou033']:.4f} | {row['params'] / 1e6:.2f} M | {row['flops'] / 1e9:.2f} G "
+            f"| {_mb(size.get('model_x86.nb'))} | {_mb(size.get('model_arm.nb'))} "
+            f"| {_bench(row, f'lite-{threads}')} | {_bench(row, f'paddle-{threads}')} |")
+    lines += ["", "## What the numbers say", ""]
+    gain = summary["distillation_gain"]
+    if not cfg.distill:
+        lines.append("- **Distillation**: not run in this pipeline (`distill: false`).")
+    if gain:
+        lines.append(f"- **Distillation gain** (distilled - student alone, same schedule): mAP@0.5 {gain['map50']:+.4f}, "
+                     f"mAP@0.5:0.95 {gain['map50_95']:+.4f}, F {gain['f1_iou033']:+.4f}.")
+    for key, name in (("qat_drop", "QAT INT8 (Paddle Lite x86)"), ("qat_drop_paddle_inference",
+                                                                   "QAT INT8 (Paddle Inference, oneDNN)"),
+                      ("ptq_drop", "PTQ INT8 (Paddle Lite x86)")):
+        drop = summary[key]
+        if drop:
+            lines.append(f"- **Quantization drop, {name}** vs the FP32 {summary['fp32_reference']} student: "
+                         f"mAP@0.5 {drop['map50']:+.4f}, mAP@0.5:0.95 {drop['map50_95']:+.4f}, "
+                         f"F {drop['f1_iou033']:+.4f} (positive = lost).")
+    if summary["speedup_vs_teacher"]:
+        lines.append(f"- **Speed**: the shipped INT8 package on Paddle Lite is {summary['speedup_vs_teacher']:.1f}x "
+                     f"faster than the FP32 teacher on Paddle Inference ({threads} threads, whole frame incl. "
+                     "pre- and post-processing).")
+    quantized = state["stages"].get("qat", {})
+    if quantized.get("source_reason"):
+        lines.append(f"- **Quantized student**: `{quantized.get('source')}`; {quantized['source_reason']}.")
+    for row in rows:
+        for backend, info in row["runtime"].items():
+            if info.get("note"):
+                lines.append(f"- {row['label']}, {backend}: {info['note']}.")
+    lines += ["", "## Latency (whole frame: letterbox, network, NMS; p50 / p99 ms)", "",
+              "| stage | " + " | ".join(f"{b} x{t}" for b in ("lite", "paddle") for t in cfg.bench_threads) + " |",
+              "|---|" + "---|" * (2 * len(cfg.bench_threads))]
+    for row in rows:
+        cells = []
+        for backend in ("lite", "paddle"):
+            for t in cfg.bench_threads:
+                entry = row["bench"].get(f"{backend}-{t}")
+                cells.append("-" if entry is None else f"{entry['p50_ms']:.1f} / {entry['p99_ms']:.1f} "
+                                                       f"({entry['precision']})")
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Stages", "", "| stage | minutes | result |", "|---|---|---|"]
+    for name, info in state["stages"].items():
+        result = info.get("run", "")
+        if info.get("reused"):
+            result += " (reused, trained before this pipeline run)"
+        lines.append(f"| {name} | {info.get('seconds', 0) / 60:.1f} | {result} |")
+    device = next((row["bench"][key]["device"] for row in rows for key in row["bench"]), "")
+    lines += ["", f"Machine: {device}. Configuration: `report.json` → `config`.", ""]
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict], bench_threads: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = max(bench_threads)
+    labels = [row["label"].replace(" (shipped)", "\n(shipped)") for row in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    positions = range(len(rows))
+    left.bar([p - 0.2 for p in positions], [r["accuracy"]["lite"]["map50"] for r in rows], 0.4, label="mAP@0.5")
+    left.bar([p + 0.2 for p in positions], [r["accuracy"]["lite"]["map50_95"] for r in rows], 0.4,
+             label="mAP@0.5:0.95")
+    left.set_xticks(list(positions), labels, rotation=30, ha="right", fontsize=8)
+    left.set_ylim(0, 1)
+    left.set_title("accuracy on the validation split (Paddle Lite)")
+    left.legend()
+    for row in rows:
+        entry = row["bench"].get(f"lite-{threads}")
+        if entry:
+            size = row["bytes"].get("model_arm.nb") or row["bytes"].get("model_x86.nb") or 0
+            right.scatter(entry["p50_ms"], row["accuracy"]["lite"]["map50_95"], s=40 + size / 2e4)
+            right.annotate(row["label"], (entry["p50_ms"], row["accuracy"]["lite"]["map50_95"]), fontsize=8)
+    right.set_xscale("log")
+    right.set_xlabel(f"p50 latency, ms (Paddle Lite x86, {threads} threads)")
+    right.set_ylabel("mAP@0.5:0.95")
+    right.set_title("accuracy vs speed (marker area ~ file size)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _negate(values: dict | None) -> dict | None:
+    return None if values is None else {key: -value for key, value in values.items()}
+
+
+def _mb(size: int | None) -> str:
+    return "-" if not size else f"{size / 1e6:.2f} MB"
+
+
+def _bench(row: dict, key: str) -> str:
+    entry = row["bench"].get(key)
+    return "-" if entry is None else f"{entry['p50_ms']:.1f}"

@@ -1,0 +1,333 @@
+"""``run_pipeline``: labeled data -> teacher -> student alone -> distilled student -> (pruned) -> QAT and PTQ
+INT8 -> the model package -> every stage measured through the runtime -> report.
+
+    inspector pipeline --config configs/pipeline-cpu.yaml --data DIR --out runs/NAME
+
+Each stage writes its own sub-directory of ``OUT`` with the ordinary run layout of the command it wraps
+(``inspector train`` / ``distill`` / ``prune`` / ``quantize`` / ``export``), so every intermediate result
+can be evaluated, exported or resumed on its own. ``OUT/pipeline.json`` holds the configuration and which
+stages are done; running the same command again skips finished stages and resumes an interrupted
+training stage from its ``last/`` checkpoint. Every stage uses the one split in ``OUT/split.json``.
+
+Which FP32 student is quantized: the pruned one when pruning is asked for; otherwise the better of the
+student alone and the distilled student by validation mAP@0.5:0.95. Distillation is expected to win;
+when it does not (a weak teacher), shipping the worse model would be wrong, and the report says which
+was chosen and why.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from inspector.pipeline.config import PipelineConfig, PipelineError, differences
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "pipeline.json"
+SPLIT_FILE = "split.json"
+STAGES = ("teacher", "student", "distilled", "pruned", "qat", "ptq", "package", "measure", "report")
+# Training options that decide a run's result: a stage directory is continued only if they match.
+SCHEDULE_FIELDS = ("arch", "data", "format", "epochs", "batch_size", "input_size", "crop_size", "input_mode",
+                   "augment", "lr", "weight_decay", "warmup_epochs", "ema_decay", "seed", "max_steps_per_epoch")
+
+Echo = Callable[[str], None]
+
+
+def active_stages(cfg: PipelineConfig) -> list[str]:
+    skipped = {"pruned"} if cfg.prune_ratio is None else set()
+    if not cfg.distill:
+        skipped.add("distilled")
+    return [stage for stage in STAGES if stage not in skipped]
+
+
+def run_pipeline(cfg: PipelineConfig, until: str | None = None, echo: Echo = print) -> Path:
+    """Run (or continue) the pipeline in ``cfg.out``; stop after stage ``until`` when given."""
+    stages = active_stages(cfg)
+    if until is not None and until not in stages:
+        raise PipelineError(f"--until: expected one of {stages}, got {until!r}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _open_state(out, cfg)
+    for number, stage in enumerate(stages, 1):
+        header = f"[{number}/{len(stages)}] {stage}"
+        done = state["stages"].get(stage)
+        if done:
+            echo(f"{header}: done earlier ({done['seconds']:.0f} s); skipped")
+        else:
+            echo(f"{header}: running")
+            started = time.perf_counter()
+            note = STAGE_FUNCTIONS[stage](cfg, out, state, echo) or {}
+            seconds = time.perf_counter() - started
+            state["stages"][stage] = {"seconds": round(seconds, 1), "finished": _now(), **note}
+            _write_json(out / STATE_FILE, state)
+            echo(f"{header}: done in {seconds / 60:.1f} min")
+        if stage == until:
+            echo(f"stopped after {stage} (--until); run the same command without --until to continue")
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- state
+
+
+def _open_state(out: Path, cfg: PipelineConfig) -> dict[str, Any]:
+    state_file = out / STATE_FILE
+    wanted = cfg.to_dict()
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        changed = differences(state["config"], wanted)
+        if changed:
+            raise PipelineError(f"{state_file}: this pipeline directory was started with other settings "
+                                f"({'; '.join(changed)}); rerun with the same settings to continue it, or choose "
+                                "a new --out")
+        state["config"] = wanted  # measurement settings may change
+        return state
+    if any(out.iterdir()):
+        raise PipelineError(f"{out} exists, is not empty and holds no {STATE_FILE}: not a pipeline directory; "
+                            "choose a new --out (nothing was overwritten)")
+    state = {"config": wanted, "started": _now(), "stages": {}}
+    _write_json(state_file, state)
+    return state
+
+
+def stage_run(state: dict[str, Any], stage: str) -> Path:
+    """The directory a finished stage produced."""
+    return Path(state["stages"][stage]["run"])
+
+
+# --------------------------------------------------------------------------- training stages
+
+
+def _train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs: int, crop_size: int | None,
+                  lr: float):
+    from inspector.training.config import TrainConfig
+
+    return TrainConfig(arch=arch, data=cfg.data, out=str(out / stage), format=cfg.format, epochs=epochs,
+                       batch_size=cfg.batch_size, input_size=cfg.input_size, crop_size=crop_size,
+                       input_mode=cfg.input_mode, lr=lr, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+                       split_file=str(out / SPLIT_FILE), seed=cfg.seed, eval_every=cfg.eval_every,
+                       max_steps_per_epoch=cfg.max_steps_per_epoch)
+
+
+def _check_run_matches(run: Path, wanted, split_file: Path) -> None:
+    """An existing run may stand in for a stage only with the same schedule and the same split."""
+    from inspector.training.config import TrainConfig
+
+    config_file = run / "train_config.json"
+    if not config_file.is_file():
+        raise PipelineError(f"{config_file}: missing; {run} is not a training run")
+    saved = TrainConfig.load(config_file).to_dict()
+    wanted = wanted.to_dict()
+    changed = [f"{name}: {saved[name]!r} (run) vs {wanted[name]!r} (pipeline)" for name in SCHEDULE_FIELDS
+               if saved[name] != wanted[name] and not (name == "data" and _same_path(saved[name], wanted[name]))]
+    if changed:
+        raise PipelineError(f"{config_file}: trained with another schedule than this pipeline's: {'; '.join(changed)}")
+    run_split = run / SPLIT_FILE
+    if split_file.is_file() and run_split.is_file() and _split_keys(run_split) != _split_keys(split_file):
+        raise PipelineError(f"{run_split}: another train/val split than {split_file}; the stages must share one")
+
+
+def _train_stage(train_cfg, objective_factory: Callable[[], Any] | None = None) -> Path:
+    """Train into ``train_cfg.out``, or continue the interrupted run there."""
+    from inspector.training.trainer import train
+
+    run = Path(train_cfg.out)
+    if (run / "last").exists():
+        _check_run_matches(run, train_cfg, Path(train_cfg.split_file))
+        train(train_cfg, resume=True, objective=objective_factory() if objective_factory else None)
+    else:
+        train(train_cfg, objective=objective_factory() if objective_factory else None)
+    return _with_split(run, Path(train_cfg.split_file))
+
+
+def _with_split(run: Path, split_file: Path) -> Path:
+    """Every run keeps a copy of the pipeline's split, as a standalone run does: quantize, prune and export
+    read it from the run (and must measure on images it never trained on)."""
+    if not (run / SPLIT_FILE).is_file():
+        shutil.copyfile(split_file, run / SPLIT_FILE)
+    return run
+
+
+def _teacher(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+    from inspector.training.checkpoint import load_checkpoint
+
+    if cfg.teacher_run is None:
+        train_cfg = _train_config(cfg, out, "teacher", cfg.teacher_arch, cfg.teacher_epochs, cfg.teacher_crop_size,
+                                  cfg.teacher_lr)
+        run = _train_stage(train_cfg)
+        return {"run": str(run), "reused": False, **_best_metrics(run)}
+    run = Path(cfg.teacher_run)
+    teacher = load_checkpoint(run)
+    model = teacher.model_config
+    if (model.input_size, model.input_mode) != (cfg.input_size, cfg.input_mode):
+        raise PipelineError(f"teacher_run {run}: input {model.input_size} {model.input_mode}, the pipeline's is "
+                            f"{cfg.input_size} {cfg.input_mode} (the student must see what the teacher sees)")
+    if not model.arch.startswith("ppyolo"):
+        echo(f"note: teacher_run {run} is a {model.arch}, not a PP-YOLO")
+    split = run / SPLIT_FILE
+    if split.is_file():  # the student must never train on the teacher's validation images
+        shutil.copyfile(split, out / SPLIT_FILE)
+    echo(f"teacher: reusing {run} ({model.arch}, epoch {teacher.info.get('epoch')})")
+    return {"run": str(run), "reused": True, **_best_metrics(run)}
+
+
+def _student(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+    train_cfg = _train_config(cfg, out, "student", cfg.student_arch, cfg.epochs, cfg.crop_size, cfg.lr)
+    if cfg.student_run is None:
+        run = _train_stage(train_cfg)
+        return {"run": str(run), "reused": False, **_best_metrics(run)}
+    run = Path(cfg.student_run)
+    _check_run_matches(run, train_cfg, out / SPLIT_FILE)
+    echo(f"student alone: reusing {run} (same schedule and split)")
+    return {"run": str(run), "reused": True, **_best_metrics(run)}
+
+
+def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+    from inspector.compression.distill import (
+        DISTILL_CONFIG_FILE,
+        DistillationObjective,
+        DistillConfig,
+        check_student_input,
+        distill,
+    )
+    from inspector.training.checkpoint import load_checkpoint
+
+    teacher_run = stage_run(state, "teacher")
+    train_cfg = _train_config(cfg, out, "distilled", cfg.student_arch, cfg.epochs, cfg.crop_size, cfg.lr)
+    config = DistillConfig(teacher=str(teacher_run), temperature=cfg.temperature, alpha_start=cfg.alpha_start,
+                           alpha_end=cfg.alpha_end, feature_weight=cfg.feature_weight)
+    run = Path(train_cfg.out)
+    if (run / "last").exists():
+        saved = DistillConfig.load(run / DISTILL_CONFIG_FILE)
+        if not _same_path(saved.teacher, config.teacher) or replace(saved, teacher=config.teacher) != config:
+            raise PipelineError(f"{run / DISTILL_CONFIG_FILE}: distilled with other settings ({saved.to_dict()}) "
+                                f"than this pipeline's ({config.to_dict()})")
+        teacher = load_checkpoint(teacher_run)
+        check_student_input(train_cfg, teacher)
+        _train_stage(train_cfg, lambda: DistillationObjective(teacher, saved, train_cfg.epochs))
+    else:
+        distill(train_cfg, config)
+    _with_split(run, out / SPLIT_FILE)
+    return {"run": str(run), **_best_metrics(run)}
+
+
+def _pruned(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+    from inspector.compression.prune import PruneConfig, prune, resume_pruning
+
+    source, why = _best_student(state)
+    run = out / "pruned"
+    if (run / "last").exists():
+        resume_pruning(run, epochs=cfg.prune_epochs)
+    else:
+        prune(PruneConfig(model=str(source), data=cfg.data, out=str(run), criterion=cfg.prune_criterion,
+                          ratio=cfg.prune_ratio, format=cfg.format, epochs=cfg.prune_epochs,
+                          batch_size=cfg.batch_size, seed=cfg.seed, max_steps_per_epoch=cfg.max_steps_per_epoch))
+    return {"run": str(run), "source": str(source), "source_reason": why, **_best_metrics(run)}
+
+
+def _quantized(method: str):
+    def stage(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+        from inspector.compression.quantize import QuantizeConfig, quantize
+
+        if "pruned" in state["stages"]:
+            source, why = stage_run(state, "pruned"), "pruning was asked for: the pruned, fine-tuned student"
+        else:
+            source, why = _best_student(state)
+        source_stage = next(s for s in ("pruned", "distilled", "student")
+                            if s in state["stages"] and stage_run(state, s) == source)
+        run = out / method
+        if not (run / "metrics.json").is_file():  # quantize() renames its run into place only when complete
+            quantize(QuantizeConfig(model=str(source), data=cfg.data, out=str(run), method=method, format=cfg.format,
+                                    epochs=cfg.qat_epochs if method == "qat" else 0, lr=cfg.qat_lr,
+                                    batch_size=cfg.batch_size, calibration_images=cfg.calibration_images,
+                                    lite_x86_safe=True, seed=cfg.seed, max_steps_per_epoch=cfg.max_steps_per_epoch))
+        echo(f"{method}: quantized {source} ({why})")
+        return {"run": str(run), "source": str(source), "source_stage": source_stage, "source_reason": why}
+    return stage
+
+
+def _best_student(state: dict) -> tuple[Path, str]:
+    """The FP32 student (alone or distilled) with the highest validation mAP@0.5:0.95, and why."""
+    scored = [(state["stages"][s].get("map50_95") or 0.0, s) for s in ("student", "distilled") if s in state["stages"]]
+    best_score, best = max(scored)
+    if len(scored) == 1:
+        return stage_run(state, best), f"the student alone (no distilled stage), validation mAP@0.5:0.95 {best_score:.4f}"
+    others = ", ".join(f"{s} {v:.4f}" for v, s in scored if s != best)
+    return stage_run(state, best), f"best validation mAP@0.5:0.95: {best} {best_score:.4f} (vs {others})"
+
+
+def _best_metrics(run: Path) -> dict:
+    from inspector.training.checkpoint import load_checkpoint
+
+    metrics = load_checkpoint(run).info.get("metrics") or {}
+    return {key: metrics.get(key) for key in ("map50", "map50_95", "f1_iou033")}
+
+
+# --------------------------------------------------------------------------- package, measurement, report
+
+
+def _package(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+    from inspector.export import export_package
+
+    package = out / "package"
+    if not (package / "manifest.json").is_file():
+        export_package(stage_run(state, "qat"), package, targets=tuple(cfg.targets), name=cfg.name, progress=echo)
+    return {"run": str(package)}
+
+
+def _measure(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+    from inspector.pipeline.measure import measure_rows
+
+    rows = measure_rows(cfg, out, state, echo)
+    return {"rows": len(rows)}
+
+
+def _report(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+    from inspector.pipeline.report import write_report
+
+    files = write_report(cfg, out, state)
+    package = stage_run(state, "package")
+    for file in files:  # the package travels with its report
+        shutil.copyfile(file, package / file.name)
+    for file in files:
+        echo(f"wrote {file}")
+    return {"files": [str(f) for f in files]}
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[PipelineConfig, Path, dict, Echo], dict]] = {
+    "teacher": _teacher, "student": _student, "distilled": _distilled, "pruned": _pruned,
+    "qat": _quantized("qat"), "ptq": _quantized("ptq"), "package": _package, "measure": _measure,
+    "report": _report,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _split_keys(path: Path) -> tuple[list[str], list[str]]:
+    content = json.loads(Path(path).read_text())
+    return sorted(content["train"]), sorted(content["val"])
+
+
+def _same_path(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Atomically: an interrupted pipeline never leaves half a state file."""
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(payload, stream, indent=2, default=str)
+    os.replace(temp, path)

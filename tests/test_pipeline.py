@@ -1,0 +1,115 @@
+"""``inspector pipeline``: settings, stage skipping and resume, the report's arithmetic, and one tiny run
+through every stage (teacher -> student -> distilled -> QAT/PTQ -> package -> measure -> report)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inspector.data.synth import write_deeppcb
+from inspector.pipeline import PipelineConfig, PipelineError, read_preset, run_pipeline
+from inspector.pipeline.config import differences
+from inspector.pipeline.report import summarize
+
+
+def tiny_config(data, out, **changes) -> PipelineConfig:
+    values = dict(data=str(data), out=str(out), input_size=64, teacher_epochs=1, teacher_crop_size=None, epochs=1,
+                  crop_size=None, batch_size=2, eval_every=1, qat_epochs=1, calibration_images=2,
+                  max_steps_per_epoch=2, bench_runs=3, bench_threads=[1], val_fraction=0.25, split_seed=1)
+    values.update(changes)
+    return PipelineConfig(**values)
+
+
+def test_presets_are_valid_configs_and_unknown_options_are_named(tmp_path):
+    from pathlib import Path
+
+    for preset in sorted(Path(__file__).parents[1].glob("configs/pipeline-*.yaml")):
+        PipelineConfig.from_dict({**read_preset(preset), "data": "d", "out": "o"}, source=str(preset))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nteacher_epoch: 2\n")
+    with pytest.raises(PipelineError, match=r"bad.yaml: unknown option\(s\) \['teacher_epoch'\]"):
+        read_preset(bad)
+    with pytest.raises(PipelineError, match="crop_size: 100 is not a multiple of 32"):
+        PipelineConfig(data="d", out="o", crop_size=100)
+
+
+def test_only_result_deciding_settings_count_as_differences():
+    a = PipelineConfig(data="d", out="o1").to_dict()
+    b = PipelineConfig(data="d", out="o2", bench_runs=7, epochs=9).to_dict()
+    assert differences(a, b) == ["epochs: 16 -> 9"]
+
+
+def _row(row, map50, map50_95, f1, p50_lite=10.0, p50_paddle=20.0, paddle_acc=None):
+    accuracy = {"lite": {"map50": map50, "map50_95": map50_95, "f1_iou033": f1}}
+    if paddle_acc is not None:
+        accuracy["paddle"] = paddle_acc
+    return {"row": row, "accuracy": accuracy,
+            "bench": {"lite-2": {"p50_ms": p50_lite}, "paddle-2": {"p50_ms": p50_paddle}}}
+
+
+def test_summary_states_gain_drops_and_speedup():
+    rows = [_row("teacher", 0.9, 0.6, 0.9, p50_paddle=200.0), _row("student", 0.7, 0.40, 0.70),
+            _row("distilled", 0.75, 0.42, 0.72),
+            _row("qat", 0.74, 0.41, 0.72, p50_lite=8.0, paddle_acc={"map50": 0.73, "map50_95": 0.40, "f1_iou033": 0.7}),
+            _row("ptq", 0.70, 0.38, 0.69)]
+    summary = summarize(rows, [1, 2])
+    assert summary["distillation_gain"] == pytest.approx({"map50": 0.05, "map50_95": 0.02, "f1_iou033": 0.02})
+    assert summary["qat_drop"] == pytest.approx({"map50": 0.01, "map50_95": 0.01, "f1_iou033": 0.0})
+    assert summary["qat_drop_paddle_inference"] == pytest.approx({"map50": 0.02, "map50_95": 0.02, "f1_iou033": 0.02})
+    assert summary["ptq_drop"] == pytest.approx({"map50": 0.05, "map50_95": 0.04, "f1_iou033": 0.03})
+    assert summary["speedup_vs_teacher"] == pytest.approx(25.0)
+    # With pruning, the drops are measured against the pruned FP32 model, which is what was quantized.
+    pruned = summarize(rows + [_row("pruned", 0.8, 0.45, 0.75)], [2], quantized_from="pruned")
+    assert pruned["fp32_reference"] == "pruned" and pruned["qat_drop"]["map50"] == pytest.approx(0.06)
+    # When the student alone beat the distilled one, it is what was quantized and the drop's reference.
+    alone = summarize(rows, [2], quantized_from="student")
+    assert alone["qat_drop"]["map50"] == pytest.approx(-0.04)
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_settings(tmp_path):
+    data = write_deeppcb(tmp_path / "boards", n=8, seed=4, size=160)
+    out = tmp_path / "pipe"
+    lines: list[str] = []
+    run_pipeline(tiny_config(data, out), until="student", echo=lines.append)
+    state = json.loads((out / "pipeline.json").read_text())
+    assert list(state["stages"]) == ["teacher", "student"]
+    assert any("stopped after student" in line for line in lines)
+    teacher_weights = out / "teacher" / "best" / "model.pdparams"
+    stamp = teacher_weights.stat().st_mtime_ns
+
+    with pytest.raises(PipelineError, match=r"epochs: 1 -> 2"):
+        run_pipeline(tiny_config(data, out, epochs=2), echo=lines.append)
+
+    lines.clear()
+    run_pipeline(tiny_config(data, out), echo=lines.append)
+    assert any(line.startswith("[1/8] teacher: done earlier") for line in lines)
+    assert any(line.startswith("[2/8] student: done earlier") for line in lines)
+    assert teacher_weights.stat().st_mtime_ns == stamp  # not retrained
+    state = json.loads((out / "pipeline.json").read_text())
+    assert list(state["stages"]) == ["teacher", "student", "distilled", "qat", "ptq", "package", "measure", "report"]
+
+    report = json.loads((out / "report.json").read_text())
+    assert [row["row"] for row in report["rows"]] == ["teacher", "student", "distilled", "qat", "ptq"]
+    for row in report["rows"]:
+        assert 0.0 <= row["accuracy"]["lite"]["map50"] <= 1.0 and row["params"] > 0 and row["flops"] > 0
+        assert row["bench"]["lite-1"]["p50_ms"] > 0 and row["bench"]["paddle-1"]["p50_ms"] > 0
+    qat = next(row for row in report["rows"] if row["row"] == "qat")
+    assert qat["runtime"]["lite"]["precision"] == "int8"  # x86 Lite really bound INT8 kernels
+    assert set(qat["bytes"]) >= {"model_x86.nb", "model_arm.nb"}
+    teacher_row = report["rows"][0]
+    assert teacher_row["params"] > 5 * report["rows"][1]["params"]
+    assert report["summary"]["distillation_gain"] is not None and report["summary"]["qat_drop"] is not None
+    markdown = (out / "report.md").read_text()
+    assert "Distillation gain" in markdown and "Quantization drop, QAT INT8" in markdown
+    for name in ("report.md", "report.json", "report.png", "manifest.json", "model_arm.nb"):
+        assert (out / "package" / name).is_file(), name
+
+    from inspector.runtime import Detector
+
+    detector = Detector.load(out / "package", backend="lite")
+    assert detector.manifest.precision == "int8" and detector.info.precision == "int8"
+
+    lines.clear()  # everything done: a rerun only says so
+    run_pipeline(tiny_config(data, out, bench_runs=5), echo=lines.append)
+    assert sum("done earlier" in line for line in lines) == 8
