@@ -592,9 +592,12 @@ class MainWindow(QMainWindow):
         labels = self.review.labels()
         self.statusBar().showMessage(f"Saved {len(labels)} labeled defect(s) to {path}", 10_000)
         self.message_banner.show_message(f"Review saved: {path.name} ({len(labels)} defect(s))", INFO_BANNER)
-        QTimer.singleShot(4000, lambda: self.message_banner.clear_message()
-                          if self.message_banner.text().startswith("Review saved") else None)
+        QTimer.singleShot(4000, self, self._clear_saved_notice)  # with the window as context: cancelled with it
         return path
+
+    def _clear_saved_notice(self) -> None:
+        if self.message_banner.text().startswith("Review saved"):
+            self.message_banner.clear_message()
 
     def back_to_live(self) -> None:
         if self.review is None:

@@ -746,6 +746,24 @@ def serve_command(
     raise typer.Exit(serve(config, overrides))
 
 
+@app.command("gui")
+def gui_command(
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package. Default: the last one used, else "
+                                         "the shipped package."),
+    source: Optional[str] = typer.Option(None, "--source", help="demo | camera index (0, 1 ...) | video file | "
+                                         "rtsp:// or http(s):// URL | folder of images (hot folder). Default: the "
+                                         "last one used, else demo."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Pace of the demo and of video files "
+                                        "(default: demo 2 frames/s, a video its own rate)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Settings file (default: $INSPECTOR_GUI_CONFIG, "
+                                          "else ~/.config/pcb-inspector/gui.json)."),
+) -> None:
+    """The operator window: live inspection with PASS/NG, counters, defect log, review to labeled data."""
+    from gui.app import run_gui
+
+    raise typer.Exit(run_gui(model=str(model) if model else None, source=source, fps=fps, config=config))
+
+
 def main() -> None:
     import os
 

@@ -1,0 +1,292 @@
+"""The operator window under pytest-qt (offscreen): frames, verdicts, banner, thresholds, review, model load.
+
+The window runs the shipped model (models/default) on the bundled DeepPCB demo boards, which come from the
+model's validation split and carry ground truth; a fake FrameSource plays them where a test must control
+the source (unplug it, hold one board).
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QMessageBox
+
+from gui.main_window import MainWindow
+from gui.review import MODEL
+from gui.session import NG, PASS
+from gui.settings import GuiSettings, load_settings
+from inspector.capture import DEMO_DIR, Frame, FrameSource, SourceError
+from inspector.capture.base import new_frame
+from inspector.data import load_dataset
+from inspector.runtime import resolve_package_path
+
+WAIT_MS = 30_000  # generous: the machine may be busy
+
+
+def box_iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class BoardSource(FrameSource):
+    """A camera stand-in: plays demo boards (with their templates) and can be 'unplugged' by the test."""
+
+    kind = "camera"
+    droppable = True
+
+    def __init__(self, boards: list[int] | None = None, fps: float = 20.0) -> None:
+        self.spec = "fake-camera"
+        dataset = load_dataset(DEMO_DIR)
+        chosen = boards if boards is not None else range(len(dataset.samples))
+        self.pairs = [(dataset.samples[i].load_image(), dataset.samples[i].load_template()) for i in chosen]
+        self.period = 1.0 / fps
+        self.unplugged = threading.Event()
+        self.opened = 0
+        self._sequence = 0
+        self._last = 0.0
+
+    def open(self) -> None:
+        if self.unplugged.is_set():
+            raise SourceError("fake-camera: cannot open: unplugged")
+        self.opened += 1
+
+    def read(self) -> Frame | None:
+        if self.unplugged.is_set():
+            raise SourceError("fake-camera: no frame (unplugged)")
+        if time.monotonic() - self._last < self.period:
+            time.sleep(0.002)
+            return None
+        self._last = time.monotonic()
+        image, template = self.pairs[self._sequence % len(self.pairs)]
+        frame = new_frame(self, image, f"fake:{self._sequence}", self._sequence, template=template)
+        self._sequence += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def shipped_model() -> Path:
+    path = resolve_package_path(None)
+    if not (path / "manifest.json").is_file():
+        pytest.fail(f"the shipped model package is missing: {path} (models/default)")
+    return path
+
+
+@pytest.fixture()
+def open_window(qtbot, tmp_path, shipped_model):
+    """Builds a window with its settings, evidence and reviews under tmp_path; closes it afterwards."""
+    windows = []
+
+    def build(source: str = "demo", source_factory=None, **options) -> MainWindow:
+        settings = GuiSettings(source=source, model=str(shipped_model), threads=1,
+                               evidence_dir=str(tmp_path / "evidence"), review_dir=str(tmp_path / "reviews"))
+        window = MainWindow(settings, tmp_path / "gui.json", source_factory=source_factory, **options)
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        return window
+
+    yield build
+    for window in windows:
+        window.shutdown()
+
+
+def wait_for_inspections(qtbot, window: MainWindow, count: int) -> None:
+    qtbot.waitUntil(lambda: window.session.counters.inspected >= count, timeout=WAIT_MS)
+
+
+def test_demo_frames_flow_counters_update_and_a_known_defect_is_ng(qtbot, open_window):
+    window = open_window("demo", fps=10.0)
+    wait_for_inspections(qtbot, window, 4)
+    counters = window.session.counters
+    assert counters.inspected >= 4 and counters.not_judged == 0
+    assert window.model is not None and window.model.needs_template  # demo frames bring their templates
+    assert window.log_model.rowCount() == counters.ng == len(window.session.log)
+    assert window.counters.inspected.text() == str(counters.inspected)
+
+    # every demo board has labeled defects: the board on screen is NG, and a drawn box is a real one
+    qtbot.waitUntil(lambda: window.view.shown is not None and window.view.shown.token is window.current,
+                    timeout=WAIT_MS)
+    current = window.current
+    assert current.verdict == NG and window.verdict.text() == NG
+    boards = load_dataset(DEMO_DIR)
+    board = next(s for s in boards.samples if s.image_path == _demo_path(current.frame_id))
+    assert np.array_equal(board.load_image(), current.image)
+    gt_boxes, gt_classes, names = board.boxes, board.classes, boards.class_names
+    matched = [(name, box) for box, name in zip(current.defects.boxes, current.defects.class_names)
+               if any(box_iou(box, gt) > 0.33 and names[c] == name for gt, c in zip(gt_boxes, gt_classes))]
+    assert matched, f"no detection on {current.frame_id} matches its ground truth {gt_boxes.tolist()}"
+    # what is drawn is exactly what made it NG
+    assert np.array_equal(window.view.shown.defects.boxes, current.defects.boxes)
+    # frame rate, model time and latency are measured and shown
+    qtbot.waitUntil(lambda: window.numbers.latency.text() not in ("—", ""), timeout=WAIT_MS)
+    assert len(window.latencies_ms) > 0 and window.fps_meter.rate() > 0
+    # NG evidence lands on disk
+    qtbot.waitUntil(lambda: any((Path(window.settings.evidence_dir)).glob("*/*.json")), timeout=WAIT_MS)
+
+
+def _demo_path(frame_id: str) -> Path:
+    """demo:group00041/00041002:7 -> the bundled board's image file."""
+    group, stem = frame_id.split(":")[1].split("/")
+    return next((DEMO_DIR / group).glob(f"*/{stem}_test.jpg"))
+
+
+def test_source_failure_shows_the_banner_and_recovers(qtbot, open_window):
+    camera = BoardSource(fps=20.0)
+    window = open_window("fake-camera", source_factory=lambda spec: camera, reconnect_backoff=(0.05, 0.2))
+    wait_for_inspections(qtbot, window, 2)
+    assert window.source_banner.isHidden()
+
+    camera.unplugged.set()
+    qtbot.waitUntil(lambda: window.source_banner.isVisible(), timeout=WAIT_MS)
+    assert "unplugged" in window.source_banner.text() and "reconnecting" in window.source_banner.text()
+    before = window.session.counters.inspected
+    time.sleep(0.3)  # several failed reconnection attempts meanwhile
+    qtbot.wait(50)
+    assert window.source_banner.isVisible()
+
+    camera.unplugged.clear()
+    qtbot.waitUntil(lambda: window.source_banner.isHidden(), timeout=WAIT_MS)
+    wait_for_inspections(qtbot, window, before + 2)
+    assert camera.opened >= 2 and window.capture.source.reconnects >= 1
+
+
+def test_threshold_changes_change_what_is_drawn_and_persist(qtbot, open_window, tmp_path):
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[0], fps=20.0))
+    wait_for_inspections(qtbot, window, 1)
+    window.stop()  # hold the last board on screen
+    shown = window.view.shown
+    at_default = len(shown.defects)
+    assert at_default > 0 and window.verdict.text() == NG
+    top_class = shown.defects.class_names[int(np.argmax(shown.defects.scores))]
+
+    window.threshold_panel.global_box.setValue(1.0)
+    assert len(window.view.shown.defects) == 0 and window.verdict.text() == PASS
+
+    window.threshold_panel.global_box.setValue(0.05)
+    assert len(window.view.shown.defects) > at_default  # the candidates below the default appear
+
+    window.threshold_panel.global_box.setValue(1.0)
+    window.threshold_panel.per_class[top_class].setValue(0.05)  # one class sensitive, the others off
+    drawn = window.view.shown.defects
+    assert len(drawn) > 0 and set(drawn.class_names) == {top_class} and window.verdict.text() == NG
+
+    window.save_settings()
+    saved, message = load_settings(tmp_path / "gui.json")
+    assert message == "" and saved.global_threshold == 1.0 and saved.per_class_thresholds == {top_class: 0.05}
+    assert window.inference.options.thresholds.per_class == {top_class: 0.05}  # the worker judges with them too
+
+
+def test_review_round_trip_writes_voc_that_the_data_layer_reads(qtbot, open_window, tmp_path):
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[1], fps=20.0))
+    wait_for_inspections(qtbot, window, 1)
+    window.stop()
+    qtbot.keyClick(window, Qt.Key.Key_F)  # freeze this frame for review
+    review = window.review
+    assert review is not None and len(review.boxes) >= 2
+
+    # click the first detection: a false call
+    view = window.view
+    first = review.boxes[0]
+    centre = view.to_widget((first.xyxy[0] + first.xyxy[2]) / 2, (first.xyxy[1] + first.xyxy[3]) / 2)
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=centre.toPoint())
+    assert review.boxes[0].false_call
+
+    # D, then drag a missed "spur" in an empty corner
+    window.review_panel.class_box.setCurrentText("spur")
+    qtbot.keyClick(window, Qt.Key.Key_D)
+    assert view.draw_mode
+    start, end = view.to_widget(4, 4), view.to_widget(40, 30)
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=start.toPoint())
+    qtbot.mouseMove(view, end.toPoint())
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=end.toPoint())
+    added = review.boxes[-1]
+    assert added.origin != MODEL and added.class_name == "spur"
+    assert added.xyxy[0] == pytest.approx(4, abs=2) and added.xyxy[3] == pytest.approx(30, abs=2)
+
+    qtbot.keyClick(window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    dataset = load_dataset(tmp_path / "reviews")
+    assert dataset.format == "voc" and not dataset.problems and len(dataset) == 1
+    sample = dataset.samples[0]
+    expected = [(b.class_name, b.xyxy) for b in review.boxes if not b.false_call]
+    assert [dataset.class_names[c] for c in sample.classes] == [name for name, _ in expected]
+    for loaded, (_, xyxy) in zip(sample.boxes, expected):
+        assert np.allclose(loaded, xyxy, atol=1.0)
+    assert np.array_equal(sample.load_image(), review.image)
+    assert np.array_equal(sample.load_template(), review.template)
+
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert window.review is None and not view.draw_mode
+
+
+def test_a_bad_package_keeps_the_running_model(qtbot, open_window, tmp_path):
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(fps=20.0))
+    wait_for_inspections(qtbot, window, 1)
+    running = window.model
+    broken = tmp_path / "broken-package"
+    shutil.copytree(running.path, broken)
+    (broken / "manifest.json").write_text('{"format_version": 1, "name": ')
+    window.load_model(str(broken))
+    qtbot.waitUntil(lambda: window.message_banner.isVisible(), timeout=WAIT_MS)
+    assert "not loaded" in window.message_banner.text() and "manifest.json" in window.message_banner.text()
+    assert f"still running {running.name}" in window.message_banner.text()
+    assert window.model is running
+    before = window.session.counters.inspected
+    wait_for_inspections(qtbot, window, before + 2)  # still inspecting with the previous model
+
+
+def test_a_slow_model_drops_frames_and_the_window_stays_responsive(qtbot, open_window, monkeypatch):
+    from gui.workers import InferenceThread
+
+    real_inspect = InferenceThread.inspect
+
+    def slow_inspect(frame, detector, options):
+        time.sleep(0.4)
+        return real_inspect(frame, detector, options)
+
+    monkeypatch.setattr(InferenceThread, "inspect", staticmethod(slow_inspect))
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(fps=30.0))
+    wait_for_inspections(qtbot, window, 1)
+    gaps, last = [], [time.monotonic()]
+
+    def tick():
+        now = time.monotonic()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    from PySide6.QtCore import QTimer
+    timer = QTimer(interval=20)
+    timer.timeout.connect(tick)
+    timer.start()
+    qtbot.wait(1500)
+    timer.stop()
+    assert window.slot.dropped > 5  # the model took ~2 of 30 frames per second
+    qtbot.waitUntil(lambda: window.numbers.dropped.text() == str(window.slot.dropped), timeout=WAIT_MS)
+    assert max(gaps) < 0.3, f"the GUI thread stalled for {max(gaps):.2f} s"
+
+
+def test_reset_asks_first(qtbot, open_window, monkeypatch):
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[2], fps=20.0))
+    wait_for_inspections(qtbot, window, 1)
+    window.stop()
+    inspected = window.session.counters.inspected
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kwargs: QMessageBox.StandardButton.No)
+    window.ask_reset_counters()
+    assert window.session.counters.inspected == inspected
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kwargs: QMessageBox.StandardButton.Yes)
+    qtbot.keyClick(window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert window.session.counters.inspected == 0 and window.counters.inspected.text() == "0"
+    assert window.log_model.rowCount() >= 1  # the defect log is kept
+
+    path = window.snapshot()  # snapshot of the board on screen, detections drawn
+    assert path is not None and path.is_file() and path.with_suffix(".json").is_file()
