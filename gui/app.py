@@ -1,6 +1,7 @@
 """``run_gui``: what ``inspector gui`` starts."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -9,7 +10,12 @@ from gui.settings import default_config_path, load_settings
 
 def run_gui(model: str | None = None, source: str | None = None, fps: float | None = None,
             config: Path | None = None) -> int:
-    """Open the window (``model``/``source`` override the saved settings and are saved); returns the exit code."""
+    """Open the window (``model``/``source`` override the saved settings and are saved); returns the exit code.
+
+    SIGTERM and Ctrl-C close the window as its close button would (settings saved, evidence finished).
+    On exit one line goes to stderr: boards judged, frame rate, capture-to-screen latency, dropped frames.
+    """
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from gui.main_window import MainWindow
@@ -23,5 +29,12 @@ def run_gui(model: str | None = None, source: str | None = None, fps: float | No
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("PCB inspector")
     window = MainWindow(settings, config_path, fps=fps, startup_message=message)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: window.close())
+    wake = QTimer(interval=200)  # Python runs signal handlers only when it gets control back from Qt
+    wake.timeout.connect(lambda: None)
+    wake.start()
     window.show()
-    return app.exec()
+    code = app.exec()
+    print(f"inspector gui: {window.performance_summary()}", file=sys.stderr, flush=True)
+    return code

@@ -131,12 +131,14 @@ class FrameView(QWidget):
         painter.drawImage(rect, self._qimage)
         if self._qoverlay is not None:
             painter.drawImage(rect, self._qoverlay)
+        labels: list[tuple[QRectF, str, QColor]] = []
         if self.shown.review is not None:
-            self._paint_review(painter, self.shown.review)
+            self._paint_review(painter, self.shown.review, labels)
         elif self.shown.defects is not None:
             for box, score, class_id, name in zip(self.shown.defects.boxes, self.shown.defects.scores,
                                                   self.shown.defects.class_ids, self.shown.defects.class_names):
-                self._paint_box(painter, box, f"{name} {score:.2f}", class_colour(class_id))
+                labels.append(self._paint_box(painter, box, f"{name} {score:.2f}", class_colour(class_id)))
+        self._paint_labels(painter, labels)
         if self._drag_start is not None and self._drag_now is not None:
             painter.setPen(QPen(QColor(255, 255, 255), 1.5, Qt.PenStyle.DashLine))
             painter.setBrush(Qt.BrushStyle.NoBrush)
@@ -146,21 +148,23 @@ class FrameView(QWidget):
         painter.end()
         self.painted.emit(self.shown.token)
 
-    def _paint_review(self, painter: QPainter, review: ReviewState) -> None:
+    def _paint_review(self, painter: QPainter, review: ReviewState, labels: list) -> None:
         for box in review.boxes:
             if box.false_call:
-                self._paint_box(painter, box.xyxy, f"{box.class_name}: false call", FALSE_CALL_COLOUR,
-                                Qt.PenStyle.DashLine, crossed=True)
+                labels.append(self._paint_box(painter, box.xyxy, f"{box.class_name}: false call", FALSE_CALL_COLOUR,
+                                              Qt.PenStyle.DashLine, crossed=True))
             elif box.origin == MODEL:
                 score = "" if box.score is None else f" {box.score:.2f}"
-                self._paint_box(painter, box.xyxy, f"{box.class_name}{score}",
-                                class_colour(review.class_names.index(box.class_name)))
+                labels.append(self._paint_box(painter, box.xyxy, f"{box.class_name}{score}",
+                                              class_colour(review.class_names.index(box.class_name))))
             else:
-                self._paint_box(painter, box.xyxy, f"+ {box.class_name} (added)",
-                                class_colour(review.class_names.index(box.class_name)), Qt.PenStyle.DashLine)
+                labels.append(self._paint_box(painter, box.xyxy, f"+ {box.class_name} (added)",
+                                              class_colour(review.class_names.index(box.class_name)),
+                                              Qt.PenStyle.DashLine))
 
     def _paint_box(self, painter: QPainter, xyxy, label: str, colour: QColor,
-                   style: Qt.PenStyle = Qt.PenStyle.SolidLine, crossed: bool = False) -> None:
+                   style: Qt.PenStyle = Qt.PenStyle.SolidLine, crossed: bool = False) -> tuple[QRectF, str, QColor]:
+        """Draw the box; its label is drawn later, over all boxes (returned for _paint_labels)."""
         box = self.widget_box(xyxy)
         painter.setPen(QPen(colour, 2.5, style))
         painter.setBrush(Qt.BrushStyle.NoBrush)
@@ -168,15 +172,26 @@ class FrameView(QWidget):
         if crossed:
             painter.drawLine(box.topLeft(), box.bottomRight())
             painter.drawLine(box.topRight(), box.bottomLeft())
+        return box, label, colour
+
+    def _paint_labels(self, painter: QPainter, labels: list[tuple[QRectF, str, QColor]]) -> None:
+        """Each label beside its box where it hides no other label: above, below, then stacked higher."""
         painter.setFont(self._label_font)
         metrics = QFontMetricsF(self._label_font)
-        text_w, text_h = metrics.horizontalAdvance(label) + 6, metrics.height() + 2
-        top = box.top() - text_h if box.top() - text_h >= 0 else box.bottom()  # above the box, else below
-        left = min(box.left(), self.width() - text_w)
-        label_rect = QRectF(left, top, text_w, text_h)
-        painter.fillRect(label_rect, QBrush(colour))
-        painter.setPen(QColor(255, 255, 255))
-        painter.drawText(label_rect, Qt.AlignmentFlag.AlignCenter, label)
+        placed: list[QRectF] = []
+        for box, text, colour in labels:
+            width, height = metrics.horizontalAdvance(text) + 8, metrics.height() + 2
+            left = min(max(box.left(), 0.0), self.width() - width)
+            right_aligned = min(max(box.right() - width, 0.0), self.width() - width)
+            candidates = [QRectF(x, y, width, height) for y in (box.top() - height, box.bottom())
+                          for x in (left, right_aligned)]
+            candidates += [QRectF(left, box.top() - height * (2 + k), width, height) for k in range(4)]
+            inside = [c for c in candidates if c.top() >= 0 and c.bottom() <= self.height()] or candidates[:1]
+            spot = next((c for c in inside if not any(c.intersects(p) for p in placed)), inside[0])
+            placed.append(spot)
+            painter.fillRect(spot, QBrush(colour))
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(spot, Qt.AlignmentFlag.AlignCenter, text)
 
     def _paint_caption(self, painter: QPainter, caption: str) -> None:
         painter.setFont(self._caption_font)

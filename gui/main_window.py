@@ -84,7 +84,11 @@ class MainWindow(QMainWindow):
         self.fps_meter = RateMeter()
         self.latencies_ms = RecentValues()
         self.inference_ms = RecentValues()
+        self.after_model_ms = RecentValues()  # judged -> on screen: the hand-off to the GUI thread and the paint
         self._last_painted: Inspection | None = None
+        self.frames_shown = 0
+        self._first_shown_at: float | None = None
+        self._last_shown_at: float | None = None
         self._inspection_warning = ""
         self._source_state = "stopped"
         self._loading_path = ""
@@ -431,12 +435,33 @@ class MainWindow(QMainWindow):
         """End-to-end latency: from the frame's capture to the first paint of it with its boxes."""
         if isinstance(token, Inspection) and token is not self._last_painted:
             self._last_painted = token
-            self.latencies_ms.add((time.monotonic() - token.captured_monotonic) * 1e3)
-            self.fps_meter.tick()
+            now = time.monotonic()
+            self.latencies_ms.add((now - token.captured_monotonic) * 1e3)
+            self.after_model_ms.add((now - token.judged_monotonic) * 1e3)
+            self.fps_meter.tick(now)
+            self.frames_shown += 1
+            self._first_shown_at = self._first_shown_at or now
+            self._last_shown_at = now
 
     def _refresh_numbers(self) -> None:
         self.numbers.set_numbers(self.fps_meter.rate(), self.inference_ms.percentile(50),
                                  self.latencies_ms.percentile(50), self.slot.dropped)
+
+    def performance_summary(self) -> str:
+        """One line for the log when the window closes: frame rate, latency, model time, drops."""
+        counters = self.session.counters
+        span = (self._last_shown_at or 0.0) - (self._first_shown_at or 0.0)
+        fps = (self.frames_shown - 1) / span if self.frames_shown > 1 and span > 0 else 0.0
+
+        def ms(values: RecentValues, q: float) -> str:
+            value = values.percentile(q)
+            return "-" if value is None else f"{value:.1f}"
+
+        return (f"{counters.inspected} boards judged ({counters.ng} NG, {counters.not_judged} not judged); "
+                f"{self.frames_shown} frames shown at {fps:.2f} FPS; latency capture->boxes drawn p50 "
+                f"{ms(self.latencies_ms, 50)} ms p95 {ms(self.latencies_ms, 95)} ms (last {len(self.latencies_ms)} "
+                f"frames); model p50 {ms(self.inference_ms, 50)} ms; model done->on screen p50 "
+                f"{ms(self.after_model_ms, 50)} ms; dropped {self.slot.dropped} frames")
 
     def _evidence_saved(self, frame_id: str, path: str) -> None:
         entry = self.session.entry_for_frame(frame_id)

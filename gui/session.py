@@ -112,6 +112,7 @@ class Inspection:
     error: str = ""  # why the frame was not judged
     overlay: np.ndarray | None = None  # RGBA layer: the template's edges where they fall on the frame
     sequence: int = 0
+    judged_monotonic: float = 0.0  # time.monotonic() when the worker finished with it
 
     @classmethod
     def judged(cls, *, candidates: Detections | None, thresholds: Thresholds, **fields) -> "Inspection":

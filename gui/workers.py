@@ -280,7 +280,7 @@ class InferenceThread(QThread):
             frame_id=frame.frame_id, source=frame.source, captured_at=frame.captured_at,
             captured_monotonic=frame.captured_monotonic, image=frame.image, template=template,
             candidates=candidates, thresholds=options.thresholds, package_id=detector.info.package_id,
-            error=error, overlay=overlay, sequence=frame.sequence)
+            error=error, overlay=overlay, sequence=frame.sequence, judged_monotonic=time.monotonic())
 
 
 def template_overlay(template: np.ndarray, frame_shape: tuple[int, int],
