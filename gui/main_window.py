@@ -61,7 +61,8 @@ from inspector.data import DataError
 from inspector.runtime.draw import draw_detections
 
 NUMBERS_REFRESH_MS = 250
-SETTINGS_SAVE_DELAY_MS = 600  # thresholds are saved once the operator stops turning the knob
+SETTINGS_SAVE_DELAY_MS = 600
+DRAIN_TIMEOUT_S = 10.0  # longest a stop waits for a hot-folder frame in flight to be stored  # thresholds are saved once the operator stops turning the knob
 
 
 class MainWindow(QMainWindow):
@@ -302,6 +303,12 @@ class MainWindow(QMainWindow):
         capture, self.capture = self.capture, None
         if capture is None:
             return
+        if not capture.droppable:
+            # hot folder: let the frames in flight be judged, stored and acknowledged before the source closes
+            capture.pause()
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while time.monotonic() < deadline and not (self.slot.idle() and self.evidence.idle()):
+                time.sleep(0.01)
         capture.stop()
         self.slot.close()  # a capture waiting for room in the slot (hot folder) gives up
         capture.wait(10_000)

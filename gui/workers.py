@@ -48,6 +48,7 @@ class FrameSlot:
         self._condition = threading.Condition()
         self._frame: Frame | None = None
         self._closed = False
+        self._in_hand = 0  # frames taken and not yet finished()
         self.dropped = 0
 
     def put(self, frame: Frame, droppable: bool = True) -> bool:
@@ -67,8 +68,19 @@ class FrameSlot:
         with self._condition:
             self._condition.wait_for(lambda: self._frame is not None or self._closed, timeout)
             frame, self._frame = self._frame, None
+            self._in_hand += frame is not None
             self._condition.notify_all()
             return frame
+
+    def finished(self) -> None:
+        """The taker is done with the frame it took (handed on or discarded)."""
+        with self._condition:
+            self._in_hand = max(0, self._in_hand - 1)
+
+    def idle(self) -> bool:
+        """No frame waiting and none being worked on."""
+        with self._condition:
+            return self._frame is None and self._in_hand == 0
 
     def close(self) -> None:
         """Wake every waiter; the slot takes no more frames until ``reopen``."""
@@ -80,6 +92,7 @@ class FrameSlot:
         with self._condition:
             self._closed = False
             self._frame = None
+            self._in_hand = 0
 
 
 class CaptureThread(QThread):
@@ -98,6 +111,7 @@ class CaptureThread(QThread):
         self._inner = source  # tests pass a FrameSource; otherwise open_source(spec) builds it
         self._backoff = (initial_backoff, max_backoff)
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self.source: ReconnectingSource | None = None
         self.frames_read = 0
 
@@ -114,6 +128,9 @@ class CaptureThread(QThread):
         source.open()
         try:
             while not self._stop.is_set():
+                if self._paused.is_set():
+                    self._stop.wait(0.01)
+                    continue
                 try:
                     frame = source.read()
                 except SourceEnded as end:
@@ -143,6 +160,10 @@ class CaptureThread(QThread):
     def _report(self, state: str, error: str | None) -> None:
         reconnects = self.source.reconnects if self.source is not None else 0
         self.state_changed.emit(state, error or "", reconnects)
+
+    def pause(self) -> None:
+        """Read no more frames but keep the source open (frames in flight can still be acknowledged)."""
+        self._paused.set()
 
     def stop(self) -> None:
         """Ask the thread to end (a waiting read or put returns at once); join with wait()."""
@@ -224,14 +245,17 @@ class InferenceThread(QThread):
         while not self._stop.is_set():
             self._load_requested()
             frame = self.slot.take(timeout=0.1)
-            if frame is None or self._stop.is_set():
+            if frame is None:
                 continue
-            if self.detector is None:
-                continue  # no model yet: the frame is dropped (the banner says why)
-            inspection = self.inspect(frame, self.detector, self.options)
-            if self.evidence is not None:
-                self.evidence.submit(inspection, frame, self.capture)
-            self.inspected.emit(inspection)
+            try:
+                if self.detector is None or self._stop.is_set():
+                    continue  # no model yet: the frame is dropped (the banner says why)
+                inspection = self.inspect(frame, self.detector, self.options)
+                if self.evidence is not None:
+                    self.evidence.submit(inspection, frame, self.capture)
+                self.inspected.emit(inspection)
+            finally:
+                self.slot.finished()
 
     def _load_requested(self) -> None:
         while True:
@@ -321,28 +345,38 @@ class EvidenceThread(QThread):
         """Finish what is queued, then end."""
         self._jobs.put(None)
 
+    def idle(self) -> bool:
+        """Everything submitted has been written (and acknowledged)."""
+        return self._jobs.unfinished_tasks == 0
+
     def run(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
+                self._jobs.task_done()
                 return
-            inspection, frame, capture = job
-            durable = capture is not None and not capture.droppable
             try:
-                record = inspection.record()
-                if inspection.verdict == NG:
-                    path = self.store.save_ng(
-                        frame_id=inspection.frame_id, captured_at=inspection.captured_at, source=inspection.source,
-                        image=inspection.image, template=inspection.template, defects=inspection.defects,
-                        thresholds=inspection.thresholds.to_dict(), package_id=inspection.package_id)
-                    record["evidence"] = str(path)
-                    self.saved.emit(inspection.frame_id, str(path))
-                self.store.record(record, durable=durable)
-            except OSError as error:
-                self.failed.emit(f"evidence for {inspection.frame_id} not written to {self.store.root}: {error}")
-                continue  # not acknowledged: a hot-folder file is inspected again after a restart
-            if capture is not None:
-                try:
-                    capture.ack(frame)
-                except (SourceError, OSError) as error:
-                    self.failed.emit(f"could not mark {inspection.frame_id} as done: {error}")
+                self._write(*job)
+            finally:
+                self._jobs.task_done()
+
+    def _write(self, inspection: Inspection, frame: Frame, capture: CaptureThread | None) -> None:
+        durable = capture is not None and not capture.droppable
+        try:
+            record = inspection.record()
+            if inspection.verdict == NG:
+                path = self.store.save_ng(
+                    frame_id=inspection.frame_id, captured_at=inspection.captured_at, source=inspection.source,
+                    image=inspection.image, template=inspection.template, defects=inspection.defects,
+                    thresholds=inspection.thresholds.to_dict(), package_id=inspection.package_id)
+                record["evidence"] = str(path)
+                self.saved.emit(inspection.frame_id, str(path))
+            self.store.record(record, durable=durable)
+        except OSError as error:
+            self.failed.emit(f"evidence for {inspection.frame_id} not written to {self.store.root}: {error}")
+            return  # not acknowledged: a hot-folder file is inspected again after a restart
+        if capture is not None:
+            try:
+                capture.ack(frame)
+            except (SourceError, OSError, ValueError) as error:
+                self.failed.emit(f"could not mark {inspection.frame_id} as done: {error}")

@@ -6,6 +6,7 @@ the source (unplug it, hold one board).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -290,3 +291,54 @@ def test_reset_asks_first(qtbot, open_window, monkeypatch):
 
     path = window.snapshot()  # snapshot of the board on screen, detections drawn
     assert path is not None and path.is_file() and path.with_suffix(".json").is_file()
+
+
+def test_a_hot_folder_is_never_dropped_and_files_count_as_done_once_stored(qtbot, open_window, tmp_path, monkeypatch):
+    from gui.evidence import read_records
+    from gui.workers import InferenceThread
+    from inspector.capture import HotFolderSource
+
+    folder = tmp_path / "scanner"
+    folder.mkdir()
+    boards = sorted(DEMO_DIR.glob("group*/*/*_test.jpg"))[:3]
+    for index, board in enumerate(boards):
+        for image in (board, board.with_name(board.name.replace("_test", "_temp"))):
+            target = folder / image.name
+            shutil.copyfile(image, target)
+            stamp = time.time() - 60 + index  # settled long ago, oldest first
+            os.utime(target, (stamp, stamp))
+    real_inspect = InferenceThread.inspect
+    monkeypatch.setattr(InferenceThread, "inspect", staticmethod(
+        lambda frame, detector, options: (time.sleep(0.2), real_inspect(frame, detector, options))[1]))
+
+    window = open_window(str(folder))
+    wait_for_inspections(qtbot, window, 3)
+    window.stop()
+    assert window.slot.dropped == 0 and window.session.counters.inspected == 3
+    records = read_records(next(Path(window.settings.evidence_dir).glob("inspections-*.jsonl")))
+    assert sorted(r["frame_id"] for r in records) == sorted(b.name for b in boards)
+    with HotFolderSource(folder) as again:  # a restart finds every file done
+        assert again.read() is None
+
+
+def test_inspector_gui_on_a_real_x_server_shows_detections(tmp_path):
+    """`python -m gui.screenshot` starts Xvfb and `inspector gui --source demo`, grabs the X screen."""
+    import re
+    import subprocess
+    import sys
+
+    import cv2
+
+    shot = tmp_path / "gui.png"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
+    result = subprocess.run([sys.executable, "-m", "gui.screenshot", "--out", str(shot), "--seconds", "6",
+                             "--fps", "4"], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    shown = int(re.search(r"(\d+) frames shown", result.stdout).group(1))
+    assert shown >= 3, result.stdout
+    assert re.search(r"latency capture->boxes drawn p50 [\d.]+ ms", result.stdout), result.stdout
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[1] >= 1000 and image.shape[0] >= 700
+    # the big NG sign (every demo board has defects) is on the screen, in its red
+    ng_red = np.all(np.abs(image.astype(int) - (30, 30, 205)) <= 12, axis=2)
+    assert ng_red.sum() > 20_000, f"{ng_red.sum()} NG-red pixels"
