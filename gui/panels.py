@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontDatabase, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -407,7 +407,9 @@ class ModelPanel(QWidget):
         layout.addLayout(form)
         self.details = QPlainTextEdit()
         self.details.setReadOnly(True)
-        self.details.setMaximumHeight(150)
+        self.details.setMaximumHeight(170)
+        self.details.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.details.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         layout.addWidget(self.details)
         self.load_button = QPushButton("Load model package… (Ctrl+O)")
         self.load_button.clicked.connect(self.load_requested)
@@ -442,7 +444,7 @@ class ModelPanel(QWidget):
         for name, row in (metrics.get("per_class") or {}).items():
             ap = row.get("ap50")
             lines.append(f"{name:10s} AP50 {'—' if ap is None else f'{ap:.3f}'}  n={row.get('n_gt', '?')}")
-        lines += [f"sha256 {sha}  {name}" for name, sha in summary.files.items()]
+        lines += ["sha256 of the package's files:"] + [f"  {name:16s} {sha}" for name, sha in summary.files.items()]
         self.details.setPlainText("\n".join(lines))
 
 

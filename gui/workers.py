@@ -34,7 +34,7 @@ from inspector.capture import (CorruptFrame, Frame, FrameSource, ReconnectingSou
 from inspector.runtime import AlignmentError, BackendError, Detector, PackageError
 
 IDLE_POLL_S = 0.005  # how long capture sleeps when the source has nothing ready
-OVERLAY_RGBA = (0, 220, 255, 170)  # template edges over the frame: cyan, mostly opaque
+OVERLAY_RGBA = (0, 200, 255, 200)  # template edges over the frame: cyan, visible on copper and on substrate
 
 
 class FrameSlot:
@@ -314,7 +314,7 @@ def template_overlay(template: np.ndarray, frame_shape: tuple[int, int],
     Copper edges that do not sit on the frame's edges show a misregistration (or a defect) at a glance.
     """
     grey = cv2.cvtColor(template, cv2.COLOR_BGR2GRAY) if template.ndim == 3 else template
-    edges = cv2.Canny(grey, 60, 180)
+    edges = cv2.dilate(cv2.Canny(grey, 60, 180), np.ones((3, 3), np.uint8))  # thick enough to see when scaled down
     height, width = frame_shape
     if template_to_frame is not None:
         edges = cv2.warpAffine(edges, template_to_frame.astype(np.float32), (width, height), flags=cv2.INTER_NEAREST)

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
@@ -43,11 +44,15 @@ class BoardSource(FrameSource):
     kind = "camera"
     droppable = True
 
-    def __init__(self, boards: list[int] | None = None, fps: float = 20.0) -> None:
+    def __init__(self, boards: list[int] | None = None, fps: float = 20.0, shift: tuple[int, int] | None = None) -> None:
         self.spec = "fake-camera"
         dataset = load_dataset(DEMO_DIR)
         chosen = boards if boards is not None else range(len(dataset.samples))
         self.pairs = [(dataset.samples[i].load_image(), dataset.samples[i].load_template()) for i in chosen]
+        if shift is not None:  # a camera that knows no template and sees the board a little off
+            moved = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+            self.pairs = [(cv2.warpAffine(image, moved, image.shape[1::-1], borderValue=(0, 0, 0)), None)
+                          for image, _ in self.pairs]
         self.period = 1.0 / fps
         self.unplugged = threading.Event()
         self.opened = 0
@@ -327,8 +332,6 @@ def test_inspector_gui_on_a_real_x_server_shows_detections(tmp_path):
     import subprocess
     import sys
 
-    import cv2
-
     shot = tmp_path / "gui.png"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     result = subprocess.run([sys.executable, "-m", "gui.screenshot", "--out", str(shot), "--seconds", "6",
@@ -342,3 +345,24 @@ def test_inspector_gui_on_a_real_x_server_shows_detections(tmp_path):
     # the big NG sign (every demo board has defects) is on the screen, in its red
     ng_red = np.all(np.abs(image.astype(int) - (30, 30, 205)) <= 12, axis=2)
     assert ng_red.sum() > 20_000, f"{ng_red.sum()} NG-red pixels"
+
+
+def test_golden_template_for_a_camera_alignment_and_overlay(qtbot, open_window, tmp_path):
+    camera = BoardSource(boards=[3], fps=10.0, shift=(7, -5))
+    window = open_window("fake-camera", source_factory=lambda spec: camera)
+    # frames without a template cannot be compared: NOT JUDGED, and the banner says what to do
+    qtbot.waitUntil(lambda: window.session.counters.not_judged >= 1, timeout=WAIT_MS)
+    assert window.verdict.text() == "NOT JUDGED" and "golden template" in window.message_banner.text()
+
+    golden = tmp_path / "golden.png"
+    cv2.imwrite(str(golden), load_dataset(DEMO_DIR).samples[3].load_template())
+    window.overlay_action.trigger()  # O
+    window.set_template(str(golden))
+    qtbot.waitUntil(lambda: window.session.counters.inspected >= 2, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.message_banner.isHidden(), timeout=WAIT_MS)
+    current = window.current
+    assert current.verdict in ("PASS", "NG") and current.candidates.alignment is not None
+    assert current.candidates.alignment.shift == pytest.approx((7, -5), abs=1.0)
+    assert current.overlay is not None and current.overlay.shape == (*current.image.shape[:2], 4)
+    assert window.view.shown.overlay is current.overlay
+    assert load_settings(tmp_path / "gui.json")[0].template == str(golden)
