@@ -11,20 +11,32 @@ a file name or path: what is served comes from the records store and memory only
 """
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from inspector.service.records import StoreUnavailable, iso
 
 DAY_S = 24 * 3600.0
 _MAX_OFFSET = 1_000_000_000
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_only(value: Any) -> Any:
+    # pydantic would read a bare number as seconds since 1970; the spec promises ISO 8601 only.
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 date-time such as 2026-01-31T08:00:00Z, not a number")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class Camera(BaseModel):
@@ -136,6 +148,24 @@ class Problem(BaseModel):
     detail: str
 
 
+# Query models forbid unknown parameters: a misspelt filter (?verdikt=NG) is an error, not "all records".
+class ResultsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: Optional[Moment] = Field(None, description="from this time (inclusive; ISO 8601, UTC if no zone)")
+    until: Optional[Moment] = Field(None, description="up to this time (exclusive)")
+    verdict: Optional[Literal["OK", "NG", "ERROR"]] = None
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=_MAX_OFFSET)
+
+
+class StatsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: Optional[Moment] = Field(None, description="default: 24 hours before until")
+    until: Optional[Moment] = Field(None, description="default: now")
+
+
 _UNAUTHORIZED = {401: {"model": Problem, "description": "missing or wrong bearer token"}}
 _STORE_DOWN = {503: {"model": Problem, "description": "the record store (PostgreSQL) is unreachable right now; "
                      "records wait in the local spool"}}
@@ -167,30 +197,22 @@ def create_app(service, token: str) -> FastAPI:
 
     @app.get("/results", response_model=ResultsPage, tags=["results"], dependencies=[Depends(authorized)],
              responses={**_UNAUTHORIZED, **_STORE_DOWN})
-    def results(
-        since: Optional[datetime] = Query(None, description="from this time (inclusive; ISO 8601, UTC if no zone)"),
-        until: Optional[datetime] = Query(None, description="up to this time (exclusive)"),
-        verdict: Optional[Literal["OK", "NG", "ERROR"]] = Query(None),
-        limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0, le=_MAX_OFFSET),
-    ):
+    def results(query: Annotated[ResultsQuery, Query()]):
         """This line's records, newest first."""
         try:
-            page = service.store.query(line=service.line, since=_epoch(since), until=_epoch(until), verdict=verdict,
-                                       limit=limit, offset=offset)
+            page = service.store.query(line=service.line, since=_epoch(query.since), until=_epoch(query.until),
+                                       verdict=query.verdict, limit=query.limit, offset=query.offset)
         except StoreUnavailable as error:
             return JSONResponse(status_code=503, content={"detail": str(error)})
-        return {"total": page.total, "limit": limit, "offset": offset, "items": [r.to_dict() for r in page.items]}
+        return {"total": page.total, "limit": query.limit, "offset": query.offset,
+                "items": [r.to_dict() for r in page.items]}
 
     @app.get("/stats", response_model=StatsOut, response_model_by_alias=True, tags=["results"],
              dependencies=[Depends(authorized)], responses={**_UNAUTHORIZED, **_STORE_DOWN})
-    def stats(
-        since: Optional[datetime] = Query(None, description="default: 24 hours before until"),
-        until: Optional[datetime] = Query(None, description="default: now"),
-    ):
+    def stats(query: Annotated[StatsQuery, Query()]):
         """Yield per hour (OK / judged) and defect counts per class over [since, until)."""
-        end = _epoch(until) if until is not None else time.time()
-        start = _epoch(since) if since is not None else max(end - DAY_S, 0.0)  # no record predates 1970
+        end = _epoch(query.until) if query.until is not None else time.time()
+        start = _epoch(query.since) if query.since is not None else max(end - DAY_S, 0.0)  # none predates 1970
         try:
             result = service.store.stats(line=service.line, since=start, until=end)
         except StoreUnavailable as error:

@@ -35,7 +35,7 @@ class Delivery:
 
     def __init__(self, journal: Journal, sink: str, stream: str, deliver: Callable[[list], None], *,
                  on_change: Callable[[SinkState], None] | None = None, batch: int = 100,
-                 initial_backoff: float = 0.5, max_backoff: float = 10.0):
+                 initial_backoff: float = 0.5, max_backoff: float = 5.0):
         self.journal = journal
         self.sink = sink
         self.stream = stream
@@ -105,11 +105,11 @@ class Delivery:
             self._set_up(True, "")
 
     def _set_up(self, up: bool, error: str) -> None:
-        changed = self.state.up is not up
+        previous = self.state.up
         self.state.up = up
         self.state.last_error = error
-        if changed:
+        if previous is not up:
             self.state.since = time.time()
             (log.info if up else log.warning)("%s: %s", self.state.name, "delivering" if up else f"down: {error}")
-            if self.on_change is not None:
-                self.on_change(self.state)
+            if self.on_change is not None and (previous is not None or not up):
+                self.on_change(self.state)  # down, or back after being down (not the first success)

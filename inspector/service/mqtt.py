@@ -45,7 +45,7 @@ class MqttPublisher:
         if parts.username:
             self.client.username_pw_set(unquote(parts.username), unquote(parts.password or "") or None)
         self.client.will_set(self.topics["status"], "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)  # a line broker is near: retry often
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
 

@@ -1,0 +1,681 @@
+"""`inspector serve`: the pipeline, its faults and its HTTP API, against a real Mosquitto broker and a real
+PostgreSQL server started here as subprocesses (on free ports, in temporary directories).
+
+The tiny test package (tests/tiny_package.py) stands in for the real model: detection quality does not
+matter here, only that every frame becomes exactly one record that reaches every sink.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tiny_package import tiny_package
+
+from inspector.capture import CorruptFrame, Frame, FrameSource, Ledger, SourceEnded, SourceError
+from inspector.service import ConfigError, Service, ServiceConfig, ServiceError, load_config
+from inspector.service.frame_queue import FrameQueue
+from inspector.service.records import ALARMS, RECORDS
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def board_pairs(boards: Path) -> list[tuple[Path, Path]]:
+    tests = sorted(boards.rglob("*_test.jpg"))
+    return [(test, test.with_name(test.name.replace("_test", "_temp"))) for test in tests]
+
+
+def fill_hot_folder(folder: Path, boards: Path, start: int, count: int) -> list[str]:
+    """Copy ``count`` DeepPCB-named pairs into ``folder`` as <index>_test.jpg + <index>_temp.jpg (template
+    first, old modification times kept: the hot folder takes them at once). Returns the tested files' names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = board_pairs(boards)
+    names = []
+    for index in range(start, start + count):
+        test, temp = pairs[index % len(pairs)]
+        shutil.copy2(temp, folder / f"{index:05d}_temp.jpg")
+        shutil.copy2(test, folder / f"{index:05d}_test.jpg")
+        names.append(f"{index:05d}_test.jpg")
+    return names
+
+
+def make_config(tmp_path: Path, source, **values) -> ServiceConfig:
+    values.setdefault("http", None)
+    return ServiceConfig(source=str(source), data_dir=tmp_path / "data", token=TOKEN, **values)
+
+
+def journal_rows(path: Path, sql: str, params=()):
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+class Mosquitto:
+    """A real broker on a free port; stop() and start() again keep its port and persistence file."""
+
+    def __init__(self, directory: Path):
+        self.binary = shutil.which("mosquitto") or next(iter(glob.glob("/usr/sbin/mosquitto")), None)
+        self.directory = directory
+        self.port = free_port()
+        self.process = None
+        directory.mkdir(parents=True, exist_ok=True)
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+                 f"persistence_location {directory}/"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # keep root, so it can write its persistence file here
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                        stderr=open(self.directory / "mosquitto.log", "ab"))
+        wait_for(self._answers, 10, "mosquitto to listen")
+
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # saves its persistence (queued messages of persistent sessions)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+class Postgres:
+    """A real PostgreSQL server (initdb + postgres) on a free port in a temporary directory.
+
+    PostgreSQL refuses to run as root: as root the server runs as the 'postgres' system user (created by
+    the postgresql package), in a directory made under /tmp that it owns."""
+
+    def __init__(self):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+        found = shutil.which("postgres") or (bins[-1] if bins else None)
+        self.bin = Path(os.path.realpath(found)).parent if found else None
+        self.user = None
+        if os.geteuid() == 0:
+            try:
+                self.user = pwd.getpwnam("postgres")
+            except KeyError:
+                self.user = None
+        self.directory = Path(tempfile.mkdtemp(prefix="inspector-pg-"))
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self.process = None
+
+    def missing(self) -> str | None:
+        if self.bin is None or not (self.bin / "initdb").exists():
+            return "PostgreSQL binaries (initdb, postgres) not installed: `make sysdeps` installs them"
+        if os.geteuid() == 0 and self.user is None:
+            return "running as root, and there is no 'postgres' user to run the server as"
+        return None
+
+    def _as_user(self) -> dict:
+        return {} if self.user is None else {"user": self.user.pw_uid, "group": self.user.pw_gid}
+
+    def init(self) -> None:
+        if self.user is not None:
+            os.chown(self.directory, self.user.pw_uid, self.user.pw_gid)
+        subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "inspector",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True, **self._as_user())
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.directory),
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL, stderr=open(self.directory / "postgres.log", "ab"), **self._as_user())
+        wait_for(self._answers, 30, "PostgreSQL to accept connections", interval=0.1)
+
+    def _answers(self) -> bool:
+        import psycopg
+
+        try:
+            psycopg.connect(self.url, connect_timeout=1).close()
+            return True
+        except psycopg.Error:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # "fast" shutdown: disconnects clients at once
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def rows(self, sql: str, params=()):
+        import psycopg
+
+        with psycopg.connect(self.url) as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def count(self) -> int:
+        """Rows of the service's table; 0 before the service has created it."""
+        import psycopg
+
+        try:
+            return self.rows("SELECT count(*) FROM inspection_records")[0][0]
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://inspector@127.0.0.1:{self.port}/postgres"
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Subscriber:
+    """An MQTT client collecting every message of ``inspector/<line>/#`` (persistent session, QoS 1)."""
+
+    def __init__(self, port: int, line: str, client_id: str):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, dict | str]] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.client.on_connect = lambda client, *_: client.subscribe(f"inspector/{line}/#", qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "the test subscriber could not subscribe"
+
+    def _on_message(self, client, userdata, message) -> None:
+        payload = message.payload.decode()
+        self.messages.append((message.topic, json.loads(payload) if payload.startswith("{") else payload))
+
+    def payloads(self, suffix: str) -> list[dict]:
+        return [payload for topic, payload in list(self.messages) if topic.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class FlakyCamera(FrameSource):
+    """A camera that can be unplugged and plugged back, and can send one garbage frame (the hardware part
+    of a camera test); ReconnectingSource and the service around it are the real ones."""
+
+    kind = "camera"
+    droppable = True
+
+    def __init__(self, image: np.ndarray, template: np.ndarray, fps: float = 25.0):
+        self.spec = "flaky-cam"
+        self.image, self.template, self.period = image, template, 1.0 / fps
+        self.unplugged = threading.Event()
+        self.corrupt_next = threading.Event()
+        self._open = False
+        self._sequence = 0
+
+    def open(self) -> None:
+        if self.unplugged.is_set():
+            raise SourceError("camera flaky-cam: cannot open (no such device)")
+        self._open = True
+
+    def read(self) -> Frame | None:
+        if not self._open:
+            raise SourceError("camera flaky-cam: not open")
+        if self.unplugged.is_set():
+            raise SourceError("camera flaky-cam: read failed (device unplugged)")
+        if self.corrupt_next.is_set():
+            self.corrupt_next.clear()
+            raise CorruptFrame("camera flaky-cam: frame could not be decoded")
+        time.sleep(self.period)
+        self._sequence += 1
+        return Frame(image=self.image, frame_id=f"flaky-cam:{self._sequence}", sequence=self._sequence,
+                     source=self.spec, captured_at=time.time(), captured_monotonic=time.monotonic(),
+                     template=self.template)
+
+    def close(self) -> None:
+        self._open = False
+
+
+class BurstSource(FrameSource):
+    """Delivers ``count`` frames as fast as it can, then ends: inference must fall behind."""
+
+    kind = "video"
+    droppable = True
+
+    def __init__(self, image: np.ndarray, template: np.ndarray, count: int):
+        self.spec, self.image, self.template, self.count = "burst", image, template, count
+        self.produced = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        if self.produced == self.count:
+            raise SourceEnded("burst: ended")
+        self.produced += 1
+        return Frame(image=self.image, frame_id=f"burst:{self.produced}", sequence=self.produced, source=self.spec,
+                     captured_at=time.time(), captured_monotonic=time.monotonic(), template=self.template)
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_package(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def board(tiny) -> tuple[np.ndarray, np.ndarray]:
+    test, temp = board_pairs(tiny.data)[0]
+    return cv2.imread(str(test)), cv2.imread(str(temp))
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    mosquitto = Mosquitto(tmp_path / "mosquitto")
+    if mosquitto.binary is None:
+        pytest.skip("mosquitto not installed: `make sysdeps` installs it")
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture()
+def postgres():
+    server = Postgres()
+    reason = server.missing()
+    if reason:
+        shutil.rmtree(server.directory, ignore_errors=True)
+        pytest.skip(reason)
+    server.init()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture()
+def running():
+    """Services started by a test; stopped at its end whatever happened."""
+    services: list[Service] = []
+    yield services
+    for service in services:
+        service.stop(drain=False, flush_timeout=0)
+
+
+def metric(service: Service, name: str, **labels) -> float:
+    value = service.metrics.registry.get_sample_value(name, {"line": service.line, **labels})
+    return 0.0 if value is None else value
+
+
+# ----------------------------------------------------------------------------------------------- configuration
+
+def test_config_layers_file_then_environment_then_command_line(tmp_path):
+    file = tmp_path / "inspector.yaml"
+    file.write_text(f"source: demo\nline: file-line\nqueue_size: 4\ntoken: {TOKEN}\nhttp: 127.0.0.1:9000\n")
+    config = load_config(file, {"line": "cli-line"}, environ={"INSPECTOR_QUEUE_SIZE": "16",
+                                                              "INSPECTOR_LINE": "env-line", "INSPECTOR_OTHER": "x"})
+    assert (config.line, config.queue_size, config.http_port, config.source) == ("cli-line", 16, 9000, "demo")
+    assert load_config(file, environ={"INSPECTOR_HTTP": ""}).http is None  # empty: no HTTP
+
+
+@pytest.mark.parametrize("text, environ, expected", [
+    ("line: a\n", {}, "config field 'source'"),
+    ("source: demo\nline: 'bad line/#'\nhttp: ''\n", {}, "config field 'line' from"),
+    ("source: demo\nqueue_sise: 3\n", {}, "unknown setting(s) queue_sise"),
+    ("source: demo\nhttp: ''\n", {"INSPECTOR_QUEUE_SIZE": "many"}, "'queue_size' from environment INSPECTOR_QUEUE_SIZE"),
+    ("source: demo\nhttp: ''\ndb: mysql://x/y\n", {}, "config field 'db'"),
+    ("source: demo\nhttp: ''\nmqtt: mqtt://:1883\n", {}, "config field 'mqtt'"),
+    ("source: demo\n", {}, "token: the HTTP API needs a bearer token"),
+    ("source: demo\nhttp: ''\ntemplate: /no/such/golden.jpg\n", {}, "template: /no/such/golden.jpg is not a file"),
+    ("- source\n", {}, "expected a mapping"),
+])
+def test_bad_configuration_names_the_field(tmp_path, text, environ, expected):
+    file = tmp_path / "inspector.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(file, environ=environ)
+    assert expected in str(error.value)
+
+
+def test_bad_model_package_is_a_clear_start_up_error(tmp_path, tiny, caplog):
+    from inspector.service.run import serve
+
+    broken = tmp_path / "broken-package"
+    shutil.copytree(tiny.package, broken)
+    (broken / "model_x86.nb").write_bytes(b"not a model")
+    base = {"source": "demo", "http": "", "data_dir": tmp_path / "data"}
+    assert serve(None, {**base, "model": tmp_path / "no-such-package"}) == 2
+    assert "model" in caplog.text and "no-such-package" in caplog.text
+    caplog.clear()
+    assert serve(None, {**base, "model": broken}) == 2
+    assert "model_x86.nb" in caplog.text
+
+
+def test_a_camera_source_without_template_is_refused_for_a_template_model(tmp_path, tiny, board):
+    camera = FlakyCamera(*board)
+    camera.template = None
+    with pytest.raises(ServiceError, match="template: the model .* compares each frame with its golden template"):
+        Service(make_config(tmp_path, "flaky", model=tiny.package), source=camera)
+
+
+# ----------------------------------------------------------------------------------------------- the pipeline
+
+def test_queue_drops_the_oldest_for_live_sources_and_waits_for_hot_folders():
+    queue = FrameQueue(3)
+    frames = [object() for _ in range(5)]
+    dropped = [queue.put_dropping_oldest(frame) for frame in frames]
+    assert dropped == [None, None, None, frames[0], frames[1]]
+    assert [queue.get(0) for _ in range(3)] == frames[2:]
+    stop = threading.Event()
+    for frame in frames[:3]:
+        assert queue.put_waiting(frame, stop)
+    waiting = threading.Thread(target=lambda: queue.put_waiting(frames[3], stop))
+    waiting.start()
+    time.sleep(0.3)
+    assert waiting.is_alive() and len(queue) == 3  # back-pressure, nothing dropped
+    assert queue.get(0) is frames[0]
+    waiting.join(timeout=5)
+    assert [queue.get(0) for _ in range(3)] == frames[1:4]
+
+
+def test_inference_falling_behind_drops_frames_and_counts_every_one(tmp_path, tiny, board, running):
+    burst = BurstSource(*board, count=60)
+    service = Service(make_config(tmp_path, "burst", model=tiny.package, queue_size=2), source=burst)
+    running.append(service)
+    service.start()
+    wait_for(lambda: service.source_ended and len(service.queue) == 0 and service.journal.count()
+             + metric(service, "inspector_frames_dropped_total") == 60, 60, "the burst to be inspected or dropped")
+    recorded = [int(row[0].split(":")[1]) for row in journal_rows(service.config.records_path,
+                                                                   "SELECT frame_id FROM records ORDER BY seq")]
+    assert metric(service, "inspector_frames_dropped_total") > 0
+    assert recorded == sorted(recorded) and recorded[-1] == 60  # the newest frames survive, in order
+
+
+def test_hot_folder_every_file_once_with_evidence_and_api(tmp_path, tiny, running):
+    from fastapi.testclient import TestClient
+
+    from inspector.service.api import create_app
+
+    folder = tmp_path / "incoming"
+    names = fill_hot_folder(folder, tiny.data, 0, 12)
+    (folder / "99999_test.jpg").write_bytes(b"\xff\xd8 not really a jpeg \xff\xd9")  # a corrupt scan
+    (folder / "99999_temp.jpg").write_bytes((folder / "00000_temp.jpg").read_bytes())
+    config = make_config(tmp_path, folder, model=tiny.package, score_threshold=0.0, evidence=tmp_path / "evidence",
+                         evidence_max_files=3, queue_size=2)
+    service = Service(config)
+    running.append(service)
+    service.start()
+    wait_for(lambda: service.journal.count() == 13, 60, "13 records")
+    rows = journal_rows(config.records_path, "SELECT frame_file, verdict, evidence, error FROM records ORDER BY seq")
+    assert sorted(row[0] for row in rows) == sorted(names + ["99999_test.jpg"])
+    judged = [row for row in rows if row[0] != "99999_test.jpg"]
+    assert {row[1] for row in judged} == {"NG"}  # score threshold 0: every box counts
+    corrupt = next(row for row in rows if row[0] == "99999_test.jpg")
+    assert corrupt[1] == "ERROR" and "not a readable image" in corrupt[3]
+    evidence = sorted(p.name for p in (tmp_path / "evidence").iterdir())
+    assert evidence == sorted(row[2] for row in judged)[-3:]  # retention: the newest 3 NG frames are kept
+
+    client = TestClient(create_app(service, TOKEN))
+    for path in client.get("/openapi.json").json()["paths"]:
+        expected = 200 if path == "/health" else 401
+        assert client.get(path).status_code == expected, path
+        assert client.get(path, headers={"Authorization": "Bearer wrong-token-000000"}).status_code == expected
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["ready"] and health["camera"]["kind"] == "folder"
+    page = client.get("/results", params={"limit": 5, "offset": 5}, headers=AUTH).json()
+    assert page["total"] == 13 and len(page["items"]) == 5
+    assert client.get("/results", params={"verdict": "ERROR"}, headers=AUTH).json()["total"] == 1
+    assert client.get("/results", params={"verdikt": "NG"}, headers=AUTH).status_code == 422  # no silent typo
+    assert client.get("/results", params={"since": "1700000000"}, headers=AUTH).status_code == 422  # ISO 8601 only
+    assert client.get("/results", params={"since": "2000-01-01T00:00:00Z", "until": "2000-01-02T00:00:00"},
+                      headers=AUTH).json()["total"] == 0
+    stats = client.get("/stats", headers=AUTH).json()
+    assert (stats["total"], stats["ng"], stats["error"], stats["yield"]) == (13, 12, 1, 0.0)
+    assert sum(stats["defects_per_class"].values()) == sum(len(i["defects"]) for i in
+                                                           client.get("/results", headers=AUTH).json()["items"])
+    image = client.get("/frames/latest.jpg", headers=AUTH)
+    assert image.headers["content-type"] == "image/jpeg" and cv2.imdecode(
+        np.frombuffer(image.content, np.uint8), cv2.IMREAD_COLOR).shape == (160, 160, 3)
+    metrics = client.get("/metrics", headers=AUTH).text
+    assert 'inspector_frames_total{line="line1",verdict="NG"} 12.0' in metrics
+    assert "inspector_latency_seconds_bucket" in metrics and "inspector_camera_reconnects_total" in metrics
+
+
+def test_camera_unplugged_degrades_health_raises_alarms_and_recovers(tmp_path, tiny, board, broker, running):
+    subscriber = Subscriber(broker.port, "cam-line", "test-camera")
+    camera = FlakyCamera(*board)
+    config = make_config(tmp_path, "flaky", model=tiny.package, line="cam-line", mqtt=broker.url,
+                         reconnect_initial_s=0.1, reconnect_max_s=0.4)
+    service = Service(config, source=camera)
+    running.append(service)
+    service.start()
+    wait_for(lambda: service.health()["status"] == "ok" and service.journal.count() >= 3, 30, "frames to flow")
+
+    camera.corrupt_next.set()
+    wait_for(lambda: metric(service, "inspector_frames_corrupt_total") == 1, 10, "the corrupt frame to be counted")
+    camera.unplugged.set()
+    health = wait_for(lambda: (h := service.health())["status"] == "degraded" and h, 10, "degraded health")
+    assert health["camera"]["state"] == "reconnecting" and "unplugged" in health["camera"]["last_error"]
+    assert not health["ready"] and service.worker_alive
+    alarm = wait_for(lambda: [a for a in subscriber.payloads("/alarm") if a["kind"] == "camera_down"], 15,
+                     "the camera_down alarm on MQTT")[0]
+    assert alarm["kind"] == "camera_down" and alarm["level"] == "critical" and alarm["line"] == "cam-line"
+    time.sleep(1.0)  # several failed re-open attempts with back-off
+    count_while_down = service.journal.count()
+
+    camera.unplugged.clear()
+    wait_for(lambda: service.health()["status"] == "ok", 10, "health to recover")
+    wait_for(lambda: service.journal.count() > count_while_down + 2, 10, "frames to flow again")
+    assert metric(service, "inspector_camera_reconnects_total") == 1 and service.source.reconnects == 1
+    kinds = wait_for(lambda: [a["kind"] for a in subscriber.payloads("/alarm") if a["kind"].startswith("camera")]
+                     == ["camera_down", "camera_restored"] and True, 15, "camera_restored on MQTT")
+    assert kinds
+    results = subscriber.payloads("/result")
+    assert results and all(r["line"] == "cam-line" and r["verdict"] in ("OK", "NG") for r in results)
+    subscriber.close()
+
+
+def test_database_and_broker_down_then_back_deliver_every_record_in_order(tmp_path, tiny, broker, postgres, running):
+    from fastapi.testclient import TestClient
+
+    from inspector.service.api import create_app
+
+    subscriber = Subscriber(broker.port, "spool-line", "test-spool")
+    folder = tmp_path / "incoming"
+    fill_hot_folder(folder, tiny.data, 0, 5)
+    config = make_config(tmp_path, folder, model=tiny.package, line="spool-line", db=postgres.url, mqtt=broker.url)
+    service = Service(config)
+    running.append(service)
+    service.start()
+    wait_for(lambda: postgres.count() == 5, 30, "5 rows in PostgreSQL")
+    wait_for(lambda: len(subscriber.payloads("/result")) == 5, 30, "5 results on MQTT")
+
+    postgres.stop()
+    broker.stop()
+    fill_hot_folder(folder, tiny.data, 5, 20)
+    wait_for(lambda: service.journal.count() == 25, 60, "25 records in the journal")
+    backlogs = {"postgresql/records": 20, "mqtt/records": 20}
+    wait_for(lambda: (h := service.health())["status"] == "degraded" and all(s["up"] is False for s in h["sinks"])
+             and {s["name"]: s["backlog"] for s in h["sinks"] if "records" in s["name"]} == backlogs, 30,
+             "both sinks down, 20 records spooled for each")
+    client = TestClient(create_app(service, TOKEN))
+    assert client.get("/results", headers=AUTH).status_code == 503  # the store is down; the API says so
+
+    postgres.start()
+    broker.start()
+    wait_for(lambda: postgres.count() == 25, 60, "25 rows in PostgreSQL")
+    journal = [row[0] for row in journal_rows(config.records_path, "SELECT record_id FROM records ORDER BY seq")]
+    stored = postgres.rows("SELECT record_id, seq FROM inspection_records ORDER BY id")
+    assert [row[0] for row in stored] == journal  # every record, once, in the order they were made
+    assert [row[1] for row in stored] == list(range(1, 26))
+    wait_for(lambda: [r["record_id"] for r in _first_seen(subscriber.payloads("/result"))] == journal, 60,
+             "all 25 results on MQTT, in order")
+    kinds = [alarm["kind"] for alarm in subscriber.payloads("/alarm")]
+    assert "sink_down" in kinds and "sink_restored" in kinds  # raised while the broker was down, spooled, delivered
+    wait_for(lambda: all(s["backlog"] == 0 and s["up"] for s in service.health()["sinks"]), 30, "empty spool")
+    assert client.get("/results", params={"limit": 1000}, headers=AUTH).json()["total"] == 25
+    assert service.journal.backlog("mqtt", ALARMS) == 0 and service.journal.backlog("postgresql", RECORDS) == 0
+    subscriber.close()
+
+
+def _first_seen(payloads: list[dict]) -> list[dict]:
+    """MQTT QoS 1 is at least once: after a broker restart a message may come twice; keep the first of each."""
+    seen, unique = set(), []
+    for payload in payloads:
+        if payload["record_id"] not in seen:
+            seen.add(payload["record_id"])
+            unique.append(payload)
+    return unique
+
+
+# ----------------------------------------------------------------------------------------------- the real process
+
+def _serve(tmp_path: Path, folder: Path, tiny, log_name: str) -> subprocess.Popen:
+    env = {**os.environ, "INSPECTOR_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "inspector.cli", "serve", "--source", str(folder), "--model", str(tiny.package),
+         "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", "--line", "crash-line"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(tmp_path / log_name, "wb"), text=True)
+
+
+def _records(tmp_path: Path) -> list[tuple[str, str]]:
+    path = tmp_path / "data" / "records.sqlite3"
+    if not path.exists():
+        return []
+    try:
+        return journal_rows(path, "SELECT record_id, frame_file FROM records ORDER BY seq")
+    except sqlite3.OperationalError:  # the schema is not created yet
+        return []
+
+
+def test_kill_9_then_restart_loses_nothing_and_inspects_each_file_once_then_sigterm_drains(tmp_path, tiny):
+    import httpx
+
+    folder = tmp_path / "incoming"
+    names = fill_hot_folder(folder, tiny.data, 0, 150)
+    process = _serve(tmp_path, folder, tiny, "serve-1.log")
+    try:
+        wait_for(lambda: len(_records(tmp_path)) >= 20 or process.poll() is not None, 120, "the first records")
+        assert process.poll() is None, (tmp_path / "serve-1.log").read_text()
+        process.kill()  # SIGKILL, mid-run
+        process.wait(timeout=10)
+        committed = _records(tmp_path)
+        assert 20 <= len(committed) < 150, "the kill came too late to prove anything"
+
+        process = _serve(tmp_path, folder, tiny, "serve-2.log")
+        port = int(process.stdout.readline().rsplit(":", 1)[1])  # "... running, HTTP on 127.0.0.1:PORT"
+        wait_for(lambda: len(_records(tmp_path)) >= 150, 120, "every file to be inspected after the restart")
+        after = _records(tmp_path)
+        assert set(committed) <= set(after)  # every record committed before the kill is still there
+        files = [file for _, file in after]
+        assert sorted(files) == sorted(names)  # every file, exactly once
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert health["line"] == "crash-line" and health["status"] == "ok"
+
+        # SIGTERM while files are still queued: the queue drains, the process exits 0, and every record
+        # matches an acknowledged file (nothing recorded but unacknowledged, nothing acknowledged unrecorded).
+        more = fill_hot_folder(folder, tiny.data, 150, 60)
+        wait_for(lambda: len(_records(tmp_path)) >= 155, 60, "the next files to flow")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, (tmp_path / "serve-2.log").read_text()
+        recorded = {file for _, file in _records(tmp_path)}
+        ledger = Ledger(tmp_path / "data" / "source" / "hotfolder-ledger.sqlite3")
+        done = {name for name, _, _, status, _ in ledger.entries() if status == "done"}
+        ledger.close()
+        assert recorded == done
+
+        process = _serve(tmp_path, folder, tiny, "serve-3.log")
+        process.stdout.readline()
+        wait_for(lambda: len(_records(tmp_path)) >= 210, 120, "the rest after the second restart")
+        files = [file for _, file in _records(tmp_path)]
+        assert sorted(files) == sorted(names + more)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_serve_command_reports_bad_configuration_and_exits_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "inspector.cli", "serve", "--source", "demo", "--line", "no/slash"],
+                            cwd=REPO, env={**os.environ, "INSPECTOR_TOKEN": TOKEN}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "config field 'line' from command line" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------- OpenAPI
+
+@pytest.fixture(scope="module")
+def api_schema(tiny, tmp_path_factory):
+    import schemathesis
+
+    from inspector.service.api import create_app
+
+    base = tmp_path_factory.mktemp("openapi")
+    folder = base / "incoming"
+    fill_hot_folder(folder, tiny.data, 0, 4)
+    service = Service(make_config(base, folder, model=tiny.package))
+    service.start()
+    wait_for(lambda: service.journal.count() == 4, 60, "4 records to serve")
+    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(service, TOKEN))
+    service.stop()
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_api_conforms_to_its_openapi_spec(api_schema, mode):
+    """Requests generated from the spec (valid ones, then invalid ones) for every operation: no server error;
+    status codes, content types and bodies as the spec says; authentication enforced where it says so."""
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    @given(case=api_schema.as_strategy(generation_mode=GenerationMode(mode)))
+    @settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(case):
+        case.call_and_validate(headers=AUTH)
+
+    check()
