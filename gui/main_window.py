@@ -54,7 +54,8 @@ from gui.session import (
     judge,
 )
 from gui.settings import GuiSettings, save_settings
-from gui.workers import CaptureThread, EvidenceThread, FrameSlot, InferenceOptions, InferenceThread, ModelSummary
+from gui.inference_process import ModelSummary
+from gui.workers import CaptureThread, EvidenceThread, FrameSlot, InferenceOptions, InferenceThread
 from inspector.capture import FrameSource, SourceError
 from inspector.capture.base import read_template_file
 from inspector.data import DataError
@@ -270,6 +271,9 @@ class MainWindow(QMainWindow):
         self.inference.model_loading.connect(self._model_loading)
         self.inference.model_loaded.connect(self._model_loaded)
         self.inference.model_failed.connect(self._model_failed)
+        self.inference.crashed.connect(lambda reason: self.message_banner.show_message(
+            f"Model process stopped unexpectedly ({reason}); restarting it with "
+            f"{self.model.name if self.model else 'the last model'}", WARNING_BANNER))
         self.evidence.saved.connect(self._evidence_saved)
         self.evidence.failed.connect(lambda message: self.message_banner.show_message(
             f"Evidence not saved: {message}", ERROR_BANNER))

@@ -37,7 +37,7 @@ from gui.palette import (
     class_colour,
 )
 from gui.session import NG, NOT_JUDGED, PASS, LogEntry, ShiftCounters, Thresholds
-from gui.workers import ModelSummary
+from gui.inference_process import ModelSummary
 
 
 class Banner(QLabel):

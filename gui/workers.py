@@ -8,8 +8,10 @@
   into a one-frame slot. A live source's frame that the model has not taken yet is replaced by the
   newer one and counted as dropped: a slow model shows fewer frames, never older ones. A hot folder's
   frames are never dropped: capture waits for the slot instead.
-- Inference owns the one ``Detector`` (engines are not thread-safe) and loads models itself, so a load
-  never blocks the window; a package that fails to load leaves the previous model running.
+- Inference hands each frame to the model's own child process (``inference_process``: Paddle Lite holds
+  the GIL while it runs, which would stall the window in a thread) and loads models there, so a load
+  never blocks the window; a package that fails to load leaves the previous model running, and a
+  crashed child is restarted with the model it had.
 - Evidence writes the NG frames and the inspection record, then acknowledges hot-folder files: a file
   counts as done only once its result is on disk.
 
@@ -23,18 +25,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from gui.evidence import EvidenceStore
+from gui.inference_process import (DetectResult, InferenceCancelled, InferenceClient, InferenceCrashed,
+                                   ModelLoadError, ModelSummary)
 from gui.session import NG, Inspection, Thresholds
 from inspector.capture import (CorruptFrame, Frame, FrameSource, ReconnectingSource, SourceEnded, SourceError,
                                open_source)
-from inspector.runtime import AlignmentError, BackendError, Detector, PackageError
 
 IDLE_POLL_S = 0.005  # how long capture sleeps when the source has nothing ready
-OVERLAY_RGBA = (0, 200, 255, 200)  # template edges over the frame: cyan, visible on copper and on substrate
 
 
 class FrameSlot:
@@ -173,32 +174,6 @@ class CaptureThread(QThread):
 
 
 @dataclass
-class ModelSummary:
-    """What the model panel shows, read from the loaded detector."""
-
-    path: str
-    name: str
-    class_names: list[str]
-    needs_template: bool
-    default_threshold: float
-    package_id: str
-    files: dict[str, str]  # file name -> sha256
-    metrics: dict
-    runtime: dict  # RuntimeInfo.to_dict(): backend, precision, threads that really run
-    load_seconds: float
-
-    @classmethod
-    def of(cls, detector: Detector, load_seconds: float) -> "ModelSummary":
-        manifest = detector.manifest
-        return cls(path=detector.info.package, name=manifest.name, class_names=list(manifest.class_names),
-                   needs_template=detector.needs_template,
-                   default_threshold=float(manifest.postprocess.score_threshold),
-                   package_id=detector.info.package_id,
-                   files={name: entry.sha256 for name, entry in sorted(manifest.files.items())},
-                   metrics=dict(manifest.metrics or {}), runtime=detector.info.to_dict(), load_seconds=load_seconds)
-
-
-@dataclass
 class InferenceOptions:
     """What the GUI sets and the inference thread reads for each frame (replaced as a whole, never edited)."""
 
@@ -216,12 +191,17 @@ class _LoadRequest:
 
 
 class InferenceThread(QThread):
-    """Takes frames from the slot, runs the model, judges, hands the result on. Owns the Detector."""
+    """Takes frames from the slot, has the model child process judge them, hands the result on.
+
+    The thread owns the ``InferenceClient`` (one caller at a time); while the child computes, this
+    thread waits on a pipe and the GUI thread has the interpreter to itself.
+    """
 
     inspected = Signal(object)  # Inspection
     model_loading = Signal(str)  # package path ("" = the shipped default)
     model_loaded = Signal(object)  # ModelSummary
     model_failed = Signal(str, str)  # package path, error
+    crashed = Signal(str)  # the model process died; it is being restarted with the model it had
 
     def __init__(self, slot: FrameSlot, options: InferenceOptions, evidence: "EvidenceThread | None" = None) -> None:
         super().__init__()
@@ -229,33 +209,50 @@ class InferenceThread(QThread):
         self.options = options
         self.evidence = evidence
         self.capture: CaptureThread | None = None  # where frames come from: acknowledged once stored
-        self.detector: Detector | None = None
+        self.model: ModelSummary | None = None
+        self.client: InferenceClient | None = None
+        self._loaded: _LoadRequest | None = None  # reloaded into a restarted child
         self._requests: queue.Queue[_LoadRequest] = queue.Queue()
         self._stop = threading.Event()
+        self._cancel = threading.Event()
 
     def load_model(self, path: str | None, backend: str = "lite", threads: int = 1) -> None:
-        """Load a package in this thread (the previous model keeps running until it is ready)."""
+        """Load a package (the previous model keeps running until it is ready)."""
         self._requests.put(_LoadRequest(path or None, backend, threads))  # picked up within 0.1 s
 
     def stop(self) -> None:
         self._stop.set()
+        self._cancel.set()
+        if self.client is not None:
+            self.client.cancel.set()
         self.slot.close()
 
     def run(self) -> None:
-        while not self._stop.is_set():
-            self._load_requested()
-            frame = self.slot.take(timeout=0.1)
-            if frame is None:
-                continue
-            try:
-                if self.detector is None or self._stop.is_set():
-                    continue  # no model yet: the frame is dropped (the banner says why)
-                inspection = self.inspect(frame, self.detector, self.options)
-                if self.evidence is not None:
-                    self.evidence.submit(inspection, frame, self.capture)
-                self.inspected.emit(inspection)
-            finally:
-                self.slot.finished()
+        try:
+            self.client = InferenceClient()
+            if self._cancel.is_set():
+                self.client.cancel.set()
+            while not self._stop.is_set():
+                self._load_requested()
+                frame = self.slot.take(timeout=0.1)
+                if frame is None:
+                    continue
+                try:
+                    if self.model is None or self._stop.is_set():
+                        continue  # no model yet: the frame is dropped (the banner says why)
+                    inspection = self.inspect(frame, self.options)
+                    if self.evidence is not None:
+                        self.evidence.submit(inspection, frame, self.capture)
+                    self.inspected.emit(inspection)
+                except InferenceCrashed as crash:
+                    self._recover(crash)
+                finally:
+                    self.slot.finished()
+        except InferenceCancelled:
+            pass
+        finally:
+            if self.client is not None:
+                self.client.close()
 
     def _load_requested(self) -> None:
         while True:
@@ -264,65 +261,45 @@ class InferenceThread(QThread):
             except queue.Empty:
                 return
             self.model_loading.emit(request.path or "")
-            started = time.monotonic()
             try:
-                detector = Detector.load(request.path, backend=request.backend, threads=request.threads)
-            except (PackageError, BackendError, ValueError, OSError) as error:
+                summary = self.client.load(request.path, request.backend, request.threads)
+            except ModelLoadError as error:
                 self.model_failed.emit(request.path or "", str(error))
-            except Exception as error:  # noqa: BLE001 -- any engine failure must leave the old model running
-                self.model_failed.emit(request.path or "", f"{type(error).__name__}: {error}")
+            except InferenceCrashed as crash:
+                self._recover(crash)
+                self.model_failed.emit(request.path or "", f"loading it crashed the inference process ({crash})")
             else:
-                self.detector = detector
-                self.model_loaded.emit(ModelSummary.of(detector, time.monotonic() - started))
+                self.model, self._loaded = summary, request
+                self.model_loaded.emit(summary)
 
-    @staticmethod
-    def inspect(frame: Frame, detector: Detector, options: InferenceOptions) -> Inspection:
+    def _recover(self, crash: InferenceCrashed) -> None:
+        """A new child process, with the model that was running (if it loads again)."""
+        self.model = None
+        self.crashed.emit(str(crash))
+        self.client.restart()
+        if self._loaded is not None:
+            self._requests.put(self._loaded)
+
+    def inspect(self, frame: Frame, options: InferenceOptions) -> Inspection:
         """One frame through the model and judged; a frame that cannot be compared is NOT JUDGED with the reason."""
+        model = self.model
         template, align = None, False
-        if detector.needs_template:
+        if model.needs_template:
             if frame.template is not None:
                 template = frame.template  # the source's own pair: already registered
             elif options.golden is not None:
                 template, align = options.golden, options.align
-        error, candidates = "", None
-        if detector.needs_template and template is None:
-            error = "this model compares each board with its golden template: load one (Template button)"
+        if model.needs_template and template is None:
+            result = DetectResult(None, "this model compares each board with its golden template: load one "
+                                        "(Golden template…, T)", None)
         else:
-            try:
-                candidates = detector.detect(frame.image, template, align=align,
-                                             score_threshold=options.thresholds.candidate_floor())
-            except AlignmentError as refused:
-                error = f"not aligned to the golden template: {refused}"
-            except ValueError as bad:
-                error = str(bad)
-        overlay = None
-        if options.overlay and template is not None and (candidates is not None or not align):
-            overlay = template_overlay(template, frame.image.shape[:2],
-                                       None if candidates is None or candidates.alignment is None
-                                       else candidates.alignment.template_to_frame)
+            result = self.client.detect(frame.image, template, align=align,
+                                        score_floor=options.thresholds.candidate_floor(), overlay=options.overlay)
         return Inspection.judged(
             frame_id=frame.frame_id, source=frame.source, captured_at=frame.captured_at,
             captured_monotonic=frame.captured_monotonic, image=frame.image, template=template,
-            candidates=candidates, thresholds=options.thresholds, package_id=detector.info.package_id,
-            error=error, overlay=overlay, sequence=frame.sequence, judged_monotonic=time.monotonic())
-
-
-def template_overlay(template: np.ndarray, frame_shape: tuple[int, int],
-                     template_to_frame: np.ndarray | None) -> np.ndarray:
-    """RGBA layer the size of the frame: the template's edges where the alignment puts them.
-
-    Copper edges that do not sit on the frame's edges show a misregistration (or a defect) at a glance.
-    """
-    grey = cv2.cvtColor(template, cv2.COLOR_BGR2GRAY) if template.ndim == 3 else template
-    edges = cv2.dilate(cv2.Canny(grey, 60, 180), np.ones((3, 3), np.uint8))  # thick enough to see when scaled down
-    height, width = frame_shape
-    if template_to_frame is not None:
-        edges = cv2.warpAffine(edges, template_to_frame.astype(np.float32), (width, height), flags=cv2.INTER_NEAREST)
-    elif edges.shape[:2] != (height, width):
-        edges = cv2.resize(edges, (width, height), interpolation=cv2.INTER_NEAREST)
-    layer = np.zeros((height, width, 4), np.uint8)
-    layer[edges > 0] = OVERLAY_RGBA
-    return layer
+            candidates=result.candidates, thresholds=options.thresholds, package_id=model.package_id,
+            error=result.error, overlay=result.overlay, sequence=frame.sequence, judged_monotonic=time.monotonic())
 
 
 class EvidenceThread(QThread):

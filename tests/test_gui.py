@@ -256,11 +256,11 @@ def test_a_slow_model_drops_frames_and_the_window_stays_responsive(qtbot, open_w
 
     real_inspect = InferenceThread.inspect
 
-    def slow_inspect(frame, detector, options):
+    def slow_inspect(self, frame, options):
         time.sleep(0.4)
-        return real_inspect(frame, detector, options)
+        return real_inspect(self, frame, options)
 
-    monkeypatch.setattr(InferenceThread, "inspect", staticmethod(slow_inspect))
+    monkeypatch.setattr(InferenceThread, "inspect", slow_inspect)
     window = open_window("fake-camera", source_factory=lambda spec: BoardSource(fps=30.0))
     wait_for_inspections(qtbot, window, 1)
     gaps, last = [], [time.monotonic()]
@@ -313,8 +313,8 @@ def test_a_hot_folder_is_never_dropped_and_files_count_as_done_once_stored(qtbot
             stamp = time.time() - 60 + index  # settled long ago, oldest first
             os.utime(target, (stamp, stamp))
     real_inspect = InferenceThread.inspect
-    monkeypatch.setattr(InferenceThread, "inspect", staticmethod(
-        lambda frame, detector, options: (time.sleep(0.2), real_inspect(frame, detector, options))[1]))
+    monkeypatch.setattr(InferenceThread, "inspect",
+                        lambda self, frame, options: (time.sleep(0.2), real_inspect(self, frame, options))[1])
 
     window = open_window(str(folder))
     wait_for_inspections(qtbot, window, 3)
@@ -366,3 +366,18 @@ def test_golden_template_for_a_camera_alignment_and_overlay(qtbot, open_window, 
     assert current.overlay is not None and current.overlay.shape == (*current.image.shape[:2], 4)
     assert window.view.shown.overlay is current.overlay
     assert load_settings(tmp_path / "gui.json")[0].template == str(golden)
+
+
+def test_a_crashed_model_process_is_restarted_with_its_model(qtbot, open_window):
+    import signal
+
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(fps=10.0))
+    wait_for_inspections(qtbot, window, 1)
+    running, crashed_pid = window.model.package_id, window.inference.client.pid
+    os.kill(crashed_pid, signal.SIGKILL)  # what an engine segfault looks like from here
+    qtbot.waitUntil(lambda: "Model process stopped unexpectedly" in window.message_banner.text(), timeout=WAIT_MS)
+    assert "exit code -9" in window.message_banner.text()
+    before = window.session.counters.inspected
+    wait_for_inspections(qtbot, window, before + 2)  # inspecting again, in a new process, same model
+    assert window.inference.client.pid != crashed_pid and window.model.package_id == running
+    qtbot.waitUntil(lambda: window.message_banner.isHidden(), timeout=WAIT_MS)
