@@ -58,7 +58,7 @@ def read_all(source: FrameSource, limit: int = 100) -> list[Frame]:
 
 
 def folder_source(folder: Path, **options) -> HotFolderSource:
-    settings = dict(settle_seconds=0.2, pair_wait_seconds=0.2, abandon_seconds=60.0) | options
+    settings = dict(settle_seconds=0.2, pair_wait_seconds=0.2, abandon_seconds=60.0, rescan_seconds=0.0) | options
     source = HotFolderSource(folder, **settings)
     source.open()
     return source
@@ -265,6 +265,15 @@ def test_hot_folder_yields_each_image_once_oldest_first(tmp_path):
             source.ack(frame)
         assert source.read() is None
     assert (tmp_path / ".inspector" / "hotfolder-ledger.sqlite3").is_file()
+
+
+def test_hot_folder_lists_again_only_after_rescan_seconds_once_it_found_nothing(tmp_path):
+    source = folder_source(tmp_path, rescan_seconds=0.3)
+    assert source.read() is None
+    write_image(tmp_path / "late.png", gray_image(3))
+    assert source.read() is None  # a consumer polling every few ms does not list the folder each time
+    time.sleep(0.35)
+    assert source.read().frame_id == "late.png"
 
 
 def test_hot_folder_pairs_deeppcb_templates_and_never_yields_them(tmp_path):
@@ -540,7 +549,7 @@ def test_reconnecting_hot_folder_survives_its_share_going_away(tmp_path):
     folder = tmp_path / "share"
     folder.mkdir()
     write_image(folder / "a.png", gray_image(1))
-    inner = HotFolderSource(folder, state_dir=tmp_path / "state", settle_seconds=0.0)
+    inner = HotFolderSource(folder, state_dir=tmp_path / "state", settle_seconds=0.0, rescan_seconds=0.0)
     with ReconnectingSource(inner, initial_backoff=0.05) as source:
         assert (source.kind, source.droppable) == ("folder", False)
         first = source.read()

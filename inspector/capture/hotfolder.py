@@ -16,7 +16,9 @@ Rules, in the order read() applies them:
 - A file that cannot be decoded raises CorruptFrame once and is recorded as failed, so it is not retried;
   a truncated file is declared corrupt when it stays unchanged for ``abandon_seconds``.
 
-read() polls once and returns None when no file is ready: the consumer decides how long to sleep.
+read() returns None when no file is ready: the consumer decides how long to sleep. It lists the folder
+at most every ``rescan_seconds`` and at most a tenth of the time (measured: ~0.1-0.2 s to list 5,000
+files on a loaded 2-core machine); between listings it works from the last one.
 
 The ledger uses SQLite's WAL journal, which needs a local file system: when the folder is a network
 share (SMB/NFS), give ``state_dir`` on a local disk (the default is ``<folder>/.inspector/``).
@@ -121,7 +123,7 @@ class HotFolderSource(FrameSource):
 
     def __init__(self, folder: Path | str, *, state_dir: Path | str | None = None,
                  template: np.ndarray | None = None, settle_seconds: float = 0.5, pair_wait_seconds: float = 2.0,
-                 abandon_seconds: float = 60.0, spec: str | None = None):
+                 abandon_seconds: float = 60.0, rescan_seconds: float = 0.05, spec: str | None = None):
         self.folder = Path(folder)
         self.spec = spec if spec is not None else str(folder)
         self.state_dir = Path(state_dir) if state_dir is not None else self.folder / STATE_DIR_NAME
@@ -129,6 +131,15 @@ class HotFolderSource(FrameSource):
         self.settle_seconds = settle_seconds
         self.pair_wait_seconds = pair_wait_seconds
         self.abandon_seconds = abandon_seconds
+        # The folder is listed at most every rescan_seconds, and never for more than a tenth of the time
+        # (a listing of thousands of files takes milliseconds): between listings read() works from the last
+        # one, so a consumer polling every few ms, or working through a backlog, does not list it each time.
+        # 0 lists it on every read().
+        self.rescan_seconds = rescan_seconds
+        self._listing: dict[str, FileKey] = {}  # name -> key, image files at the last listing
+        self._queue: list[FileKey] = []  # from that listing: boards not yet yielded nor finished, oldest first
+        self._listed_at = -float("inf")  # time.monotonic()
+        self._listing_cost = 0.0  # seconds the last listing took
         self.ledger: Ledger | None = None
         self._lock = threading.Lock()
         self._sightings: dict[str, _Sighting] = {}
@@ -156,6 +167,7 @@ class HotFolderSource(FrameSource):
             self._sightings.clear()
             self._finished.clear()
             self._unfinished.clear()
+            self._listed_at = -float("inf")
             # _in_flight is kept: when the source is reopened after a failure (ReconnectingSource), frames
             # read before it are still being inspected and are neither yielded again nor refused on ack.
             self._sequence = 0
@@ -172,14 +184,28 @@ class HotFolderSource(FrameSource):
         with self._lock:
             if self.ledger is None:
                 raise SourceError(f"hot folder {self.folder}: not open")
-            listing = self._scan()
-            for key in sorted(listing.values(), key=lambda k: (k.mtime_ns, k.name)):
-                if _is_template_name(key.name) or key.name in self._in_flight or self._is_finished(key):
+            interval = max(self.rescan_seconds, 10 * self._listing_cost) if self.rescan_seconds > 0 else 0.0
+            if time.monotonic() - self._listed_at >= interval:
+                self._relist()
+            waiting: list[FileKey] = []  # not ready yet: stay queued
+            for position, key in enumerate(self._queue):
+                if key.name in self._in_flight or self._is_finished(key):
                     continue
-                frame = self._try_file(key, listing)
+                frame = self._try_file(key, self._listing)  # CorruptFrame: the key is finished, dropped next time
                 if frame is not None:
+                    self._queue = waiting + self._queue[position + 1:]
                     return frame
+                waiting.append(key)
+            self._queue = waiting
             return None
+
+    def _relist(self) -> None:
+        started = time.monotonic()
+        self._listing = self._scan()
+        boards = [key for key in self._listing.values() if not _is_template_name(key.name)]
+        self._queue = sorted(boards, key=lambda k: (k.mtime_ns, k.name))
+        self._listed_at = time.monotonic()
+        self._listing_cost = self._listed_at - started
 
     def _scan(self) -> dict[str, FileKey]:
         """The folder's image files now, and when each version of each was first seen."""
@@ -300,11 +326,11 @@ class HotFolderSource(FrameSource):
 
 
 def _is_template_name(name: str) -> bool:
-    return Path(name).stem.endswith(TEMPLATE_SUFFIX)
+    return os.path.splitext(name)[0].endswith(TEMPLATE_SUFFIX)  # os.path: Path() is slow for thousands
 
 
 def _is_test_name(name: str) -> bool:
-    return Path(name).stem.endswith(TEST_SUFFIX)
+    return os.path.splitext(name)[0].endswith(TEST_SUFFIX)
 
 
 def _template_key(name: str, listing: dict[str, FileKey]) -> FileKey | None:
