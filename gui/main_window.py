@@ -229,6 +229,10 @@ class MainWindow(QMainWindow):
         self.folder_action = action("Watch a folder…", None, self.choose_folder, "Inspect images a scanner writes "
                                     "into a folder (hot folder)")
         self.video_action = action("Open a video file…", None, self.choose_video)
+        self.evidence_folder_action = action("Evidence folder…", None, self.choose_evidence_folder,
+                                             "Where NG frames, snapshots and the inspection record are written")
+        self.review_folder_action = action("Review folder…", None, self.choose_review_folder,
+                                           "Where reviewed frames are saved as Pascal VOC for retraining")
         self.review_action = action("Review this frame", "F", self.review_current_frame)
         self.draw_action = action("Draw missed defect", "D", lambda: self.review_panel.draw_button.toggle())
         self.save_review_action = action("Save review", "Ctrl+S", self.save_review)
@@ -253,6 +257,9 @@ class MainWindow(QMainWindow):
         file_menu = menus.addMenu("&File")
         for act in (self.model_action, self.template_action, self.folder_action, self.video_action):
             file_menu.addAction(act)
+        file_menu.addSeparator()
+        file_menu.addAction(self.evidence_folder_action)
+        file_menu.addAction(self.review_folder_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         inspect_menu = menus.addMenu("&Inspect")
@@ -703,6 +710,23 @@ class MainWindow(QMainWindow):
                                               "Videos (*.mp4 *.avi *.mkv *.mov *.m4v *.webm);;All files (*)")
         if path:
             self.set_source(path)
+
+    def choose_evidence_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Evidence folder", self.settings.evidence_dir)
+        if folder:
+            self.set_evidence_folder(folder)
+
+    def set_evidence_folder(self, folder: str) -> None:
+        self.settings.evidence_dir = folder
+        self.evidence.store = EvidenceStore(Path(folder))  # one assignment: the writer uses old or new
+        self.save_settings()
+
+    def choose_review_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Review folder (Pascal VOC)", self.settings.review_dir)
+        if folder:
+            self.settings.review_dir = folder
+            self.review_panel.folder.setText(f"Reviews are saved in {folder}")
+            self.save_settings()
 
     def _toggle_fullscreen(self, on: bool) -> None:
         self.showFullScreen() if on else self.showNormal()

@@ -339,18 +339,19 @@ class EvidenceThread(QThread):
 
     def _write(self, inspection: Inspection, frame: Frame, capture: CaptureThread | None) -> None:
         durable = capture is not None and not capture.droppable
+        store = self.store  # the window may point it at another folder meanwhile: one folder per frame
         try:
             record = inspection.record()
             if inspection.verdict == NG:
-                path = self.store.save_ng(
+                path = store.save_ng(
                     frame_id=inspection.frame_id, captured_at=inspection.captured_at, source=inspection.source,
                     image=inspection.image, template=inspection.template, defects=inspection.defects,
                     thresholds=inspection.thresholds.to_dict(), package_id=inspection.package_id)
                 record["evidence"] = str(path)
                 self.saved.emit(inspection.frame_id, str(path))
-            self.store.record(record, durable=durable)
+            store.record(record, durable=durable)
         except OSError as error:
-            self.failed.emit(f"evidence for {inspection.frame_id} not written to {self.store.root}: {error}")
+            self.failed.emit(f"evidence for {inspection.frame_id} not written to {store.root}: {error}")
             return  # not acknowledged: a hot-folder file is inspected again after a restart
         if capture is not None:
             try:

@@ -381,3 +381,29 @@ def test_a_crashed_model_process_is_restarted_with_its_model(qtbot, open_window)
     wait_for_inspections(qtbot, window, before + 2)  # inspecting again, in a new process, same model
     assert window.inference.client.pid != crashed_pid and window.model.package_id == running
     qtbot.waitUntil(lambda: window.message_banner.isHidden(), timeout=WAIT_MS)
+
+
+def test_a_defect_log_row_shows_its_frame_even_once_it_is_only_on_disk(qtbot, open_window):
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[4, 5, 6], fps=10.0))
+    window.session.frames_in_memory = 1  # older NG frames are read back from the evidence folder
+    qtbot.waitUntil(lambda: len(window.session.log) >= 3 and all(e.evidence_image for e in window.session.log),
+                    timeout=WAIT_MS)
+    window.stop()
+    oldest_row = window.log_model.rowCount() - 1
+    entry = window.log_model.entry(oldest_row)
+    assert entry.image is None  # no longer in memory
+    window.log_view.selectRow(oldest_row)
+    shown = window.view.shown
+    assert window.review is not None and window.review.frame_id == entry.frame_id
+    assert np.array_equal(shown.defects.boxes, entry.defects.boxes) and window.verdict.text() == NG
+    evidence_image = cv2.imread(entry.evidence_image)
+    assert np.array_equal(shown.image, evidence_image) and window.review.template is not None
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert window.review is None
+
+
+def test_a_source_that_cannot_exist_says_so(qtbot, open_window, tmp_path):
+    window = open_window(str(tmp_path / "no-such-folder"))
+    qtbot.waitUntil(lambda: window.source_banner.isVisible(), timeout=WAIT_MS)
+    assert "no such file or folder" in window.source_banner.text() and not window.running
+    assert window.start_action.text() == "Start"
