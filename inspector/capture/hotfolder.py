@@ -90,9 +90,12 @@ class Ledger:
 
     def status(self, key: FileKey) -> str | None:
         """'done', 'failed', or None when the file was never finished."""
-        with self._lock:
-            row = self._db.execute("SELECT status FROM files WHERE name=? AND size=? AND mtime_ns=?",
-                                   (key.name, key.size, key.mtime_ns)).fetchone()
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT status FROM files WHERE name=? AND size=? AND mtime_ns=?",
+                                       (key.name, key.size, key.mtime_ns)).fetchone()
+        except sqlite3.Error as error:
+            raise SourceError(f"hot-folder ledger {self.path}: cannot look up {key.name}: {error}") from error
         return None if row is None else row[0]
 
     def record(self, key: FileKey, status: str, error: str | None = None) -> None:
