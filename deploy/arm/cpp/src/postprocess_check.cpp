@@ -4,11 +4,11 @@
 // machine without Paddle Lite's C++ library.
 //
 //   pcb_postprocess_check --model DIR --image FRAME [--template GOLDEN] --boxes B.f32 --scores S.f32
-//                         [--input-out INPUT.f32] [--score-threshold T] [--verify TARGET]
+//                         [--input-out INPUT.f32] [--score-threshold T] [--max-detections N] [--verify TARGET]
 //
 // B.f32 / S.f32: raw little-endian float32 (1, K, 4) and (1, K, C), the manifest's output shapes.
 // INPUT.f32 receives the (1, C, S, S) float32 tensor the network would have been fed.
-// Prints one JSON line: {"letterbox": {scale, pad}, "exact": [unrounded detections], "result":
+// Prints one JSON line: {"package_id", "letterbox": {scale, pad}, "exact": [unrounded detections], "result":
 // the Detections.to_dict() form}. --verify checks that target's files' sizes and sha256s first.
 // Exit status 0, or 1 with "error: ..." on stderr.
 #include <cstdio>
@@ -59,6 +59,7 @@ cv::Mat read_image(const std::string& path) {
 int run(int argc, char** argv) {
   std::string model, image_path, template_path, boxes_path, scores_path, input_out, verify_target;
   double score_threshold = -1;
+  int max_detections = 0;  // 0: the manifest's
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (i + 1 >= argc) throw std::invalid_argument("option " + flag + " needs a value");
@@ -70,13 +71,14 @@ int run(int argc, char** argv) {
     else if (flag == "--scores") scores_path = value;
     else if (flag == "--input-out") input_out = value;
     else if (flag == "--score-threshold") score_threshold = std::stod(value);
+    else if (flag == "--max-detections") max_detections = std::stoi(value);
     else if (flag == "--verify") verify_target = value;
     else throw std::invalid_argument("unknown option " + flag);
   }
   if (model.empty() || image_path.empty() || boxes_path.empty() || scores_path.empty())
     throw std::invalid_argument("usage: pcb_postprocess_check --model DIR --image FRAME [--template GOLDEN] "
                                 "--boxes B.f32 --scores S.f32 [--input-out INPUT.f32] [--score-threshold T] "
-                                "[--verify TARGET]");
+                                "[--max-detections N] [--verify TARGET]");
 
   const pcb::Manifest manifest = pcb::read_manifest(model);
   if (!verify_target.empty()) pcb::verify_target_files(model, manifest, verify_target);
@@ -96,14 +98,17 @@ int run(int argc, char** argv) {
     if (!input_out.empty()) write_floats(input_out, input);
     return pcb::NetworkOutputs{boxes.data(), scores.data()};
   };
-  const pcb::FrameResult result = pcb::detect(manifest, image, golden.empty() ? nullptr : &golden, saved_outputs,
-                                              pcb::nms_settings(manifest, score_threshold));
+  pcb::NmsSettings settings = pcb::nms_settings(manifest, score_threshold);
+  if (max_detections > 0) settings.max_detections = max_detections;
+  const pcb::FrameResult result =
+      pcb::detect(manifest, image, golden.empty() ? nullptr : &golden, saved_outputs, settings);
 
   const pcb::Letterboxed geometry = pcb::letterbox(image, manifest.input.size, manifest.input.letterbox_pad_value);
   nlohmann::json exact = nlohmann::json::array();
   for (const pcb::Detection& detection : result.detections)
     exact.push_back({{"box", detection.box}, {"score", detection.score}, {"class_id", detection.class_id}});
-  nlohmann::json report = {{"letterbox", {{"scale", geometry.scale}, {"pad", {geometry.pad_x, geometry.pad_y}}}},
+  nlohmann::json report = {{"package_id", manifest.package_id()},
+                           {"letterbox", {{"scale", geometry.scale}, {"pad", {geometry.pad_x, geometry.pad_y}}}},
                            {"exact", exact},
                            {"result", pcb::to_json(result, manifest.class_names)}};
   std::cout << report.dump() << std::endl;
