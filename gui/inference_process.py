@@ -15,6 +15,7 @@ starts a new one. This module imports no Qt: the child imports only it and the r
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import threading
 import time
@@ -89,6 +90,9 @@ def detect(detector: Detector, image: np.ndarray, template: np.ndarray | None, *
     if overlay and template is not None and (candidates is not None or not align):
         motion = None if candidates is None or candidates.alignment is None else candidates.alignment.template_to_frame
         layer = template_overlay(template, image.shape[:2], motion)
+    if candidates is not None and candidates.alignment is not None:
+        # the registered copy of the frame is not needed past the model: do not ship it through the pipe
+        candidates.alignment = dataclasses.replace(candidates.alignment, aligned=None)
     return DetectResult(candidates, error, layer)
 
 
@@ -208,7 +212,10 @@ class InferenceClient:
                     break
             return self._connection.recv()
         except (EOFError, OSError, BrokenPipeError) as error:
-            raise InferenceCrashed(f"the inference process ended (exit code {self.exit_code}): {error}") from error
+            self._process.join(2.0)  # reap it, for its exit code
+            code = self.exit_code
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            raise InferenceCrashed(f"the model process ended ({how})") from error
 
     def close(self, timeout: float = 5.0) -> None:
         if self._process is None:

@@ -443,8 +443,12 @@ class MainWindow(QMainWindow):
         verdict, defects = judge(inspection.candidates, self.thresholds)
         self.verdict.set_verdict(verdict)
         when = time.strftime("%H:%M:%S", time.localtime(inspection.captured_at))
+        aligned = inspection.candidates.alignment if inspection.candidates is not None else None
         self.frame_info.setText(f"{inspection.frame_id} · {when}" +
                                 (f" · {len(defects)} defect(s)" if defects is not None else "") +
+                                (f"<br>aligned to the template: correlation {aligned.correlation:.2f}, shift "
+                                 f"({aligned.shift[0]:.1f}, {aligned.shift[1]:.1f}) px, "
+                                 f"{aligned.rotation_deg:.2f}°" if aligned is not None else "") +
                                 (f"<br>{inspection.error}" if inspection.error else ""))
         self.view.show_frame(Shown(inspection.image, defects, self._class_names(), inspection.overlay,
                                    caption=f"{inspection.frame_id}  {when}", token=inspection))

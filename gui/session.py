@@ -173,7 +173,7 @@ class ShiftCounters:
 class InspectionSession:
     """Counters and the defect log of one shift."""
 
-    def __init__(self, log_size: int = 500, frames_in_memory: int = 40) -> None:
+    def __init__(self, log_size: int = 500, frames_in_memory: int = 20) -> None:
         self.counters = ShiftCounters()
         self.log: deque[LogEntry] = deque(maxlen=log_size)  # newest last
         self.frames_in_memory = frames_in_memory

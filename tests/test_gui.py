@@ -376,7 +376,7 @@ def test_a_crashed_model_process_is_restarted_with_its_model(qtbot, open_window)
     running, crashed_pid = window.model.package_id, window.inference.client.pid
     os.kill(crashed_pid, signal.SIGKILL)  # what an engine segfault looks like from here
     qtbot.waitUntil(lambda: "Model process stopped unexpectedly" in window.message_banner.text(), timeout=WAIT_MS)
-    assert "exit code -9" in window.message_banner.text()
+    assert "killed by signal 9" in window.message_banner.text()
     before = window.session.counters.inspected
     wait_for_inspections(qtbot, window, before + 2)  # inspecting again, in a new process, same model
     assert window.inference.client.pid != crashed_pid and window.model.package_id == running
