@@ -484,6 +484,22 @@ def test_hot_folder_every_file_once_with_evidence_and_api(tmp_path, tiny, runnin
     assert "inspector_latency_seconds_bucket" in metrics and "inspector_camera_reconnects_total" in metrics
 
 
+def test_a_dead_detector_process_is_replaced_and_inspection_goes_on(tmp_path, tiny, running):
+    folder = tmp_path / "incoming"
+    fill_hot_folder(folder, tiny.data, 0, 3)
+    service = Service(make_config(tmp_path, folder, model=tiny.package))
+    running.append(service)
+    service.start()
+    wait_for(lambda: service.journal.count() == 3, 60, "the first 3 records")
+    first = service.detector.pid
+    os.kill(first, signal.SIGKILL)  # what a crash inside the inference engine looks like from here
+    fill_hot_folder(folder, tiny.data, 3, 3)
+    wait_for(lambda: service.journal.count() == 6, 60, "3 more records after the crash")
+    assert service.detector.pid != first and service.detector.restarts == 1 and service.worker_alive
+    verdicts = journal_rows(service.config.records_path, "SELECT verdict FROM records")
+    assert all(verdict in ("OK", "NG") for (verdict,) in verdicts)
+
+
 def test_camera_unplugged_degrades_health_raises_alarms_and_recovers(tmp_path, tiny, board, broker, running):
     subscriber = Subscriber(broker.port, "cam-line", "test-camera")
     camera = FlakyCamera(*board)

@@ -57,7 +57,8 @@ class ServiceConfig(BaseModel):
     token: Optional[str] = Field(None, min_length=16, description="bearer token for every endpoint but /health")
 
     # the pipeline and its alarms
-    queue_size: int = Field(8, ge=1, le=10_000, description="frames waiting for inference")
+    # Small on purpose: for a live source every waiting frame adds one inference time of latency.
+    queue_size: int = Field(2, ge=1, le=10_000, description="frames waiting for inference")
     ng_streak_alarm: int = Field(5, ge=1, description="alarm after this many NG boards in a row")
     spool_alarm: int = Field(500, ge=1, description="alarm when this many records wait for a sink")
     reconnect_initial_s: float = Field(0.5, gt=0)

@@ -4,8 +4,10 @@ Threads:
 - capture: reads the source (wrapped in ReconnectingSource: an unplugged camera or dropped stream is
   re-opened with back-off), puts frames into the FrameQueue (live sources drop the oldest frame when it
   is full; a hot folder waits instead);
-- inference worker: the one Detector (engines are not thread-safe), the verdict, the evidence JPEG, the
-  record committed to the journal, then the hot-folder acknowledgement, then the sinks are woken;
+- inference worker: hands each frame to the one Detector, which runs in a child process of its own
+  (``inference.DetectorProcess``: the engines hold the GIL, and would starve the capture thread), then
+  the verdict, the evidence JPEG, the record committed to the journal, the hot-folder acknowledgement,
+  and the sinks are woken;
 - one delivery thread per sink (PostgreSQL, MQTT records, MQTT alarms) reading the journal (the spool);
 - monitor: spool backlog alarms, metrics gauges, pruning of delivered records in PostgreSQL mode.
 
@@ -31,6 +33,7 @@ from inspector.service.config import ServiceConfig
 from inspector.service.delivery import Delivery
 from inspector.service.evidence import EvidenceStore
 from inspector.service.frame_queue import FrameQueue
+from inspector.service.inference import DetectorCrashed, DetectorProcess, DetectorStartError, InspectionError
 from inspector.service.metrics import ServiceMetrics
 from inspector.service.records import ALARMS, RECORDS, Alarm, Journal, PostgresStore, Record, new_record_id
 
@@ -57,6 +60,7 @@ class Service:
         self.config = config
         self.line = config.line
         self.metrics = ServiceMetrics(config.line)
+        self._owns_detector = detector is None
         self.detector = detector if detector is not None else _load_detector(config)
         self.model_name = self.detector.manifest.name
         self.package_id = self.detector.manifest.package_id
@@ -154,6 +158,8 @@ class Service:
             log.warning("the queue did not drain within %.0f s; unprocessed hot-folder files are processed "
                         "after the restart", self.config.drain_timeout_s)
         self.source.close()
+        if self._owns_detector and not self._worker_thread.is_alive():
+            self.detector.close()
         self._stop_monitor.set()
         self._monitor_thread.join(timeout=5.0)
         for delivery in self.deliveries:
@@ -252,8 +258,12 @@ class Service:
                                  "or set template: in the configuration")
             detections = self.detector.detect(frame.image, template, align=self.config.align,
                                               score_threshold=self.config.score_threshold)
+        except DetectorCrashed as failure:
+            error = f"DetectorCrashed: {failure}"
+            self.raise_alarm("detector_crashed", "critical", f"the detector process died on {frame.frame_id}; "
+                             "restarted, the frame is recorded as ERROR", frame_id=frame.frame_id)
         except Exception as failure:  # AlignmentError, a frame the model cannot take ...: recorded, not fatal
-            error = f"{type(failure).__name__}: {failure}"
+            error = str(failure) if isinstance(failure, InspectionError) else f"{type(failure).__name__}: {failure}"
             log.warning("%s: not judged: %s", frame.frame_id, error)
         verdict = "ERROR" if detections is None else ("NG" if len(detections) else "OK")
         record = Record(
@@ -421,12 +431,10 @@ class Service:
         return data
 
 
-def _load_detector(config: ServiceConfig):
-    from inspector.runtime import BackendError, Detector, PackageError
-
+def _load_detector(config: ServiceConfig) -> DetectorProcess:
     try:
-        return Detector.load(config.model, backend=config.backend, threads=config.threads)
-    except (PackageError, BackendError, FileNotFoundError, ValueError) as error:
+        return DetectorProcess(config.model, backend=config.backend, threads=config.threads)
+    except DetectorStartError as error:
         where = f"model {config.model}" if config.model is not None else "model (the shipped default package)"
         raise ServiceError(f"{where}: {error}") from error
 
