@@ -257,7 +257,7 @@ def test_a_slow_model_drops_frames_and_the_window_stays_responsive(qtbot, open_w
     real_inspect = InferenceThread.inspect
 
     def slow_inspect(self, frame, options):
-        time.sleep(0.4)
+        time.sleep(0.6)  # in the GUI thread this would freeze the window for 0.6 s per frame
         return real_inspect(self, frame, options)
 
     monkeypatch.setattr(InferenceThread, "inspect", slow_inspect)
@@ -276,9 +276,9 @@ def test_a_slow_model_drops_frames_and_the_window_stays_responsive(qtbot, open_w
     timer.start()
     qtbot.wait(1500)
     timer.stop()
-    assert window.slot.dropped > 5  # the model took ~2 of 30 frames per second
+    assert window.slot.dropped > 5  # the model takes ~1.5 of 30 frames per second
     qtbot.waitUntil(lambda: window.numbers.dropped.text() == str(window.slot.dropped), timeout=WAIT_MS)
-    assert max(gaps) < 0.3, f"the GUI thread stalled for {max(gaps):.2f} s"
+    assert max(gaps) < 0.45, f"the GUI thread stalled for {max(gaps):.2f} s"
 
 
 def test_reset_asks_first(qtbot, open_window, monkeypatch):
