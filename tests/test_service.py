@@ -362,7 +362,7 @@ def test_config_layers_file_then_environment_then_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("text, environ, expected", [
-    ("line: a\n", {}, "config field 'source'"),
+    ("line: a\n", {}, "config field 'source': required; set source: in the config file, INSPECTOR_SOURCE"),
     ("source: demo\nline: 'bad line/#'\nhttp: ''\n", {}, "config field 'line' from"),
     ("source: demo\nqueue_sise: 3\n", {}, "unknown setting(s) queue_sise"),
     ("source: demo\nhttp: ''\n", {"INSPECTOR_QUEUE_SIZE": "many"}, "'queue_size' from environment INSPECTOR_QUEUE_SIZE"),

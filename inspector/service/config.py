@@ -192,7 +192,11 @@ def _describe(error: ValidationError, origin: dict[str, str]) -> str:
         if field is None:  # a check across fields: its message starts with the field's name
             lines.append(f"config: {message}")
             continue
-        where = origin.get(field.split(".")[0], "default" if problem["type"] != "missing" else "nowhere")
-        shown = "" if problem["type"] == "missing" or field == "token" else f" (got {problem.get('input')!r})"
+        if problem["type"] == "missing":
+            lines.append(f"config field '{field}': required; set {field}: in the config file, "
+                         f"{ENV_PREFIX}{field.upper()} or --{field.replace('_', '-')}")
+            continue
+        where = origin.get(field.split(".")[0], "default")
+        shown = "" if field == "token" else f" (got {problem.get('input')!r})"  # never echo a secret
         lines.append(f"config field '{field}' from {where}: {message}{shown}")
     return "\n".join(lines)
