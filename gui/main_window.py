@@ -6,7 +6,6 @@ judged inspections (``InferenceThread.inspected``), counts them, and paints the 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -62,8 +61,8 @@ from inspector.data import DataError
 from inspector.runtime.draw import draw_detections
 
 NUMBERS_REFRESH_MS = 250
-SETTINGS_SAVE_DELAY_MS = 600
-DRAIN_TIMEOUT_S = 10.0  # longest a stop waits for a hot-folder frame in flight to be stored  # thresholds are saved once the operator stops turning the knob
+SETTINGS_SAVE_DELAY_MS = 600  # thresholds are saved once the operator stops turning the knob
+DRAIN_TIMEOUT_S = 10.0  # longest a stop waits for a hot-folder frame in flight to be stored
 
 
 class MainWindow(QMainWindow):
@@ -92,7 +91,6 @@ class MainWindow(QMainWindow):
         self._first_shown_at: float | None = None
         self._last_shown_at: float | None = None
         self._inspection_warning = ""
-        self._source_state = "stopped"
         self._loading_path = ""
 
         problems = [startup_message] if startup_message else []
@@ -325,8 +323,6 @@ class MainWindow(QMainWindow):
         capture.wait(10_000)
         self.slot.reopen()
         self.start_action.setText("Start")
-        self._source_state = "stopped"
-        self._loading_path = ""
         self.source_banner.clear_message()
         self.statusBar().showMessage("Stopped", 5000)
         self._update_title()
@@ -348,7 +344,6 @@ class MainWindow(QMainWindow):
     def _source_state_changed(self, state: str, error: str, reconnects: int) -> None:
         if self.sender() is not self.capture:
             return  # a stopped capture's last words
-        self._source_state = state
         name = self.settings.source
         if state == "connected":
             self.source_banner.clear_message()
@@ -434,7 +429,8 @@ class MainWindow(QMainWindow):
             self.message_banner.show_message(f"Frame not judged: {inspection.error}", WARNING_BANNER)
         elif not inspection.error and self._inspection_warning:
             self._inspection_warning = ""
-            self.message_banner.clear_message()
+            if self.message_banner.text().startswith("Frame not judged"):  # other messages stay
+                self.message_banner.clear_message()
         if self.review is None:
             self._show_live(inspection)
         self.counters.show_counters(self.session.counters)
