@@ -573,6 +573,10 @@ def test_database_and_broker_down_then_back_deliver_every_record_in_order(tmp_pa
     assert "sink_down" in kinds and "sink_restored" in kinds  # raised while the broker was down, spooled, delivered
     wait_for(lambda: all(s["backlog"] == 0 and s["up"] for s in service.health()["sinks"]), 30, "empty spool")
     assert client.get("/results", params={"limit": 1000}, headers=AUTH).json()["total"] == 25
+    stats = client.get("/stats", headers=AUTH).json()  # from PostgreSQL now
+    verdicts = journal_rows(config.records_path, "SELECT verdict, count(*) FROM records GROUP BY verdict")
+    assert stats["total"] == 25 and sum(hour["total"] for hour in stats["hours"]) == 25
+    assert (stats["ok"], stats["ng"], stats["error"]) == tuple(dict(verdicts).get(v, 0) for v in ("OK", "NG", "ERROR"))
     assert service.journal.backlog("mqtt", ALARMS) == 0 and service.journal.backlog("postgresql", RECORDS) == 0
     subscriber.close()
 
@@ -678,7 +682,10 @@ def api_schema(tiny, tmp_path_factory):
     service = Service(make_config(base, folder, model=tiny.package))
     service.start()
     wait_for(lambda: service.journal.count() == 4, 60, "4 records to serve")
-    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(service, TOKEN))
+    # The token through schemathesis' own auth settings (not as a fixed header), so that its negative
+    # cases can leave the header out or spoil it and expect a 401.
+    config = schemathesis.config.SchemathesisConfig.from_dict({"auth": {"openapi": {"HTTPBearer": {"bearer": TOKEN}}}})
+    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(service, TOKEN), config=config)
     service.stop()
 
 
@@ -692,6 +699,6 @@ def test_api_conforms_to_its_openapi_spec(api_schema, mode):
     @given(case=api_schema.as_strategy(generation_mode=GenerationMode(mode)))
     @settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def check(case):
-        case.call_and_validate(headers=AUTH)
+        case.call_and_validate()
 
     check()

@@ -450,7 +450,7 @@ class PostgresStore:
 
         def work(connection):
             hours = connection.execute(
-                "SELECT extract(epoch FROM date_trunc('hour', captured_at)) AS hour, count(*), "
+                "SELECT extract(epoch FROM date_trunc('hour', captured_at AT TIME ZONE 'UTC')) AS hour, count(*), "
                 "count(*) FILTER (WHERE verdict = 'OK'), count(*) FILTER (WHERE verdict = 'NG'), "
                 f"count(*) FILTER (WHERE verdict = 'ERROR') FROM inspection_records {where} "
                 "GROUP BY hour ORDER BY hour", params).fetchall()

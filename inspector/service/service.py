@@ -62,6 +62,14 @@ class Service:
         self.metrics = ServiceMetrics(config.line)
         self._owns_detector = detector is None
         self.detector = detector if detector is not None else _load_detector(config)
+        try:
+            self._set_up(config, source)
+        except BaseException:
+            if self._owns_detector:
+                self.detector.close()  # no orphaned detector process after a start-up error
+            raise
+
+    def _set_up(self, config: ServiceConfig, source: FrameSource | None) -> None:
         self.model_name = self.detector.manifest.name
         self.package_id = self.detector.manifest.package_id
         try:
