@@ -450,6 +450,8 @@ def pipeline_command(
     name: Optional[str] = typer.Option(None, "--name", help="Name of the shipped package (default OUT-int8)."),
     until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage (teacher, student, distilled, "
                                         "pruned, qat, ptq, package, measure, report)."),
+    redo: Optional[str] = typer.Option(None, "--redo", help="Redo this finished stage and all later ones (qat, ptq, "
+                                       "package, measure or report), e.g. after an exporter update."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap steps per epoch (smoke tests)."),
 ) -> None:
     """Teacher -> student alone -> distilled student -> (pruned) -> QAT and PTQ INT8 -> model package, every stage
@@ -475,7 +477,7 @@ def pipeline_command(
                      "max_steps_per_epoch": max_steps}
         values.update({key: value for key, value in overrides.items() if value is not None})
         cfg = PipelineConfig.from_dict(values, source=str(config) if config else "command line")
-        run = run_pipeline(cfg, until=until, echo=typer.echo)
+        run = run_pipeline(cfg, until=until, echo=typer.echo, redo=redo)
     except KeyboardInterrupt:
         _fail(f"interrupted: finished stages are kept; run the same command to continue {out}", code=130)
     except (PipelineError, DataError, ExportError, PackageError, FileExistsError, FileNotFoundError,
@@ -498,6 +500,9 @@ def export_command(
     eval_split: Split = typer.Option(Split.val, "--eval-split", help="Part of --eval-data to measure on (train/val "
                                      "from the source run's split.json, or all)."),
     format: Optional[DataFormat] = typer.Option(None, "--format", help="Format of --eval-data (auto-detected)."),
+    x86_int8: bool = typer.Option(False, "--x86-int8", help="INT8 sources: convert the INT8 graph for x86 too "
+                                  "(default: the x86 .nb is the FP32 twin; Lite's x86 INT8 path is slower and less "
+                                  "accurate)."),
 ) -> None:
     """Write a model package: Paddle inference model, Paddle Lite .nb per target, manifest.json."""
     from inspector.export import ExportError, PackageError, export_package, record_metrics
@@ -507,7 +512,7 @@ def export_command(
     target_list = tuple(t.strip() for t in targets.split(",") if t.strip())
     runnable_here = lite_target_for_this_machine().removeprefix("lite-") in target_list
     try:
-        package = export_package(model, out, targets=target_list, progress=typer.echo)
+        package = export_package(model, out, targets=target_list, progress=typer.echo, x86_int8=x86_int8)
         # The package must load and run through the runtime before anyone else sees it.
         detector = Detector.load(package, backend="lite" if runnable_here else "paddle", threads=_all_cores())
     except (ExportError, PackageError, BackendError, FileNotFoundError, ValueError) as error:
@@ -710,13 +715,17 @@ def _echo_eval(result, n_images: int) -> None:
 
 @app.command("demo")
 def demo_command(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo writes its data and run."),
-    epochs: int = typer.Option(3, "--epochs", min=1),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo writes its predictions and pipeline."),
 ) -> None:
-    """The main job on bundled data: check real pairs, synthesize boards, train briefly, evaluate."""
+    """The main job on bundled data: the shipped model on real validation boards (eval, latency, annotated
+    images), then the retraining pipeline on synthetic boards with a tiny schedule."""
     from inspector.demo import run_demo
+    from inspector.runtime import BackendError, PackageError
 
-    run_demo(out, epochs=epochs)
+    try:
+        run_demo(out)
+    except (PackageError, BackendError) as error:
+        _fail(f"error: {error}")
 
 
 @app.command("serve")

@@ -1,53 +1,83 @@
-"""`inspector demo` (what `make run` runs): the retraining loop end to end on data that ships with the project.
+"""`inspector demo` (what `make run` runs): the product end to end on data that ships with the project.
 
-1. `data check` of the bundled real DeepPCB pairs;
-2. synthetic boards generated into the demo directory;
-3. a short student training run on them (minutes on 2 CPU cores);
-4. evaluation of that run on the bundled real pairs.
+1. `data check` of the bundled real DeepPCB validation pairs (boards the shipped model never trained on);
+2. the shipped model package (``models/default``) on them, through the runtime: accuracy, latency, and
+   annotated images with one detections JSON, as `inspector eval`, `bench` and `predict` give them;
+3. the retraining pipeline (`inspector pipeline`) on synthetic boards, with a tiny schedule: teacher,
+   student, distilled student, QAT and PTQ INT8, the model package and its report, in minutes on 2 cores.
 
-The model of step 3 is trained for a few epochs only: the demo shows the workflow, not a usable detector.
-Real training: `inspector train --data ../shared/datasets/deeppcb ...` (see README).
+Step 3's models train for a few steps only: it shows the retraining workflow and its report, not a
+usable detector. Real retraining: `inspector pipeline --config configs/pipeline-cpu.yaml ...` (README).
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
+import cv2
 import typer
 
+from inspector.capture import DEMO_DIR
 from inspector.data import check_dataset, format_report, load_dataset
-from inspector.data.bundled import BUNDLED_DEEPPCB
-from inspector.data.loader import BatchLoader
 from inspector.data.synth import write_deeppcb
-from inspector.training.checkpoint import load_checkpoint
-from inspector.training.config import TrainConfig
-from inspector.training.trainer import train
-from inspector.training.validate import validate
+from inspector.pipeline import PipelineConfig, run_pipeline
+from inspector.runtime import Detector
+from inspector.runtime.bench import benchmark
+from inspector.runtime.draw import draw_detections
+from inspector.runtime.evaluate import evaluate_detector
 
 
-def run_demo(out: Path, boards: int = 48, epochs: int = 3, input_size: int = 256) -> dict:
+def run_demo(out: Path, boards: int = 12) -> dict:
     out = Path(out)
-    typer.secho(f"[1/4] data check of the bundled real pairs: {BUNDLED_DEEPPCB}", bold=True)
-    typer.echo(format_report(check_dataset(BUNDLED_DEEPPCB)))
+    typer.secho(f"[1/3] data check of the bundled real validation pairs: {DEMO_DIR}", bold=True)
+    typer.echo(format_report(check_dataset(DEMO_DIR)))
 
+    typer.secho("[2/3] the shipped model package on them, through the runtime", bold=True)
+    shipped = _shipped_model(out / "predictions")
+
+    pipeline_dir = out / "pipeline"
+    typer.secho(f"[3/3] the retraining pipeline on {boards} synthetic boards (tiny schedule) -> {pipeline_dir}",
+                bold=True)
+    shutil.rmtree(pipeline_dir, ignore_errors=True)
     synth_dir = out / "synth"
-    typer.secho(f"[2/4] {boards} synthetic boards -> {synth_dir}", bold=True)
     shutil.rmtree(synth_dir, ignore_errors=True)
-    write_deeppcb(synth_dir, n=boards, seed=0, size=320)
+    write_deeppcb(synth_dir, n=boards, seed=0, size=160)
+    run_pipeline(PipelineConfig(data=str(synth_dir), out=str(pipeline_dir), input_size=64, teacher_epochs=1,
+                                teacher_crop_size=None, epochs=1, crop_size=None, batch_size=4, eval_every=1,
+                                qat_epochs=1, calibration_images=4, max_steps_per_epoch=3, bench_runs=10,
+                                val_fraction=0.25, package_name="demo-synthetic-int8"),
+                 echo=typer.echo)
+    typer.echo(f"pipeline report: {pipeline_dir / 'report.md'} (models trained for a few steps on synthetic boards)")
+    return shipped
 
-    run_dir = out / "run"
-    typer.secho(f"[3/4] training mbv3-small for {epochs} epochs -> {run_dir}", bold=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    train(TrainConfig(arch="mbv3-small", data=str(synth_dir), out=str(run_dir), epochs=epochs, batch_size=8,
-                      input_size=input_size, crop_size=None, input_mode="image+template", lr=4e-3,
-                      warmup_epochs=0.5))
 
-    typer.secho("[4/4] evaluation on the bundled real pairs", bold=True)
-    checkpoint = load_checkpoint(run_dir)
-    real = load_dataset(BUNDLED_DEEPPCB)
-    loader = BatchLoader(real, 8, checkpoint.model_config.input_size, checkpoint.model_config.input_mode, train=False)
-    result = validate(checkpoint.build(), loader, checkpoint.class_names, progress=False)
-    typer.echo(f"{len(real)} real pairs: mAP@0.5 {result.map50:.3f}  mAP@0.5:0.95 {result.map50_95:.3f}  "
-               f"F(IoU>0.33) {result.f1_iou033:.3f}  (a {epochs}-epoch model trained on synthetic boards only)")
-    typer.echo(f"run directory: {run_dir} (metrics.csv, plots/, best/, last/)")
-    return result.to_dict()
+def _shipped_model(predictions: Path) -> dict:
+    threads = os.cpu_count() or 1
+    detector = Detector.load(None, backend="lite", threads=threads)
+    info = detector.info
+    typer.echo(f"package {info.package} ({detector.manifest.name}), {info.engine}, precision {info.precision}, "
+               f"{info.threads} threads")
+    dataset = load_dataset(DEMO_DIR)
+    result = evaluate_detector(detector, dataset, progress=False)
+    typer.echo(f"{len(dataset)} real validation pairs: mAP@0.5 {result.map50:.3f}  mAP@0.5:0.95 {result.map50_95:.3f}  "
+               f"F(IoU>0.33) {result.f1_iou033:.3f}")
+    sample = dataset.samples[0]
+    timed = benchmark(detector, sample.load_image(), sample.load_template() if detector.needs_template else None,
+                      runs=50, warmup=5)
+    typer.echo(f"latency on a {timed.frame_size[0]}x{timed.frame_size[1]} board: p50 {timed.p50_ms:.1f} ms  "
+               f"p99 {timed.p99_ms:.1f} ms  {timed.fps:.0f} FPS")
+
+    shutil.rmtree(predictions, ignore_errors=True)
+    predictions.mkdir(parents=True)
+    found = {}
+    for sample in dataset.samples:
+        image = sample.load_image()
+        detections = detector.detect(image, sample.load_template() if detector.needs_template else None)
+        name = f"{Path(sample.image_path).stem}.jpg"
+        cv2.imwrite(str(predictions / name), draw_detections(image, detections))
+        found[name] = detections.to_dict()
+    (predictions / "detections.json").write_text(json.dumps(found, indent=2))
+    typer.echo(f"annotated boards and detections.json: {predictions}")
+    return {**result.to_dict(), "latency_p50_ms": timed.p50_ms}

@@ -102,6 +102,8 @@ DAMAGES = {
     "edited sha": (lambda p: _set(p, lambda d: d["files"]["model.pdmodel"].update(sha256="0" * 64)),
                    r"model.pdmodel: sha256 differs"),
     "newer format": (lambda p: _set(p, lambda d: d.update(format_version=99)), r"reads up to version 1"),
+    "bad target precision": (lambda p: _set(p, lambda d: d.update(target_precision={"lite-x86": "int4"})),
+                             r"field 'target_precision': expected an object of offered target -> one of"),
 }
 
 

@@ -84,9 +84,15 @@ class Manifest:
     files: dict[str, FileEntry]
     targets: dict[str, list[str]]  # "paddle" | "lite-x86" | "lite-arm" -> the files that target needs
     model: dict[str, Any] = field(default_factory=dict)  # the ModelConfig it was built from (descriptive)
+    # Per target, when one differs from ``precision`` (e.g. an INT8 package whose x86 .nb is its FP32 twin).
+    target_precision: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None  # measured through the package at export, when data was given
     provenance: dict[str, Any] = field(default_factory=dict)  # source run, data, train config, git commit
     format_version: int = FORMAT_VERSION
+
+    def precision_of(self, target: str) -> str:
+        """What the graph of ``target`` computes in (``precision`` unless the package says otherwise)."""
+        return self.target_precision.get(target, self.precision)
 
     @property
     def package_id(self) -> str:
@@ -109,6 +115,7 @@ class Manifest:
             "model": self.model,
             "files": {name: asdict(entry) for name, entry in sorted(self.files.items())},
             "targets": self.targets,
+            "target_precision": self.target_precision,
             "metrics": self.metrics,
             "provenance": self.provenance,
         }
@@ -168,6 +175,11 @@ class Manifest:
             targets[target] = list(names)
         if not targets:
             raise PackageError(f"{source}: field 'targets': the package offers no target")
+        target_precision = data.get("target_precision") or {}
+        if not isinstance(target_precision, dict) or any(
+                t not in targets or p not in PRECISIONS for t, p in target_precision.items()):
+            raise PackageError(f"{source}: field 'target_precision': expected an object of offered target -> one of "
+                               f"{PRECISIONS}, got {target_precision!r}")
         outputs = fields.get("outputs", dict, "a description of the outputs")
         for output in ("boxes", "scores"):
             shape = outputs.get(output, {}).get("shape") if isinstance(outputs.get(output), dict) else None
@@ -189,6 +201,7 @@ class Manifest:
             precision=fields.choice("precision", PRECISIONS),
             files=files,
             targets=targets,
+            target_precision=dict(target_precision),
             model=data.get("model") or {},
             metrics=metrics,
             provenance=data.get("provenance") or {},

@@ -13,6 +13,12 @@ per target (converter log checked) -> ``manifest.json`` with a sha256 per file. 
 assembled in ``OUT.partial`` and renamed into place at the end, so a failed export leaves no
 half-package where the runtime could find it.
 
+INT8 sources (an ``inspector quantize`` run) get their ``x86`` ``.nb`` from the run's FP32 twin
+(``fp32/model.pdmodel``: the model the INT8 one was quantized from, BatchNorms folded): Paddle Lite's
+INT8 kernels are ARM's, and on x86 its INT8 path measured both slower and less accurate than FP32 (DeepPCB
+student, 2-core AVX2: p50 63 vs 35 ms, mAP@0.5 0.757 vs 0.785). ``manifest.target_precision`` records
+it (``lite-x86: fp32``); ``--x86-int8`` converts the INT8 graph for x86 instead.
+
 Metrics are added afterwards by whoever can run the package (``record_metrics``): the runtime sits
 below this layer, and numbers in a manifest must be measured through the package itself.
 """
@@ -92,8 +98,11 @@ def resolve_source(path: Path | str) -> ExportSource:
                         checkpoint_info=info, inference_prefix=prefix, split_file=split_file)
 
 
+FP32_TWIN = Path("fp32") / PADDLE_MODEL_FILE  # beside an INT8 model.pdmodel in a quantize run
+
+
 def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] = LITE_TARGETS,
-                   name: str | None = None, progress=print) -> Path:
+                   name: str | None = None, progress=print, x86_int8: bool = False) -> Path:
     """Write the package for ``model`` (see the module docstring) to ``out``; returns ``out``.
 
     ``out`` must not exist or be empty. ``progress`` receives one line per step.
@@ -124,16 +133,29 @@ def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] 
     progress(f"inference model: input {program.input_shape}, outputs {program.output_shapes}, "
              f"precision {program.precision}")
 
-    lite_files = {}
+    lite_files, target_precision = {}, {}
+    twin = source.path / FP32_TWIN
     for target in targets:
-        progress(f"converting to Paddle Lite for {target}")
         nb_file = staging / LITE_MODEL_FILES[target]
-        convert_to_lite(staging / PADDLE_MODEL_FILE, staging / PADDLE_PARAMS_FILE, target, nb_file)
+        if target == "x86" and program.precision == "int8" and not x86_int8 and twin.is_file():
+            progress(f"converting to Paddle Lite for x86 from the FP32 twin {twin} (Lite's x86 INT8 path is slower "
+                     "and less accurate than FP32)")
+            twin_program = describe_inference_model(twin.with_suffix(""))
+            _check_program(twin_program, cfg, len(source.class_names), source)
+            convert_to_lite(twin, twin.with_suffix(".pdiparams"), target, nb_file)
+            target_precision["lite-x86"] = "fp32"
+        else:
+            progress(f"converting to Paddle Lite for {target}")
+            convert_to_lite(staging / PADDLE_MODEL_FILE, staging / PADDLE_PARAMS_FILE, target, nb_file)
         lite_files[f"lite-{target}"] = [nb_file.name]
     if source.split_file is not None:
         shutil.copyfile(source.split_file, staging / SPLIT_FILE)
 
     manifest = _make_manifest(source, program, name or out.name, lite_files, staging)
+    manifest.target_precision = target_precision
+    if target_precision:
+        manifest.provenance["lite_x86_source"] = ("the FP32 model the INT8 one was quantized from "
+                                                  f"({twin.resolve()}, BatchNorms folded)")
     write_manifest(staging, manifest)
     if out.exists():
         out.rmdir()  # empty, checked above

@@ -2,7 +2,9 @@
 
 One row per stage. FP32 stages are exported to a package of their own (x86 Lite; ``OUT/measure/<row>/``),
 the INT8 ones are their packages; each is evaluated on the pipeline's validation split and timed on a
-real validation board, on Paddle Lite and on Paddle Inference at each thread count. Parameters and
+real validation board, on Paddle Lite and on Paddle Inference at each thread count. An INT8 package's
+x86 ``.nb`` is its FP32 twin (see ``inspector.export.package``), so on x86 the INT8 graph itself runs
+through Paddle Inference (oneDNN INT8 kernels): quantization drops are measured there. Parameters and
 FLOPs come from the FP32 model the row was made from. A row is saved as ``OUT/measure/<row>.json`` once
 measured, so an interrupted measurement continues where it stopped.
 """
@@ -75,7 +77,7 @@ def _measure_row(cfg: PipelineConfig, out: Path, state: dict, row: str, label: s
     params, flops = _size(fp32_source)
 
     accuracy, runtime = {}, {}
-    for backend in (("lite", "paddle") if int8 else ("lite",)):
+    for backend in ("lite", "paddle"):
         detector = Detector.load(package, backend=backend, threads=max(cfg.bench_threads))
         result = evaluate_detector(detector, val_set, progress=True)
         accuracy[backend] = {key: value for key, value in result.to_dict().items() if key != "per_class"}

@@ -48,14 +48,25 @@ def active_stages(cfg: PipelineConfig) -> list[str]:
     return [stage for stage in STAGES if stage not in skipped]
 
 
-def run_pipeline(cfg: PipelineConfig, until: str | None = None, echo: Echo = print) -> Path:
-    """Run (or continue) the pipeline in ``cfg.out``; stop after stage ``until`` when given."""
+REDOABLE = ("qat", "ptq", "package", "measure", "report")  # stages cheap enough to redo on request
+
+
+def run_pipeline(cfg: PipelineConfig, until: str | None = None, echo: Echo = print, redo: str | None = None) -> Path:
+    """Run (or continue) the pipeline in ``cfg.out``; stop after stage ``until`` when given.
+
+    ``redo``: first forget that finished stage and every later one (and delete their outputs), e.g. after
+    the exporter changed. Training stages are not redone this way: delete their directory to retrain."""
     stages = active_stages(cfg)
     if until is not None and until not in stages:
         raise PipelineError(f"--until: expected one of {stages}, got {until!r}")
+    if redo is not None and redo not in REDOABLE:
+        raise PipelineError(f"--redo: expected one of {list(REDOABLE)}, got {redo!r} (to retrain a training stage, "
+                            "delete its directory and run again)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     state = _open_state(out, cfg)
+    if redo is not None:
+        _forget_from(out, state, stages[stages.index(redo):], echo)
     for number, stage in enumerate(stages, 1):
         header = f"[{number}/{len(stages)}] {stage}"
         done = state["stages"].get(stage)
@@ -96,6 +107,18 @@ def _open_state(out: Path, cfg: PipelineConfig) -> dict[str, Any]:
     state = {"config": wanted, "started": _now(), "stages": {}}
     _write_json(state_file, state)
     return state
+
+
+def _forget_from(out: Path, state: dict[str, Any], stages: list[str], echo: Echo) -> None:
+    for stage in stages:
+        if state["stages"].pop(stage, None) is None:
+            continue
+        echo(f"redo: forgetting {stage}")
+        targets = {"qat": [out / "qat"], "ptq": [out / "ptq"], "package": [out / "package"],
+                   "measure": [out / "measure"]}.get(stage, [])
+        for target in targets:
+            shutil.rmtree(target, ignore_errors=True)
+    _write_json(out / STATE_FILE, state)
 
 
 def stage_run(state: dict[str, Any], stage: str) -> Path:
@@ -287,6 +310,15 @@ def _measure(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
     from inspector.pipeline.measure import measure_rows
 
     rows = measure_rows(cfg, out, state, echo)
+    shipped = next((row for row in rows if row["row"] == "qat"), None)
+    if shipped is not None:  # the package carries what was measured through it
+        from inspector.export import record_metrics
+
+        lite, paddle = shipped["accuracy"]["lite"], shipped["accuracy"]["paddle"]
+        record_metrics(Path(shipped["package"]), {
+            **lite, "data": cfg.data, "split": "val", "n_images": shipped["n_images"], "backend": "lite",
+            "precision_ran": shipped["runtime"]["lite"]["precision"], "engine": shipped["runtime"]["lite"]["engine"],
+            "paddle_inference": {**paddle, "precision_ran": shipped["runtime"]["paddle"]["precision"]}})
     return {"rows": len(rows)}
 
 

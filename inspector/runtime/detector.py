@@ -126,7 +126,10 @@ class Detector:
             raise PackageError(f"{path}: the package holds a {manifest.precision} model, {precision} was requested")
         if backend == "lite":
             (nb_file,) = package.target_files(target)
-            engine, ran, note = _lite_engine(nb_file, threads, manifest.precision)
+            engine, ran, note = _lite_engine(nb_file, threads, manifest.precision_of(target))
+            if manifest.precision_of(target) != manifest.precision:
+                note = (f"this package's {target} model is the FP32 twin of its {manifest.precision} model "
+                        f"({manifest.provenance.get('lite_x86_source', 'see the manifest')})")
         else:
             model_file, params_file = package.target_files("paddle")
             spec = manifest.input
