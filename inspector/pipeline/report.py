@@ -67,8 +67,8 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
         "package through the runtime (`inspector.runtime.Detector`), on this machine.",
         "",
         "Accuracy columns: mAP@0.5 / mAP@0.5:0.95 / F (IoU>0.33) with the precision that ran. An INT8 package's "
-        "x86 `.nb` is its FP32 twin (Paddle Lite's INT8 kernels are ARM's), so its INT8 graph is measured "
-        "through Paddle Inference (oneDNN INT8 kernels on this CPU).",
+        "x86 `.nb` is its FP32 twin (`manifest.target_precision`; Paddle Lite's x86 INT8 kernels lose accuracy), "
+        "so its INT8 graph is measured through Paddle Inference (oneDNN INT8 kernels on this CPU).",
         "",
         f"| stage | Paddle Lite x86 | Paddle Inference | params | FLOPs | x86 .nb | ARM .nb "
         f"| Lite p50 ms ({threads} thr) | Paddle p50 ms ({threads} thr) |",
