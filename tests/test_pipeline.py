@@ -70,7 +70,11 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     data = write_deeppcb(tmp_path / "boards", n=8, seed=4, size=160)
     out = tmp_path / "pipe"
     lines: list[str] = []
-    run_pipeline(tiny_config(data, out), until="student", echo=lines.append)
+
+    def config(**changes) -> PipelineConfig:  # with pruning, so that every stage runs
+        return tiny_config(data, out, prune_ratio=0.25, prune_epochs=1, **changes)
+
+    run_pipeline(config(), until="student", echo=lines.append)
     state = json.loads((out / "pipeline.json").read_text())
     assert list(state["stages"]) == ["teacher", "student"]
     assert any("stopped after student" in line for line in lines)
@@ -78,18 +82,20 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     stamp = teacher_weights.stat().st_mtime_ns
 
     with pytest.raises(PipelineError, match=r"epochs: 1 -> 2"):
-        run_pipeline(tiny_config(data, out, epochs=2), echo=lines.append)
+        run_pipeline(config(epochs=2), echo=lines.append)
 
     lines.clear()
-    run_pipeline(tiny_config(data, out), echo=lines.append)
-    assert any(line.startswith("[1/8] teacher: done earlier") for line in lines)
-    assert any(line.startswith("[2/8] student: done earlier") for line in lines)
+    run_pipeline(config(), echo=lines.append)
+    assert any(line.startswith("[1/9] teacher: done earlier") for line in lines)
+    assert any(line.startswith("[2/9] student: done earlier") for line in lines)
     assert teacher_weights.stat().st_mtime_ns == stamp  # not retrained
     state = json.loads((out / "pipeline.json").read_text())
-    assert list(state["stages"]) == ["teacher", "student", "distilled", "qat", "ptq", "package", "measure", "report"]
+    assert list(state["stages"]) == ["teacher", "student", "distilled", "pruned", "qat", "ptq", "package", "measure",
+                                     "report"]
+    assert state["stages"]["qat"]["source_stage"] == "pruned"  # pruning asked for: the pruned student is quantized
 
     report = json.loads((out / "report.json").read_text())
-    assert [row["row"] for row in report["rows"]] == ["teacher", "student", "distilled", "qat", "ptq"]
+    assert [row["row"] for row in report["rows"]] == ["teacher", "student", "distilled", "pruned", "qat", "ptq"]
     for row in report["rows"]:
         assert 0.0 <= row["accuracy"]["lite"]["map50"] <= 1.0 and row["params"] > 0 and row["flops"] > 0
         assert row["bench"]["lite-1"]["p50_ms"] > 0 and row["bench"]["paddle-1"]["p50_ms"] > 0
@@ -99,8 +105,10 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert qat["runtime"]["lite"]["precision"] == "fp32" and "FP32 twin" in qat["runtime"]["lite"]["note"]
     assert qat["runtime"]["paddle"]["precision"] in ("int8", "int8-simulated")
     assert set(qat["bytes"]) >= {"model_x86.nb", "model_arm.nb"}
-    teacher_row = report["rows"][0]
-    assert teacher_row["params"] > 5 * report["rows"][1]["params"]
+    params = {row["row"]: row["params"] for row in report["rows"]}
+    assert params["teacher"] > 5 * params["student"] and params["pruned"] < 0.8 * params["student"]
+    assert params["qat"] == params["ptq"] == params["pruned"]
+    assert report["summary"]["fp32_reference"] == "pruned"
     assert report["summary"]["distillation_gain"] is not None and report["summary"]["qat_drop"] is not None
     markdown = (out / "report.md").read_text()
     assert "Distillation gain" in markdown and "Quantization drop, QAT INT8" in markdown
@@ -115,12 +123,12 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert detector.manifest.metrics["map50"] == qat["accuracy"]["lite"]["map50"]  # measured, then recorded
 
     lines.clear()  # everything done: a rerun only says so
-    run_pipeline(tiny_config(data, out, bench_runs=5), echo=lines.append)
-    assert sum("done earlier" in line for line in lines) == 8
+    run_pipeline(config(bench_runs=5), echo=lines.append)
+    assert sum("done earlier" in line for line in lines) == 9
 
     lines.clear()  # --redo measure: the measurement and the report again, nothing else
-    run_pipeline(tiny_config(data, out, bench_runs=5), echo=lines.append, redo="measure")
-    assert sum("done earlier" in line for line in lines) == 6
+    run_pipeline(config(bench_runs=5), echo=lines.append, redo="measure")
+    assert sum("done earlier" in line for line in lines) == 7
     assert json.loads((out / "report.json").read_text())["rows"][1]["bench"]["lite-1"]["runs"] == 5
     with pytest.raises(PipelineError, match="--redo: expected one of"):
-        run_pipeline(tiny_config(data, out), redo="student")
+        run_pipeline(config(), redo="student")
