@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,11 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(synth_data, tmp_pat
     assert load_checkpoint(tmp_path / "resumed" / "last").info["epoch"] == 1  # usable checkpoint left behind
     monkeypatch.setattr(trainer_module, "_train_one_epoch", real_epoch)
 
-    resumed = train(tiny_config(synth_data, tmp_path / "resumed"), resume=True)
+    # The interrupted run is moved before it continues (e.g. copied to another machine): it resumes where it is.
+    shutil.move(tmp_path / "resumed", tmp_path / "moved")
+    resumed = train(tiny_config(synth_data, tmp_path / "moved"), resume=True)
+    assert not (tmp_path / "resumed").exists()
+    assert json.loads((resumed / "train_config.json").read_text())["out"] == str(tmp_path / "moved")
     a = paddle.load(str(straight / "last" / "model.pdparams"))
     b = paddle.load(str(resumed / "last" / "model.pdparams"))
     assert a.keys() == b.keys()

@@ -111,6 +111,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         if saved.epochs != cfg.epochs:
             log.info("resume: epochs %d -> %d", saved.epochs, cfg.epochs)
             saved.epochs = cfg.epochs
+        saved.out = str(out)  # a run copied elsewhere continues where it now is
         cfg = saved
     elif (out / "last").exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
