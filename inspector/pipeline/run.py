@@ -245,7 +245,8 @@ def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
 def _pruned(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
     from inspector.compression.prune import PruneConfig, prune, resume_pruning
 
-    source, why = _best_student(state)
+    source_stage, why = _best_student(state)
+    source = stage_run(state, source_stage)
     run = out / "pruned"
     if (run / "last").exists():
         resume_pruning(run, epochs=cfg.prune_epochs)
@@ -261,11 +262,10 @@ def _quantized(method: str):
         from inspector.compression.quantize import QuantizeConfig, quantize
 
         if "pruned" in state["stages"]:
-            source, why = stage_run(state, "pruned"), "pruning was asked for: the pruned, fine-tuned student"
+            source_stage, why = "pruned", "pruning was asked for: the pruned, fine-tuned student"
         else:
-            source, why = _best_student(state)
-        source_stage = next(s for s in ("pruned", "distilled", "student")
-                            if s in state["stages"] and stage_run(state, s) == source)
+            source_stage, why = _best_student(state)
+        source = stage_run(state, source_stage)
         run = out / method
         if not (run / "metrics.json").is_file():  # quantize() renames its run into place only when complete
             quantize(QuantizeConfig(model=str(source), data=cfg.data, out=str(run), method=method, format=cfg.format,
@@ -277,14 +277,14 @@ def _quantized(method: str):
     return stage
 
 
-def _best_student(state: dict) -> tuple[Path, str]:
-    """The FP32 student (alone or distilled) with the highest validation mAP@0.5:0.95, and why."""
+def _best_student(state: dict) -> tuple[str, str]:
+    """The stage of the FP32 student (alone or distilled) with the highest validation mAP@0.5:0.95, and why."""
     scored = [(state["stages"][s].get("map50_95") or 0.0, s) for s in ("student", "distilled") if s in state["stages"]]
     best_score, best = max(scored)
     if len(scored) == 1:
-        return stage_run(state, best), f"the student alone (no distilled stage), validation mAP@0.5:0.95 {best_score:.4f}"
+        return best, f"the student alone (no distilled stage), validation mAP@0.5:0.95 {best_score:.4f}"
     others = ", ".join(f"{s} {v:.4f}" for v, s in scored if s != best)
-    return stage_run(state, best), f"best validation mAP@0.5:0.95: {best} {best_score:.4f} (vs {others})"
+    return best, f"best validation mAP@0.5:0.95: {best} {best_score:.4f} (vs {others})"
 
 
 def _best_metrics(run: Path) -> dict:
