@@ -137,6 +137,18 @@ def test_to_input_stacks_image_then_template() -> None:
         to_input(image, template[:3])
 
 
+def test_to_input_matches_the_plain_definition_pixel_for_pixel() -> None:
+    """Every pixel in place (not only uniform colours): a non-square image, and strided views as a crop gives."""
+    rng = np.random.default_rng(0)
+    board = rng.integers(0, 256, (9, 14, 3), dtype=np.uint8)
+    image, template = board[1:8, 2:13], board[::-1][1:8, 1:12]  # non-contiguous views, 7 x 11
+    expected = np.concatenate([image[:, :, ::-1].transpose(2, 0, 1), template[:, :, ::-1].transpose(2, 0, 1)]) / 255
+    tensor = to_input(image, template)
+    assert tensor.shape == (6, 7, 11) and tensor.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(tensor, expected, rtol=1e-6)
+    np.testing.assert_allclose(to_input(image), expected[:3], rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- augmentation
 
 
