@@ -445,6 +445,8 @@ def pipeline_command(
     qat_epochs: Optional[int] = typer.Option(None, "--qat-epochs", min=0),
     prune: Optional[float] = typer.Option(None, "--prune", help="Also prune this fraction of the channels of the "
                                           "best FP32 student (then fine-tune) before quantizing."),
+    prune_epochs: Optional[int] = typer.Option(None, "--prune-epochs", min=1, help="Fine-tuning epochs after "
+                                               "pruning (a heavily pruned model needs more to recover)."),
     distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="--no-distill: no distilled stage "
                                            "(when the teacher cannot beat the student in the time there is)."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the shipped package (default OUT-int8)."),
@@ -473,7 +475,7 @@ def pipeline_command(
                      "teacher_run": str(teacher) if teacher else None, "student_run": str(student) if student else None,
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
                      "crop_size": crop_size,
-                     "prune_ratio": prune, "distill": distill, "package_name": name,
+                     "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,
                      "max_steps_per_epoch": max_steps}
         values.update({key: value for key, value in overrides.items() if value is not None})
         cfg = PipelineConfig.from_dict(values, source=str(config) if config else "command line")

@@ -33,6 +33,33 @@ def test_presets_are_valid_configs_and_unknown_options_are_named(tmp_path):
         PipelineConfig(data="d", out="o", crop_size=100)
 
 
+def test_command_line_options_override_the_preset(tmp_path, monkeypatch):
+    """What ``inspector pipeline`` hands to ``run_pipeline``: the preset, with each given option on top."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import inspector.pipeline
+    from inspector.cli import app
+
+    seen: dict = {}
+
+    def fake_run(cfg, until=None, echo=print, redo=None):
+        seen.update(cfg=cfg, until=until, redo=redo)
+        return Path(cfg.out)
+
+    monkeypatch.setattr(inspector.pipeline, "run_pipeline", fake_run)
+    preset = Path(__file__).parents[1] / "configs" / "pipeline-cpu.yaml"
+    result = CliRunner().invoke(app, ["pipeline", "--config", str(preset), "--data", str(tmp_path / "d"),
+                                      "--out", str(tmp_path / "o"), "--epochs", "6", "--prune", "0.25",
+                                      "--prune-epochs", "12", "--no-distill", "--until", "package"])
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert (cfg.epochs, cfg.prune_ratio, cfg.prune_epochs, cfg.distill) == (6, 0.25, 12, False)
+    assert cfg.teacher_epochs == read_preset(preset)["teacher_epochs"]  # not given: the preset's
+    assert seen["until"] == "package"
+
+
 def test_only_result_deciding_settings_count_as_differences():
     a = PipelineConfig(data="d", out="o1").to_dict()
     b = PipelineConfig(data="d", out="o2", bench_runs=7, epochs=9).to_dict()
