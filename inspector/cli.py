@@ -112,6 +112,8 @@ def train_command(
     seed: int = typer.Option(0, "--seed"),
     eval_every: int = typer.Option(1, "--eval-every", min=1, help="Validate every N epochs."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Cap steps per epoch (smoke tests)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained run's (best/) or checkpoint's "
+                                        "weights instead of random ones: fine-tuning, e.g. on new boards."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Train a detector; per-epoch validation, best/last checkpoints, metrics.csv and plots in --out."""
@@ -124,7 +126,8 @@ def train_command(
     cfg = TrainConfig(arch=arch.value, data=str(data), out=str(out), format=format.value if format else None,
                       epochs=epochs, batch_size=batch, input_size=input_size, crop_size=crop_size or None,
                       input_mode=input_mode.value, augment=augment, lr=lr, val_fraction=val_fraction, split_seed=split_seed,
-                      seed=seed, eval_every=eval_every, max_steps_per_epoch=max_steps)
+                      seed=seed, eval_every=eval_every, max_steps_per_epoch=max_steps,
+                      init=str(init) if init else None)
     try:
         run = train(cfg, resume=resume)
     except KeyboardInterrupt:
@@ -232,6 +235,8 @@ def distill_command(
                                          "term; 0 turns it off."),
     feature_normalize: bool = typer.Option(True, "--feature-normalize/--no-feature-normalize",
                                            help="Standardise feature maps per channel before the MSE."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained run's (best/) or checkpoint's "
+                                        "weights instead of random ones: fine-tuning, e.g. on new boards."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Distill a trained teacher into a small student: a training run whose loss adds the teacher's outputs
@@ -271,7 +276,8 @@ def distill_command(
                               input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,
                               input_mode=input_mode.value if input_mode else teacher_model.input_mode, augment=augment,
                               lr=lr, val_fraction=val_fraction, split_seed=split_seed, seed=seed,
-                              eval_every=eval_every, max_steps_per_epoch=max_steps)
+                              eval_every=eval_every, max_steps_per_epoch=max_steps,
+                              init=str(init) if init else None)
             run = distill(cfg, config)
     except KeyboardInterrupt:
         _fail(f"interrupted: last checkpoint saved in {out}/last; continue with --resume", code=130)

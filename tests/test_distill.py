@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +272,30 @@ def test_cli_distill_writes_a_normal_run_that_eval_reads(teacher_run, synth_data
                                  str(report)])
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["n_images"] == 3
+
+
+@pytest.mark.slow
+def test_distillation_can_start_from_a_trained_student_with_the_teachers_head(teacher_run, synth_data, tmp_path):
+    common = ["distill", "--teacher", str(teacher_run), "--student-arch", "mbv3-small", "--data", str(synth_data),
+              "--epochs", "1", "--batch", "4", "--max-steps", "1"]
+    runner = CliRunner()
+    first = tmp_path / "first"
+    assert runner.invoke(app, common + ["--out", str(first)]).exit_code == 0
+    result = runner.invoke(app, common + ["--out", str(tmp_path / "again"), "--init", str(first), "--lr", "1e-12"])
+    assert result.exit_code == 0, result.output
+    before = paddle.load(str(first / "best" / "model.pdparams"))
+    after = paddle.load(str(tmp_path / "again" / "last" / "model.pdparams"))
+    name = next(n for n in before if n.endswith(".weight") and before[n].ndim == 4)
+    np.testing.assert_allclose(after[name].numpy(), before[name].numpy(), atol=1e-6)
+
+    # A student with other anchors cannot pair its head maps with the teacher's: refused, the field named.
+    shutil.copytree(first / "best", tmp_path / "other-anchors")
+    info = json.loads((tmp_path / "other-anchors" / "checkpoint.json").read_text())
+    info["model_config"]["anchors"][0][0] = [99.0, 99.0]
+    (tmp_path / "other-anchors" / "checkpoint.json").write_text(json.dumps(info))
+    result = runner.invoke(app, common + ["--out", str(tmp_path / "refused"), "--init",
+                                          str(tmp_path / "other-anchors")])
+    assert result.exit_code == 2 and "differs from the teacher's in ['anchors']" in result.output, result.output
 
 
 def test_cli_refuses_a_student_input_other_than_the_teachers(teacher_run, synth_data, tmp_path):

@@ -84,6 +84,28 @@ def test_new_run_refuses_to_overwrite_an_existing_one(synth_data, tmp_path):
         train(tiny_config(synth_data, tmp_path / "run", epochs=1))
 
 
+def test_init_starts_from_a_trained_run_and_refuses_one_that_does_not_fit(synth_data, tmp_path):
+    first = train(tiny_config(synth_data, tmp_path / "first", epochs=1))
+    start = paddle.load(str(first / "best" / "model.pdparams"))
+    # One step at a negligible learning rate: the weights stay where they started, so they show where that was.
+    tuned = train(tiny_config(synth_data, tmp_path / "tuned", epochs=1, lr=1e-12, max_steps_per_epoch=1,
+                              init=str(first)))
+    fresh = train(tiny_config(synth_data, tmp_path / "fresh", epochs=1, lr=1e-12, max_steps_per_epoch=1, seed=2))
+    tuned_weights = paddle.load(str(tuned / "last" / "model.pdparams"))
+    fresh_weights = paddle.load(str(fresh / "last" / "model.pdparams"))
+    convolutions = [name for name in start if name.endswith(".weight") and start[name].ndim == 4]
+    assert convolutions
+    for name in convolutions:
+        np.testing.assert_allclose(tuned_weights[name].numpy(), start[name].numpy(), atol=1e-6, err_msg=name)
+    assert any(not np.allclose(fresh_weights[name].numpy(), start[name].numpy(), atol=1e-3) for name in convolutions)
+    assert load_checkpoint(tuned).model_config == load_checkpoint(first).model_config  # its anchors, not refitted
+
+    with pytest.raises(ValueError, match=r"--init .*arch 'mbv3-small' \(init\) vs 'ppyolo-r18'"):
+        train(tiny_config(synth_data, tmp_path / "other-arch", arch="ppyolo-r18", init=str(first)))
+    with pytest.raises(ValueError, match=r"input_size 128 \(init\) vs 96"):
+        train(tiny_config(synth_data, tmp_path / "other-size", input_size=96, init=str(first)))
+
+
 def test_checkpoint_round_trip_reproduces_predictions(synth_data, tmp_path):
     out = train(tiny_config(synth_data, tmp_path / "run", epochs=1))
     checkpoint = load_checkpoint(out)  # a run directory resolves to best/

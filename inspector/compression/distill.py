@@ -262,11 +262,17 @@ class DistillationObjective(Objective):
         self.epochs = epochs
         self.adapters: FeatureAdapters | None = None
 
-    def model_config(self, cfg: TrainConfig, train_set: Dataset) -> ModelConfig:
+    def model_config(self, cfg: TrainConfig, train_set: Dataset, start: Checkpoint | None = None) -> ModelConfig:
         if list(train_set.class_names) != list(self.teacher_checkpoint.class_names):
             raise ValueError(f"{cfg.data} has classes {train_set.class_names}, the teacher "
                              f"({self.teacher_checkpoint.path}) {self.teacher_checkpoint.class_names}")
-        return student_model_config(self.teacher_checkpoint, cfg.arch)
+        config = student_model_config(self.teacher_checkpoint, cfg.arch)
+        if start is not None and start.model_config != config:  # its head maps must pair with the teacher's
+            differing = [name for name, value in config.to_dict().items()
+                         if start.model_config.to_dict().get(name) != value]
+            raise ValueError(f"--init {start.path}: its model differs from the teacher's in {differing}; a student "
+                             f"that starts from it must share the teacher's anchors, strides and head")
+        return config
 
     def extra_layers(self, model: nn.Layer) -> nn.Layer | None:
         if self.config.feature_weight == 0:

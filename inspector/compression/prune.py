@@ -667,8 +667,8 @@ class PrunedFineTuning(Objective):
         self.weights = weights
         self.summary = summary
 
-    def model_config(self, cfg: TrainConfig, train_set: Dataset) -> ModelConfig:
-        return self._model_config
+    def model_config(self, cfg: TrainConfig, train_set: Dataset, start: Checkpoint | None = None) -> ModelConfig:
+        return self._model_config  # the pruned model starts from its own weights (build_model), never --init
 
     def build_model(self, model_config: ModelConfig) -> nn.Layer:
         model = build_model(model_config)

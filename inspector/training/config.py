@@ -30,6 +30,7 @@ class TrainConfig:
     eval_every: int = 1  # validate every N epochs (and always after the last)
     workers: int = 2
     max_steps_per_epoch: int | None = None  # for smoke tests and quick benchmarks
+    init: str | None = None  # start from this run's (best/) or checkpoint's weights instead of random ones
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,7 +23,7 @@ from inspector.data.loader import BatchLoader
 from inspector.data.transforms import AugmentConfig
 from inspector.data.split import split_dataset
 from inspector.models import ModelConfig, build_model, count_parameters, kmeans_anchors
-from inspector.training.checkpoint import STATE_FILE, save_checkpoint
+from inspector.training.checkpoint import PRUNED_SHAPES, STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from inspector.training.config import TrainConfig
 from inspector.training.ema import ModelEMA
 from inspector.training.plots import plot_training
@@ -77,8 +77,9 @@ class Objective:
     the extra layers are kept in ``last/``'s training state for resuming.
     """
 
-    def model_config(self, cfg: TrainConfig, train_set: Dataset) -> ModelConfig:
-        return make_model_config(cfg, train_set)
+    def model_config(self, cfg: TrainConfig, train_set: Dataset, start: Checkpoint | None = None) -> ModelConfig:
+        """The new run's model; ``start`` is the ``--init`` checkpoint (its anchors are what its head learned)."""
+        return start.model_config if start is not None else make_model_config(cfg, train_set)
 
     def build_model(self, model_config: ModelConfig) -> paddle.nn.Layer:
         """A model of the run's architecture, for training and for validating the EMA weights.
@@ -100,6 +101,23 @@ class Objective:
     def checkpoint_info(self) -> dict:
         """Extra provenance written into every checkpoint.json of the run."""
         return {}
+
+
+def initial_checkpoint(cfg: TrainConfig, class_names: list[str]) -> Checkpoint:
+    """The ``--init`` checkpoint, refused (ValueError naming the fields) unless it fits the run."""
+    start = load_checkpoint(Path(cfg.init))
+    config = start.model_config
+    problems = [f"{name} {got!r} (init) vs {wanted!r} (this run)"
+                for name, got, wanted in (("arch", config.arch, cfg.arch), ("input_size", config.input_size,
+                                          cfg.input_size), ("input_mode", config.input_mode, cfg.input_mode))
+                if got != wanted]
+    if list(start.class_names) != list(class_names):
+        problems.append(f"classes {start.class_names} (init) vs {list(class_names)} (the data)")
+    if start.info.get(PRUNED_SHAPES):
+        problems.append("it is a pruned model (continue its own run with `inspector prune --resume` instead)")
+    if problems:
+        raise ValueError(f"--init {start.path}: cannot start this run from it: {'; '.join(problems)}")
+    return start
 
 
 def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = None) -> Path:
@@ -140,13 +158,18 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         raise ValueError(f"{len(train_set)} training images are fewer than one batch of {cfg.batch_size}")
 
     objective = objective or Objective()
+    start = None
     if resume:
         state = paddle.load(str(out / "last" / STATE_FILE))
         model_config = ModelConfig.from_dict(state["model_config"])
     else:
         state = None
-        model_config = objective.model_config(cfg, train_set)
+        start = initial_checkpoint(cfg, dataset.class_names) if cfg.init else None
+        model_config = objective.model_config(cfg, train_set, start)
     model = objective.build_model(model_config)
+    if start is not None:  # fine-tuning: the EMA below starts from these weights too
+        model.set_state_dict(start.build().state_dict())
+        log.info("initialised from %s (epoch %s)", start.path, start.info.get("epoch"))
     extra = objective.extra_layers(model)
     schedule = build_lr_schedule(cfg, steps_per_epoch)
     optimizer = paddle.optimizer.AdamW(learning_rate=schedule,
