@@ -16,7 +16,7 @@ half-package where the runtime could find it.
 INT8 sources (an ``inspector quantize`` run) get their ``x86`` ``.nb`` from the run's FP32 twin
 (``fp32/model.pdmodel``: the model the INT8 one was quantized from, BatchNorms folded), because Paddle
 Lite's x86 INT8 kernels cost accuracy the INT8 graph itself does not lose: on the DeepPCB student's
-validation split, mAP@0.5 0.794 on x86 Lite INT8 vs 0.815 for the same graph on oneDNN and 0.817 in FP32
+validation split (24 epochs), mAP@0.5 0.794 on x86 Lite INT8 vs 0.815 for the same graph on oneDNN and 0.817 in FP32
 (the 16-epoch student: 0.760 vs 0.786 vs 0.785).
 They are faster (2-core AVX2, quiet: p50 19-24 vs 24-28 ms per frame at 2 threads), so
 ``--x86-int8`` converts the INT8 graph for x86 instead, for who prefers that trade.
