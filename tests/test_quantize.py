@@ -250,6 +250,12 @@ def test_quantize_command_writes_a_run_that_export_can_read(tmp_path, method):
     config = json.loads((out / "quant_config.json").read_text())
     assert [name for name, p in config["layers"].items() if p == "fp32"] == ["head.predictions.1"]
     assert (out / "split.json").read_text() == (tmp_path / "fp32-run" / "split.json").read_text()
+    # The FP32 reference keeps its BatchNorms (the engines fuse them into the convolutions; a folded bias is
+    # saved as reshape2 + elementwise_add that Lite x86 leaves unfused); the INT8 graph has them folded.
+    batch_norms = sum(isinstance(layer, nn.BatchNorm2D) for layer in model.sublayers())
+    assert batch_norms > 0
+    assert describe_program(program_file(out / "fp32" / "model")).op_counts.get("batch_norm") == batch_norms
+    assert "batch_norm" not in describe_program(program_file(out / "model")).op_counts
 
     from inspector.export.package import resolve_source
 

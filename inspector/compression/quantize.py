@@ -32,7 +32,8 @@ convolutions with a bias and miscompute the stem; ARM has its own kernels), so L
 The run directory (``--out``):
 
     model.pdmodel / model.pdiparams   the INT8 decoded graph (images -> boxes, scores; NMS outside)
-    fp32/model.pdmodel / .pdiparams    the FP32 model (BatchNorms folded), same graph, the reference
+    fp32/model.pdmodel / .pdiparams    the FP32 model quantized from, the reference (its BatchNorms kept:
+                                       see _quantize_into)
     checkpoint.json                    model config and class names (what ``inspector export`` reads);
                                        no weights: the inference model above is the model
     quant_config.json                  settings, source checkpoint, and the precision of every layer
@@ -646,7 +647,11 @@ def _quantize_into(staging: Path, cfg: QuantizeConfig, progress: bool) -> None:
 
     tick = time.perf_counter()
     fp32_prefix = staging / FP32_DIR / MODEL_PREFIX
-    save_inference_model(fp32_model, fp32_prefix, model_config.input_size, model_config.in_channels)
+    # Saved with its BatchNorms, not folded: the same function, and Paddle Lite / oneDNN fuse conv + BatchNorm
+    # (+ activation) themselves, while a folded bias is saved as reshape2 + elementwise_add after each convolution,
+    # which Lite x86 leaves unfused (52 extra op pairs on the DeepPCB student; its x86 .nb, converted from this
+    # model, ran p50 22-26 ms where the unfolded one ran 17-22 ms, 2 threads, alternating runs).
+    save_inference_model(source.build(), fp32_prefix, model_config.input_size, model_config.in_channels)
     timings["save_fp32_s"] = round(time.perf_counter() - tick, 1)
 
     int8_prefix = staging / MODEL_PREFIX

@@ -14,7 +14,7 @@ assembled in ``OUT.partial`` and renamed into place at the end, so a failed expo
 half-package where the runtime could find it.
 
 INT8 sources (an ``inspector quantize`` run) get their ``x86`` ``.nb`` from the run's FP32 twin
-(``fp32/model.pdmodel``: the model the INT8 one was quantized from, BatchNorms folded), because Paddle
+(``fp32/model.pdmodel``: the model the INT8 one was quantized from), because Paddle
 Lite's x86 INT8 kernels cost accuracy the INT8 graph itself does not lose: on the DeepPCB student's
 validation split (24 epochs), mAP@0.5 0.794 on x86 Lite INT8 vs 0.815 for the same graph on oneDNN and 0.817 in FP32
 (the 16-epoch student: 0.760 vs 0.786 vs 0.785).
@@ -158,7 +158,7 @@ def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] 
     manifest.target_precision = target_precision
     if target_precision:
         manifest.provenance["lite_x86_source"] = ("the FP32 model the INT8 one was quantized from "
-                                                  f"({twin.resolve()}, BatchNorms folded)")
+                                                  f"({twin.resolve()})")
     write_manifest(staging, manifest)
     if out.exists():
         out.rmdir()  # empty, checked above
