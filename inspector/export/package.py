@@ -18,7 +18,8 @@ INT8 sources (an ``inspector quantize`` run) get their ``x86`` ``.nb`` from the 
 Lite's x86 INT8 kernels cost accuracy the INT8 graph itself does not lose: on the DeepPCB student's
 validation split (24 epochs), mAP@0.5 0.794 on x86 Lite INT8 vs 0.815 for the same graph on oneDNN and 0.817 in FP32
 (the 16-epoch student: 0.760 vs 0.786 vs 0.785).
-They are faster (2-core AVX2, quiet: p50 19-24 vs 24-28 ms per frame at 2 threads), so
+They were faster than the twin as it was then saved, BatchNorms folded (2-core AVX2, quiet: p50 19-24 vs
+24-28 ms per frame at 2 threads); the twin now keeps its BatchNorms and ran 15.5-21 ms. Still,
 ``--x86-int8`` converts the INT8 graph for x86 instead, for who prefers that trade.
 ``manifest.target_precision`` records the choice (``lite-x86: fp32``).
 
