@@ -268,8 +268,8 @@ class DistillationObjective(Objective):
                              f"({self.teacher_checkpoint.path}) {self.teacher_checkpoint.class_names}")
         config = student_model_config(self.teacher_checkpoint, cfg.arch)
         if start is not None and start.model_config != config:  # its head maps must pair with the teacher's
-            differing = [name for name, value in config.to_dict().items()
-                         if start.model_config.to_dict().get(name) != value]
+            given = start.model_config.to_dict()
+            differing = [name for name, value in config.to_dict().items() if given.get(name) != value]
             raise ValueError(f"--init {start.path}: its model differs from the teacher's in {differing}; a student "
                              f"that starts from it must share the teacher's anchors, strides and head")
         return config

@@ -629,7 +629,8 @@ def _quantize_into(staging: Path, cfg: QuantizeConfig, progress: bool) -> None:
     log.info("source %s (%s, input %d, %s): %d train / %d val images", source.path, model_config.arch,
              model_config.input_size, model_config.input_mode, len(train_set), len(val_set))
     # Folded like the quantized models (the same function): the sensitivity scan swaps quantized layers
-    # into it, and the FP32 reference then has the INT8 model's graph, BatchNorm for BatchNorm.
+    # into it, so its FP32 reference has the INT8 model's graph, BatchNorm for BatchNorm. (The FP32 model
+    # saved to fp32/ is built again unfolded: see below.)
     fp32_model = fuse_batch_norms(source.build())
     skip_layers = resolve_layer_names(fp32_model, cfg.skip_layers + (lite_x86_fp32_layers(fp32_model)
                                                                       if cfg.lite_x86_safe else []))
