@@ -262,6 +262,14 @@ def test_quantize_command_writes_a_run_that_export_can_read(tmp_path, method):
     source = resolve_source(out)  # what `inspector export --model RUN` sees: the INT8 model, described
     assert source.kind == "inference-model" and source.inference_prefix == out / "model"
     assert source.class_names == dataset.class_names and source.model_config == model.cfg
+    # Quantized without --lite-x86-safe: its depthwise convolutions are INT8, which Lite's x86 INT8 kernels
+    # crash on, so converting the INT8 graph for x86 is refused before anything is written.
+    from inspector.export.legacy_program import ExportError
+    from inspector.export.package import export_package
+
+    with pytest.raises(ExportError, match="--lite-x86-safe"):
+        export_package(out, tmp_path / "package", targets=("x86",), x86_int8=True)
+    assert not (tmp_path / "package").exists() and not (tmp_path / "package.partial").exists()
 
     again = CliRunner().invoke(app, ["quantize", "--model", str(tmp_path / "fp32-run"), "--data", str(data),
                                      "--out", str(out)])

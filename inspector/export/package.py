@@ -105,6 +105,23 @@ def resolve_source(path: Path | str) -> ExportSource:
 FP32_TWIN = Path("fp32") / PADDLE_MODEL_FILE  # beside an INT8 model.pdmodel in a quantize run
 
 
+def _check_x86_int8_safe(source: ExportSource) -> None:
+    """Refuse ``--x86-int8`` for an INT8 graph that quantizes what Lite 2.13's x86 INT8 kernels cannot run.
+
+    Those are depthwise convolutions (the x86 predictor segfaults) and the stem (wrong results);
+    ``inspector quantize --lite-x86-safe`` keeps them in FP32 (``quantize.lite_x86_fp32_layers``).
+    """
+    settings_file = source.path / "quant_config.json"
+    if not settings_file.is_file():
+        return  # not made by ``inspector quantize``: nothing says which layers are INT8
+    settings = json.loads(settings_file.read_text())
+    if not settings.get("config", {}).get("lite_x86_safe", False):
+        raise ExportError(f"--x86-int8: {source.path} was quantized without --lite-x86-safe ({settings_file}: "
+                          "config.lite_x86_safe is false), so its depthwise convolutions and stem are INT8, which "
+                          "Paddle Lite 2.13's x86 INT8 kernels crash on or miscompute. Export without --x86-int8 "
+                          "(x86 gets the FP32 twin), or re-quantize with --lite-x86-safe.")
+
+
 def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] = LITE_TARGETS,
                    name: str | None = None, progress=print, x86_int8: bool = False) -> Path:
     """Write the package for ``model`` (see the module docstring) to ``out``; returns ``out``.
@@ -118,6 +135,8 @@ def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
     source = resolve_source(model)
+    if x86_int8 and "x86" in targets:
+        _check_x86_int8_safe(source)
     cfg = source.model_config
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

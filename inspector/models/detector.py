@@ -22,7 +22,7 @@ from inspector.models.head import YOLOHead
 from inspector.models.loss import yolo_loss
 from inspector.models.necks import LiteFPN, PPYOLOFPN
 from inspector.models.nms import NmsMethod
-from inspector.models.postprocess import decode_outputs, postprocess
+from inspector.models.postprocess import LevelConstants, decode_outputs, level_constant_arrays, postprocess
 
 # PP-YOLO FPN output widths (stride 8, 16, 32). PP-YOLO itself uses 256/512/1024 on ResNet-50; half
 # that keeps the from-scratch teacher trainable on a 1,000-image data set and a CPU.
@@ -73,15 +73,25 @@ class YOLODetector(nn.Layer):
 class DecodedDetector(nn.Layer):
     """``images -> (boxes, scores)``: the detector plus decoding, the graph an export saves.
 
+    It decodes maps of the configured input size (``cfg.input_size``, what an export fixes): the
+    decode constants are buffers, saved as weights, so the graph does not rebuild them per frame.
     NMS stays outside the graph (numpy, ``nms.select_detections``) so every runtime runs the same one.
     """
 
     def __init__(self, detector: YOLODetector) -> None:
         super().__init__()
         self.detector = detector
+        cfg = detector.cfg
+        for level, (anchors, stride) in enumerate(zip(cfg.anchors, cfg.strides)):
+            cells = cfg.input_size // stride
+            offsets, half_anchors = level_constant_arrays(cells, cells, anchors, stride, cfg.scale_x_y)
+            self.register_buffer(f"offsets_{level}", paddle.to_tensor(offsets))
+            self.register_buffer(f"half_anchors_{level}", paddle.to_tensor(half_anchors))
 
     def forward(self, images: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-        return self.detector.decode(self.detector(images))
+        constants = [LevelConstants(getattr(self, f"offsets_{level}"), getattr(self, f"half_anchors_{level}"))
+                     for level in range(len(self.detector.cfg.strides))]
+        return decode_outputs(self.detector(images), self.detector.cfg, constants)
 
 
 def build_model(cfg: ModelConfig) -> YOLODetector:
