@@ -132,6 +132,11 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert qat["runtime"]["lite"]["precision"] == "fp32" and "FP32 twin" in qat["runtime"]["lite"]["note"]
     assert qat["runtime"]["paddle"]["precision"] in ("int8", "int8-simulated")
     assert set(qat["bytes"]) >= {"model_x86.nb", "model_arm.nb"}
+    # Every convolution INT8 but the prediction convolutions (qat_skip_layers' default), in both INT8 runs.
+    for method in ("qat", "ptq"):
+        layers = json.loads((out / method / "quant_config.json").read_text())["layers"]
+        assert sorted(n for n, p in layers.items() if p == "fp32") == [f"head.predictions.{i}" for i in range(3)]
+        assert sum(p == "int8" for p in layers.values()) > 40
     params = {row["row"]: row["params"] for row in report["rows"]}
     assert params["teacher"] > 5 * params["student"] and params["pruned"] < 0.8 * params["student"]
     assert params["qat"] == params["ptq"] == params["pruned"]
