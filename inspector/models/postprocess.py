@@ -11,9 +11,10 @@ The decode is part of every exported graph, so it is written for a small graph: 
 and h) are decoded together as one (B, A, 2, H*W) tensor, and the cell offsets and anchor sizes
 come in as constant tensors (``LevelConstants``) instead of being rebuilt from the map's shape.
 About 25 operators per level instead of ~70 with per-field slicing: on the DeepPCB student the INT8
-ARM ``.nb`` went from 1.53 to 1.44 MB and Paddle Lite x86 ran 0.3-0.7 ms faster per frame (p50, 2 cores). Only operators that Paddle Inference and
-Paddle Lite both run (reshape, split, transpose, concat, sigmoid, exp, pow, clip, elementwise
-arithmetic), no Python branching on tensor values, so ``paddle.jit.save`` exports it with the network.
+ARM ``.nb`` went from 1.53 to 1.44 MB and Paddle Lite x86 ran 0.3-0.7 ms faster per frame (p50, 2
+cores). Only operators that Paddle Inference and Paddle Lite both run (reshape, split, transpose,
+concat, sigmoid, exp, pow, clip, elementwise arithmetic), no Python branching on tensor values, so
+``paddle.jit.save`` exports it with the network.
 The NMS itself is numpy (``inspector.models.nms``), shared with the runtime.
 """
 from __future__ import annotations

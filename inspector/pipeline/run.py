@@ -271,7 +271,8 @@ def _quantized(method: str):
             quantize(QuantizeConfig(model=str(source), data=cfg.data, out=str(run), method=method, format=cfg.format,
                                     epochs=cfg.qat_epochs if method == "qat" else 0, lr=cfg.qat_lr,
                                     batch_size=cfg.batch_size, calibration_images=cfg.calibration_images,
-                                    skip_layers=list(cfg.qat_skip_layers), seed=cfg.seed, max_steps_per_epoch=cfg.max_steps_per_epoch))
+                                    skip_layers=list(cfg.qat_skip_layers), seed=cfg.seed,
+                                    max_steps_per_epoch=cfg.max_steps_per_epoch))
         echo(f"{method}: quantized {source} ({why})")
         return {"run": str(run), "source": str(source), "source_stage": source_stage, "source_reason": why}
     return stage
