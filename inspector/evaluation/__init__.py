@@ -1,18 +1,23 @@
-"""Detection evaluation on plain numpy: COCO mAP (pycocotools) and the DeepPCB F-score protocol.
+"""Detection evaluation on plain numpy: COCO mAP (pycocotools), the DeepPCB F-score protocol and the
+official DeepPCB AP/F (the dataset authors' script), by which models are chosen.
 
     from inspector.evaluation import ImageGT, ImageDetections, evaluate
     result = evaluate([ImageGT(s.boxes, s.classes) for s in samples],
                       [ImageDetections(*model_output) for model_output in outputs], class_names)
-    result.to_dict()  # map50, map50_95, precision, recall, f1_iou033, score_threshold, per_class, ...
+    result.to_dict()  # map50, map50_95, precision, recall, f1_iou033, score_threshold, per_class,
+                      # official_ap, official_f, official_threshold, ...
 
 Modules, read in this order: ``inputs`` (the per-image structures), ``coco`` (mAP via
-pycocotools), ``deeppcb`` (IoU > 0.33 matching and the F-maximising threshold), ``metrics``
-(``evaluate`` and ``EvalResult``).
+pycocotools), ``deeppcb`` (IoU > 0.33 matching and the F-maximising threshold), ``official`` (the
+authors' rule: a wrong-class detection consumes the box; non-interpolated AP), ``metrics``
+(``evaluate`` and ``EvalResult``), ``selection`` (which model is best: official AP, then mAP@0.5:0.95).
 """
 from inspector.evaluation.coco import PRCurve
 from inspector.evaluation.deeppcb import DEEPPCB_IOU_THRESHOLD, box_iou
 from inspector.evaluation.inputs import ImageDetections, ImageGT
 from inspector.evaluation.metrics import ClassResult, EvalResult, evaluate, pr_curves
+from inspector.evaluation.official import OfficialResult, official_metric
+from inspector.evaluation.selection import best_index, improves, selection_basis
 
 __all__ = [
     "DEEPPCB_IOU_THRESHOLD",
@@ -20,8 +25,13 @@ __all__ = [
     "EvalResult",
     "ImageDetections",
     "ImageGT",
+    "OfficialResult",
     "PRCurve",
+    "best_index",
     "box_iou",
     "evaluate",
+    "improves",
+    "official_metric",
     "pr_curves",
+    "selection_basis",
 ]

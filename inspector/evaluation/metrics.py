@@ -1,4 +1,4 @@
-"""``evaluate``: COCO mAP and the DeepPCB F-score of a set of detections, in one result.
+"""``evaluate``: COCO mAP, the DeepPCB F-score and the official DeepPCB AP/F of a set of detections, in one result.
 
 The training loop, the compression report and ``inspector eval`` all call this with per-image
 numpy detections; ``EvalResult.to_dict()`` is what ends up in their JSON reports.
@@ -14,6 +14,7 @@ import numpy as np
 from inspector.evaluation.coco import PRCurve, average_precision, coco_precision, curves_from_precision
 from inspector.evaluation.deeppcb import DEEPPCB_IOU_THRESHOLD, best_f1_threshold, counts_at, match_dataset
 from inspector.evaluation.inputs import ImageDetections, ImageGT, check_inputs
+from inspector.evaluation.official import official_metric
 
 
 @dataclass
@@ -38,6 +39,9 @@ class EvalResult:
     ``map50`` / ``map50_95``: COCO mAP over the classes that have ground truth (0 when none has).
     ``precision`` / ``recall`` / ``f1_iou033``: the DeepPCB protocol at ``score_threshold``
     (None only when it was chosen automatically and there were no detections to choose from).
+    ``official_ap`` / ``official_f`` (``official.py``): the DeepPCB authors' script, where a detection
+    of the wrong class still consumes the box; F and its P/R at ``official_threshold``, always the
+    F-maximising one (None without detections). Models are chosen by ``official_ap``.
     """
 
     map50: float
@@ -51,6 +55,11 @@ class EvalResult:
     false_negatives: int
     per_class: dict[str, ClassResult]
     n_images: int
+    official_ap: float
+    official_f: float
+    official_threshold: float | None
+    official_precision: float
+    official_recall: float
     pr_curves: dict[str, PRCurve] = field(default_factory=dict, repr=False)  # for plots, not in to_dict()
 
     def to_dict(self) -> dict:
@@ -67,6 +76,11 @@ class EvalResult:
             "fn": self.false_negatives,
             "per_class": {name: result.to_dict() for name, result in self.per_class.items()},
             "n_images": self.n_images,
+            "official_ap": self.official_ap,
+            "official_f": self.official_f,
+            "official_threshold": self.official_threshold,
+            "official_precision": self.official_precision,
+            "official_recall": self.official_recall,
         }
 
 
@@ -85,7 +99,8 @@ def evaluate(gts: Sequence[ImageGT], dets: Sequence[ImageDetections], class_name
 
     mAP uses every detection given (pycocotools, up to ``max_detections`` per image and class).
     The DeepPCB numbers count detections with score >= ``score_threshold``; with None, the
-    threshold that maximises the F-score is chosen and reported.
+    threshold that maximises the F-score is chosen and reported. The official DeepPCB numbers always
+    use every detection for AP and their own F-maximising threshold for F.
     Raises ValueError naming the image and field when the inputs are malformed.
     """
     check_inputs(gts, dets, len(class_names))
@@ -114,6 +129,7 @@ def evaluate(gts: Sequence[ImageGT], dets: Sequence[ImageDetections], class_name
             recall=counts.recall if has_gt else None,
             num_gt=int(matched.gt_counts[cls]),
         )
+    official = official_metric(gts, dets, num_classes, DEEPPCB_IOU_THRESHOLD)
 
     return EvalResult(
         map50=_mean_over_classes(ap50),
@@ -127,6 +143,11 @@ def evaluate(gts: Sequence[ImageGT], dets: Sequence[ImageDetections], class_name
         false_negatives=overall.false_negatives,
         per_class=per_class,
         n_images=len(gts),
+        official_ap=official.ap,
+        official_f=official.f,
+        official_threshold=None if official.threshold is None else float(official.threshold),
+        official_precision=official.precision,
+        official_recall=official.recall,
         pr_curves=curves_from_precision(precision, class_names),
     )
 
