@@ -79,6 +79,7 @@ class Arch(str, Enum):
 class InputMode(str, Enum):
     image = "image"
     image_template = "image+template"
+    gray_diff_s2d = "gray-diff-s2d"
 
 
 class Backend(str, Enum):

@@ -73,13 +73,16 @@ def checker(tmp_path_factory) -> Path:
                         "-DPCB_WITH_PADDLE_LITE=OFF")
 
 
-@pytest.fixture(scope="module", params=["tiny", "default"])
+@pytest.fixture(scope="module", params=["tiny", "tiny-gray-diff-s2d", "default"])
 def package(request, tmp_path_factory) -> Path:
-    """The tiny exported package (input 64) always; the shipped models/default when it is installed."""
+    """The tiny exported packages (input 64; RGB image+template, and the grey space-to-depth layout)
+    always; the shipped models/default when it is installed."""
     if request.param == "default":
         if not (DEFAULT_PACKAGE / "manifest.json").is_file():
             pytest.skip(f"{DEFAULT_PACKAGE} is not installed (it is not in git)")
         return DEFAULT_PACKAGE
+    if request.param == "tiny-gray-diff-s2d":
+        return tiny_package(tmp_path_factory, "gray-diff-s2d").package
     return tiny_package(tmp_path_factory).package
 
 
@@ -127,9 +130,11 @@ def _python_pipeline(detector: Detector, frame: Frame, score_threshold: float, o
     """Detector.detect's steps one by one, keeping what C++ must reproduce; the raw network outputs
     are written to ``outputs``/boxes.f32 and scores.f32 for the C++ side."""
     image, template = cv2.imread(str(frame.image)), cv2.imread(str(frame.template))
-    size = detector.input_size
+    layout = detector.layout
+    size = layout.letterbox_size(detector.input_size)
     resized, scale, pad = letterbox(image, size)
-    tensor = to_input(resized, letterbox(template, size)[0] if detector.needs_template else None)[None]
+    tensor = to_input(resized, letterbox(template, size)[0] if detector.needs_template else None, layout.mode)[None]
+    scale, pad = scale / layout.block, (pad[0] / layout.block, pad[1] / layout.block)
     boxes, scores = detector.infer(tensor)
     boxes.astype("<f4").tofile(outputs / "boxes.f32")
     scores.astype("<f4").tofile(outputs / "scores.f32")
@@ -216,7 +221,7 @@ def test_cpp_image_only_input_equals_python(checker, detector, frames, tmp_path)
     package = tmp_path / "image-only"
     shutil.copytree(detector.package.path, package)
     data = json.loads((package / "manifest.json").read_text())
-    data["input"].update(mode="image", channels=3)
+    data["input"].update(mode="image", channels=3, color="RGB", space_to_depth=1)
     (package / "manifest.json").write_text(json.dumps(data))
     frame = frames[3]  # the wide crop: shrunk and padded
     outputs = tmp_path / "outputs"
@@ -283,7 +288,9 @@ def test_cpp_refuses_what_the_python_runtime_refuses(checker, detector, frames, 
     # Bad manifest fields: refused by both sides, the C++ message naming the field as Python's does.
     for field, value, expected in [
         ("input.size", 0, "field 'input.size' is 0; expected an integer >= 1"),
-        ("input.channels", 3, "field 'input.channels': input mode 'image+template' needs 6 channels"),
+        ("input.channels", 3, f"field 'input.channels': input mode '{detector.layout.mode}' needs "
+                              f"{detector.layout.channels}, the manifest says 3"),
+        ("input.mode", "rgbd", "field 'input.mode' is \"rgbd\"; expected one of"),
         ("postprocess.score_threshold", 1.5, "field 'postprocess.score_threshold' is 1.5"),
         ("format_version", 99, "field 'format_version': this runner reads up to version 1"),
     ]:
@@ -310,6 +317,25 @@ def test_cpp_refuses_what_the_python_runtime_refuses(checker, detector, frames, 
                           str(frames[3].template), "--boxes", str(outputs / "boxes.f32"), "--scores",
                           str(outputs / "scores.f32")], capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "template is 591x387 but the image is 640x640" in run.stderr
+
+
+def test_cpp_and_python_refuse_colour_frames_for_a_grey_model(checker, tmp_path_factory, frames, tmp_path):
+    """A grey-layout model is not silently fed a colour camera's frames, on either side."""
+    package = tiny_package(tmp_path_factory, "gray-diff-s2d").package
+    detector = Detector.load(package, backend="lite", threads=1)
+    image, template = cv2.imread(str(frames[0].image)), cv2.imread(str(frames[0].template))
+    colour = image.copy()
+    colour[..., 2] = 255 - colour[..., 2]  # the red plane differs from the others
+    colour_path = tmp_path / "colour_test.png"
+    cv2.imwrite(str(colour_path), colour)
+    with pytest.raises(ValueError, match="expects grey frames"):
+        detector.detect(colour, template)
+    detector.detect(image, template)  # grey stored as three equal planes is grey
+    outputs = _outputs_for(detector, tmp_path / "outputs")
+    run = subprocess.run([str(checker), "--model", str(package), "--image", str(colour_path), "--template",
+                          str(frames[0].template), "--boxes", str(outputs / "boxes.f32"), "--scores",
+                          str(outputs / "scores.f32")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "expects grey frames" in run.stderr, run.stderr
 
 
 @pytest.mark.skipif(not os.environ.get("PADDLE_LITE_DIR"),

@@ -19,8 +19,10 @@ class TinyPackage:
     package: Path  # its exported package (paddle, lite-x86, lite-arm); never modify it, copy it
 
 
-def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> TinyPackage:
-    base = tmp_path_factory.getbasetemp() / "tiny-package"
+def tiny_package(tmp_path_factory: pytest.TempPathFactory, input_mode: str = "image+template") -> TinyPackage:
+    """The package of ``input_mode`` (one per layout, each built once per session)."""
+    suffix = "" if input_mode == "image+template" else f"-{input_mode}"
+    base = tmp_path_factory.getbasetemp() / f"tiny-package{suffix}"
     result = TinyPackage(base / "boards", base / "run", base / "package")
     if (result.package / "manifest.json").is_file():
         return result
@@ -30,7 +32,7 @@ def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> TinyPackage:
 
     write_deeppcb(result.data, n=8, seed=3, size=160)
     train(TrainConfig(arch="mbv3-small", data=str(result.data), out=str(result.run), epochs=2, batch_size=3,
-                      input_size=INPUT_SIZE, crop_size=None, input_mode="image+template", warmup_epochs=0.0,
+                      input_size=INPUT_SIZE, crop_size=None, input_mode=input_mode, warmup_epochs=0.0,
                       val_fraction=0.25, workers=0, seed=1, augment=False, lr=1e-2))
     export_package(result.run, result.package, progress=lambda line: None)
     return result

@@ -1,9 +1,11 @@
 """Batches of network inputs for training and evaluation.
 
-Per sample: decode the image (and its template in ``image+template`` mode), letterbox the full
-image to ``input_size``; in train mode then take a defect-aware crop of ``crop_size`` (the CPU
-speed lever: train on small crops, infer on the whole image) and augment. Decoded, letterboxed
-images are cached in memory so each JPEG is decoded once per run.
+Per sample: decode the image (and its template when the input layout uses one), letterbox the full
+image to the layout's letterbox size (``input_size``, or twice that for a space-to-depth layout, see
+``layouts``); in train mode then take a defect-aware crop of ``crop_size`` (in network-input pixels;
+the CPU speed lever: train on small crops, infer on the whole image) and augment; last, build the
+layout's input planes. Decoded, letterboxed images are cached in memory so each JPEG is decoded
+once per run.
 
 A small thread pool prepares the next batches while the current one is used; OpenCV releases
 the GIL, so the threads really run in parallel. All randomness comes from ``(seed, epoch,
@@ -14,27 +16,27 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Literal, NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from inspector.data.layouts import INPUT_MODES, input_layout
 from inspector.data.structures import DataError, Dataset, Sample
 from inspector.data.transforms import AugmentConfig, augment, letterbox, letterbox_boxes, random_crop, to_input
 
-InputMode = Literal["image", "image+template"]
-INPUT_MODES: tuple[str, ...] = ("image", "image+template")
+__all__ = ["INPUT_MODES", "Batch", "BatchLoader"]
 
 
 @dataclass
 class Batch:
     """Network inputs and padded targets of B samples (M = most boxes of any sample, at least 1)."""
 
-    images: np.ndarray  # (B, C, S, S) float32, C = 3 or 6
+    images: np.ndarray  # (B, C, S, S) float32, C = the input layout's channels
     boxes: np.ndarray  # (B, M, 4) float32, input-pixel xyxy, padded with 0
     classes: np.ndarray  # (B, M) int64, padded with -1
     keys: list[str]  # Sample.key of each row
-    scales: np.ndarray  # (B,) float32: letterbox scale (original pixels -> input pixels)
-    pads: np.ndarray  # (B, 2) float32: letterbox (pad_x, pad_y)
+    scales: np.ndarray  # (B,) float32: letterbox scale (original pixels -> network input pixels)
+    pads: np.ndarray  # (B, 2) float32: letterbox (pad_x, pad_y) in network input pixels
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -42,11 +44,11 @@ class Batch:
 
 @dataclass
 class _Letterboxed:
-    """One sample's decoded images at input size; the unit of the cache."""
+    """One sample's decoded images at the layout's letterbox size; the unit of the cache."""
 
     image: np.ndarray
     template: np.ndarray | None
-    boxes: np.ndarray  # input pixels
+    boxes: np.ndarray  # letterbox pixels
     scale: float
     pad: tuple[int, int]
 
@@ -55,10 +57,10 @@ class _Prepared(NamedTuple):
     """One sample ready for batching."""
 
     input: np.ndarray  # (C, S, S) float32
-    boxes: np.ndarray  # (N, 4) float32, input pixels
+    boxes: np.ndarray  # (N, 4) float32, network input pixels
     classes: np.ndarray  # (N,) int64
     scale: float
-    pad: tuple[int, int]
+    pad: tuple[float, float]
 
 
 class BatchLoader:
@@ -78,7 +80,7 @@ class BatchLoader:
         dataset: Dataset,
         batch_size: int,
         input_size: int,
-        input_mode: InputMode = "image",
+        input_mode: str = "image",
         train: bool = False,
         seed: int = 0,
         crop_size: int | None = None,
@@ -87,20 +89,19 @@ class BatchLoader:
         cache: bool = True,
         prefetch: int = 2,
     ) -> None:
-        if input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+        self.layout = input_layout(input_mode)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if crop_size is not None and not 0 < crop_size <= input_size:
             raise ValueError(f"crop_size must be in (0, input_size={input_size}], got {crop_size}")
         if train and len(dataset) < batch_size:
             raise ValueError(f"the training set has {len(dataset)} samples, fewer than one batch of {batch_size}")
-        if input_mode == "image+template":
+        if self.layout.needs_template:
             lacking = [s for s in dataset.samples if s.template_path is None]
             if lacking:
                 raise DataError(
                     f"{lacking[0].source or lacking[0].image_path}: no template image, needed by input mode "
-                    f"'image+template' ({len(lacking)} of {len(dataset)} samples lack one)"
+                    f"{input_mode!r} ({len(lacking)} of {len(dataset)} samples lack one)"
                 )
         self.dataset = dataset
         self.batch_size = batch_size
@@ -195,27 +196,32 @@ class BatchLoader:
         sample = self.dataset[index]
         item = self._letterboxed(sample)
         image, template, boxes, classes = item.image, item.template, item.boxes, sample.classes
+        block = self.layout.block
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, position])
             if self.crop_size is not None:
-                image, template, boxes, classes = random_crop(image, template, boxes, classes, self.crop_size, rng)
+                image, template, boxes, classes = random_crop(image, template, boxes, classes,
+                                                              self.crop_size * block, rng)
             image, template, boxes, classes = augment(image, template, boxes, classes, rng, self.augment)
-        return _Prepared(to_input(image, template), boxes, classes, item.scale, item.pad)
+        # Space-to-depth shrinks the letterboxed frame by `block`: boxes, scale and padding follow it.
+        return _Prepared(to_input(image, template, self.layout.mode), boxes / np.float32(block), classes,
+                         item.scale / block, (item.pad[0] / block, item.pad[1] / block))
 
     def _letterboxed(self, sample: Sample) -> _Letterboxed:
         if self._cache is not None and sample.key in self._cache:
             return self._cache[sample.key]
         image = sample.load_image()
-        resized, scale, pad = letterbox(image, self.input_size)
+        size = self.layout.letterbox_size(self.input_size)
+        resized, scale, pad = letterbox(image, size)
         template = None
-        if self.input_mode == "image+template":
+        if self.layout.needs_template:
             raw_template = sample.load_template()
             if raw_template.shape != image.shape:
                 raise DataError(
                     f"{sample.template_path}: template is {raw_template.shape[1]}x{raw_template.shape[0]}, "
                     f"but its image {sample.image_path} is {image.shape[1]}x{image.shape[0]}; they must be aligned"
                 )
-            template = letterbox(raw_template, self.input_size)[0]
+            template = letterbox(raw_template, size)[0]
         item = _Letterboxed(resized, template, letterbox_boxes(sample.boxes, scale, pad), scale, pad)
         for array in (item.image, item.template, item.boxes):
             if array is not None:

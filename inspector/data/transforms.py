@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inspector.data.layouts import input_layout
+
 PAD_VALUE = 0  # letterbox border: black, like the background of a binarised scan
 
 
@@ -71,13 +73,22 @@ def unletterbox_boxes(
     return np.clip(mapped, 0, upper).astype(np.float32)
 
 
-def to_input(image: np.ndarray, template: np.ndarray | None = None) -> np.ndarray:
-    """The network input for one image: float32 (C, H, W), RGB in [0, 1].
+def to_input(image: np.ndarray, template: np.ndarray | None = None, mode: str | None = None) -> np.ndarray:
+    """The network input for one letterboxed image: float32 (C, H, W) in [0, 1] (see ``layouts``).
 
-    With a template the channels are the image's three then the template's three (C = 6).
+    ``mode`` None means ``image`` without a template and ``image+template`` with one: RGB planes,
+    the image's three then the template's. ``gray-diff-s2d`` takes an image and template at twice the
+    network's side and returns 12 planes at the network's side.
     """
+    layout = input_layout(mode or ("image" if template is None else "image+template"), "to_input mode")
+    if layout.needs_template and template is None:
+        raise ValueError(f"input layout {layout.mode!r} needs the golden template")
+    if not layout.needs_template and template is not None:
+        raise ValueError(f"input layout {layout.mode!r} takes no template")
     if template is not None and template.shape != image.shape:
         raise ValueError(f"template shape {template.shape} differs from image shape {image.shape}")
+    if layout.color == "GRAY":
+        return _gray_diff_space_to_depth(_as_gray(image), _as_gray(template), layout.block)
     planes = [image] if template is None else [image, template]
     height, width = image.shape[:2]
     out = np.empty((3 * len(planes), height, width), dtype=np.float32)
@@ -89,6 +100,35 @@ def to_input(image: np.ndarray, template: np.ndarray | None = None) -> np.ndarra
         out[3 * index], out[3 * index + 1], out[3 * index + 2] = red, green, blue
     out *= np.float32(1 / 255)
     return out
+
+
+def _gray_diff_space_to_depth(image: np.ndarray, template: np.ndarray, block: int) -> np.ndarray:
+    """Grey image, grey template and their absolute difference, each packed ``block`` x ``block`` into
+    depth: channel ``plane * block**2 + dy * block + dx`` holds pixels ``[dy::block, dx::block]`` (the
+    order of paddle's pixel_unshuffle)."""
+    height, width = image.shape
+    if height % block or width % block:
+        raise ValueError(f"space-to-depth by {block} needs sides divisible by {block}, got {width}x{height}")
+    planes = (image, template, cv2.absdiff(image, template))
+    out = np.empty((len(planes) * block * block, height // block, width // block), dtype=np.float32)
+    channel = 0
+    for plane in planes:
+        for dy in range(block):
+            for dx in range(block):
+                out[channel] = plane[dy::block, dx::block]
+                channel += 1
+    out *= np.float32(1 / 255)
+    return out
+
+
+def _as_gray(image: np.ndarray) -> np.ndarray:
+    """One grey plane: (H, W) and (H, W, 1) as they are, BGR through OpenCV's luma weights (exact for the
+    identical planes of a grey image stored as colour)."""
+    if image.ndim == 2:
+        return np.ascontiguousarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.ascontiguousarray(image[:, :, 0])
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2GRAY)
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:

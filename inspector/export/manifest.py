@@ -12,7 +12,8 @@ A package is a directory that describes itself completely::
 
 The exporter (``inspector.export.package``) writes it; the runtime (``inspector.runtime.package``)
 verifies it before running anything. This module holds the schema both sides agree on, and nothing
-heavier than the standard library, so the runtime can read a manifest without paddle.
+heavier than the standard library (and the input-layout table, ``inspector.data.layouts``), so the
+runtime can read a manifest without paddle.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspector.data.layouts import INPUT_MODES, input_layout
+
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 PADDLE_MODEL_FILE = "model.pdmodel"
@@ -31,7 +34,6 @@ SPLIT_FILE = "split.json"
 LITE_MODEL_FILES = {"x86": "model_x86.nb", "arm": "model_arm.nb"}  # Paddle Lite valid_targets -> file
 TARGETS = ("paddle", "lite-x86", "lite-arm")
 PRECISIONS = ("fp32", "int8")
-INPUT_MODES = ("image", "image+template")
 NMS_METHODS = ("hard", "matrix")
 
 
@@ -44,14 +46,15 @@ class PackageError(ValueError):
 class InputSpec:
     """How to turn a BGR frame (and its template) into the network input (see ``inspector.data.transforms``)."""
 
-    size: int  # the letterboxed square's side
-    mode: str  # "image" | "image+template" (template stacked as 3 more channels)
-    channels: int  # 3 or 6
+    size: int  # the network input's side (the letterboxed square is size * space_to_depth)
+    mode: str  # the input layout, one of inspector.data.layouts.INPUT_MODES
+    channels: int  # the layout's channels: 3, 6 or 12
     name: str = "images"  # the program's input name
     layout: str = "NCHW"
-    color: str = "RGB"  # channel order of each 3-channel plane
+    color: str = "RGB"  # "RGB": colour planes of each image; "GRAY": one grey plane per image (layouts)
     scale: float = 1 / 255  # uint8 pixel value -> network value
     letterbox_pad_value: int = 0  # grey level of the border added to make the frame square
+    space_to_depth: int = 1  # block of the layout's space-to-depth packing (1: none)
 
 
 @dataclass(frozen=True)
@@ -139,14 +142,19 @@ class Manifest:
             channels=raw_input.integer("channels", minimum=1),
             name=raw_input.get("name", str, "the program's input name"),
             layout=raw_input.choice("layout", ("NCHW",)),
-            color=raw_input.choice("color", ("RGB",)),
+            color=raw_input.choice("color", ("RGB", "GRAY")),
             scale=raw_input.number("scale", minimum=0.0),
             letterbox_pad_value=raw_input.integer("letterbox_pad_value", minimum=0),
+            # Packages written before space-to-depth layouts existed have no such field: 1.
+            space_to_depth=raw_input.integer("space_to_depth", minimum=1) if "space_to_depth" in raw_input.data else 1,
         )
-        expected_channels = 6 if input_spec.mode == "image+template" else 3
-        if input_spec.channels != expected_channels:
-            raise PackageError(f"{source}: field 'input.channels': input mode {input_spec.mode!r} needs "
-                               f"{expected_channels} channels, the manifest says {input_spec.channels}")
+        layout = input_layout(input_spec.mode)
+        for name, expected, got in (("channels", layout.channels, input_spec.channels),
+                                    ("color", layout.color, input_spec.color),
+                                    ("space_to_depth", layout.block, input_spec.space_to_depth)):
+            if got != expected:
+                raise PackageError(f"{source}: field 'input.{name}': input mode {input_spec.mode!r} needs "
+                                   f"{expected}, the manifest says {got}")
         raw_post = fields.section("postprocess")
         postprocess = PostprocessDefaults(
             score_threshold=raw_post.number("score_threshold", minimum=0.0, maximum=1.0),

@@ -273,7 +273,8 @@ def _make_manifest(source: ExportSource, program: ProgramInfo, name: str, lite_t
         name=name,
         created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         class_names=list(source.class_names),
-        input=InputSpec(size=cfg.input_size, mode=cfg.input_mode, channels=cfg.in_channels, name=program.input_name),
+        input=InputSpec(size=cfg.input_size, mode=cfg.input_mode, channels=cfg.in_channels, name=program.input_name,
+                        color=cfg.layout.color, space_to_depth=cfg.layout.block),
         outputs={
             "boxes": {"shape": boxes_shape, "dtype": "float32", "meaning": "x1, y1, x2, y2 in input (letterboxed) pixels"},
             "scores": {"shape": scores_shape, "dtype": "float32", "meaning": "per-class confidence in [0, 1]"},

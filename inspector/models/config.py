@@ -16,9 +16,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from inspector.data.layouts import InputLayout, input_layout
 from inspector.models.anchors import Anchor, default_anchors
-
-INPUT_MODES = ("image", "image+template")
 ARCH_NAMES = ("ppyolo-r18", "ppyolo-r34", "ppyolo-r50", "ppyolo-r50-dcn", "mbv3-small", "mbv3-large")
 
 
@@ -66,7 +65,7 @@ class ModelConfig:
     arch: str = "ppyolo-r50"
     num_classes: int = 6
     input_size: int = 640
-    input_mode: str = "image"  # "image" | "image+template" (template stacked as 3 more channels)
+    input_mode: str = "image"  # one of inspector.data.layouts.INPUT_MODES (what the channels are)
     strides: tuple[int, ...] = (8, 16, 32)
     anchors: list[list[Anchor]] = field(default_factory=list)
     iou_aware: bool = True  # predict the IoU of each box and use it in the score (PP-YOLO)
@@ -80,8 +79,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         parse_arch(self.arch)  # raises with the accepted names
-        if self.input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode: expected one of {INPUT_MODES}, got {self.input_mode!r}")
+        input_layout(self.input_mode)  # raises with the known layouts
         if self.num_classes < 1:
             raise ValueError(f"num_classes: expected at least 1, got {self.num_classes}")
         self.strides = tuple(int(s) for s in self.strides)
@@ -103,9 +101,13 @@ class ModelConfig:
             raise ValueError(f"scale_x_y: expected >= 1.0, got {self.scale_x_y}")
 
     @property
+    def layout(self) -> InputLayout:
+        return input_layout(self.input_mode)
+
+    @property
     def in_channels(self) -> int:
-        """3 for the image alone, 6 when the template is stacked behind it."""
-        return 6 if self.input_mode == "image+template" else 3
+        """The input layout's channels: 3 for the image alone, 6 with the template, 12 for gray-diff-s2d."""
+        return self.layout.channels
 
     @property
     def num_anchors(self) -> int:

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-INPUT_MODES = ("image", "image+template")
+from inspector.data.layouts import INPUT_MODES
+
 LITE_TARGETS = ("x86", "arm")
 PRUNE_CRITERIA = ("l1", "fpgm")
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from inspector.data.layouts import input_layout
 from inspector.pipeline.config import PipelineConfig
 
 MEASURE_DIR = "measure"
@@ -35,7 +36,7 @@ def measure_rows(cfg: PipelineConfig, out: Path, state: dict, echo: Callable[[st
     _, val_set = load_split(load_dataset(cfg.data, format=cfg.format), out / "split.json")
     sample = val_set.samples[0]
     frame = sample.load_image()
-    template = sample.load_template() if cfg.input_mode == "image+template" else None
+    template = sample.load_template() if input_layout(cfg.input_mode).needs_template else None
     rows = []
     for row, label, stage, int8 in ROWS:
         if stage not in state["stages"]:

@@ -20,8 +20,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from inspector.data.layouts import InputLayout, input_layout
 from inspector.data.transforms import letterbox, to_input, unletterbox_boxes
 from inspector.export.manifest import PRECISIONS, PackageError
 from inspector.models.nms import select_detections
@@ -153,8 +155,12 @@ class Detector:
         return self.manifest.input.size
 
     @property
+    def layout(self) -> InputLayout:
+        return input_layout(self.manifest.input.mode)
+
+    @property
     def needs_template(self) -> bool:
-        return self.manifest.input.mode == "image+template"
+        return self.layout.needs_template
 
     # ------------------------------------------------------------------ running
 
@@ -180,16 +186,20 @@ class Detector:
         raises ``AlignmentError`` when that fails. Thresholds default to the package's.
         """
         start = time.perf_counter()
-        _check_image(image, "image")
+        layout = self.layout
+        self._check_frame(image, "image")
         if self.needs_template and template is None:
-            raise ValueError("this model compares each frame with its golden template (input mode "
-                             "'image+template'): pass the template image")
+            raise ValueError(f"this model compares each frame with its golden template (input mode "
+                             f"{layout.mode!r}): pass the template image")
         if not self.needs_template and template is not None:
-            raise ValueError("this model looks at the frame alone (input mode 'image'): it takes no template")
+            raise ValueError(f"this model looks at the frame alone (input mode {layout.mode!r}): it takes no template")
         alignment = None
         model_image = image
         if template is not None:
-            _check_image(template, "template")
+            self._check_frame(template, "template")
+            if template.ndim != image.ndim or (image.ndim == 3 and template.shape[2] != image.shape[2]):
+                raise ValueError(f"template has {_channels(template)} channel(s) but the image has {_channels(image)}: "
+                                 f"give both in the same colour format")
             if align:
                 alignment = align_to_template(image, template)
                 model_image = alignment.aligned
@@ -198,9 +208,12 @@ class Detector:
                                  f"{image.shape[1]}x{image.shape[0]}: pass align=True to register the frame to it")
         elif align:
             raise ValueError("align=True needs a template to align to")
-        resized, scale, pad = letterbox(model_image, self.input_size)
-        resized_template = None if template is None else letterbox(template, self.input_size)[0]
-        batch = to_input(resized, resized_template)[None]
+        size = layout.letterbox_size(self.input_size)
+        resized, scale, pad = letterbox(model_image, size)
+        resized_template = None if template is None else letterbox(template, size)[0]
+        batch = to_input(resized, resized_template, layout.mode)[None]
+        # Space-to-depth packs the letterboxed frame `block` times smaller: the network's pixels.
+        scale, pad = scale / layout.block, (pad[0] / layout.block, pad[1] / layout.block)
         prepared = time.perf_counter()
 
         boxes, scores = self.infer(batch)
@@ -228,6 +241,20 @@ class Detector:
             timing=Timing((prepared - start) * 1e3, (inferred - prepared) * 1e3, (done - inferred) * 1e3),
             alignment=alignment,
         )
+
+    def _check_frame(self, image: np.ndarray, name: str) -> None:
+        """A uint8 frame in the colour format the package's layout was trained on: a colour model is
+        not given grey frames, nor a grey model colour ones (grey stored as three equal planes is grey)."""
+        _check_image(image, name)
+        layout = self.layout
+        if layout.color == "RGB" and _channels(image) == 1:
+            raise ValueError(f"{name}: {self.info.package} expects colour BGR (H, W, 3) frames (input layout "
+                             f"{layout.mode!r}), got a grey {image.shape} frame; use a grey model (layout "
+                             f"'gray-diff-s2d') for a monochrome camera")
+        if layout.color == "GRAY" and _channels(image) == 3 and _has_colour(image):
+            raise ValueError(f"{name}: {self.info.package} expects grey frames (input layout {layout.mode!r}), got a "
+                             f"colour frame whose channels differ; use a colour model (layout 'image+template') "
+                             f"for a colour camera")
 
     def _check_outputs(self) -> None:
         """One run on a blank input: the engine must return what the manifest promises."""
@@ -277,6 +304,16 @@ def _check_image(image: np.ndarray, name: str) -> None:
         shape = getattr(image, "shape", None)
         raise ValueError(f"{name}: expected a BGR uint8 (H, W, 3) or grey (H, W) image, got "
                          f"{getattr(image, 'dtype', type(image).__name__)} {shape}")
+
+
+def _channels(image: np.ndarray) -> int:
+    return 1 if image.ndim == 2 else int(image.shape[2])
+
+
+def _has_colour(image: np.ndarray) -> bool:
+    """True when a 3-channel frame's planes differ: a colour picture, not grey stored as BGR."""
+    blue, green, red = cv2.split(image)
+    return bool(cv2.countNonZero(cv2.absdiff(blue, green)) or cv2.countNonZero(cv2.absdiff(blue, red)))
 
 
 def _cpu_name() -> str:

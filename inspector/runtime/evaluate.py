@@ -29,7 +29,7 @@ def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: flo
     if detector.needs_template and not dataset.has_templates:
         lacking = next(s for s in dataset.samples if s.template_path is None)
         raise ValueError(f"{lacking.source or lacking.image_path}: no template image, needed by this model "
-                         "(input mode 'image+template')")
+                         f"(input mode {detector.layout.mode!r})")
     gts, dets = [], []
     for sample in tqdm(dataset.samples, desc="evaluate", unit="image", disable=not progress, leave=False):
         template = sample.load_template() if detector.needs_template else None

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from inspector.data.layouts import input_layout
+
 log = logging.getLogger(__name__)
 _START_TIMEOUT_S = 300.0  # loading a package on a slow ARM box
 
@@ -76,7 +78,7 @@ class DetectorProcess:
 
     @property
     def needs_template(self) -> bool:
-        return self.manifest.input.mode == "image+template"
+        return input_layout(self.manifest.input.mode).needs_template
 
     def detect(self, image: np.ndarray, template: np.ndarray | None = None, *, align: bool = False,
                score_threshold: float | None = None):

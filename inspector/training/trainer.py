@@ -19,6 +19,7 @@ import paddle
 from tqdm import tqdm
 
 from inspector.data import Dataset, load_dataset
+from inspector.data.layouts import input_layout
 from inspector.data.loader import BatchLoader
 from inspector.data.transforms import AugmentConfig
 from inspector.data.split import split_dataset
@@ -140,8 +141,8 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
     dataset = load_dataset(cfg.data, format=cfg.format)
     for problem in dataset.problems:
         log.warning("%s", problem)
-    if cfg.input_mode == "image+template" and not dataset.has_templates:
-        raise ValueError(f"{cfg.data}: input mode image+template needs a template for every image")
+    if input_layout(cfg.input_mode).needs_template and not dataset.has_templates:
+        raise ValueError(f"{cfg.data}: input mode {cfg.input_mode} needs a template for every image")
     split_file = Path(cfg.split_file) if cfg.split_file else out / "split.json"
     train_set, val_set = split_dataset(dataset, cfg.val_fraction, cfg.split_seed, split_file)
     log.info("data: %d train / %d val images, %d classes, device %s, %s threads", len(train_set), len(val_set),

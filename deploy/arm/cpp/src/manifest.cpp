@@ -15,7 +15,23 @@ namespace {
 
 using nlohmann::json;
 
-const std::set<std::string> kInputModes = {"image", "image+template"};
+// The input layouts (inspector/data/layouts.py): mode -> what the network is fed.
+struct LayoutSpec {
+  int channels;
+  int block;  // space-to-depth block
+  bool needs_template;
+  const char* color;
+};
+const std::map<std::string, LayoutSpec> kInputLayouts = {
+    {"image", {3, 1, false, "RGB"}},
+    {"image+template", {6, 1, true, "RGB"}},
+    {"gray-diff-s2d", {12, 2, true, "GRAY"}},
+};
+const std::set<std::string> kInputModes = [] {
+  std::set<std::string> modes;
+  for (const auto& entry : kInputLayouts) modes.insert(entry.first);
+  return modes;
+}();
 const std::set<std::string> kNmsMethods = {"hard", "matrix"};
 const std::set<std::string> kPrecisions = {"fp32", "int8"};
 const std::set<std::string> kTargets = {"paddle", "lite-x86", "lite-arm"};
@@ -197,14 +213,23 @@ Manifest parse_manifest(const std::string& json_text, const std::string& source)
   manifest.input.channels = static_cast<int>(input.integer("channels", 1, 64));
   manifest.input.name = input.string("name", "the program's input name");
   input.choice("layout", {"NCHW"});
-  input.choice("color", {"RGB"});
+  manifest.input.color = input.choice("color", {"RGB", "GRAY"});
   manifest.input.scale = input.number("scale", 0.0);
   manifest.input.letterbox_pad_value = static_cast<int>(input.integer("letterbox_pad_value", 0, 255));
-  int expected_channels = manifest.needs_template() ? 6 : 3;
-  if (manifest.input.channels != expected_channels)
-    throw PackageError(source + ": field 'input.channels': input mode '" + manifest.input.mode + "' needs " +
-                       std::to_string(expected_channels) + " channels, the manifest says " +
-                       std::to_string(manifest.input.channels));
+  // Packages written before space-to-depth layouts existed have no such field: 1.
+  manifest.input.space_to_depth =
+      input.data().contains("space_to_depth") ? static_cast<int>(input.integer("space_to_depth", 1, 16)) : 1;
+  const LayoutSpec& layout = kInputLayouts.at(manifest.input.mode);
+  manifest.input.needs_template = layout.needs_template;
+  const std::pair<const char*, std::pair<std::string, std::string>> checks[] = {
+      {"channels", {std::to_string(layout.channels), std::to_string(manifest.input.channels)}},
+      {"color", {layout.color, manifest.input.color}},
+      {"space_to_depth", {std::to_string(layout.block), std::to_string(manifest.input.space_to_depth)}},
+  };
+  for (const auto& check : checks)
+    if (check.second.first != check.second.second)
+      throw PackageError(source + ": field 'input." + check.first + "': input mode '" + manifest.input.mode +
+                         "' needs " + check.second.first + ", the manifest says " + check.second.second);
 
   Fields post = fields.section("postprocess");
   manifest.postprocess.score_threshold = post.number("score_threshold", 0.0, 1.0);

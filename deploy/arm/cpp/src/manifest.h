@@ -34,9 +34,12 @@ struct FileEntry {
 
 // How a frame becomes the network input (inspector.export.manifest.InputSpec).
 struct InputSpec {
-  int size = 0;                 // side of the letterboxed square
-  std::string mode;             // "image" | "image+template"
-  int channels = 0;             // 3 or 6 (image planes, then the template's)
+  int size = 0;                 // the network input's side (the letterbox is size * space_to_depth)
+  std::string mode;             // "image" | "image+template" | "gray-diff-s2d" (inspector/data/layouts.py)
+  int channels = 0;             // 3, 6 or 12
+  std::string color = "RGB";    // "RGB": colour planes; "GRAY": grey image, grey template, |difference|
+  int space_to_depth = 1;       // block of the 2x2-style packing into depth (1: none)
+  bool needs_template = false;  // derived from the mode
   std::string name;             // the program's input name
   double scale = 1.0 / 255.0;   // uint8 -> network value
   int letterbox_pad_value = 0;  // grey level of the letterbox border
@@ -62,7 +65,7 @@ struct Manifest {
   std::map<std::string, FileEntry> files;
   std::map<std::string, std::vector<std::string>> targets;  // "lite-arm" -> {"model_arm.nb"}, ...
 
-  bool needs_template() const { return input.mode == "image+template"; }
+  bool needs_template() const { return input.needs_template; }
   std::int64_t num_boxes() const { return boxes_shape[1]; }
   std::int64_t num_classes() const { return scores_shape[2]; }
   // sha256 of the sorted "name:sha256\n" lines, first 16 hex digits (Manifest.package_id in Python).

@@ -103,12 +103,17 @@ int run(int argc, char** argv) {
   const pcb::FrameResult result =
       pcb::detect(manifest, image, golden.empty() ? nullptr : &golden, saved_outputs, settings);
 
-  const pcb::Letterboxed geometry = pcb::letterbox(image, manifest.input.size, manifest.input.letterbox_pad_value);
+  // The letterbox geometry in network pixels (divided by the layout's space-to-depth block).
+  const int block = manifest.input.space_to_depth;
+  const pcb::Letterboxed geometry =
+      pcb::letterbox(image, manifest.input.size * block, manifest.input.letterbox_pad_value);
   nlohmann::json exact = nlohmann::json::array();
   for (const pcb::Detection& detection : result.detections)
     exact.push_back({{"box", detection.box}, {"score", detection.score}, {"class_id", detection.class_id}});
   nlohmann::json report = {{"package_id", manifest.package_id()},
-                           {"letterbox", {{"scale", geometry.scale}, {"pad", {geometry.pad_x, geometry.pad_y}}}},
+                           {"letterbox", {{"scale", geometry.scale / block},
+                                          {"pad", {static_cast<double>(geometry.pad_x) / block,
+                                                   static_cast<double>(geometry.pad_y) / block}}}},
                            {"exact", exact},
                            {"result", pcb::to_json(result, manifest.class_names)}};
   std::cout << report.dump() << std::endl;

@@ -33,6 +33,17 @@ cv::Mat as_bgr(const cv::Mat& image, const char* what) {
   return image;
 }
 
+// A 3-channel frame whose planes differ: colour, not grey stored as BGR (detector._has_colour).
+bool has_colour(const cv::Mat& image) {
+  if (image.channels() != 3) return false;
+  cv::Mat planes[3], difference;
+  cv::split(image, planes);
+  cv::absdiff(planes[0], planes[1], difference);
+  if (cv::countNonZero(difference)) return true;
+  cv::absdiff(planes[0], planes[2], difference);
+  return cv::countNonZero(difference) != 0;
+}
+
 // box_iou_numpy for one pair, in float32 and in numpy's order of operations.
 float iou(const Box& a, const Box& b) {
   float area_a = std::max(a[2] - a[0], 0.f) * std::max(a[3] - a[1], 0.f);
@@ -112,6 +123,40 @@ std::vector<float> to_input(const cv::Mat& image, const cv::Mat* template_image,
   return out;
 }
 
+std::vector<float> to_input_gray_diff(const cv::Mat& image, const cv::Mat& template_image, int block, float scale) {
+  if (image.type() != CV_8UC3) throw std::invalid_argument("to_input_gray_diff: expected a BGR uint8 image");
+  if (template_image.size() != image.size() || template_image.type() != image.type())
+    throw std::invalid_argument("to_input_gray_diff: the template's size or type differs from the image's");
+  if (block < 1 || image.rows % block || image.cols % block)
+    throw std::invalid_argument("to_input_gray_diff: sides " + std::to_string(image.cols) + "x" +
+                                std::to_string(image.rows) + " are not divisible by the block " + std::to_string(block));
+  cv::Mat planes[3];
+  cv::cvtColor(image, planes[0], cv::COLOR_BGR2GRAY);  // OpenCV's luma weights, as the Python side
+  cv::cvtColor(template_image, planes[1], cv::COLOR_BGR2GRAY);
+  cv::absdiff(planes[0], planes[1], planes[2]);
+  const int rows = image.rows / block, cols = image.cols / block;
+  const std::size_t plane_size = static_cast<std::size_t>(rows) * cols;
+  std::vector<float> out(3 * block * block * plane_size);
+  float* channel = out.data();
+  for (const cv::Mat& plane : planes)
+    for (int dy = 0; dy < block; ++dy)
+      for (int dx = 0; dx < block; ++dx, channel += plane_size)
+        for (int y = 0; y < rows; ++y) {
+          const std::uint8_t* row = plane.ptr<std::uint8_t>(y * block + dy);
+          for (int x = 0; x < cols; ++x) channel[static_cast<std::size_t>(y) * cols + x] = row[x * block + dx] * scale;
+        }
+  return out;
+}
+
+std::vector<float> make_input(const InputSpec& spec, const cv::Mat& image, const cv::Mat* template_image) {
+  const float scale = static_cast<float>(spec.scale);
+  if (spec.color == "GRAY") {
+    if (!template_image) throw std::invalid_argument("input mode '" + spec.mode + "' needs the golden template");
+    return to_input_gray_diff(image, *template_image, spec.space_to_depth, scale);
+  }
+  return to_input(image, template_image, scale);
+}
+
 std::vector<std::size_t> nms_hard(const std::vector<Box>& boxes, const std::vector<float>& scores,
                                   const std::vector<int>& classes, float iou_threshold, int max_det) {
   if (boxes.size() != scores.size() || boxes.size() != classes.size())
@@ -185,11 +230,14 @@ std::vector<Detection> select_detections(const float* boxes, const float* scores
   return detections;
 }
 
-void unletterbox(std::vector<Detection>& detections, const Letterboxed& letterboxed, int width, int height) {
-  // (boxes - pad) / float32(scale), clipped at 0 and at the frame's right and bottom edges.
-  const float scale = static_cast<float>(letterboxed.scale);
-  const float pad[4] = {static_cast<float>(letterboxed.pad_x), static_cast<float>(letterboxed.pad_y),
-                        static_cast<float>(letterboxed.pad_x), static_cast<float>(letterboxed.pad_y)};
+void unletterbox(std::vector<Detection>& detections, const Letterboxed& letterboxed, int width, int height,
+                 int block) {
+  // (boxes - pad) / float32(scale), clipped at 0 and at the frame's right and bottom edges; scale and
+  // pad are divided by the space-to-depth block in double first, as Detector.detect does.
+  const float scale = static_cast<float>(letterboxed.scale / block);
+  const float pad_x = static_cast<float>(static_cast<double>(letterboxed.pad_x) / block);
+  const float pad_y = static_cast<float>(static_cast<double>(letterboxed.pad_y) / block);
+  const float pad[4] = {pad_x, pad_y, pad_x, pad_y};
   const float upper[4] = {static_cast<float>(width), static_cast<float>(height), static_cast<float>(width),
                           static_cast<float>(height)};
   for (Detection& detection : detections)
@@ -217,7 +265,7 @@ FrameResult detect(const Manifest& manifest, const cv::Mat& image, const cv::Mat
   const auto start = std::chrono::steady_clock::now();
   if (manifest.needs_template() && !template_image)
     throw std::invalid_argument("this model compares each frame with its golden template (input mode "
-                                "'image+template'): pass the template image");
+                                "'" + manifest.input.mode + "'): pass the template image");
   if (!manifest.needs_template() && template_image)
     throw std::invalid_argument("this model looks at the frame alone (input mode 'image'): it takes no template");
   if (template_image && template_image->size() != image.size())
@@ -225,12 +273,18 @@ FrameResult detect(const Manifest& manifest, const cv::Mat& image, const cv::Mat
                                 std::to_string(template_image->rows) + " but the image is " +
                                 std::to_string(image.cols) + "x" + std::to_string(image.rows) +
                                 ": register the frame to the template first (the Python runtime's --align)");
-  const int size = manifest.input.size, pad_value = manifest.input.letterbox_pad_value;
+  if (manifest.input.color == "GRAY")
+    for (const cv::Mat* frame : {&image, template_image})
+      if (frame && has_colour(*frame))
+        throw std::invalid_argument(std::string(frame == &image ? "image" : "template") +
+                                    ": this model expects grey frames (input mode '" + manifest.input.mode +
+                                    "'), got a colour frame whose channels differ; use a colour model");
+  const int block = manifest.input.space_to_depth;
+  const int size = manifest.input.size * block, pad_value = manifest.input.letterbox_pad_value;
   Letterboxed frame = letterbox(image, size, pad_value);
   Letterboxed golden;
   if (template_image) golden = letterbox(*template_image, size, pad_value);
-  std::vector<float> input = to_input(frame.image, template_image ? &golden.image : nullptr,
-                                      static_cast<float>(manifest.input.scale));
+  std::vector<float> input = make_input(manifest.input, frame.image, template_image ? &golden.image : nullptr);
   FrameResult result;
   result.timing.preprocess_ms = milliseconds_since(start);
 
@@ -241,7 +295,7 @@ FrameResult detect(const Manifest& manifest, const cv::Mat& image, const cv::Mat
   const auto postprocessing = std::chrono::steady_clock::now();
   result.detections = select_detections(outputs.boxes, outputs.scores, static_cast<std::size_t>(manifest.num_boxes()),
                                         static_cast<std::size_t>(manifest.num_classes()), settings);
-  unletterbox(result.detections, frame, image.cols, image.rows);
+  unletterbox(result.detections, frame, image.cols, image.rows, block);
   result.width = image.cols;
   result.height = image.rows;
   result.timing.postprocess_ms = milliseconds_since(postprocessing);

@@ -41,6 +41,14 @@ Letterboxed letterbox(const cv::Mat& image, int size, int pad_value);
 // `template_image` when given (C = 6), each value uint8 * scale.
 std::vector<float> to_input(const cv::Mat& image, const cv::Mat* template_image, float scale);
 
+// inspector.data.transforms.to_input, layout "gray-diff-s2d": grey image, grey template and their
+// absolute difference, each packed block x block into depth (channel = plane * block^2 + dy * block + dx),
+// float32 (12, S / block, S / block), each value uint8 * scale.
+std::vector<float> to_input_gray_diff(const cv::Mat& image, const cv::Mat& template_image, int block, float scale);
+
+// The network input of the manifest's layout for a letterboxed frame (and template).
+std::vector<float> make_input(const InputSpec& spec, const cv::Mat& image, const cv::Mat* template_image);
+
 using Box = std::array<float, 4>;  // x1, y1, x2, y2
 
 struct Detection {
@@ -66,7 +74,9 @@ std::vector<Detection> select_detections(const float* boxes, const float* scores
                                          std::size_t num_classes, const NmsSettings& settings);
 
 // inspector.data.transforms.unletterbox_boxes: back to frame pixels, clipped to [0, width] x [0, height].
-void unletterbox(std::vector<Detection>& detections, const Letterboxed& letterboxed, int width, int height);
+// `block`: the layout's space-to-depth block; the network's pixels are the letterbox's divided by it.
+void unletterbox(std::vector<Detection>& detections, const Letterboxed& letterboxed, int width, int height,
+                 int block = 1);
 
 // What the network returned for one input: pointers valid until the network runs again.
 struct NetworkOutputs {
