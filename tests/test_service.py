@@ -534,6 +534,27 @@ def test_camera_unplugged_degrades_health_raises_alarms_and_recovers(tmp_path, t
     subscriber.close()
 
 
+def test_a_source_whose_reads_fail_shows_as_stalled_in_health_and_recovers(tmp_path, tiny, board, running):
+    camera = FlakyCamera(*board)
+    broken = threading.Event()
+    read = camera.read
+    camera.read = lambda: (_ for _ in ()).throw(UnicodeEncodeError("utf-8", "x", 0, 1, "a bug")) \
+        if broken.is_set() else read()
+    service = Service(make_config(tmp_path, "flaky", model=tiny.package), source=camera)
+    running.append(service)
+    service.start()
+    wait_for(lambda: service.health()["status"] == "ok", 30, "frames to flow")
+    broken.set()
+    health = wait_for(lambda: (h := service.health())["camera"]["state"] == "stalled" and h, 10, "a stalled source")
+    assert health["status"] == "degraded" and not health["ready"] and "UnicodeEncodeError" in \
+        health["camera"]["last_error"]
+    assert "source_stalled" in [alarm["kind"] for alarm in health["recent_alarms"]]
+    broken.clear()
+    wait_for(lambda: service.health()["status"] == "ok", 10, "health to recover")
+    assert [a.kind for a in service.recent_alarms if a.kind.startswith("source_")] == ["source_stalled",
+                                                                                      "source_restored"]
+
+
 def test_database_and_broker_down_then_back_deliver_every_record_in_order(tmp_path, tiny, broker, postgres, running):
     from fastapi.testclient import TestClient
 
@@ -595,8 +616,8 @@ def _first_seen(payloads: list[dict]) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------- the real process
 
-def _serve(tmp_path: Path, folder: Path, tiny, log_name: str) -> subprocess.Popen:
-    env = {**os.environ, "INSPECTOR_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def _serve(tmp_path: Path, folder: Path, tiny, log_name: str, **environ: str) -> subprocess.Popen:
+    env = {**os.environ, "INSPECTOR_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **environ}
     return subprocess.Popen(
         [sys.executable, "-m", "inspector.cli", "serve", "--source", str(folder), "--model", str(tiny.package),
          "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", "--line", "crash-line"],
@@ -654,6 +675,121 @@ def test_kill_9_then_restart_loses_nothing_and_inspects_each_file_once_then_sigt
         wait_for(lambda: len(_records(tmp_path)) >= 210, 120, "the rest after the second restart")
         files = [file for _, file in _records(tmp_path)]
         assert sorted(files) == sorted(names + more)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid little PNG whose header declares ``width`` x ``height`` RGB pixels (a few rows of data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\0" * (1 + 3 * width) * 4)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of ``pid``, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def _children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
+
+
+def test_hostile_files_among_good_boards_one_error_record_each_service_stays_up(tmp_path, tiny):
+    """A hot folder with 20 good boards and the files that used to kill or stall the service: a PNG pair
+    declaring 20000 x 20000 pixels, a 200 MiB file with no end, a JPEG cut short, a name that is not UTF-8,
+    a symbolic link out of the folder and a TIFF written in chunks. Every good board gets its record, each
+    bad file one ERROR record naming the limit or rule, the odd name and the slow TIFF one judged record
+    each; the process stays up (peak memory measured), and after a restart nothing is inspected again."""
+    import httpx
+
+    folder = tmp_path / "incoming"
+    good = fill_hot_folder(folder, tiny.data, 0, 10)
+    test_jpg, temp_jpg = (path.read_bytes() for path in board_pairs(tiny.data)[0])
+    old = time.time() - 3600  # hostile files first in line, settled at once (and the cut one abandoned)
+
+    def drop(name: str | bytes, data: bytes, *, mtime: float | None = old) -> None:
+        path = os.path.join(os.fsencode(folder), name if isinstance(name, bytes) else name.encode())
+        with open(path, "wb") as handle:
+            handle.write(data)
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+
+    drop("huge_test.png", _png_declaring(20000, 20000))
+    drop("huge_temp.png", _png_declaring(20000, 20000))
+    drop("big_test.jpg", test_jpg[:2000])
+    with open(folder / "big_test.jpg", "r+b") as handle:
+        handle.truncate(200 * 2**20)  # 200 MiB, no end marker (sparse: costs no disk)
+    os.utime(folder / "big_test.jpg", (old, old))
+    drop("cut_test.jpg", test_jpg[: len(test_jpg) * 2 // 3])
+    drop("cut_temp.jpg", temp_jpg)
+    drop(b"\xffodd_test.jpg", test_jpg)
+    drop(b"\xffodd_temp.jpg", temp_jpg)
+    outside = tmp_path / "elsewhere_test.jpg"
+    outside.write_bytes(test_jpg)
+    (folder / "link_test.jpg").symlink_to(outside)
+    drop("link_temp.jpg", temp_jpg)
+    drop("slow_temp.jpg", temp_jpg)
+    ok, tiff = cv2.imencode(".tiff", cv2.imdecode(np.frombuffer(test_jpg, np.uint8), cv2.IMREAD_COLOR))
+    tiff = tiff.tobytes()
+
+    # 30 s: a chunk of the slow TIFF looks settled (modified 2 s ago) long before it could be abandoned.
+    process = _serve(tmp_path, folder, tiny, "serve-hostile.log", INSPECTOR_INCOMPLETE_FILE_TIMEOUT_S="30")
+    try:
+        port = int(process.stdout.readline().rsplit(":", 1)[1])
+        wait_for(lambda: len(_records(tmp_path)) >= 15 or process.poll() is not None, 120, "the first records")
+        assert process.poll() is None, (tmp_path / "serve-hostile.log").read_text()
+        # The TIFF in three chunks, each already "unchanged for 2 s" when the folder is next listed; a good
+        # board dropped after each chunk and recorded proves the folder was listed with the chunk in it.
+        for index, end in enumerate((len(tiff) // 4, len(tiff) // 2, len(tiff) - 10, len(tiff))):
+            with open(folder / "slow_test.tif", "ab") as handle:
+                handle.write(tiff[(0, len(tiff) // 4, len(tiff) // 2, len(tiff) - 10)[index]:end])
+            os.utime(folder / "slow_test.tif", (time.time() - 2, time.time() - 2))
+            good += fill_hot_folder(folder, tiny.data, 10 + index, 1)
+            wait_for(lambda: good[-1] in {file for _, file in _records(tmp_path)}, 60, f"{good[-1]}'s record")
+        good += fill_hot_folder(folder, tiny.data, 14, 6)
+        wait_for(lambda: len(_records(tmp_path)) >= 26 or process.poll() is not None, 120, "26 records")
+        assert process.poll() is None, (tmp_path / "serve-hostile.log").read_text()
+        rows = journal_rows(tmp_path / "data" / "records.sqlite3", "SELECT frame_file, verdict, error FROM records")
+        by_file = {file: (verdict, error) for file, verdict, error in rows}
+        assert len(rows) == len(by_file) == 26, rows  # one record per file, none twice
+        assert len(good) == 20 and all(by_file[name][0] in ("OK", "NG") for name in good)
+        for name, verdict in (("\\xffodd_test.jpg", "judged"), ("slow_test.tif", "judged")):
+            assert by_file[name][0] in ("OK", "NG"), (name, by_file[name])
+        expected_errors = {"huge_test.png": "over the limit max_image_pixels=50000000",
+                           "big_test.jpg": "over the limit max_file_bytes=200000000",
+                           "cut_test.jpg": "truncated image",
+                           "link_test.jpg": "outside the hot folder"}
+        for name, message in expected_errors.items():
+            assert by_file[name][0] == "ERROR" and message in by_file[name][1], (name, by_file[name])
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert health["status"] == "ok" and health["camera"]["state"] == "connected", health
+        peak_mb = max([_peak_rss_mb(process.pid)] + [_peak_rss_mb(child) for child in _children(process.pid)])
+        print(f"peak RSS of the service (largest of its processes): {peak_mb:.0f} MB")
+        assert peak_mb < 1000
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        process = _serve(tmp_path, folder, tiny, "serve-hostile-2.log", INSPECTOR_INCOMPLETE_FILE_TIMEOUT_S="30")
+        port = int(process.stdout.readline().rsplit(":", 1)[1])
+        good += fill_hot_folder(folder, tiny.data, 20, 1)
+        wait_for(lambda: len(_records(tmp_path)) >= 27 or process.poll() is not None, 120, "the board after the restart")
+        assert [file for _, file in _records(tmp_path)][26:] == [good[-1]]  # the bad files are not tried again
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:

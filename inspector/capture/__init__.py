@@ -7,7 +7,7 @@
         ...
         source.ack(frame)                                     # hot folder: recorded as done, never read again
 
-Only cv2, numpy and inspector.data are used here: no Qt, no Paddle, no runtime.
+Only cv2, numpy, Pillow (image headers) and inspector.data are used here: no Qt, no Paddle, no runtime.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from inspector.capture.base import (CorruptFrame, Frame, FrameSource, SourceEnded, SourceError, display_spec,
-                                    read_template_file)
+                                    printable_name, read_template_file)
 from inspector.capture.demo import DEMO_DIR, DEMO_FPS, DemoSource
 from inspector.capture.hotfolder import IMAGE_EXTENSIONS, HotFolderSource, Ledger
 from inspector.capture.reconnect import ReconnectingSource
@@ -41,6 +41,7 @@ __all__ = [
     "StreamSource",
     "VideoFileSource",
     "open_source",
+    "printable_name",
 ]
 
 ACCEPTED_FORMS = ('"demo" (bundled DeepPCB boards), a camera index ("0", "1" ...), an rtsp:// or http(s):// '
@@ -48,13 +49,14 @@ ACCEPTED_FORMS = ('"demo" (bundled DeepPCB boards), a camera index ("0", "1" ...
 
 
 def open_source(spec: str, *, fps: float | None = None, loop: bool = True, state_dir: Path | None = None,
-                template: Path | None = None) -> FrameSource:
+                template: Path | None = None, **hot_folder_limits) -> FrameSource:
     """The FrameSource for ``spec`` (not yet opened: call open() or use it as a context manager).
 
     ``fps`` paces the demo (default 2 frames/s) and video files (default: the file's own rate); ``loop``
     restarts them at the end, otherwise read() raises SourceEnded. ``state_dir`` holds a hot folder's
     ledger (default ``<folder>/.inspector/``). ``template`` is a golden template image attached to every
     frame of sources that do not know their own (camera, stream, video, hot-folder files without a pair).
+    ``hot_folder_limits`` (max_image_pixels, max_file_bytes, abandon_seconds) go to a HotFolderSource.
     Raises SourceError naming the spec and the accepted forms, or the template file that cannot be read.
     """
     text = str(spec).strip()
@@ -72,7 +74,7 @@ def open_source(spec: str, *, fps: float | None = None, loop: bool = True, state
         return StreamSource(text, template=golden)
     path = Path(text).expanduser()
     if path.is_dir():
-        return HotFolderSource(path, state_dir=state_dir, template=golden, spec=text)
+        return HotFolderSource(path, state_dir=state_dir, template=golden, spec=text, **hot_folder_limits)
     if path.is_file():
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             return VideoFileSource(path, fps=fps, loop=loop, spec=text, template=golden)

@@ -1,6 +1,7 @@
 """What every frame source shares: the Frame it yields, its errors, and the FrameSource interface."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -103,6 +104,20 @@ def display_spec(spec: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, f"{parts.username}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def printable_name(name: str) -> str:
+    """A file name as text that any log, database or JSON message takes: bytes that are not UTF-8 (kept by
+    Python as lone surrogates) become ``\\xNN``, control characters (a newline in a name) ``\\xNN`` too.
+
+    Linux allows any bytes but NUL and '/' in a name; a lone surrogate cannot be encoded for SQLite,
+    PostgreSQL or a log file, so every name leaving the hot folder goes through here.
+    """
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" if ord(char) < 256 else
+                   f"\\u{ord(char):04x}" for char in text)
 
 
 class Pacer:

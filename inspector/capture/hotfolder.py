@@ -8,8 +8,17 @@ Rules, in the order read() applies them:
   ``X_temp.*`` beside it as its template (it waits ``pair_wait_seconds`` for a template written just after
   it). Other files get the source's fallback template, if one was given.
 - A file still being written is skipped: it must have kept its size and modification time for
-  ``settle_seconds`` (seen unchanged across polls that far apart, or last modified that long ago), and a
-  JPEG/PNG/BMP must be complete (end-of-image marker, or the size its header states).
+  ``settle_seconds`` (seen unchanged across polls that far apart, or last modified that long ago), and it
+  must be complete by its format: JPEG/PNG end-of-image marker, BMP the size its header states, TIFF
+  every strip or tile its directory points at inside the file (libtiff writes the directory last, so a
+  TIFF written slowly is one record, not one per chunk that happened to sit still).
+- Hostile or odd files cost bounded work and get one ERROR record each (the source stays up):
+  a file over ``max_file_bytes`` is refused before it is read; an image whose header declares more than
+  ``max_image_pixels`` (a 1 MB PNG declaring 20000 x 20000 pixels would decode into 1.2 GB) is refused
+  from its header, before decoding; a file that stays incomplete for ``abandon_seconds`` is declared
+  truncated, and while it waits only its header and last bytes are read; a symbolic link whose target
+  lies outside the folder is refused (one inside it is followed). Any name the OS allows is taken: names
+  that are not UTF-8 are shown (frame id, records, logs) with ``\\xNN`` escapes (``printable_name``).
 - ``ack(frame)`` records the file (name, size, mtime) as done in a SQLite ledger (WAL, fsync on commit) in
   ``state_dir``; a restarted source skips done files and yields again files that were read but never
   acknowledged (the process died mid-inspection). A file replaced under the same name is a new file.
@@ -28,7 +37,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -36,13 +44,17 @@ from pathlib import Path
 
 import numpy as np
 
-from inspector.capture.base import CorruptFrame, Frame, FrameSource, SourceError, decode_image, new_frame
+from inspector.capture.base import (CorruptFrame, Frame, FrameSource, SourceError, decode_image, new_frame,
+                                    printable_name)
+from inspector.capture.image_header import HeaderError, read_header
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 TEST_SUFFIX = "_test"  # DeepPCB: <stem>_test.jpg is the tested board ...
 TEMPLATE_SUFFIX = "_temp"  # ... and <stem>_temp.jpg its golden template
 LEDGER_NAME = "hotfolder-ledger.sqlite3"
 STATE_DIR_NAME = ".inspector"
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # 150 MB as BGR; an 8k x 6k line-scan board fits
+DEFAULT_MAX_FILE_BYTES = 200_000_000  # an uncompressed 50-megapixel TIFF/BMP is 150 MB
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ class Ledger:
         try:
             with self._lock:
                 row = self._db.execute("SELECT status FROM files WHERE name=? AND size=? AND mtime_ns=?",
-                                       (key.name, key.size, key.mtime_ns)).fetchone()
+                                       (_ledger_name(key.name), key.size, key.mtime_ns)).fetchone()
         except sqlite3.Error as error:
             raise SourceError(f"hot-folder ledger {self.path}: cannot look up {key.name}: {error}") from error
         return None if row is None else row[0]
@@ -102,7 +114,7 @@ class Ledger:
         try:
             with self._lock:
                 self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                                 (key.name, key.size, key.mtime_ns, status, time.time(), error))
+                                 (_ledger_name(key.name), key.size, key.mtime_ns, status, time.time(), error))
         except sqlite3.Error as error:
             raise SourceError(f"hot-folder ledger {self.path}: cannot record {key.name} as {status}: {error}") \
                 from error
@@ -126,7 +138,8 @@ class HotFolderSource(FrameSource):
 
     def __init__(self, folder: Path | str, *, state_dir: Path | str | None = None,
                  template: np.ndarray | None = None, settle_seconds: float = 0.5, pair_wait_seconds: float = 2.0,
-                 abandon_seconds: float = 60.0, rescan_seconds: float = 0.05, spec: str | None = None):
+                 abandon_seconds: float = 60.0, rescan_seconds: float = 0.05, spec: str | None = None,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES):
         self.folder = Path(folder)
         self.spec = spec if spec is not None else str(folder)
         self.state_dir = Path(state_dir) if state_dir is not None else self.folder / STATE_DIR_NAME
@@ -134,6 +147,8 @@ class HotFolderSource(FrameSource):
         self.settle_seconds = settle_seconds
         self.pair_wait_seconds = pair_wait_seconds
         self.abandon_seconds = abandon_seconds
+        self.max_image_pixels = max_image_pixels
+        self.max_file_bytes = max_file_bytes
         # The folder is listed at most every rescan_seconds, and never for more than a tenth of the time
         # (a listing of thousands of files takes milliseconds): between listings read() works from the last
         # one, so a consumer polling every few ms, or working through a backlog, does not list it each time.
@@ -148,7 +163,7 @@ class HotFolderSource(FrameSource):
         self._sightings: dict[str, _Sighting] = {}
         self._finished: set[FileKey] = set()  # done or failed, among files present (cache of the ledger)
         self._unfinished: set[FileKey] = set()  # looked up in the ledger: not finished
-        # frame_id (= file name) -> the key and the frame's (sequence, captured_monotonic), yielded and not yet
+        # file name -> the key and the frame's (sequence, captured_monotonic), yielded and not yet
         # acked: the frame's own stamp, so a stale frame of an older version of the file cannot ack the new one.
         self._in_flight: dict[str, tuple[FileKey, tuple[int, float]]] = {}
         self._sequence = 0
@@ -262,14 +277,8 @@ class HotFolderSource(FrameSource):
         path = self.folder / key.name
         if self._unchanged_for(key) < self.settle_seconds:
             return None
-        data = _read_complete(path, key)
-        if data is None:
-            return None  # changed or vanished meanwhile
-        if not data or not _looks_complete(key.name, data):
-            if self._unchanged_for(key) < self.abandon_seconds:
-                return None
-            self._fail(key, f"{path}: truncated image (no end-of-image marker) and unchanged for "
-                            f"{self.abandon_seconds:g} s")
+        if self._check_file(key, key) is None:
+            return None
 
         template = self.template
         template_key = _template_key(key.name, listing)
@@ -280,36 +289,75 @@ class HotFolderSource(FrameSource):
         elif _is_test_name(key.name) and self._unchanged_for(key) < self.pair_wait_seconds:
             return None  # its template may be written right after it
 
+        data = _read_complete(path, key)
+        if data is None:
+            return None  # changed or vanished meanwhile
         image = decode_image(data)
+        del data
         if image is None:
-            self._fail(key, f"{path}: not a readable image (corrupt or unsupported format)")
-        frame = new_frame(self, image, key.name, self._sequence, path=path, template=template)
+            self._fail(key, f"{self._shown(key)}: not a readable image (corrupt or unsupported format)")
+        frame = new_frame(self, image, printable_name(key.name), self._sequence, path=path, template=template)
         self._in_flight[key.name] = (key, (frame.sequence, frame.captured_monotonic))
         self._sequence += 1
         return frame
 
+    def _check_file(self, board: FileKey, file: FileKey) -> bool | None:
+        """Whether ``file`` (the board itself, or its template) may be read and decoded: True when it is
+        complete and within the limits, None while it may still be being written. A file refused for good
+        fails ``board`` (CorruptFrame, one ERROR record) with the limit or rule it broke named."""
+        path = self.folder / file.name
+        what = self._shown(board) + ("" if file is board else f": its template {self._shown(file)}")
+        if os.path.islink(path) and not _inside(path, self.folder):
+            self._fail(board, f"{what}: a symbolic link to {printable_name(os.path.realpath(path))}, outside the "
+                              "hot folder (refused: copy the file in, or link within the folder)")
+        if file.size > self.max_file_bytes:
+            self._fail(board, f"{what}: {file.size} bytes, over the limit max_file_bytes={self.max_file_bytes} "
+                              "(refused before reading)")
+        unreadable = f"{what}{':' if file is board else ' is'} not a readable image"
+        try:
+            header = read_header(path, file.size)
+        except OSError:
+            return None  # vanished or replaced meanwhile: the next listing tells
+        except HeaderError as error:
+            if file.size >= 8 and (error.format is None or error.finished):  # not a partial file
+                self._fail(board, f"{unreadable} ({error})")
+            if self._unchanged_for(file) < self.abandon_seconds:
+                return None
+            self._fail(board, f"{what}: truncated image ({error}) and unchanged for "
+                              f"{self.abandon_seconds:g} s")
+        if header.pixels > self.max_image_pixels:
+            self._fail(board, f"{what}: {header.format} of {header.width} x {header.height} = {header.pixels} "
+                              f"pixels, over the limit max_image_pixels={self.max_image_pixels} (refused from "
+                              "its header, before decoding)")
+        if not header.complete:
+            if self._unchanged_for(file) < self.abandon_seconds:
+                return None
+            self._fail(board, f"{what}: truncated image ({header.format} without its end) and unchanged for "
+                              f"{self.abandon_seconds:g} s")
+        return True
+
     def _read_template(self, key: FileKey, template_key: FileKey) -> np.ndarray | None:
-        template_path = self.folder / template_key.name
-        ready = self._unchanged_for(template_key) >= self.settle_seconds
-        data = _read_complete(template_path, template_key) if ready else None
+        if self._unchanged_for(template_key) < self.settle_seconds:
+            return None
+        if self._check_file(key, template_key) is None:
+            return None
+        data = _read_complete(self.folder / template_key.name, template_key)
         if data is None:
-            return None  # still being written, or changed meanwhile
-        if _looks_complete(template_key.name, data):
-            template = decode_image(data)
-            if template is None:
-                self._fail(key, f"{self.folder / key.name}: its template {template_path} is not a readable image")
-            return template
-        if self._unchanged_for(template_key) >= self.abandon_seconds:
-            self._fail(key, f"{self.folder / key.name}: its template {template_path} is truncated (no "
-                            f"end-of-image marker) and unchanged for {self.abandon_seconds:g} s")
-        return None
+            return None  # changed meanwhile
+        template = decode_image(data)
+        if template is None:
+            self._fail(key, f"{self._shown(key)}: its template {self._shown(template_key)} is not a readable image")
+        return template
+
+    def _shown(self, key: FileKey) -> str:
+        return printable_name(str(self.folder / key.name))
 
     def _fail(self, key: FileKey, message: str) -> None:
         """Record the file as failed (never retried) and raise CorruptFrame for it."""
         self.ledger.record(key, "failed", message)
         self._finished.add(key)
         self._unfinished.discard(key)
-        raise CorruptFrame(message, path=self.folder / key.name, frame_id=key.name)
+        raise CorruptFrame(message, path=self.folder / key.name, frame_id=printable_name(key.name))
 
     # -- acknowledging -----------------------------------------------------------------------------
 
@@ -318,12 +366,13 @@ class HotFolderSource(FrameSource):
         with self._lock:
             if self.ledger is None:
                 raise SourceError(f"hot folder {self.folder}: not open (cannot acknowledge {frame.frame_id})")
-            key, stamp = self._in_flight.get(frame.frame_id, (None, None))
+            name = frame.path.name if frame.path is not None else frame.frame_id
+            key, stamp = self._in_flight.get(name, (None, None))
             if key is None or stamp != (frame.sequence, frame.captured_monotonic):
                 raise ValueError(f"hot folder {self.folder}: frame {frame.frame_id!r} was not read from this "
                                  "source, or is already acknowledged")
             self.ledger.record(key, "done")
-            del self._in_flight[frame.frame_id]
+            del self._in_flight[name]
             self._finished.add(key)
             self._unfinished.discard(key)
 
@@ -360,18 +409,18 @@ def _read_complete(path: Path, key: FileKey) -> bytes | None:
     return data
 
 
-def _looks_complete(name: str, data: bytes) -> bool:
-    """Whether a JPEG/PNG/BMP is whole: writers finish with an end marker (or fill the size the header states).
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, links resolved, lies within ``folder`` (resolved too)."""
+    target, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([target, root]) == root
 
-    cv2 decodes a truncated JPEG without complaint (grey bottom rows), so decodability alone cannot tell.
-    TIFF has no such marker; for it only the settle time counts.
-    """
-    extension = Path(name).suffix.lower()
-    if extension in (".jpg", ".jpeg"):
-        return b"\xff\xd9" in data[-64:]  # EOI; entropy-coded data never holds FF D9, so it is the real end
-    if extension == ".png":
-        return b"IEND" in data[-32:]
-    if extension == ".bmp" and len(data) >= 6:
-        stated_size = struct.unpack("<I", data[2:6])[0]
-        return stated_size == 0 or len(data) >= stated_size  # some writers leave the field 0
-    return True
+
+def _ledger_name(name: str) -> str:
+    """The name as the ledger stores it: itself when it is UTF-8; otherwise its bytes in hex behind a '/',
+    which no file name contains (so it never collides with a real name). SQLite cannot store a lone
+    surrogate, and before this such a name stopped the folder for good."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return "/bytes:" + os.fsencode(name).hex()

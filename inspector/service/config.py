@@ -42,6 +42,13 @@ class ServiceConfig(BaseModel):
     fps: Optional[float] = Field(None, gt=0, description="pace of video files and the demo (default: their own)")
     line: str = Field("line1", description="production line name, used in MQTT topics and every record")
 
+    # hot folder: what one file may cost (a file over a limit gets one ERROR record naming it)
+    max_image_pixels: int = Field(50_000_000, ge=1, description="pixel budget per image, read from its header "
+                                  "before decoding")
+    max_file_bytes: int = Field(200_000_000, ge=1, description="larger files are refused before they are read")
+    incomplete_file_timeout_s: float = Field(60.0, gt=0, description="a file that stays incomplete (no end "
+                                             "marker) this long is recorded as truncated")
+
     # where results go
     data_dir: Path = Field(Path("inspector-data"), description="records database (SQLite), spool, hot-folder ledger")
     db: Optional[str] = Field(None, description="postgresql://user:pass@host:port/db; default: SQLite in data_dir")

@@ -23,12 +23,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
 
-from inspector.capture import CorruptFrame, Frame, FrameSource, ReconnectingSource, SourceEnded, SourceError, open_source
+from inspector.capture import (CorruptFrame, Frame, FrameSource, ReconnectingSource, SourceEnded, SourceError, open_source,
+                               printable_name)
 from inspector.service.config import ServiceConfig
 from inspector.service.delivery import Delivery
 from inspector.service.evidence import EvidenceStore
@@ -39,6 +41,9 @@ from inspector.service.records import ALARMS, RECORDS, Alarm, Journal, PostgresS
 
 log = logging.getLogger(__name__)
 HOT_FOLDER_POLL_S = 0.1
+# The latest frame is kept for /frames/latest.jpg: no more than this many pixels on its long side, so a
+# large board does not hold a second full-size copy in memory (and the JPEG stays small for a screen).
+LATEST_FRAME_MAX_SIDE = 1600
 RecordObserver = Callable[[Record, float], None]  # (committed record, capture -> commit seconds)
 
 
@@ -48,8 +53,8 @@ class ServiceError(RuntimeError):
 
 @dataclass
 class _Latest:
-    image: np.ndarray
-    detections: Any  # runtime Detections, or None when the frame could not be judged
+    image: np.ndarray  # at most LATEST_FRAME_MAX_SIDE on its long side
+    detections: Any  # boxes, scores, class_ids, class_names scaled to ``image``; None when not judged
     record: Record
 
 
@@ -122,6 +127,7 @@ class Service:
         self._ng_streak = 0
         self._spool_alarmed: set[str] = set()
         self._camera_alarmed = False
+        self._stalled: Optional[str] = None  # the source's last read raised unexpectedly: why
         self._reconnects_counted = 0
         self._stop_capture = threading.Event()
         self._stop_monitor = threading.Event()
@@ -203,10 +209,12 @@ class Service:
                     # A hot-folder board that cannot be read is still a board: it gets an ERROR record.
                     self._commit_unjudged_file(corrupt)
                 continue
-            except Exception:  # a bug in a source must not end capture for good: log it and go on
+            except Exception as error:  # a bug in a source must not end capture for good: log it and go on
                 log.exception("reading %s failed", source.name)
+                self._set_stalled(f"{type(error).__name__}: {error}")
                 self._stop_capture.wait(1.0)
                 continue
+            self._set_stalled(None)
             if frame is None:
                 if not source.droppable:
                     self._stop_capture.wait(HOT_FOLDER_POLL_S)
@@ -217,6 +225,15 @@ class Service:
             elif not self.queue.put_waiting(frame, self._stop_capture):
                 return  # stopping: the file was not acknowledged and is read again after the restart
             self.metrics.queue_depth.set(len(self.queue))
+
+    def _set_stalled(self, error: Optional[str]) -> None:
+        """/health shows a source whose reads keep failing as stalled (degraded), and one alarm says so."""
+        if error is not None and self._stalled is None:
+            self.raise_alarm("source_stalled", "critical", f"source {self.source.name}: reading failed ({error}); "
+                             "retrying every second", error=error)
+        elif error is None and self._stalled is not None:
+            self.raise_alarm("source_restored", "info", f"source {self.source.name} is read again")
+        self._stalled = error
 
     def _on_source_state(self, state: str, error: str | None) -> None:
         self.metrics.camera_up.set(1 if state == "connected" else 0)
@@ -252,7 +269,7 @@ class Service:
     def _inspect(self, frame: Frame) -> None:
         file_name, file_version = None, None
         if not self.source.droppable and frame.path is not None:
-            file_name, file_version = frame.path.name, _file_version(frame.path)
+            file_name, file_version = printable_name(frame.path.name), _file_version(frame.path)
             if file_version is not None and self.journal.has_file(file_name, file_version):
                 # Committed before a crash that came ahead of the acknowledgement: never inspect twice.
                 log.info("%s was recorded before the restart; acknowledging it", file_name)
@@ -288,7 +305,7 @@ class Service:
         self.metrics.latency.observe(latency)
         if detections is not None:
             self.metrics.inference.observe(detections.timing.total_ms / 1e3)
-        self._latest = _Latest(frame.image, detections, record)
+        self._latest = _latest_frame(frame.image, detections, record)
         self._after_commit(record, latency)
 
     def _commit(self, record: Record) -> None:
@@ -404,7 +421,9 @@ class Service:
                   "last_error": self.source.last_error}
         sinks = [{"name": d.state.name, "up": d.state.up, "backlog": d.state.backlog, "last_error": d.state.last_error}
                  for d in self.deliveries]
-        camera_ok = self.source.state == "connected" and not self.source_ended
+        if self._stalled is not None:
+            camera.update(state="stalled", last_error=self._stalled)
+        camera_ok = self.source.state == "connected" and not self.source_ended and self._stalled is None
         ready = self.state == "running" and self.worker_alive and camera_ok
         degraded = not ready or any(d.state.up is False for d in self.deliveries)
         status = self.state if self.state != "running" else ("degraded" if degraded else "ok")
@@ -439,6 +458,18 @@ class Service:
         return data
 
 
+def _latest_frame(image: np.ndarray, detections, record: Record) -> _Latest:
+    """What /frames/latest.jpg shows, scaled down to LATEST_FRAME_MAX_SIDE (boxes with it): a bounded copy."""
+    scale = min(1.0, LATEST_FRAME_MAX_SIDE / max(image.shape[:2]))
+    if scale < 1.0:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if detections is not None:
+            detections = SimpleNamespace(boxes=np.asarray(detections.boxes) * scale, scores=detections.scores,
+                                         class_ids=detections.class_ids, class_names=detections.class_names)
+    return _Latest(image, detections, record)
+
+
 def _load_detector(config: ServiceConfig) -> DetectorProcess:
     try:
         return DetectorProcess(config.model, backend=config.backend, threads=config.threads)
@@ -450,7 +481,8 @@ def _load_detector(config: ServiceConfig) -> DetectorProcess:
 def _open_configured_source(config: ServiceConfig) -> FrameSource:
     try:
         return open_source(config.source, fps=config.fps, loop=True, state_dir=config.source_state_dir,
-                           template=config.template)
+                           template=config.template, max_image_pixels=config.max_image_pixels,
+                           max_file_bytes=config.max_file_bytes, abandon_seconds=config.incomplete_file_timeout_s)
     except SourceError as error:
         raise ServiceError(f"source: {error}") from error
 
