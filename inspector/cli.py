@@ -82,6 +82,11 @@ class InputMode(str, Enum):
     gray_diff_s2d = "gray-diff-s2d"
 
 
+class Head(str, Enum):
+    yolo = "yolo"
+    gfl = "gfl"
+
+
 class Backend(str, Enum):
     lite = "lite"
     paddle = "paddle"
@@ -106,6 +111,9 @@ def train_command(
                                   "image (0: whole image). Validation always sees whole images."),
     input_mode: InputMode = typer.Option(InputMode.image_template, "--input-mode",
                                          help="image, or image and golden template stacked as channels."),
+    head: Head = typer.Option(Head.yolo, "--head", help="yolo: anchor-based PP-YOLO head; gfl: anchor-free "
+                              "PicoDet/PP-YOLOE-style head (quality scores, box distributions, task-aligned "
+                              "assignment)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, 90-degree turns, lighting, noise."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW)."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9),
@@ -126,7 +134,8 @@ def train_command(
 
     cfg = TrainConfig(arch=arch.value, data=str(data), out=str(out), format=format.value if format else None,
                       epochs=epochs, batch_size=batch, input_size=input_size, crop_size=crop_size or None,
-                      input_mode=input_mode.value, augment=augment, lr=lr, val_fraction=val_fraction, split_seed=split_seed,
+                      input_mode=input_mode.value, head=head.value, augment=augment, lr=lr, val_fraction=val_fraction,
+                      split_seed=split_seed,
                       seed=seed, eval_every=eval_every, max_steps_per_epoch=max_steps,
                       init=str(init) if init else None)
     try:

@@ -241,6 +241,15 @@ def student_model_config(teacher: Checkpoint, student_arch: str) -> ModelConfig:
                                  source=f"student of {teacher.path}")
 
 
+def check_teacher_head(teacher: Checkpoint) -> None:
+    """The losses here read the YOLO head's layout (``head.split_level``); a GFL teacher is refused."""
+    head = teacher.model_config.head
+    if head != "yolo":
+        raise ValueError(f"{teacher.path}: model config head {head!r}: distillation supports the anchor-based "
+                         f"'yolo' head only; distilling the anchor-free gfl head (box distributions, quality scores) "
+                         f"is the PP-YOLOE teacher issue's work (issue 14), not built yet")
+
+
 def check_student_input(cfg: TrainConfig, teacher: Checkpoint) -> None:
     """The student must see exactly the teacher's input; ValueError otherwise."""
     expected = teacher.model_config
@@ -256,6 +265,7 @@ class DistillationObjective(Objective):
     """The training objective of a distillation run (see the module docstring for the formulation)."""
 
     def __init__(self, teacher: Checkpoint, config: DistillConfig, epochs: int) -> None:
+        check_teacher_head(teacher)
         self.teacher_checkpoint = teacher
         self.teacher = freeze(teacher.build())
         self.config = config
@@ -355,6 +365,7 @@ def distill(cfg: TrainConfig, config: DistillConfig) -> Path:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
     parse_arch(cfg.arch)
     teacher = load_checkpoint(Path(config.teacher))
+    check_teacher_head(teacher)
     check_student_input(cfg, teacher)
     if cfg.split_file is None:
         adopted = adopt_teacher_split(load_dataset(cfg.data, format=cfg.format), teacher, out / "split.json")

@@ -129,6 +129,9 @@ class ChannelGroup:
 
 def channel_groups(model: YOLODetector) -> list[ChannelGroup]:
     """Every prunable channel group of ``model`` (built by ``build_model``, pruned or not)."""
+    if not isinstance(model.head, YOLOHead):
+        raise ValueError(f"model config head {model.cfg.head!r}: pruning knows the channel groups of the 'yolo' "
+                         "head only (the gfl head's conv towers are not mapped yet); prune a yolo-head model")
     if isinstance(model.backbone, MobileNetV3) and isinstance(model.neck, LiteFPN):
         lateral_inputs = [[(f"neck.laterals.{level}", 0)] for level in range(3)]
         groups = _mobilenet_groups(model.backbone, lateral_inputs) + _lite_fpn_groups(model.neck, model.head)

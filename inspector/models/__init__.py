@@ -6,6 +6,8 @@ Modules, top-down:
 - ``layers``, ``backbones``, ``necks``: ResNet-vd / MobileNetV3 and the PP-YOLO / light FPNs.
 - ``head``: the YOLO head and its output layout; ``postprocess``: decoding and NMS;
   ``loss``: the PP-YOLO loss; ``detector``: ``YOLODetector``, ``build_model``.
+- ``gfl_head``: the anchor-free GFL head (``ModelConfig.head == "gfl"``) and its decoding;
+  ``assign``: task-aligned assignment (numpy); ``gfl_loss``: varifocal/quality focal, GIoU and DFL.
 
 Importing this package does not import paddle: the paddle-based names below are loaded on first
 use, so ``from inspector.models import ModelConfig, nms_numpy`` stays light for the runtime.
@@ -27,6 +29,8 @@ _PADDLE_NAMES = {
     "count_parameters": "inspector.models.detector",
     "YOLOHead": "inspector.models.head",
     "yolo_loss": "inspector.models.loss",
+    "GFLHead": "inspector.models.gfl_head",
+    "gfl_loss": "inspector.models.gfl_loss",
     "decode_outputs": "inspector.models.postprocess",
 }
 

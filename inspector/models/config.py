@@ -8,6 +8,10 @@ The architecture is named by one string, ``arch``:
 - ``mbv3-small``, ``mbv3-large``, optionally with a width multiplier such as ``mbv3-small-x0.75``:
   the deployable student, MobileNetV3 backbone with a light FPN and the depthwise head.
 
+The head is named by ``head``: ``yolo`` (anchor-based, PP-YOLO; the default, so every existing
+checkpoint and package still loads) or ``gfl`` (anchor-free, PP-PicoDet / PP-YOLOE family: quality
+scores, box distributions, task-aligned assignment; see ``gfl_head.py``), on either family.
+
 numpy/stdlib only, so the runtime can read a package's config without paddle.
 """
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any, Literal
 from inspector.data.layouts import InputLayout, input_layout
 from inspector.models.anchors import Anchor, default_anchors
 ARCH_NAMES = ("ppyolo-r18", "ppyolo-r34", "ppyolo-r50", "ppyolo-r50-dcn", "mbv3-small", "mbv3-large")
+HEADS = ("yolo", "gfl")
+GFL_CLS_LOSSES = ("vfl", "qfl")
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,17 @@ class ModelConfig:
     ignore_threshold: float = 0.7
     iou_loss_weight: float = 2.5
     iou_aware_loss_weight: float = 1.0
+    # Head family; the gfl settings below are read only when head == "gfl" (see gfl_head.py, gfl_loss.py).
+    head: str = "yolo"  # "yolo" (anchor-based) | "gfl" (anchor-free, quality score + box distribution)
+    reg_max: int = 7  # each box side is a distribution over reg_max + 1 bins of 0..reg_max strides
+    gfl_cls_loss: str = "vfl"  # "vfl" (varifocal, PP-YOLOE) | "qfl" (quality focal, GFL / PicoDet)
+    gfl_cls_weight: float = 1.0
+    gfl_iou_weight: float = 2.5  # GIoU loss (PP-YOLOE's weights: 1.0 / 2.5 / 0.5)
+    gfl_dfl_weight: float = 0.5  # distribution focal loss
+    tal_topk: int = 13  # task-aligned assignment: positives per GT box at most
+    tal_alpha: float = 1.0  # alignment = score^alpha * IoU^beta
+    tal_beta: float = 6.0
+    tal_center_radius: float = 2.5  # candidates: points inside the box or within this many strides of its centre
 
     def __post_init__(self) -> None:
         parse_arch(self.arch)  # raises with the accepted names
@@ -99,6 +116,23 @@ class ModelConfig:
             raise ValueError(f"iou_aware_factor: expected a value in [0, 1], got {self.iou_aware_factor}")
         if self.scale_x_y < 1.0:
             raise ValueError(f"scale_x_y: expected >= 1.0, got {self.scale_x_y}")
+        self._check_head()
+
+    def _check_head(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head: expected one of {HEADS}, got {self.head!r}")
+        if isinstance(self.reg_max, bool) or not isinstance(self.reg_max, int) or not 1 <= self.reg_max <= 32:
+            raise ValueError(f"reg_max: expected an integer in [1, 32] (bins per box side minus one), "
+                             f"got {self.reg_max!r}")
+        if self.gfl_cls_loss not in GFL_CLS_LOSSES:
+            raise ValueError(f"gfl_cls_loss: expected one of {GFL_CLS_LOSSES}, got {self.gfl_cls_loss!r}")
+        for name in ("gfl_cls_weight", "gfl_iou_weight", "gfl_dfl_weight", "tal_alpha", "tal_beta",
+                     "tal_center_radius"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+        if isinstance(self.tal_topk, bool) or not isinstance(self.tal_topk, int) or self.tal_topk < 1:
+            raise ValueError(f"tal_topk: expected an integer >= 1, got {self.tal_topk!r}")
 
     @property
     def layout(self) -> InputLayout:

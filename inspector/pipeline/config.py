@@ -7,11 +7,13 @@ later run of the same directory must ask for the same results (``RESULT_FIELDS``
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from inspector.models.config import HEADS
 
 from inspector.data.layouts import INPUT_MODES
 
@@ -44,6 +46,7 @@ class PipelineConfig:
 
     # Students: the baseline (alone) and the distilled one train with exactly this schedule.
     student_arch: str = "mbv3-small"
+    head: str = "yolo"  # teacher's and students' head: "yolo" (anchor-based) | "gfl" (anchor-free, no distillation yet)
     student_run: str | None = None  # an existing student-alone run with this schedule, reused as the baseline
     epochs: int = 16
     crop_size: int | None = 256
@@ -98,6 +101,14 @@ class PipelineConfig:
             raise PipelineError(f"qat_epochs: expected >= 0, got {self.qat_epochs}")
         if self.prune_ratio is not None and not 0.0 < self.prune_ratio < 0.95:
             raise PipelineError(f"prune_ratio: expected a value in (0, 0.95), got {self.prune_ratio}")
+        if self.head not in HEADS:
+            raise PipelineError(f"head: expected one of {HEADS}, got {self.head!r}")
+        if self.head != "yolo" and self.distill:
+            raise PipelineError(f"head: {self.head!r} with distill: true; distillation supports the 'yolo' head only "
+                                "(distilling the gfl head is issue 14's work): set distill: false (--no-distill)")
+        if self.head != "yolo" and self.prune_ratio is not None:
+            raise PipelineError(f"head: {self.head!r} with prune_ratio {self.prune_ratio}: pruning knows the 'yolo' "
+                                "head's channel groups only; leave prune_ratio unset")
         if self.prune_criterion not in PRUNE_CRITERIA:
             raise PipelineError(f"prune_criterion: expected one of {PRUNE_CRITERIA}, got {self.prune_criterion!r}")
         self.qat_skip_layers = [str(name) for name in self.qat_skip_layers]
@@ -158,6 +169,9 @@ def read_preset(path: Path | str) -> dict[str, Any]:
 
 
 def differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """The result-deciding fields whose values differ, as 'field: saved -> wanted'."""
+    """The result-deciding fields whose values differ, as 'field: saved -> wanted'. A field the saved
+    configuration predates counts as its default (a pipeline started before ``head`` existed used "yolo")."""
+    defaults = {f.name: f.default for f in fields(PipelineConfig) if f.default is not MISSING}
+    saved = {**{name: value for name, value in defaults.items() if name not in saved}, **saved}
     return [f"{name}: {saved.get(name)!r} -> {wanted.get(name)!r}" for name in RESULT_FIELDS
             if saved.get(name) != wanted.get(name)]

@@ -35,7 +35,7 @@ STATE_FILE = "pipeline.json"
 SPLIT_FILE = "split.json"
 STAGES = ("teacher", "student", "distilled", "pruned", "qat", "ptq", "package", "measure", "report")
 # Training options that decide a run's result: a stage directory is continued only if they match.
-SCHEDULE_FIELDS = ("arch", "data", "format", "epochs", "batch_size", "input_size", "crop_size", "input_mode",
+SCHEDULE_FIELDS = ("arch", "data", "format", "epochs", "batch_size", "input_size", "crop_size", "input_mode", "head",
                    "augment", "lr", "weight_decay", "warmup_epochs", "ema_decay", "seed", "max_steps_per_epoch")
 
 Echo = Callable[[str], None]
@@ -135,7 +135,8 @@ def _train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs:
 
     return TrainConfig(arch=arch, data=cfg.data, out=str(out / stage), format=cfg.format, epochs=epochs,
                        batch_size=cfg.batch_size, input_size=cfg.input_size, crop_size=crop_size,
-                       input_mode=cfg.input_mode, lr=lr, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+                       input_mode=cfg.input_mode, head=cfg.head, lr=lr, val_fraction=cfg.val_fraction,
+                       split_seed=cfg.split_seed,
                        split_file=str(out / SPLIT_FILE), seed=cfg.seed, eval_every=cfg.eval_every,
                        max_steps_per_epoch=cfg.max_steps_per_epoch)
 

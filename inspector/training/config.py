@@ -18,6 +18,7 @@ class TrainConfig:
     input_size: int = 320  # full images are letterboxed to this (DeepPCB 640 -> 320 halves the boxes)
     crop_size: int | None = 256  # train on random defect-aware crops of the letterboxed image (CPU speed)
     input_mode: str = "image+template"
+    head: str = "yolo"  # "yolo" (anchor-based) | "gfl" (anchor-free; inspector.models.gfl_head)
     augment: bool = True  # flips, 90-degree turns, lighting and noise (see inspector.data.transforms)
     lr: float = 2e-3
     weight_decay: float = 5e-4

@@ -53,7 +53,7 @@ def make_model_config(cfg: TrainConfig, train_set: Dataset) -> ModelConfig:
     wh = box_sizes_at_input(train_set, cfg.input_size)
     anchors = kmeans_anchors(wh, n=9, seed=cfg.seed) if len(wh) >= 9 else None
     kwargs = dict(arch=cfg.arch, num_classes=len(train_set.class_names), input_size=cfg.input_size,
-                  input_mode=cfg.input_mode)
+                  input_mode=cfg.input_mode, head=cfg.head)
     if anchors is not None:
         kwargs["anchors"] = anchors
     return ModelConfig(**kwargs)
@@ -110,7 +110,8 @@ def initial_checkpoint(cfg: TrainConfig, class_names: list[str]) -> Checkpoint:
     config = start.model_config
     problems = [f"{name} {got!r} (init) vs {wanted!r} (this run)"
                 for name, got, wanted in (("arch", config.arch, cfg.arch), ("input_size", config.input_size,
-                                          cfg.input_size), ("input_mode", config.input_mode, cfg.input_mode))
+                                          cfg.input_size), ("input_mode", config.input_mode, cfg.input_mode),
+                                         ("head", config.head, cfg.head))
                 if got != wanted]
     if list(start.class_names) != list(class_names):
         problems.append(f"classes {start.class_names} (init) vs {list(class_names)} (the data)")
