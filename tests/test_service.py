@@ -33,6 +33,7 @@ from inspector.service.frame_queue import FrameQueue
 from inspector.service.records import ALARMS, RECORDS
 
 TOKEN = "test-token-0123456789"
+SECRET = "hunter2-Secret"  # a password that must never be shown
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 REPO = Path(__file__).resolve().parents[1]
 
@@ -245,8 +246,8 @@ class FlakyCamera(FrameSource):
     kind = "camera"
     droppable = True
 
-    def __init__(self, image: np.ndarray, template: np.ndarray, fps: float = 25.0):
-        self.spec = "flaky-cam"
+    def __init__(self, image: np.ndarray, template: np.ndarray, fps: float = 25.0, spec: str = "flaky-cam"):
+        self.spec = spec
         self.image, self.template, self.period = image, template, 1.0 / fps
         self.unplugged = threading.Event()
         self.corrupt_next = threading.Event()
@@ -262,7 +263,7 @@ class FlakyCamera(FrameSource):
         if not self._open:
             raise SourceError("camera flaky-cam: not open")
         if self.unplugged.is_set():
-            raise SourceError("camera flaky-cam: read failed (device unplugged)")
+            raise SourceError(f"camera {self.spec}: read failed (device unplugged)")
         if self.corrupt_next.is_set():
             self.corrupt_next.clear()
             raise CorruptFrame("camera flaky-cam: frame could not be decoded")
@@ -502,7 +503,8 @@ def test_a_dead_detector_process_is_replaced_and_inspection_goes_on(tmp_path, ti
 
 def test_camera_unplugged_degrades_health_raises_alarms_and_recovers(tmp_path, tiny, board, broker, running):
     subscriber = Subscriber(broker.port, "cam-line", "test-camera")
-    camera = FlakyCamera(*board)
+    # Credentials in the camera's URL (user:password@ and ?password=) never reach /health, alarms or records.
+    camera = FlakyCamera(*board, spec=f"rtsp://admin:{SECRET}@10.0.0.7/ch1?password={SECRET}&token={SECRET}")
     config = make_config(tmp_path, "flaky", model=tiny.package, line="cam-line", mqtt=broker.url,
                          reconnect_initial_s=0.1, reconnect_max_s=0.4)
     service = Service(config, source=camera)
@@ -515,6 +517,8 @@ def test_camera_unplugged_degrades_health_raises_alarms_and_recovers(tmp_path, t
     camera.unplugged.set()
     health = wait_for(lambda: (h := service.health())["status"] == "degraded" and h, 10, "degraded health")
     assert health["camera"]["state"] == "reconnecting" and "unplugged" in health["camera"]["last_error"]
+    assert "rtsp://admin:***@10.0.0.7/ch1?password=***&token=***" in health["camera"]["last_error"]
+    assert SECRET not in json.dumps(health)
     assert not health["ready"] and service.worker_alive
     alarm = wait_for(lambda: [a for a in subscriber.payloads("/alarm") if a["kind"] == "camera_down"], 15,
                      "the camera_down alarm on MQTT")[0]
@@ -531,6 +535,9 @@ def test_camera_unplugged_degrades_health_raises_alarms_and_recovers(tmp_path, t
     assert kinds
     results = subscriber.payloads("/result")
     assert results and all(r["line"] == "cam-line" and r["verdict"] in ("OK", "NG") for r in results)
+    assert SECRET not in json.dumps(subscriber.messages)
+    records = journal_rows(config.records_path, "SELECT source FROM records LIMIT 1")
+    assert records and SECRET not in records[0][0] and "***" in records[0][0]
     subscriber.close()
 
 
@@ -563,7 +570,9 @@ def test_database_and_broker_down_then_back_deliver_every_record_in_order(tmp_pa
     subscriber = Subscriber(broker.port, "spool-line", "test-spool")
     folder = tmp_path / "incoming"
     fill_hot_folder(folder, tiny.data, 0, 5)
-    config = make_config(tmp_path, folder, model=tiny.package, line="spool-line", db=postgres.url, mqtt=broker.url)
+    # A query-string password (trust authentication ignores it): never in the 503 body nor in /health.
+    config = make_config(tmp_path, folder, model=tiny.package, line="spool-line", db=f"{postgres.url}?password={SECRET}",
+                         mqtt=broker.url)
     service = Service(config)
     running.append(service)
     service.start()
@@ -579,7 +588,10 @@ def test_database_and_broker_down_then_back_deliver_every_record_in_order(tmp_pa
              and {s["name"]: s["backlog"] for s in h["sinks"] if "records" in s["name"]} == backlogs, 30,
              "both sinks down, 20 records spooled for each")
     client = TestClient(create_app(service, TOKEN))
-    assert client.get("/results", headers=AUTH).status_code == 503  # the store is down; the API says so
+    unavailable = client.get("/results", headers=AUTH)
+    assert unavailable.status_code == 503  # the store is down; the API says so, without its password
+    assert "password=***" in unavailable.json()["detail"] and SECRET not in unavailable.text
+    assert SECRET not in client.get("/health").text
 
     postgres.start()
     broker.start()
@@ -590,10 +602,14 @@ def test_database_and_broker_down_then_back_deliver_every_record_in_order(tmp_pa
     assert [row[1] for row in stored] == list(range(1, 26))
     wait_for(lambda: [r["record_id"] for r in _first_seen(subscriber.payloads("/result"))] == journal, 60,
              "all 25 results on MQTT, in order")
-    # Raised while the broker was down, spooled, delivered. Alarms are their own stream: "restored" may be
-    # raised (and so delivered) a moment after the last result, so wait for it rather than expect it already.
-    wait_for(lambda: {"sink_down", "sink_restored"} <= {alarm["kind"] for alarm in subscriber.payloads("/alarm")},
-             30, "sink_down and sink_restored alarms on MQTT")
+    # Raised while the broker was down, spooled, delivered. Alarms are their own stream: each sink's
+    # "restored" is raised (and so delivered) a moment after its first batch gets through, so wait for both
+    # of them by name; /health's backlog is read from the journal, so it is 0 only once they are delivered.
+    def alarms_of(kind: str) -> set[str]:
+        return {alarm["detail"].get("sink") for alarm in subscriber.payloads("/alarm") if alarm["kind"] == kind}
+
+    wait_for(lambda: alarms_of("sink_down") and {"postgresql/records", "mqtt/records"} <= alarms_of("sink_restored"),
+             30, "sink_down and both sink_restored alarms on MQTT")
     wait_for(lambda: all(s["backlog"] == 0 and s["up"] for s in service.health()["sinks"]), 30, "empty spool")
     assert client.get("/results", params={"limit": 1000}, headers=AUTH).json()["total"] == 25
     stats = client.get("/stats", headers=AUTH).json()  # from PostgreSQL now
@@ -799,11 +815,14 @@ def test_hostile_files_among_good_boards_one_error_record_each_service_stays_up(
 
 
 def test_serve_command_reports_bad_configuration_and_exits_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "inspector.cli", "serve", "--source", "demo", "--line", "no/slash"],
+    result = subprocess.run([sys.executable, "-m", "inspector.cli", "serve", "--source", "demo", "--line", "no/slash",
+                             "--db", f"mysql://inspector:{SECRET}@db/x?password={SECRET}"],
                             cwd=REPO, env={**os.environ, "INSPECTOR_TOKEN": TOKEN}, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2
     assert "config field 'line' from command line" in result.stderr
+    assert "config field 'db'" in result.stderr and "mysql://inspector:***@db/x?password=***" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
 
 
 # ----------------------------------------------------------------------------------------------- OpenAPI

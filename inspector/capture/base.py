@@ -7,10 +7,11 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
+
+from inspector.redaction import redact
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: frames compare by identity (numpy arrays have no plain ==)
@@ -94,16 +95,9 @@ class FrameSource(ABC):
 
 
 def display_spec(spec: str) -> str:
-    """``spec`` with the password of a URL replaced by ***, so it can go into logs and results."""
-    if "://" not in spec:
-        return spec
-    parts = urlsplit(spec)
-    if parts.password is None:
-        return spec
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{parts.username}:***@{host}", parts.path, parts.query, parts.fragment))
+    """``spec`` with a URL's password and query-string credentials replaced by ***, so it can go into logs
+    and results (``inspector.redaction.redact``, the one function for that)."""
+    return redact(spec)
 
 
 def printable_name(name: str) -> str:

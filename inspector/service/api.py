@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from inspector.redaction import redact
 from inspector.service.records import StoreUnavailable, iso
 
 DAY_S = 24 * 3600.0
@@ -203,7 +204,7 @@ def create_app(service, token: str) -> FastAPI:
             page = service.store.query(line=service.line, since=_epoch(query.since), until=_epoch(query.until),
                                        verdict=query.verdict, limit=query.limit, offset=query.offset)
         except StoreUnavailable as error:
-            return JSONResponse(status_code=503, content={"detail": str(error)})
+            return JSONResponse(status_code=503, content={"detail": redact(str(error))})
         return {"total": page.total, "limit": query.limit, "offset": query.offset,
                 "items": [r.to_dict() for r in page.items]}
 
@@ -216,7 +217,7 @@ def create_app(service, token: str) -> FastAPI:
         try:
             result = service.store.stats(line=service.line, since=start, until=end)
         except StoreUnavailable as error:
-            return JSONResponse(status_code=503, content={"detail": str(error)})
+            return JSONResponse(status_code=503, content={"detail": redact(str(error))})
         ok, ng, error = (sum(getattr(h, name) for h in result.hours) for name in ("ok", "ng", "error"))
         return {"line": service.line, "since": iso(start), "until": iso(end), "total": ok + ng + error,
                 "ok": ok, "ng": ng, "error": error, "yield": None if ok + ng == 0 else ok / (ok + ng),

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inspector.redaction import redact
+
 ENV_PREFIX = "INSPECTOR_"
 
 
@@ -204,6 +206,6 @@ def _describe(error: ValidationError, origin: dict[str, str]) -> str:
                          f"{ENV_PREFIX}{field.upper()} or --{field.replace('_', '-')}")
             continue
         where = origin.get(field.split(".")[0], "default")
-        shown = "" if field == "token" else f" (got {problem.get('input')!r})"  # never echo a secret
+        shown = "" if field == "token" else redact(f" (got {problem.get('input')!r})")  # never echo a secret
         lines.append(f"config field '{field}' from {where}: {message}{shown}")
     return "\n".join(lines)

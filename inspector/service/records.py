@@ -480,6 +480,6 @@ def _first_line(error: Exception) -> str:
 
 
 def _hide_password(url: str) -> str:
-    from inspector.capture.base import display_spec
+    from inspector.redaction import redact
 
-    return display_spec(url)
+    return redact(url)

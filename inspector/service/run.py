@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from inspector.redaction import install_log_redaction
 from inspector.service.config import ConfigError, ServiceConfig, load_config
 from inspector.service.service import Service, ServiceError
 
@@ -56,6 +57,7 @@ class HttpServer:
 
 def serve(config_file: Path | None, overrides: dict[str, Any]) -> int:
     """The whole command: configuration, start-up checks, run until a signal. Returns the exit code."""
+    install_log_redaction()  # every log line from here on, ours and the libraries', without secrets
     try:
         config = load_config(config_file, overrides)
     except ConfigError as error:

@@ -31,6 +31,7 @@ import numpy as np
 
 from inspector.capture import (CorruptFrame, Frame, FrameSource, ReconnectingSource, SourceEnded, SourceError, open_source,
                                printable_name)
+from inspector.redaction import redact, redact_all
 from inspector.service.config import ServiceConfig
 from inspector.service.delivery import Delivery
 from inspector.service.evidence import EvidenceStore
@@ -310,6 +311,8 @@ class Service:
 
     def _commit(self, record: Record) -> None:
         """Append to the journal; retried until it works (a full disk is an alarm, not a lost record)."""
+        if record.error is not None:
+            record.error = redact(record.error)  # errors quote URLs and settings; records leave the box
         wait = 0.5
         alarmed = False
         while True:
@@ -369,7 +372,7 @@ class Service:
     # ------------------------------------------------------------------ alarms, sinks, monitor
 
     def raise_alarm(self, kind: str, level: str, message: str, **detail: Any) -> Alarm:
-        alarm = Alarm(kind=kind, level=level, message=message, line=self.line, detail=detail)
+        alarm = Alarm(kind=kind, level=level, message=redact(message), line=self.line, detail=redact_all(detail))
         (log.info if level == "info" else log.warning)("ALARM %s: %s", kind, message)
         self.metrics.alarm(kind)
         try:
@@ -386,7 +389,7 @@ class Service:
         if state.name.endswith("/alarms"):
             return  # the alarm channel itself: its records twin reports the same broker
         if state.up:
-            self.raise_alarm("sink_restored", "info", f"{state.name} delivering again")
+            self.raise_alarm("sink_restored", "info", f"{state.name} delivering again", sink=state.name)
         else:
             self.raise_alarm("sink_down", "warning", f"{state.name} unavailable, records kept in the local spool: "
                              f"{state.last_error}", sink=state.name, error=state.last_error)
@@ -419,7 +422,7 @@ class Service:
         camera = {"state": "ended" if self.source_ended else self.source.state, "kind": self.source.kind,
                   "source": self.source.name, "reconnects": self.source.reconnects,
                   "last_error": self.source.last_error}
-        sinks = [{"name": d.state.name, "up": d.state.up, "backlog": d.state.backlog, "last_error": d.state.last_error}
+        sinks = [{"name": d.state.name, "up": d.state.up, "backlog": self._backlog(d), "last_error": d.state.last_error}
                  for d in self.deliveries]
         if self._stalled is not None:
             camera.update(state="stalled", last_error=self._stalled)
@@ -427,7 +430,7 @@ class Service:
         ready = self.state == "running" and self.worker_alive and camera_ok
         degraded = not ready or any(d.state.up is False for d in self.deliveries)
         status = self.state if self.state != "running" else ("degraded" if degraded else "ok")
-        return {
+        return redact_all({  # /health answers without a token: nothing in it may show a secret
             "status": status, "live": True, "ready": ready, "line": self.line,
             "camera": camera, "queue": {"depth": len(self.queue), "capacity": self.queue.capacity},
             "sinks": sinks,
@@ -435,7 +438,16 @@ class Service:
                       "precision": self.detector.info.precision},
             "recent_alarms": [alarm.to_dict() for alarm in self.recent_alarms],
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
-        }
+        })
+
+    def _backlog(self, delivery: Delivery) -> int:
+        """Entries waiting for this sink, read from the journal now: the delivery thread's own figure is
+        only updated after each batch, and read 0 while freshly raised alarms were still waiting."""
+        try:
+            return self.journal.backlog(delivery.sink, delivery.stream)
+        except Exception as error:  # the journal is busy or broken: the last figure the delivery saw
+            log.warning("backlog of %s not readable: %s", delivery.state.name, error)
+            return delivery.state.backlog
 
     def latest_jpeg(self) -> Optional[bytes]:
         """The last inspected frame with its defects drawn, as JPEG; None before the first one."""
