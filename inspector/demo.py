@@ -61,7 +61,8 @@ def _shipped_model(predictions: Path) -> dict:
                f"{info.threads} threads")
     dataset = load_dataset(DEMO_DIR)
     result = evaluate_detector(detector, dataset, progress=False)
-    typer.echo(f"{len(dataset)} real validation pairs: mAP@0.5 {result.map50:.3f}  mAP@0.5:0.95 {result.map50_95:.3f}  "
+    typer.echo(f"{len(dataset)} real validation pairs: official DeepPCB AP {result.official_ap:.3f}  "
+               f"F {result.official_f:.3f}  mAP@0.5 {result.map50:.3f}  mAP@0.5:0.95 {result.map50_95:.3f}  "
                f"F(IoU>0.33) {result.f1_iou033:.3f}")
     sample = dataset.samples[0]
     timed = benchmark(detector, sample.load_image(), sample.load_template() if detector.needs_template else None,

@@ -141,9 +141,12 @@ def test_pycocotools_output_is_silenced(crafted_case, capsys):
 def test_to_dict_is_json_ready_with_the_contract_keys(crafted_case):
     gts, dets = crafted_case
     report = json.loads(json.dumps(evaluate(gts, dets, CLASSES).to_dict()))
-    for key in ("map50", "map50_95", "precision", "recall", "f1_iou033", "score_threshold", "per_class", "n_images"):
+    for key in ("map50", "map50_95", "precision", "recall", "f1_iou033", "score_threshold", "per_class", "n_images",
+                "official_ap", "official_f", "official_threshold"):
         assert key in report
     assert report["n_images"] == 2
+    # Ranked: correct, background, correct, duplicate over 3 boxes: official AP (1 + 2/3) / 3.
+    assert report["official_ap"] == pytest.approx((1 + 2 / 3) / 3)
     assert set(report["per_class"]["open"]) >= {"ap50", "ap50_95", "precision", "recall"}
 
 

@@ -241,3 +241,54 @@ def test_a_missing_official_ap_falls_back_to_coco_map_for_every_candidate():
     assert selection_basis([old, new]).startswith("mAP@0.5:0.95")
     with pytest.raises(ValueError, match="no candidate"):
         best_index([])
+
+
+def _scripted_result(official_ap: float, map50_95: float):
+    """A validation result with the two numbers best/ is chosen by (the rest is irrelevant here)."""
+    from inspector.evaluation import EvalResult
+
+    return EvalResult(map50=map50_95, map50_95=map50_95, precision=0.0, recall=0.0, f1_iou033=0.0,
+                      score_threshold=None, true_positives=0, false_positives=0, false_negatives=0, per_class={},
+                      n_images=1, official_ap=official_ap, official_f=official_ap, official_threshold=0.5,
+                      official_precision=0.0, official_recall=0.0)
+
+
+def test_the_training_run_keeps_the_epoch_with_the_best_official_ap_as_best(tmp_path, monkeypatch):
+    import paddle
+
+    from inspector.data.synth import write_deeppcb
+    from inspector.training import trainer as trainer_module
+    from inspector.training.checkpoint import STATE_FILE, load_checkpoint
+    from inspector.training.config import TrainConfig
+
+    # Scripted validation, epoch by epoch: official AP peaks at epoch 2, mAP@0.5:0.95 at epoch 3.
+    scripted = {1: _scripted_result(0.5, 0.6), 2: _scripted_result(0.7, 0.3), 3: _scripted_result(0.1, 0.9)}
+    epochs_validated: list[int] = []
+
+    def scripted_validate(model, loader, class_names, **kwargs):
+        epochs_validated.append(len(epochs_validated) + 1)
+        return scripted[epochs_validated[-1]]
+
+    monkeypatch.setattr(trainer_module, "validate", scripted_validate)
+    data = write_deeppcb(tmp_path / "boards", n=10, seed=1, size=160)
+    cfg = TrainConfig(arch="mbv3-small", data=str(data), out=str(tmp_path / "run"), epochs=3, batch_size=2,
+                      input_size=64, crop_size=None, input_mode="image+template", warmup_epochs=0.0,
+                      val_fraction=0.2, workers=0, seed=1, max_steps_per_epoch=1)
+    run = trainer_module.train(cfg)
+    assert load_checkpoint(run / "best").info["epoch"] == 2
+    history = json.loads((run / "metrics.json").read_text())
+    assert [row["official_ap"] for row in history] == [0.5, 0.7, 0.1]
+    assert "official_f" in (run / "metrics.csv").read_text().splitlines()[0].split(",")
+
+    # A run saved before the official metric: its state knows its best only as best_map (mAP@0.5:0.95,
+    # here 0.95). Resumed, that best is compared by mAP@0.5:0.95, not taken as missing: epoch 3 (0.9)
+    # does not replace it.
+    state_file = run / "last" / STATE_FILE
+    state = paddle.load(str(state_file))
+    del state["best_metrics"]
+    state["epoch"], state["history"], state["best_map"] = 2, state["history"][:2], 0.95
+    paddle.save(state, str(state_file))
+    epochs_validated[:] = [1, 2]
+    trainer_module.train(cfg, resume=True)
+    assert load_checkpoint(run / "best").info["epoch"] == 2
+    assert epochs_validated == [1, 2, 3]

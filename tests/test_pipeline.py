@@ -92,6 +92,51 @@ def test_summary_states_gain_drops_and_speedup():
     assert alone["qat_drop"]["map50"] == pytest.approx(-0.03)
 
 
+# What format_markdown reads from a measured row besides its accuracy.
+REPORT_FIELDS = {"n_images": 4, "params": 1e6, "flops": 1e9, "bytes": {},
+                 "runtime": {"lite": {"precision": "fp32"}, "paddle": {"precision": "fp32"}},
+                 "bench": {f"{backend}-2": {"p50_ms": 10.0, "p99_ms": 12.0, "precision": "fp32", "device": "cpu"}
+                           for backend in ("lite", "paddle")}}
+
+
+def test_summary_and_report_carry_the_official_metric_and_read_rows_without_it():
+    from inspector.pipeline.report import format_markdown
+
+    def full_row(row, official_ap, official_f, map50_95):
+        entry = _row(row, 0.8, map50_95, 0.7)
+        for backend in ("lite", "paddle"):
+            entry["accuracy"][backend].update(official_ap=official_ap, official_f=official_f)
+        return {**entry, **REPORT_FIELDS, "label": row}
+
+    rows = [full_row("student", 0.80, 0.82, 0.40), full_row("distilled", 0.85, 0.86, 0.42)]
+    gain = summarize(rows, [2])["distillation_gain"]
+    assert gain["official_ap"] == pytest.approx(0.05) and gain["official_f"] == pytest.approx(0.04)
+    markdown = format_markdown(PipelineConfig(data="d", out="o", bench_threads=[2]), {"stages": {}}, rows,
+                               summarize(rows, [2]))
+    assert "| official AP / F, Lite x86 |" in markdown and "| distilled | 0.8500 / 0.8600 |" in markdown
+    assert "official AP +0.0500" in markdown
+    # A row measured before the official metric: shown as "-", left out of the gain, nothing raises.
+    old = _row("student", 0.7, 0.40, 0.70)
+    old.update(REPORT_FIELDS, label="student")
+    mixed = summarize([old, rows[1]], [2])
+    assert "official_ap" not in mixed["distillation_gain"] and mixed["distillation_gain"]["map50_95"] == pytest.approx(0.02)
+    assert "| student | - | - |" in format_markdown(PipelineConfig(data="d", out="o", bench_threads=[2]),
+                                                   {"stages": {}}, [old, rows[1]], mixed)
+
+
+def test_the_student_to_quantize_is_chosen_by_official_ap_and_old_records_by_map():
+    from inspector.pipeline.run import _best_student
+
+    state = {"stages": {"student": {"official_ap": 0.90, "map50_95": 0.50},
+                        "distilled": {"official_ap": 0.92, "map50_95": 0.45}}}
+    stage, why = _best_student(state)
+    assert stage == "distilled" and "official AP" in why and "0.9200" in why
+    # Recorded before the official metric (no official_ap): both compared by mAP@0.5:0.95, as then.
+    state["stages"]["student"] = {"map50_95": 0.50}
+    stage, why = _best_student(state)
+    assert stage == "student" and why.startswith("best validation mAP@0.5:0.95")
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_settings(tmp_path):
     data = write_deeppcb(tmp_path / "boards", n=8, seed=4, size=160)
@@ -125,6 +170,7 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert [row["row"] for row in report["rows"]] == ["teacher", "student", "distilled", "pruned", "qat", "ptq"]
     for row in report["rows"]:
         assert 0.0 <= row["accuracy"]["lite"]["map50"] <= 1.0 and row["params"] > 0 and row["flops"] > 0
+        assert 0.0 <= row["accuracy"]["lite"]["official_ap"] <= 1.0
         assert row["bench"]["lite-1"]["p50_ms"] > 0 and row["bench"]["paddle-1"]["p50_ms"] > 0
     qat = next(row for row in report["rows"] if row["row"] == "qat")
     # x86 Lite runs the FP32 twin; Paddle Inference runs the INT8 graph (oneDNN INT8, or its quantize/dequantize

@@ -14,11 +14,12 @@ product's models are chosen by. It differs from ``deeppcb.py``'s class-aware pro
 - F = 2PR/(P+R) over the detections with score >= the threshold that maximises it (the script scores
   whatever it is given; submitting the detections above that threshold gives this F).
 
-Differences from the script, all deliberate: IoU is continuous on the float boxes (``box_iou``; the
-script truncates coordinates to integers); detections are ranked by score inside each image (the
-script takes them in file order, which is score order for any detector that writes them sorted, ours
-included); equal scores keep their input order (image order, then detection order) instead of
-numpy's unstable quicksort.
+Differences from the script, both deliberate: IoU is continuous on the float boxes (``box_iou``; the
+script truncates coordinates to integers), and equal scores keep their input order (image order, then
+detection order) where the script's numpy quicksort leaves it unspecified. Like the script, AP counts
+every detection it is given: evaluate the model's detections down to a low score (the runtime and
+training validation keep them from 0.01), not only those above a deployment threshold, which cuts
+the ranked list short and lowers AP.
 """
 from __future__ import annotations
 

@@ -83,8 +83,9 @@ def _measure_row(cfg: PipelineConfig, out: Path, state: dict, row: str, label: s
         result = evaluate_detector(detector, val_set, progress=True)
         accuracy[backend] = {key: value for key, value in result.to_dict().items() if key != "per_class"}
         runtime[backend] = detector.info.to_dict()
-        echo(f"  {backend}: mAP@0.5 {result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  "
-             f"F {result.f1_iou033:.4f} ({detector.info.precision})")
+        echo(f"  {backend}: official AP {result.official_ap:.4f}  F {result.official_f:.4f}  mAP@0.5 "
+             f"{result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  F(IoU>0.33) {result.f1_iou033:.4f} "
+             f"({detector.info.precision})")
     bench = {}
     for backend in ("lite", "paddle"):
         for threads in cfg.bench_threads:

@@ -1,6 +1,7 @@
 """The pipeline's report: ``report.json`` (everything measured), ``report.md`` (for people), ``report.png``.
 
-One row per stage with mAP@0.5, mAP@0.5:0.95, the DeepPCB F-score (IoU > 0.33), parameters, FLOPs,
+One row per stage with the official DeepPCB AP and F (the dataset authors' script, what models are
+chosen by), mAP@0.5, mAP@0.5:0.95, the class-aware DeepPCB F-score (IoU > 0.33), parameters, FLOPs,
 file size and latency, all measured through the runtime on the stage's package (``measure.py``); then
 the distillation gain and the quantization drops stated as numbers, and how long each stage took.
 """
@@ -14,6 +15,8 @@ from inspector.pipeline.config import PipelineConfig
 from inspector.pipeline.measure import load_rows
 
 REPORT_FILES = ("report.md", "report.json", "report.png")
+# The accuracy numbers compared between stages; rows measured before the official metric lack its keys.
+ACCURACY_KEYS = ("official_ap", "official_f", "map50", "map50_95", "f1_iou033")
 
 
 def summarize(rows: list[dict], bench_threads: list[int], quantized_from: str = "distilled") -> dict[str, Any]:
@@ -23,12 +26,13 @@ def summarize(rows: list[dict], bench_threads: list[int], quantized_from: str = 
 
     def acc(row: str, key: str, backend: str = "lite") -> float | None:
         entry = by_row.get(row)
-        return None if entry is None else entry["accuracy"][backend][key]
+        return None if entry is None else entry["accuracy"][backend].get(key)
 
     def delta(a: str, b: str, backend: str = "lite") -> dict | None:
         if a not in by_row or b not in by_row:
             return None
-        return {key: acc(a, key, backend) - acc(b, key, backend) for key in ("map50", "map50_95", "f1_iou033")}
+        return {key: acc(a, key, backend) - acc(b, key, backend) for key in ACCURACY_KEYS
+                if acc(a, key, backend) is not None and acc(b, key, backend) is not None}
 
     fp32_reference = quantized_from
     threads = max(bench_threads)
@@ -66,18 +70,22 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
         f"{cfg.input_size} px, mode {cfg.input_mode}. Every number below was measured on the stage's model "
         "package through the runtime (`inspector.runtime.Detector`), on this machine.",
         "",
-        "Accuracy columns: mAP@0.5 / mAP@0.5:0.95 / F (IoU>0.33) with the precision that ran. An INT8 package's "
+        "Official AP / F: the DeepPCB authors' metric (IoU > 0.33, a wrong-class detection consumes the box; "
+        "non-interpolated AP; F at its best threshold), by which models are chosen. COCO columns: mAP@0.5 / "
+        "mAP@0.5:0.95 / class-aware F (IoU>0.33) with the precision that ran. An INT8 package's "
         "x86 `.nb` is its FP32 twin (`manifest.target_precision`; Paddle Lite's x86 INT8 kernels lose accuracy), "
         "so its INT8 graph is measured through Paddle Inference (oneDNN INT8 kernels on this CPU).",
         "",
-        f"| stage | Paddle Lite x86 | Paddle Inference | params | FLOPs | x86 .nb | ARM .nb "
+        f"| stage | official AP / F, Lite x86 | official AP / F, Paddle Inference | COCO, Paddle Lite x86 "
+        f"| COCO, Paddle Inference | params | FLOPs | x86 .nb | ARM .nb "
         f"| Lite p50 ms ({threads} thr) | Paddle p50 ms ({threads} thr) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         size = row["bytes"]
         lines.append(
-            f"| {row['label']} | {_accuracy(row, 'lite')} | {_accuracy(row, 'paddle')} "
+            f"| {row['label']} | {_official(row, 'lite')} | {_official(row, 'paddle')} "
+            f"| {_accuracy(row, 'lite')} | {_accuracy(row, 'paddle')} "
             f"| {row['params'] / 1e6:.2f} M | {row['flops'] / 1e9:.2f} G "
             f"| {_mb(size.get('model_x86.nb'))} | {_mb(size.get('model_arm.nb'))} "
             f"| {_bench(row, f'lite-{threads}')} | {_bench(row, f'paddle-{threads}')} |")
@@ -86,15 +94,12 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
     if not cfg.distill:
         lines.append("- **Distillation**: not run in this pipeline (`distill: false`).")
     if gain:
-        lines.append(f"- **Distillation gain** (distilled - student alone, same schedule): mAP@0.5 {gain['map50']:+.4f}, "
-                     f"mAP@0.5:0.95 {gain['map50_95']:+.4f}, F {gain['f1_iou033']:+.4f}.")
+        lines.append(f"- **Distillation gain** (distilled - student alone, same schedule): {_deltas(gain)}.")
     for key, name in (("qat_drop", "QAT INT8"), ("ptq_drop", "PTQ INT8")):
         drop = summary[key]
         if drop:
             lines.append(f"- **Quantization drop, {name}** vs the FP32 {summary['fp32_reference']} model, both "
-                         "through Paddle Inference: "
-                         f"mAP@0.5 {drop['map50']:+.4f}, mAP@0.5:0.95 {drop['map50_95']:+.4f}, "
-                         f"F {drop['f1_iou033']:+.4f} (positive = lost).")
+                         f"through Paddle Inference: {_deltas(drop)} (positive = lost).")
     if summary["speedup_vs_teacher"]:
         lines.append(f"- **Speed**: the shipped INT8 package on Paddle Lite is {summary['speedup_vs_teacher']:.1f}x "
                      f"faster than the FP32 teacher on Paddle Inference ({threads} threads, whole frame incl. "
@@ -138,22 +143,26 @@ def _plot(rows: list[dict], bench_threads: list[int], path: Path) -> None:
     labels = [row["label"].replace(" (shipped)", "\n(shipped)") for row in rows]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     positions = range(len(rows))
-    left.bar([p - 0.2 for p in positions], [r["accuracy"]["lite"]["map50"] for r in rows], 0.4, label="mAP@0.5")
-    left.bar([p + 0.2 for p in positions], [r["accuracy"]["lite"]["map50_95"] for r in rows], 0.4,
-             label="mAP@0.5:0.95")
+    bars = [("official_ap", "official AP"), ("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95")]
+    for offset, (key, label) in zip((-0.27, 0.0, 0.27), bars):
+        values = [r["accuracy"]["lite"].get(key) for r in rows]
+        left.bar([p + offset for p in positions], [0.0 if v is None else v for v in values], 0.27, label=label)
     left.set_xticks(list(positions), labels, rotation=30, ha="right", fontsize=8)
     left.set_ylim(0, 1)
     left.set_title("accuracy on the validation split (Paddle Lite)")
     left.legend()
+    # Official AP when every row has it (rows measured before it existed do not).
+    key, name = (("official_ap", "official AP") if all(r["accuracy"]["lite"].get("official_ap") is not None
+                                                       for r in rows) else ("map50_95", "mAP@0.5:0.95"))
     for row in rows:
         entry = row["bench"].get(f"lite-{threads}")
         if entry:
             size = row["bytes"].get("model_arm.nb") or row["bytes"].get("model_x86.nb") or 0
-            right.scatter(entry["p50_ms"], row["accuracy"]["lite"]["map50_95"], s=40 + size / 2e4)
-            right.annotate(row["label"], (entry["p50_ms"], row["accuracy"]["lite"]["map50_95"]), fontsize=8)
+            right.scatter(entry["p50_ms"], row["accuracy"]["lite"][key], s=40 + size / 2e4)
+            right.annotate(row["label"], (entry["p50_ms"], row["accuracy"]["lite"][key]), fontsize=8)
     right.set_xscale("log")
     right.set_xlabel(f"p50 latency, ms (Paddle Lite x86, {threads} threads)")
-    right.set_ylabel("mAP@0.5:0.95")
+    right.set_ylabel(name)
     right.set_title("accuracy vs speed (marker area ~ file size)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -170,6 +179,21 @@ def _accuracy(row: dict, backend: str) -> str:
         return "-"
     return (f"{acc['map50']:.4f} / {acc['map50_95']:.4f} / {acc['f1_iou033']:.4f} "
             f"({row['runtime'][backend]['precision']})")
+
+
+def _official(row: dict, backend: str) -> str:
+    acc = row["accuracy"].get(backend)
+    if acc is None or acc.get("official_ap") is None:
+        return "-"
+    return f"{acc['official_ap']:.4f} / {acc['official_f']:.4f}"
+
+
+_DELTA_LABELS = {"official_ap": "official AP", "official_f": "official F", "map50": "mAP@0.5",
+                 "map50_95": "mAP@0.5:0.95", "f1_iou033": "F"}
+
+
+def _deltas(values: dict) -> str:
+    return ", ".join(f"{_DELTA_LABELS[key]} {values[key]:+.4f}" for key in ACCURACY_KEYS if key in values)
 
 
 def _mb(size: int | None) -> str:

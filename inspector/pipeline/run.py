@@ -10,9 +10,9 @@ stages are done; running the same command again skips finished stages and resume
 training stage from its ``last/`` checkpoint. Every stage uses the one split in ``OUT/split.json``.
 
 Which FP32 student is quantized: the pruned one when pruning is asked for; otherwise the better of the
-student alone and the distilled student by validation mAP@0.5:0.95. Distillation is expected to win;
-when it does not (a weak teacher), shipping the worse model would be wrong, and the report says which
-was chosen and why.
+student alone and the distilled student by validation official DeepPCB AP (ties: mAP@0.5:0.95).
+Distillation is expected to win; when it does not (a weak teacher), shipping the worse model would be
+wrong, and the report says which was chosen and why.
 """
 from __future__ import annotations
 
@@ -280,20 +280,33 @@ def _quantized(method: str):
 
 
 def _best_student(state: dict) -> tuple[str, str]:
-    """The stage of the FP32 student (alone or distilled) with the highest validation mAP@0.5:0.95, and why."""
-    scored = [(state["stages"][s].get("map50_95") or 0.0, s) for s in ("student", "distilled") if s in state["stages"]]
-    best_score, best = max(scored)
-    if len(scored) == 1:
-        return best, f"the student alone (no distilled stage), validation mAP@0.5:0.95 {best_score:.4f}"
-    others = ", ".join(f"{s} {v:.4f}" for v, s in scored if s != best)
-    return best, f"best validation mAP@0.5:0.95: {best} {best_score:.4f} (vs {others})"
+    """The stage of the FP32 student (alone or distilled) with the best validation metrics, and why.
+
+    Chosen by official DeepPCB AP, ties by mAP@0.5:0.95 (``inspector.evaluation.selection``); a stage
+    recorded before the official metric existed has none, and then both are compared by mAP@0.5:0.95."""
+    from inspector.evaluation import best_index, selection_basis
+
+    stages = [s for s in ("student", "distilled") if s in state["stages"]]
+    metrics = [state["stages"][s] for s in stages]
+    best = stages[best_index(metrics)]
+    if len(stages) == 1:
+        return best, f"the student alone (no distilled stage), validation {_describe_selection(metrics[0])}"
+    others = ", ".join(f"{s} {_describe_selection(m)}" for s, m in zip(stages, metrics) if s != best)
+    return best, (f"best validation {selection_basis(metrics)}: {best} "
+                  f"{_describe_selection(state['stages'][best])} (vs {others})")
+
+
+def _describe_selection(metrics: dict) -> str:
+    official, coco = metrics.get("official_ap"), metrics.get("map50_95")
+    text = "official AP -" if official is None else f"official AP {official:.4f}"
+    return text + (" / mAP@0.5:0.95 -" if coco is None else f" / mAP@0.5:0.95 {coco:.4f}")
 
 
 def _best_metrics(run: Path) -> dict:
     from inspector.training.checkpoint import load_checkpoint
 
     metrics = load_checkpoint(run).info.get("metrics") or {}
-    return {key: metrics.get(key) for key in ("map50", "map50_95", "f1_iou033")}
+    return {key: metrics.get(key) for key in ("official_ap", "official_f", "map50", "map50_95", "f1_iou033")}
 
 
 # --------------------------------------------------------------------------- package, measurement, report

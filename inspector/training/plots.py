@@ -1,4 +1,4 @@
-"""PNG plots of a training run: losses, mAP over epochs, per-class PR curves of the best epoch."""
+"""PNG plots of a training run: losses, official DeepPCB AP/F and mAP over epochs, per-class PR curves of the best epoch."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +26,12 @@ def plot_training(history: list[dict], directory: Path, best: EvalResult | None)
     evaluated = [row for row in history if "map50" in row]
     if evaluated:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key, label in (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95"), ("f1_iou033", "F (IoU>0.33)")):
-            ax.plot([r["epoch"] for r in evaluated], [r[key] for r in evaluated], marker="o", label=label)
+        curves = [("official_ap", "official AP"), ("official_f", "official F"), ("map50", "mAP@0.5"),
+                  ("map50_95", "mAP@0.5:0.95"), ("f1_iou033", "F (IoU>0.33)")]
+        for key, label in curves:
+            if any(r.get(key) is not None for r in evaluated):  # rows from before the official metric lack it
+                values = [float("nan") if r.get(key) is None else r[key] for r in evaluated]
+                ax.plot([r["epoch"] for r in evaluated], values, marker="o", label=label)
         ax.set(xlabel="epoch", ylabel="validation", ylim=(0, 1), title="validation accuracy")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -1,7 +1,8 @@
 """`inspector train`: train a detector from labeled data on the CPU (all cores) or a GPU when Paddle has one.
 
 Per epoch: a progress bar with loss and throughput, then validation of the EMA weights on the fixed split,
-a row in metrics.csv/metrics.json, the `last` checkpoint (resumable) and `best` when mAP@0.5:0.95 improves.
+a row in metrics.csv/metrics.json, the `last` checkpoint (resumable) and `best` when the official DeepPCB AP
+improves (ties, and runs resumed from before that metric existed: mAP@0.5:0.95; ``inspector.evaluation.selection``).
 Ctrl-C saves `last` before exiting, so `--resume` continues from the start of the interrupted epoch.
 """
 from __future__ import annotations
@@ -23,12 +24,13 @@ from inspector.data.layouts import input_layout
 from inspector.data.loader import BatchLoader
 from inspector.data.transforms import AugmentConfig
 from inspector.data.split import split_dataset
+from inspector.evaluation import improves
 from inspector.models import ModelConfig, build_model, count_parameters, kmeans_anchors
 from inspector.training.checkpoint import PRUNED_SHAPES, STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from inspector.training.config import TrainConfig
 from inspector.training.ema import ModelEMA
 from inspector.training.plots import plot_training
-from inspector.training.validate import box_sizes_at_input, validate
+from inspector.training.validate import SELECTION_KEYS, box_sizes_at_input, describe_validation, epoch_metrics, validate
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
     ema = ModelEMA(model, decay=cfg.ema_decay)
     history: list[dict] = []
     start_epoch, best_map = 0, -1.0
+    best_metrics: dict | None = None  # what best/ was chosen by (SELECTION_KEYS); None: no best/ yet
     if state is not None:
         model.set_state_dict(state["model"])
         if extra is not None:
@@ -188,14 +191,17 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         schedule.set_state_dict(state["schedule"])
         ema.set_state_dict(state["ema"])
         start_epoch, best_map, history = state["epoch"], state["best_map"], state["history"]
-        log.info("resumed from epoch %d (best mAP@0.5:0.95 %.4f)", start_epoch, best_map)
+        # A run saved before the official metric has only best_map: its best is compared by mAP@0.5:0.95.
+        best_metrics = state.get("best_metrics") or ({"map50_95": best_map} if best_map >= 0 else None)
+        log.info("resumed from epoch %d (best so far: %s)", start_epoch, best_metrics)
     log.info("model %s: %.2f M parameters, input %d (%s)", cfg.arch, count_parameters(model) / 1e6,
              cfg.input_size, cfg.input_mode)
 
     def save_last(next_epoch: int) -> None:
         train_state = {"model": model.state_dict(), "optimizer": _portable_optimizer_state(optimizer, model, extra),
                        "schedule": schedule.state_dict(), "ema": ema.state_dict(), "epoch": next_epoch,
-                       "best_map": best_map, "history": history, "model_config": model_config.to_dict()}
+                       "best_map": best_map, "best_metrics": best_metrics, "history": history,
+                       "model_config": model_config.to_dict()}
         if extra is not None:
             train_state["extra_layers"] = extra.state_dict()
         save_checkpoint(out / "last", ema.shadow, model_config, dataset.class_names,
@@ -211,12 +217,10 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
                 eval_model = objective.build_model(model_config)
                 ema.copy_to(eval_model)
                 result = validate(eval_model, val_loader, dataset.class_names)
-                row.update({k: result.to_dict()[k] for k in ("map50", "map50_95", "precision", "recall",
-                                                              "f1_iou033", "score_threshold")})
-                log.info("epoch %d: mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  F(IoU>0.33) %.4f", epoch + 1,
-                         row["map50"], row["map50_95"], row["f1_iou033"])
-                if row["map50_95"] > best_map:
-                    best_map = row["map50_95"]
+                row.update(epoch_metrics(result))
+                log.info("epoch %d: %s", epoch + 1, describe_validation(row))
+                if improves(row, best_metrics):
+                    best_map, best_metrics = row["map50_95"], {key: row[key] for key in SELECTION_KEYS}
                     save_checkpoint(out / "best", ema.shadow, model_config, dataset.class_names,
                                     {"epoch": epoch + 1, "metrics": result.to_dict(), "train_config": cfg.to_dict(),
                                      **objective.checkpoint_info()})

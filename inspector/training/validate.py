@@ -11,6 +11,27 @@ from inspector.data.loader import BatchLoader
 from inspector.data.transforms import unletterbox_boxes
 from inspector.evaluation import EvalResult, ImageDetections, ImageGT, evaluate
 
+# The validation numbers a training run records per evaluated epoch (metrics.csv / metrics.json columns).
+# Rows of runs trained before the official DeepPCB metric lack the official_* keys.
+EPOCH_METRIC_KEYS = ("map50", "map50_95", "precision", "recall", "f1_iou033", "score_threshold",
+                     "official_ap", "official_f", "official_threshold")
+# What ``best/`` is chosen by (``inspector.evaluation.selection``), kept with the run's resumable state.
+SELECTION_KEYS = ("official_ap", "map50_95")
+
+
+def epoch_metrics(result: EvalResult) -> dict:
+    """The ``EPOCH_METRIC_KEYS`` of a validation result, for a metrics row."""
+    summary = result.to_dict()
+    return {key: summary[key] for key in EPOCH_METRIC_KEYS}
+
+
+def describe_validation(row: dict) -> str:
+    """One log line of a validated epoch: official DeepPCB AP/F first (models are chosen by it), then COCO."""
+    official = ("official AP -  F -" if row.get("official_ap") is None else
+                f"official AP {row['official_ap']:.4f}  F {row['official_f']:.4f}")
+    return (f"{official}  mAP@0.5 {row['map50']:.4f}  mAP@0.5:0.95 {row['map50_95']:.4f}  "
+            f"F(IoU>0.33) {row['f1_iou033']:.4f}")
+
 
 @paddle.no_grad()
 def predict_loader(model: paddle.nn.Layer, loader: BatchLoader, score_threshold: float = 0.01,
