@@ -162,7 +162,7 @@ def eval_command(
     batch: int = typer.Option(8, "--batch", min=1),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ) -> None:
-    """COCO mAP@0.5 and mAP@0.5:0.95 plus the DeepPCB protocol (IoU > 0.33, P/R/F) of a model on DATA."""
+    """Official DeepPCB AP/F, COCO mAP@0.5 and mAP@0.5:0.95, and the class-aware DeepPCB P/R/F of a model on DATA."""
     import json
 
     from inspector.runtime.package import is_package
@@ -194,12 +194,7 @@ def eval_command(
     loader = BatchLoader(dataset, batch, cfg.input_size, cfg.input_mode, train=False)
     result = validate(checkpoint.build(), loader, checkpoint.class_names, score_threshold=score_threshold)
     summary = {**result.to_dict(), "model": str(checkpoint.path), "backend": "paddle-dygraph"}
-    typer.echo(f"{len(dataset)} images: mAP@0.5 {result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  "
-               f"P {result.precision:.4f}  R {result.recall:.4f}  F(IoU>0.33) {result.f1_iou033:.4f} "
-               f"at score {result.score_threshold}")
-    for name, row in result.per_class.items():
-        typer.echo(f"  {name:10s} AP50 {row.ap50 if row.ap50 is not None else float('nan'):.4f}  "
-                   f"AP50:95 {row.ap50_95 if row.ap50_95 is not None else float('nan'):.4f}  n={row.num_gt}")
+    _echo_eval(result, len(dataset))
     if json_path:
         json_path.write_text(json.dumps(summary, indent=2))
 
@@ -723,7 +718,10 @@ def _eval_package(data: Path, model: Optional[Path], format: Optional[DataFormat
 
 
 def _echo_eval(result, n_images: int) -> None:
-    typer.echo(f"{n_images} images: mAP@0.5 {result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  "
+    official_at = "-" if result.official_threshold is None else f"{result.official_threshold:.3f}"
+    typer.echo(f"{n_images} images: official DeepPCB AP {result.official_ap:.4f}  F {result.official_f:.4f} "
+               f"(P {result.official_precision:.4f}  R {result.official_recall:.4f} at score {official_at})")
+    typer.echo(f"  COCO mAP@0.5 {result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  class-aware "
                f"P {result.precision:.4f}  R {result.recall:.4f}  F(IoU>0.33) {result.f1_iou033:.4f} "
                f"at score {result.score_threshold}")
     for name, row in result.per_class.items():
