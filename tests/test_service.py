@@ -460,7 +460,9 @@ def test_hot_folder_every_file_once_with_evidence_and_api(tmp_path, tiny, runnin
     assert evidence == sorted(row[2] for row in judged)[-3:]  # retention: the newest 3 NG frames are kept
 
     client = TestClient(create_app(service, TOKEN))
-    for path in client.get("/openapi.json").json()["paths"]:
+    assert client.get("/openapi.json").status_code == 401  # the schema, like everything but /health, needs the token
+    assert client.get("/docs").status_code == client.get("/redoc").status_code == 404  # not served at all
+    for path in client.get("/openapi.json", headers=AUTH).json()["paths"]:
         expected = 200 if path == "/health" else 401
         assert client.get(path).status_code == expected, path
         assert client.get(path, headers={"Authorization": "Bearer wrong-token-000000"}).status_code == expected
@@ -471,6 +473,11 @@ def test_hot_folder_every_file_once_with_evidence_and_api(tmp_path, tiny, runnin
     assert client.get("/results", params={"verdict": "ERROR"}, headers=AUTH).json()["total"] == 1
     assert client.get("/results", params={"verdikt": "NG"}, headers=AUTH).status_code == 422  # no silent typo
     assert client.get("/results", params={"since": "1700000000"}, headers=AUTH).status_code == 422  # ISO 8601 only
+    for endpoint in ("/results", "/stats"):  # years 0 and 10000 in UTC: refused with a message, not a 500
+        for bound, moment in (("since", "0001-01-01T00:00:00+01:00"), ("until", "9999-12-31T23:30:00-01:00")):
+            answer = client.get(endpoint, params={bound: moment}, headers=AUTH)
+            assert answer.status_code == 422 and "out of range" in answer.text, (endpoint, bound, answer.text)
+        assert client.get(endpoint, params={"since": "0001-01-01T02:00:00+01:00"}, headers=AUTH).status_code == 200
     assert client.get("/results", params={"since": "2000-01-01T00:00:00Z", "until": "2000-01-02T00:00:00"},
                       headers=AUTH).json()["total"] == 0
     stats = client.get("/stats", headers=AUTH).json()
@@ -842,7 +849,7 @@ def api_schema(tiny, tmp_path_factory):
     # The token through schemathesis' own auth settings (not as a fixed header), so that its negative
     # cases can leave the header out or spoil it and expect a 401.
     config = schemathesis.config.SchemathesisConfig.from_dict({"auth": {"openapi": {"HTTPBearer": {"bearer": TOKEN}}}})
-    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(service, TOKEN), config=config)
+    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(service, TOKEN), config=config, headers=AUTH)
     service.stop()
 
 

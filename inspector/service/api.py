@@ -1,4 +1,6 @@
-"""The HTTP API (FastAPI; its OpenAPI spec is at /openapi.json, interactive docs at /docs).
+"""The HTTP API (FastAPI; its OpenAPI spec is at /openapi.json, behind the bearer token like everything
+but /health; the interactive /docs and /redoc pages are not served: they would fetch the schema without
+a token, and they are an open door on a factory network. Load the schema into a tool of your own).
 
 - ``GET /health``: liveness, readiness, camera state, sinks. No authentication (for probes).
 - ``GET /metrics``: Prometheus text format.
@@ -20,7 +22,7 @@ from typing import Annotated, Any, Literal, Optional
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from inspector.redaction import redact
 from inspector.service.records import StoreUnavailable, iso
@@ -37,7 +39,17 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
-Moment = Annotated[datetime, BeforeValidator(_iso_only)]
+def _representable(value: datetime) -> datetime:
+    # 0001-01-01T00:00:00+01:00 is a valid ISO 8601 time whose UTC form is in year 0: refuse it here (422)
+    # rather than fail converting it (500).
+    try:
+        (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError("date-time out of range: in UTC it must fall within years 1-9999") from None
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_representable)]
 
 
 class Camera(BaseModel):
@@ -173,7 +185,7 @@ _STORE_DOWN = {503: {"model": Problem, "description": "the record store (Postgre
 
 
 def create_app(service, token: str) -> FastAPI:
-    app = FastAPI(title="PCB inspector line service", version="1",
+    app = FastAPI(title="PCB inspector line service", version="1", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Results, health and metrics of one production line's inspection service.")
     bearer = HTTPBearer(auto_error=False, description="the token from the service configuration")
     expected = token.encode()
@@ -183,6 +195,11 @@ def create_app(service, token: str) -> FastAPI:
         if credentials is None or credentials.scheme.lower() != "bearer" or not secrets.compare_digest(given, expected):
             raise HTTPException(status_code=401, detail="a valid bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorized)])
+    def openapi() -> JSONResponse:
+        """The OpenAPI schema, for those holding a token."""
+        return JSONResponse(app.openapi())
 
     @app.get("/health", response_model=Health, tags=["operations"])
     def health() -> dict:
