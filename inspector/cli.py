@@ -758,6 +758,12 @@ def serve_command(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Records database, spool, hot-folder ledger."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML settings file (see deploy/service/); "
                                           "INSPECTOR_* variables and these options override it."),
+    opcua: Optional[str] = typer.Option(None, "--opcua", help="opc.tcp://HOST:PORT: OPC UA server for the PLC "
+                                        "handshake; frames are then inspected on trigger (deploy/plc/README.md)."),
+    modbus: Optional[str] = typer.Option(None, "--modbus", help="HOST:PORT: Modbus TCP server for the PLC handshake "
+                                         "(trigger mode; register map in deploy/plc/README.md)."),
+    recipes: Optional[Path] = typer.Option(None, "--recipes", help="Directory of recipe files (inspector recipe)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe to start with (default: the last active)."),
 ) -> None:
     """Headless line service: inspect every frame, store and publish verdicts, serve health, metrics and results.
     Runs until SIGTERM/SIGINT, then finishes the queued frames and exits 0."""
@@ -767,7 +773,8 @@ def serve_command(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"source": source, "model": model, "line": line, "db": db, "mqtt": mqtt, "http": http,
-                 "evidence": evidence, "data_dir": data_dir}
+                 "evidence": evidence, "data_dir": data_dir, "opcua": opcua, "modbus": modbus, "recipes": recipes,
+                 "recipe": recipe}
     raise typer.Exit(serve(config, overrides))
 
 

@@ -74,6 +74,33 @@ class ServiceConfig(BaseModel):
     reconnect_max_s: float = Field(30.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: longest wait for the queue to drain")
 
+    # PLC handshake (inspector/service/plc/; deploy/plc/README.md): either one puts the line in trigger mode
+    opcua: Optional[str] = Field(None, description="opc.tcp://HOST:PORT of the OPC UA server for the PLC")
+    modbus: Optional[str] = Field(None, description="HOST:PORT of the Modbus TCP server for the PLC")
+    capture_timeout_s: float = Field(2.0, gt=0, description="trigger mode: no frame this long -> ERROR part")
+    ack_timeout_s: float = Field(10.0, gt=0, description="trigger mode: no PLC Ack this long -> alarm, READY")
+    result_timeout_s: float = Field(30.0, gt=0, description="trigger mode: no verdict this long -> ERROR to the PLC")
+    recipes: Optional[Path] = Field(None, description="directory of recipe files (inspector recipe ...)")
+    recipe: Optional[str] = Field(None, description="recipe to start with (default: the last active one)")
+
+    @field_validator("opcua")
+    @classmethod
+    def _opcua_endpoint(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "opc.tcp" or not parts.hostname or parts.port is None:
+                raise ValueError("expected opc.tcp://HOST:PORT, e.g. opc.tcp://0.0.0.0:4840")
+        return value
+
+    @field_validator("modbus")
+    @classmethod
+    def _modbus_host_port(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:502 or 127.0.0.1:5020")
+        return value
+
     @field_validator("line")
     @classmethod
     def _line_is_a_topic_level(cls, value: str) -> str:

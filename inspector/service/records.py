@@ -55,6 +55,9 @@ class Record:
     inference_ms: Optional[float] = None
     evidence: Optional[str] = None  # file name of the annotated JPEG in the evidence directory
     error: Optional[str] = None  # why the frame could not be judged (verdict ERROR)
+    part_id: Optional[str] = None  # the board's serial from the PLC (trigger mode); None for free-running frames
+    recipe: Optional[str] = None  # the active recipe's name and version when the frame was judged
+    recipe_version: Optional[str] = None
     seq: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,7 +164,10 @@ CREATE TABLE IF NOT EXISTS cursors (
 
 _RECORD_COLUMNS = ("seq", "record_id", "line", "source", "frame_id", "frame_file", "file_version", "captured_at",
                    "verdict",
-                   "defects", "model_name", "package_id", "latency_ms", "inference_ms", "evidence", "error")
+                   "defects", "model_name", "package_id", "latency_ms", "inference_ms", "evidence", "error",
+                   "part_id", "recipe", "recipe_version")
+# Traceability columns added after the first release: journals and tables made before get them on open.
+_TRACE_COLUMNS = ("part_id", "recipe", "recipe_version")
 
 
 class Journal:
@@ -181,6 +187,12 @@ class Journal:
         connection = self._connection()
         try:
             connection.executescript(_JOURNAL_SCHEMA)
+            present = {row[1] for row in connection.execute("PRAGMA table_info(records)")}
+            for column in _TRACE_COLUMNS:
+                if column not in present:
+                    connection.execute(f"ALTER TABLE records ADD COLUMN {column} TEXT")
+            connection.execute("CREATE INDEX IF NOT EXISTS records_part_id ON records (part_id) "
+                               "WHERE part_id IS NOT NULL")
         except sqlite3.DatabaseError as error:
             raise StoreUnavailable(f"records database {self.path}: {error}") from error
 
@@ -212,12 +224,13 @@ class Journal:
         """Commit ``record`` (durably); returns it with its ``seq``."""
         cursor = self._connection().execute(
             "INSERT INTO records (record_id, line, source, frame_id, frame_file, file_version, captured_at, verdict, "
-            "defects, n_defects, model_name, package_id, latency_ms, inference_ms, evidence, error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "defects, n_defects, model_name, package_id, latency_ms, inference_ms, evidence, error, part_id, recipe, "
+            "recipe_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.record_id, record.line, record.source, record.frame_id, record.frame_file, record.file_version,
              record.captured_at,
              record.verdict, json.dumps(record.defects), len(record.defects), record.model_name,
-             record.package_id, record.latency_ms, record.inference_ms, record.evidence, record.error))
+             record.package_id, record.latency_ms, record.inference_ms, record.evidence, record.error,
+             record.part_id, record.recipe, record.recipe_version))
         record.seq = cursor.lastrowid
         return record
 
@@ -287,8 +300,8 @@ class Journal:
     # ------------------------------------------------------------------ queries for the API
 
     def query(self, *, line: Optional[str] = None, since: Optional[float] = None, until: Optional[float] = None,
-              verdict: Optional[str] = None, limit: int = 100, offset: int = 0) -> Page:
-        where, params = _where_sql(line, since, until, verdict, "?")
+              verdict: Optional[str] = None, limit: int = 100, offset: int = 0, part_id: Optional[str] = None) -> Page:
+        where, params = _where_sql(line, since, until, verdict, "?", part_id)
         connection = self._connection()
         total = connection.execute(f"SELECT count(*) FROM records {where}", params).fetchone()[0]
         rows = connection.execute(f"SELECT {', '.join(_RECORD_COLUMNS)} FROM records {where} "
@@ -316,10 +329,10 @@ class Journal:
         return int(self._connection().execute("SELECT count(*) FROM records").fetchone()[0])
 
 
-def _where_sql(line, since, until, verdict, mark: str) -> tuple[str, tuple]:
+def _where_sql(line, since, until, verdict, mark: str, part_id=None) -> tuple[str, tuple]:
     clauses, params = [], []
     for column, operator, value in (("line", "=", line), ("captured_at", ">=", since), ("captured_at", "<", until),
-                                    ("verdict", "=", verdict)):
+                                    ("verdict", "=", verdict), ("part_id", "=", part_id)):
         if value is not None:
             clauses.append(f"{column} {operator} {mark}")
             params.append(value)
@@ -357,6 +370,10 @@ CREATE TABLE IF NOT EXISTS inspection_records (
     stored_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS inspection_records_line_time ON inspection_records (line, captured_at);
+ALTER TABLE inspection_records ADD COLUMN IF NOT EXISTS part_id TEXT;
+ALTER TABLE inspection_records ADD COLUMN IF NOT EXISTS recipe TEXT;
+ALTER TABLE inspection_records ADD COLUMN IF NOT EXISTS recipe_version TEXT;
+CREATE INDEX IF NOT EXISTS inspection_records_part_id ON inspection_records (part_id) WHERE part_id IS NOT NULL;
 """
 _SCHEMA_LOCK = 7_147_001  # advisory lock: many lines may create the schema at the same moment
 
@@ -412,21 +429,23 @@ class PostgresStore:
 
         rows = [(r.record_id, r.line, r.seq, r.source, r.frame_id, r.frame_file, r.file_version,
                  datetime.fromtimestamp(r.captured_at, timezone.utc), r.verdict, Jsonb(r.defects), len(r.defects),
-                 r.model_name, r.package_id, r.latency_ms, r.inference_ms, r.evidence, r.error) for r in records]
+                 r.model_name, r.package_id, r.latency_ms, r.inference_ms, r.evidence, r.error, r.part_id, r.recipe,
+                 r.recipe_version) for r in records]
 
         def work(connection):
             with connection.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO inspection_records (record_id, line, seq, source, frame_id, frame_file, file_version, "
                     "captured_at, verdict, defects, n_defects, model_name, package_id, latency_ms, inference_ms, "
-                    "evidence, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "evidence, error, part_id, recipe, recipe_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (record_id) DO NOTHING", rows)
 
         self._run(work)
 
     def query(self, *, line: Optional[str] = None, since: Optional[float] = None, until: Optional[float] = None,
-              verdict: Optional[str] = None, limit: int = 100, offset: int = 0) -> Page:
-        where, params = _where_sql(line, _pg_time(since), _pg_time(until), verdict, "%s")
+              verdict: Optional[str] = None, limit: int = 100, offset: int = 0, part_id: Optional[str] = None) -> Page:
+        where, params = _where_sql(line, _pg_time(since), _pg_time(until), verdict, "%s", part_id)
         columns = ", ".join(_RECORD_COLUMNS).replace("captured_at", "extract(epoch FROM captured_at)")
 
         def work(connection):

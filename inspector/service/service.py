@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -92,7 +93,8 @@ class Service:
             try:
                 self.evidence = EvidenceStore(config.evidence, config.evidence_max_files, config.evidence_max_bytes)
             except OSError as error:
-                raise ServiceError(f"evidence: cannot use {config.evidence} ({error.strerror or error})") from error
+                raise ServiceError(f"evidence: cannot write into {config.evidence} ({error.strerror or error}); "
+                                   "give a writable directory, or no evidence setting") from error
 
         raw_source = source if source is not None else _open_configured_source(config)
         if self.detector.needs_template and raw_source.kind in ("camera", "stream", "video") \
@@ -103,6 +105,7 @@ class Service:
         self.source = ReconnectingSource(raw_source, config.reconnect_initial_s, config.reconnect_max_s,
                                          on_state=self._on_source_state)
         self.queue = FrameQueue(config.queue_size)
+        self._set_up_plc(config)
 
         self.mqtt = None
         self.deliveries: list[Delivery] = []
@@ -129,6 +132,7 @@ class Service:
         self._spool_alarmed: set[str] = set()
         self._camera_alarmed = False
         self._stalled: Optional[str] = None  # the source's last read raised unexpectedly: why
+        self._evidence_error: Optional[str] = None  # the last evidence image could not be written: why
         self._reconnects_counted = 0
         self._stop_capture = threading.Event()
         self._stop_monitor = threading.Event()
@@ -149,6 +153,8 @@ class Service:
         self._capture_thread.start()
         self._monitor_thread.start()
         self.state = "running"
+        if self.plc_link is not None:
+            self.plc_link.start()  # ServiceError when a PLC port cannot be bound (run.py then stops the rest)
         log.info("line %s: inspecting %s with %s (%s, %s) -> %s", self.line, self.source.name, self.model_name,
                  self.detector.info.engine, self.detector.info.precision, self.config.db and "PostgreSQL" or
                  self.config.records_path)
@@ -159,6 +165,8 @@ class Service:
         if self.state in ("stopping", "stopped"):
             return
         self.state = "stopping"
+        if self.plc_link is not None:
+            self.plc_link.stop()
         self._stop_capture.set()
         self._capture_thread.join(timeout=2.0)
         if self._capture_thread.is_alive():
@@ -195,6 +203,10 @@ class Service:
     # ------------------------------------------------------------------ capture thread
 
     def _capture_loop(self) -> None:
+        if self.trigger_mode:
+            from inspector.service.plc.capture import triggered_capture_loop
+
+            return triggered_capture_loop(self)
         source = self.source
         while not self._stop_capture.is_set():
             try:
@@ -268,6 +280,7 @@ class Service:
                 log.exception("inspecting %s failed", frame.frame_id)
 
     def _inspect(self, frame: Frame) -> None:
+        part = self.parts.pop(frame.frame_id, None)  # the PLC's part this frame was captured for (trigger mode)
         file_name, file_version = None, None
         if not self.source.droppable and frame.path is not None:
             file_name, file_version = printable_name(frame.path.name), _file_version(frame.path)
@@ -297,10 +310,13 @@ class Service:
             frame_file=file_name, file_version=file_version, captured_at=frame.captured_at, verdict=verdict,
             defects=[] if detections is None else _defects(detections), model_name=self.model_name,
             package_id=self.package_id, latency_ms=round((time.monotonic() - frame.captured_monotonic) * 1e3, 3),
-            inference_ms=None if detections is None else round(detections.timing.total_ms, 3), error=error)
+            inference_ms=None if detections is None else round(detections.timing.total_ms, 3), error=error,
+            **self._trace(part))
         if verdict == "NG" and self.evidence is not None:
             record.evidence = self._save_evidence(frame, detections, record)
         self._commit(record)
+        if part is not None:
+            self.plc.result(part, record.verdict, len(record.defects))  # committed first, then shown to the PLC
         self._ack(frame)
         latency = time.monotonic() - frame.captured_monotonic
         self.metrics.latency.observe(latency)
@@ -336,13 +352,52 @@ class Service:
             # The record is committed; after a restart the file comes back and is recognised as done.
             log.warning("could not acknowledge %s: %s", frame.frame_id, error)
 
-    def _commit_unjudged_file(self, corrupt: CorruptFrame) -> None:
+    def _commit_unjudged_file(self, corrupt: CorruptFrame, part=None) -> None:
         record = Record(record_id=new_record_id(), line=self.line, source=self.source.name,
                         frame_id=corrupt.frame_id, frame_file=corrupt.frame_id, file_version=None,
                         captured_at=time.time(), verdict="ERROR", defects=[], model_name=self.model_name,
-                        package_id=self.package_id, latency_ms=0.0, error=f"CorruptFrame: {corrupt}")
+                        package_id=self.package_id, latency_ms=0.0, error=f"CorruptFrame: {corrupt}",
+                        **self._trace(part))
         self._commit(record)
+        if part is not None:
+            self.plc.result(part, "ERROR", 0)
         self._after_commit(record, 0.0)
+
+    # ------------------------------------------------------------------ PLC trigger mode (plc/)
+
+    def _set_up_plc(self, config: ServiceConfig) -> None:
+        """With a PLC front end configured (OPC UA, Modbus TCP) frames are captured on trigger only."""
+        from inspector.service.plc import PlcLink
+
+        self.recipe_name: Optional[str] = None
+        self.recipe_version: Optional[str] = None
+        self.triggers: queue.Queue = queue.Queue()
+        self.parts: dict[str, Any] = {}  # frame_id -> PartRequest, between capture and inspection
+        self.plc_link = PlcLink.from_config(self, config)
+        self.plc = None if self.plc_link is None else self.plc_link.handshake
+        self.trigger_mode = self.plc_link is not None
+
+    def request_inspection(self, request) -> None:
+        """An accepted PLC trigger: the capture thread takes the next frame for this part."""
+        self.triggers.put(request)
+
+    def commit_unjudged_part(self, request, error: str) -> Record:
+        """A triggered part that got no frame: an ERROR record with its PartId, and ERROR to the PLC."""
+        record = Record(record_id=new_record_id(), line=self.line, source=self.source.name,
+                        frame_id=f"part:{request.part_id}:{request.number}", frame_file=None, file_version=None,
+                        captured_at=time.time(), verdict="ERROR", defects=[], model_name=self.model_name,
+                        package_id=self.package_id,
+                        latency_ms=round((time.monotonic() - request.triggered_monotonic) * 1e3, 3), error=error,
+                        **self._trace(request))
+        self._commit(record)
+        self.plc.result(request, "ERROR", 0)
+        self._after_commit(record, 0.0)
+        return record
+
+    def _trace(self, part) -> dict[str, Any]:
+        """Traceability fields of a record: the PLC's PartId and the active recipe."""
+        return {"part_id": None if part is None else (part.part_id or None), "recipe": self.recipe_name,
+                "recipe_version": self.recipe_version}
 
     def _after_commit(self, record: Record, latency: float) -> None:
         self.metrics.frame(record.verdict)
@@ -364,10 +419,22 @@ class Service:
         from inspector.runtime.draw import draw_detections
 
         try:
-            return self.evidence.save(draw_detections(frame.image, detections), record.captured_at, record.record_id)
+            name = self.evidence.save(draw_detections(frame.image, detections), record.captured_at, record.record_id)
         except OSError as error:
-            log.warning("evidence for %s not saved: %s", record.record_id, error)
+            # The record is kept (without its image); the loss is counted, alarmed once and shown in /health.
+            message = f"{self.evidence.directory}: {error.strerror or error}"
+            log.warning("evidence for %s not saved: %s", record.record_id, message)
+            self.metrics.evidence_failures.inc()
+            if self._evidence_error is None:
+                self.raise_alarm("evidence_error", "critical", f"NG evidence images cannot be written ({message}); "
+                                 "records are kept without their image", error=message)
+            self._evidence_error = message
             return None
+        if self._evidence_error is not None:
+            self._evidence_error = None
+            self.raise_alarm("evidence_restored", "info", f"NG evidence images are written again to "
+                             f"{self.evidence.directory}")
+        return name
 
     # ------------------------------------------------------------------ alarms, sinks, monitor
 
@@ -428,7 +495,7 @@ class Service:
             camera.update(state="stalled", last_error=self._stalled)
         camera_ok = self.source.state == "connected" and not self.source_ended and self._stalled is None
         ready = self.state == "running" and self.worker_alive and camera_ok
-        degraded = not ready or any(d.state.up is False for d in self.deliveries)
+        degraded = not ready or any(d.state.up is False for d in self.deliveries) or self._evidence_error is not None
         status = self.state if self.state != "running" else ("degraded" if degraded else "ok")
         return redact_all({  # /health answers without a token: nothing in it may show a secret
             "status": status, "live": True, "ready": ready, "line": self.line,
@@ -437,6 +504,9 @@ class Service:
             "model": {"name": self.model_name, "package_id": self.package_id, "engine": self.detector.info.engine,
                       "precision": self.detector.info.precision},
             "recent_alarms": [alarm.to_dict() for alarm in self.recent_alarms],
+            "evidence": None if self.evidence is None else {
+                "directory": str(self.evidence.directory), "ok": self._evidence_error is None,
+                "last_error": self._evidence_error, "files": self.evidence.count},
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
         })
 
@@ -492,7 +562,10 @@ def _load_detector(config: ServiceConfig) -> DetectorProcess:
 
 def _open_configured_source(config: ServiceConfig) -> FrameSource:
     try:
-        return open_source(config.source, fps=config.fps, loop=True, state_dir=config.source_state_dir,
+        fps = config.fps
+        if fps is None and config.source == "demo" and (config.opcua or config.modbus):
+            fps = 1000.0  # triggered: the PLC sets the pace, the demo only hands out the next board
+        return open_source(config.source, fps=fps, loop=True, state_dir=config.source_state_dir,
                            template=config.template, max_image_pixels=config.max_image_pixels,
                            max_file_bytes=config.max_file_bytes, abandon_seconds=config.incomplete_file_timeout_s)
     except SourceError as error:

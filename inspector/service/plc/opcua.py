@@ -1,0 +1,219 @@
+"""The PLC handshake as an OPC UA server (asyncua), in a thread with its own event loop.
+
+Address space (namespace ``urn:pcb-inspector``; node ids are strings ``Inspector.<line>.<Name>``, so a PLC
+program can address them without browsing):
+
+    Objects/Inspector/<line>/
+        PartId          String   PLC writes   serial of the next board (before Trigger)
+        Trigger         Boolean  PLC writes   1 = inspect one board now; the service clears it
+        Ack             Boolean  PLC writes   1 = result taken; the service clears it and ResultValid
+        Busy            Boolean  read         a part is being captured and judged
+        ResultValid     Boolean  read         Verdict/DefectCount/ResultPartId belong to the last part
+        Ready           Boolean  read         a Trigger is accepted now (not Busy, no result waiting)
+        Verdict         String   read         OK | NG | ERROR ('' before the first result)
+        DefectCount     Int32    read
+        ResultPartId    String   read         the PartId the result belongs to
+        Recipe          String   read         active recipe name ('' without recipes)
+        RecipeVersion   String   read
+        RecipeStatus    String   read         answer to the last SelectRecipe ('accepted', 'pending', 'refused: why')
+        Heartbeat       UInt32   read         +1 every second
+        TriggersRejected UInt32  read         triggers refused because the station was not Ready
+        LastAlarm       String   read         the last handshake alarm in words
+        SelectRecipe(name: String) -> Boolean  method
+
+No security policy and anonymous access: the server is meant for the machine network between the PLC and
+the station (bind it to that interface only, e.g. ``opc.tcp://192.168.0.10:4840``). deploy/plc/README.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Callable
+
+from inspector.service.plc.handshake import Handshake, Outputs
+
+log = logging.getLogger(__name__)
+NAMESPACE = "urn:pcb-inspector"
+
+# name -> (initial value, variant type name, written by the PLC)
+VARIABLES: dict[str, tuple[Any, str, bool]] = {
+    "PartId": ("", "String", True),
+    "Trigger": (False, "Boolean", True),
+    "Ack": (False, "Boolean", True),
+    "Busy": (False, "Boolean", False),
+    "ResultValid": (False, "Boolean", False),
+    "Ready": (True, "Boolean", False),
+    "Verdict": ("", "String", False),
+    "DefectCount": (0, "Int32", False),
+    "ResultPartId": ("", "String", False),
+    "Recipe": ("", "String", False),
+    "RecipeVersion": ("", "String", False),
+    "RecipeStatus": ("", "String", False),
+    "Heartbeat": (0, "UInt32", False),
+    "TriggersRejected": (0, "UInt32", False),
+    "LastAlarm": ("", "String", False),
+}
+# Written in this order for every new state: the result first, ResultValid after it, Busy/Ready last.
+_OUTPUT_ORDER: tuple[tuple[str, Callable[[Outputs], Any]], ...] = (
+    ("ResultPartId", lambda o: o.part_id),
+    ("Verdict", lambda o: o.verdict),
+    ("DefectCount", lambda o: o.defect_count),
+    ("Recipe", lambda o: o.recipe),
+    ("RecipeVersion", lambda o: o.recipe_version),
+    ("RecipeStatus", lambda o: o.recipe_status),
+    ("TriggersRejected", lambda o: o.triggers_rejected),
+    ("LastAlarm", lambda o: o.alarm),
+    ("ResultValid", lambda o: o.result_valid),
+    ("Busy", lambda o: o.busy),
+    ("Ready", lambda o: o.ready),
+    ("Heartbeat", lambda o: o.heartbeat),
+)
+
+
+class OpcUaFrontEnd:
+    def __init__(self, endpoint: str, line: str, handshake: Handshake,
+                 select_recipe: Callable[[str], tuple[bool, str]]):
+        self.endpoint = endpoint
+        self.line = line
+        self.handshake = handshake
+        self.select_recipe = select_recipe
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._updates: asyncio.Queue | None = None
+        self._thread = threading.Thread(target=self._run, name="plc-opcua", daemon=True)
+        self._nodes: dict[str, Any] = {}
+        self._part_id = ""
+        self._written: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"OPC UA server {self.endpoint}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        from inspector.service.service import ServiceError
+
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise ServiceError(f"opcua: the OPC UA server on {self.endpoint} did not start within {timeout:g} s")
+        if self._error is not None:
+            raise ServiceError(f"opcua: cannot serve {self.endpoint} ({self._error})") from self._error
+        log.info("OPC UA server on %s: Objects/Inspector/%s", self.endpoint, self.line)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------ the event loop thread
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as error:  # noqa: BLE001 - reported to start(), never lost
+            if not self._ready.is_set():
+                self._error = error
+                self._ready.set()
+            else:
+                log.exception("the OPC UA server stopped")
+
+    async def _main(self) -> None:
+        from asyncua import Server, ua
+        from asyncua.common.callback import CallbackType
+
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._updates = asyncio.Queue()
+        self._ua = ua
+        server = Server()
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("PCB inspector")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        index = await server.register_namespace(NAMESPACE)
+        inspector = await server.nodes.objects.add_object(ua.NodeId("Inspector", index),
+                                                          ua.QualifiedName("Inspector", index))
+        line = await inspector.add_object(ua.NodeId(f"Inspector.{self.line}", index),
+                                          ua.QualifiedName(self.line, index))
+        for name, (initial, type_name, writable) in VARIABLES.items():
+            node = await line.add_variable(ua.NodeId(f"Inspector.{self.line}.{name}", index),
+                                           ua.QualifiedName(name, index),
+                                           ua.Variant(initial, getattr(ua.VariantType, type_name)))
+            if writable:
+                await node.set_writable()
+            self._nodes[name] = node
+        await line.add_method(ua.NodeId(f"Inspector.{self.line}.SelectRecipe", index),
+                              ua.QualifiedName("SelectRecipe", index), self._select_recipe,
+                              [ua.VariantType.String], [ua.VariantType.Boolean])
+        self._by_node_id = {node.nodeid: name for name, node in self._nodes.items()}
+        self._server = server
+        server.subscribe_server_callback(CallbackType.PostWrite, self._on_write)
+        await server.start()
+        writer = asyncio.create_task(self._write_outputs())
+        self.handshake.add_listener(self._on_outputs)
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            writer.cancel()
+            await server.stop()
+
+    def _on_outputs(self, outputs: Outputs) -> None:
+        """Handshake listener (any thread): queue the new state for the writer task, in order."""
+        loop, updates = self._loop, self._updates
+        if loop is not None and updates is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(updates.put_nowait, outputs)
+
+    async def _write_outputs(self) -> None:
+        """Every state in order (unchanged values are skipped), so no ResultValid edge is lost."""
+        while True:
+            await self._write(await self._updates.get())
+
+    async def _write(self, outputs: Outputs) -> None:
+        ua = self._ua
+        for name, value_of in _OUTPUT_ORDER:
+            value = value_of(outputs)
+            if self._written.get(name, object()) == value:
+                continue
+            type_name = VARIABLES[name][1]
+            await self._server.write_attribute_value(
+                self._nodes[name].nodeid, ua.DataValue(ua.Variant(value, getattr(ua.VariantType, type_name))))
+            self._written[name] = value
+
+    async def _clear(self, name: str) -> None:
+        ua = self._ua
+        await self._server.write_attribute_value(self._nodes[name].nodeid,
+                                                 ua.DataValue(ua.Variant(False, ua.VariantType.Boolean)))
+
+    async def _on_write(self, event, _dispatcher) -> None:
+        """A client wrote: PartId is remembered, Trigger and Ack are commands (cleared again at once)."""
+        if not getattr(event, "is_external", True):
+            return
+        results = event.response_params or []
+        for index, write in enumerate(event.request_params.NodesToWrite):
+            if index < len(results) and not results[index].is_good():
+                continue
+            name = self._by_node_id.get(write.NodeId)
+            if name is None or write.AttributeId != self._ua.AttributeIds.Value:
+                continue
+            value = write.Value.Value.Value if write.Value is not None and write.Value.Value is not None else None
+            if name == "PartId":
+                self._part_id = "" if value is None else str(value)
+            elif name == "Trigger" and value:
+                await self._clear("Trigger")
+                self.handshake.trigger(self._part_id)
+            elif name == "Ack" and value:
+                await self._clear("Ack")
+                self.handshake.ack()
+
+    def _select_recipe(self, _parent, name) -> list:
+        """SelectRecipe(name) -> Boolean; runs in the server's executor (loading a model takes seconds)."""
+        ua = self._ua
+        text = name.Value if hasattr(name, "Value") else name
+        accepted, reason = self.select_recipe(str(text or ""))
+        if not accepted:
+            log.warning("OPC UA SelectRecipe(%r) refused: %s", text, reason)
+        return [ua.Variant(bool(accepted), ua.VariantType.Boolean)]
+

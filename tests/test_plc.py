@@ -1,0 +1,296 @@
+"""The PLC handshake (inspector/service/plc/) driven by a real asyncua client, against the shipped model.
+
+- 100 triggered parts through a running `inspector serve --opcua` (a subprocess on the demo boards): each
+  gives exactly one record with the PLC's PartId and the verdict the PLC saw (NG: every demo board has
+  labeled defects);
+- in-process services on a hot folder: OK on a golden board, Ack clears ResultValid, a missing Ack times
+  out, a trigger while busy or before the Ack is refused, an empty folder gives an ERROR part on the capture
+  timeout. No sleeps as synchronisation: every wait is for a condition the client reads.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+asyncua_sync = pytest.importorskip("asyncua.sync")
+
+from inspector.capture import DEMO_DIR  # noqa: E402
+from inspector.service import Service, ServiceConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+NAMESPACE = "urn:pcb-inspector"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.005):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class Plc:
+    """A PLC as seen from its OPC UA client: the variables under Objects/Inspector/<line>/."""
+
+    def __init__(self, endpoint: str, line: str = "line1"):
+        self.client = asyncua_sync.Client(endpoint, timeout=10)
+        self.client.connect()
+        index = self.client.get_namespace_index(NAMESPACE)
+        self.line = self.client.nodes.objects.get_child([f"{index}:Inspector", f"{index}:{line}"])
+        self._nodes = {}
+        self._index = index
+
+    def node(self, name: str):
+        if name not in self._nodes:
+            self._nodes[name] = self.line.get_child(f"{self._index}:{name}")
+        return self._nodes[name]
+
+    def read(self, name: str):
+        return self.node(name).read_value()
+
+    def write(self, name: str, value) -> None:
+        self.node(name).write_value(value)
+
+    def trigger(self, part_id: str) -> None:
+        self.write("PartId", part_id)
+        self.write("Trigger", True)
+
+    def wait(self, name: str, value, timeout: float = 30.0) -> None:
+        wait_for(lambda: self.read(name) == value, timeout, f"{name} == {value!r}")
+
+    def inspect(self, part_id: str, ack: bool = True, timeout: float = 30.0) -> tuple[str, int]:
+        """One full handshake; returns (Verdict, DefectCount) as the PLC read them."""
+        self.trigger(part_id)
+        self.wait("ResultValid", True, timeout)
+        verdict, count, result_part = self.read("Verdict"), self.read("DefectCount"), self.read("ResultPartId")
+        assert result_part == part_id
+        if ack:
+            self.write("Ack", True)
+            self.wait("Ready", True)
+            assert self.read("ResultValid") is False
+        return verdict, count
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+def demo_pairs() -> list[tuple[Path, Path]]:
+    tests = sorted(DEMO_DIR.rglob("*_test.jpg"))
+    return [(test, test.with_name(test.name.replace("_test", "_temp"))) for test in tests]
+
+
+def drop_board(folder: Path, name: str, golden: bool = False) -> None:
+    """A board pair in the hot folder, template first, old modification time (taken at once)."""
+    test, temp = demo_pairs()[0]
+    shutil.copy2(temp, folder / f"{name}_temp.jpg")
+    shutil.copy2(temp if golden else test, folder / f"{name}_test.jpg")
+    old = time.time() - 60
+    for suffix in ("_temp.jpg", "_test.jpg"):
+        os.utime(folder / f"{name}{suffix}", (old, old))
+
+
+def records(data_dir: Path) -> list[sqlite3.Row]:
+    connection = sqlite3.connect(data_dir / "records.sqlite3")
+    connection.row_factory = sqlite3.Row
+    try:
+        return connection.execute("SELECT * FROM records ORDER BY seq").fetchall()
+    finally:
+        connection.close()
+
+
+# ------------------------------------------------------------------------------ a running `inspector serve`
+
+def test_100_triggered_parts_through_inspector_serve(tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "data"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inspector.cli", "serve", "--source", "demo", "--http", "", "--data-dir", str(data_dir),
+         "--opcua", f"opc.tcp://127.0.0.1:{port}", "--line", "line1"],
+        cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for text in process.stdout:
+            if "running" in text:
+                break
+        else:
+            pytest.fail(f"inspector serve exited with {process.wait()} before it ran")
+        plc = Plc(f"opc.tcp://127.0.0.1:{port}")
+        seen = {}
+        try:
+            for number in range(100):
+                part_id = f"SN-{number:05d}"
+                seen[part_id] = plc.inspect(part_id)
+            assert plc.read("TriggersRejected") == 0
+        finally:
+            plc.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    rows = records(data_dir)
+    assert [row["part_id"] for row in rows] == list(seen)  # exactly one record per part, in order
+    for row in rows:
+        verdict, count = seen[row["part_id"]]
+        assert row["verdict"] == verdict == "NG"  # every demo board has labeled defects
+        assert row["n_defects"] == count > 0
+        assert row["error"] is None
+
+
+# ------------------------------------------------------------------------------ in-process, hot folder
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory):
+    """One service on a hot folder with short timeouts, and a PLC client on it."""
+    root = tmp_path_factory.mktemp("plc")
+    folder = root / "incoming"
+    folder.mkdir()
+    port = free_port()
+    config = ServiceConfig(source=str(folder), data_dir=root / "data", http=None, line="line1",
+                           opcua=f"opc.tcp://127.0.0.1:{port}", capture_timeout_s=1.0, ack_timeout_s=3.0)
+    service = Service(config)
+    service.start()
+    plc = Plc(f"opc.tcp://127.0.0.1:{port}")
+    try:
+        yield service, plc, folder
+    finally:
+        plc.close()
+        service.stop()
+
+
+def alarms_of(service, kind: str) -> list:
+    return [alarm for alarm in service.recent_alarms if alarm.kind == kind]
+
+
+def test_golden_board_is_ok_and_ack_clears_result(line):
+    service, plc, folder = line
+    drop_board(folder, "golden1", golden=True)
+    assert plc.inspect("GOLD-1") == ("OK", 0)
+    drop_board(folder, "defective1")
+    verdict, count = plc.inspect("BAD-1")
+    assert verdict == "NG" and count > 0
+    page = service.journal.query(part_id="GOLD-1")
+    assert page.total == 1 and page.items[0].verdict == "OK" and page.items[0].frame_file == "golden1_test.jpg"
+    assert page.items[0].package_id == service.package_id
+
+
+def test_trigger_while_busy_is_refused_and_the_part_goes_on(line):
+    service, plc, folder = line
+    rejected = plc.read("TriggersRejected")
+    before = service.journal.count()
+    plc.trigger("FIRST")  # no file yet: the station stays Busy waiting for the part's frame
+    plc.wait("Busy", True)
+    plc.trigger("SECOND")
+    plc.wait("TriggersRejected", rejected + 1)
+    assert plc.read("Trigger") is False  # the command was read and cleared
+    assert plc.read("Busy") is True
+    drop_board(folder, "busy1", golden=True)
+    plc.wait("ResultValid", True)
+    assert (plc.read("ResultPartId"), plc.read("Verdict")) == ("FIRST", "OK")
+    # A trigger before the Ack is refused too: the result has not been taken yet.
+    plc.trigger("THIRD")
+    plc.wait("TriggersRejected", rejected + 2)
+    assert plc.read("ResultValid") is True and plc.read("ResultPartId") == "FIRST"
+    plc.write("Ack", True)
+    plc.wait("Ready", True)
+    assert service.journal.count() == before + 1
+    assert service.journal.query(part_id="SECOND").total == 0
+    wait_for(lambda: len(alarms_of(service, "plc_trigger_rejected")) >= 2, 5, "two plc_trigger_rejected alarms")
+
+
+def test_capture_timeout_gives_an_error_part_and_an_alarm(line):
+    service, plc, folder = line
+    started = time.monotonic()
+    verdict, count = plc.inspect("NOFRAME-1")
+    waited = time.monotonic() - started
+    assert (verdict, count) == ("ERROR", 0)
+    assert 1.0 <= waited < 10.0
+    record = service.journal.query(part_id="NOFRAME-1").items[0]
+    assert record.verdict == "ERROR" and record.error.startswith("CaptureTimeout")
+    assert alarms_of(service, "capture_timeout")
+    # The station works on: the next board is judged normally.
+    drop_board(folder, "after_timeout", golden=True)
+    assert plc.inspect("AFTER-1") == ("OK", 0)
+
+
+def test_missing_ack_times_out_and_the_station_is_ready_again(line):
+    service, plc, folder = line
+    drop_board(folder, "noack1", golden=True)
+    plc.inspect("NOACK-1", ack=False)
+    result_seen = time.monotonic()
+    plc.wait("ResultValid", False, timeout=30)  # cleared by the service, not by an Ack
+    assert time.monotonic() - result_seen >= 2.0  # ack_timeout_s=3 counted from ResultValid
+    assert plc.read("Ready") is True
+    wait_for(lambda: alarms_of(service, "plc_ack_missing"), 5, "the plc_ack_missing alarm")
+    assert "NOACK-1" in plc.read("LastAlarm")
+    drop_board(folder, "noack2", golden=True)
+    assert plc.inspect("NOACK-2") == ("OK", 0)
+
+
+def test_heartbeat_counts(line):
+    _, plc, _ = line
+    first = plc.read("Heartbeat")
+    plc.wait("Heartbeat", first + 2, timeout=10)
+
+
+# ------------------------------------------------------------------------------ Modbus TCP
+
+def test_modbus_handshake_with_a_pymodbus_client(tmp_path):
+    from pymodbus.client import ModbusTcpClient
+
+    from inspector.service.plc.modbus import registers_to_text, text_to_registers
+
+    port = free_port()
+    config = ServiceConfig(source="demo", data_dir=tmp_path / "data", http=None, line="line1",
+                           modbus=f"127.0.0.1:{port}")
+    service = Service(config)
+    service.start()
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+    assert client.connect()
+
+    def inputs():
+        return client.read_discrete_inputs(0, count=3).bits[:3]  # Busy, ResultValid, Ready
+
+    try:
+        assert inputs() == [False, False, True]
+        seen = {}
+        for number in range(10):
+            part_id = f"MB-{number:04d}"
+            assert not client.write_registers(0, text_to_registers(part_id, 16)).isError()
+            assert not client.write_coil(0, True).isError()
+            wait_for(lambda: inputs()[1], 30, "ResultValid")
+            registers = client.read_input_registers(0, count=46).registers
+            assert registers_to_text(registers[6:22]) == part_id
+            seen[part_id] = ({1: "OK", 2: "NG", 3: "ERROR"}[registers[0]], registers[1])
+            if number == 0:  # a trigger before the Ack is refused and counted
+                client.write_coil(0, True)
+                wait_for(lambda: client.read_input_registers(4, count=1).registers[0] == 1, 10, "TriggersRejected")
+                assert client.read_coils(0, count=1).bits[0] is False  # the command coil was cleared
+            client.write_coil(1, True)
+            wait_for(lambda: inputs() == [False, False, True], 10, "Ready after the Ack")
+        heartbeat = client.read_input_registers(2, count=2).registers
+        wait_for(lambda: client.read_input_registers(2, count=2).registers != heartbeat, 5, "the heartbeat")
+    finally:
+        client.close()
+        service.stop()
+    page = service.journal.query(limit=100)
+    by_part = {record.part_id: record for record in page.items}
+    assert page.total == 10 and set(by_part) == set(seen)
+    for part_id, (verdict, count) in seen.items():
+        assert by_part[part_id].verdict == verdict == "NG" and len(by_part[part_id].defects) == count
