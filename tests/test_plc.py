@@ -294,3 +294,24 @@ def test_modbus_handshake_with_a_pymodbus_client(tmp_path):
     assert page.total == 10 and set(by_part) == set(seen)
     for part_id, (verdict, count) in seen.items():
         assert by_part[part_id].verdict == verdict == "NG" and len(by_part[part_id].defects) == count
+
+
+def test_results_by_part_id_over_http(line):
+    from fastapi.testclient import TestClient
+
+    from inspector.service.api import create_app
+
+    service, plc, folder = line
+    drop_board(folder, "trace1")
+    verdict, count = plc.inspect("TRACE-0001")
+    token = "plc-test-token-0123456789"
+    with TestClient(create_app(service, token)) as http:
+        answer = http.get("/results", params={"part_id": "TRACE-0001"}, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert page["total"] == 1
+        item = page["items"][0]
+        assert (item["part_id"], item["verdict"], len(item["defects"])) == ("TRACE-0001", verdict, count)
+        assert item["package_id"] == service.package_id and item["model_name"] == service.model_name
+        assert http.get("/results", params={"part_id": "NO-SUCH-BOARD"},
+                        headers={"Authorization": f"Bearer {token}"}).json()["total"] == 0

@@ -126,6 +126,9 @@ class RecordOut(BaseModel):
     inference_ms: Optional[float]
     evidence: Optional[str] = Field(description="file name of the evidence JPEG in the evidence directory")
     error: Optional[str]
+    part_id: Optional[str] = Field(None, description="the board's serial from the PLC (trigger mode)")
+    recipe: Optional[str] = Field(None, description="the recipe active when the board was judged")
+    recipe_version: Optional[str] = None
 
 
 class ResultsPage(BaseModel):
@@ -168,6 +171,7 @@ class ResultsQuery(BaseModel):
     since: Optional[Moment] = Field(None, description="from this time (inclusive; ISO 8601, UTC if no zone)")
     until: Optional[Moment] = Field(None, description="up to this time (exclusive)")
     verdict: Optional[Literal["OK", "NG", "ERROR"]] = None
+    part_id: Optional[str] = Field(None, min_length=1, max_length=64, description="one board's records (its serial)")
     limit: int = Field(100, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=_MAX_OFFSET)
 
@@ -219,7 +223,8 @@ def create_app(service, token: str) -> FastAPI:
         """This line's records, newest first."""
         try:
             page = service.store.query(line=service.line, since=_epoch(query.since), until=_epoch(query.until),
-                                       verdict=query.verdict, limit=query.limit, offset=query.offset)
+                                       verdict=query.verdict, limit=query.limit, offset=query.offset,
+                                       part_id=query.part_id)
         except StoreUnavailable as error:
             return JSONResponse(status_code=503, content={"detail": redact(str(error))})
         return {"total": page.total, "limit": query.limit, "offset": query.offset,
