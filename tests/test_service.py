@@ -492,6 +492,42 @@ def test_hot_folder_every_file_once_with_evidence_and_api(tmp_path, tiny, runnin
     assert "inspector_latency_seconds_bucket" in metrics and "inspector_camera_reconnects_total" in metrics
 
 
+def test_unwritable_evidence_is_refused_at_start_and_alarmed_counted_and_degraded_mid_run(tmp_path, tiny, running):
+    folder = tmp_path / "incoming"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # unwritable even for root, which ignores permission bits
+    with pytest.raises(ServiceError, match="evidence: cannot write into .*a-file/evidence"):
+        Service(make_config(tmp_path, folder, model=tiny.package, evidence=blocker / "evidence"))
+
+    evidence = tmp_path / "evidence"
+    fill_hot_folder(folder, tiny.data, 0, 2)
+    config = make_config(tmp_path, folder, model=tiny.package, score_threshold=0.0, evidence=evidence)
+    service = Service(config)  # score threshold 0: every board is NG and wants its evidence image
+    running.append(service)
+    service.start()
+    wait_for(lambda: service.journal.count() == 2 and service.health()["status"] == "ok", 60, "2 records")
+    shutil.rmtree(evidence)
+    evidence.write_text("the directory was replaced by a file")  # e.g. a share that went read-only
+    fill_hot_folder(folder, tiny.data, 2, 2)
+    wait_for(lambda: service.journal.count() == 4, 60, "2 records while evidence cannot be written")
+    health = service.health()
+    assert health["status"] == "degraded" and health["evidence"]["ok"] is False
+    assert str(evidence) in health["evidence"]["last_error"]
+    assert metric(service, "inspector_evidence_failures_total") == 2
+    assert [a.kind for a in service.recent_alarms].count("evidence_error") == 1  # once, not per board
+    rows = journal_rows(config.records_path, "SELECT verdict, evidence FROM records ORDER BY seq")
+    assert [verdict for verdict, _ in rows] == ["NG"] * 4 and [e is None for _, e in rows] == [False, False, True, True]
+
+    evidence.unlink()
+    evidence.mkdir()
+    fill_hot_folder(folder, tiny.data, 4, 1)
+    wait_for(lambda: service.journal.count() == 5, 60, "the record after the directory is back")
+    health = service.health()
+    assert health["status"] == "ok" and health["evidence"]["ok"] and len(list(evidence.iterdir())) == 1
+    assert [a.kind for a in service.recent_alarms if a.kind.startswith("evidence")] == ["evidence_error",
+                                                                                          "evidence_restored"]
+
+
 def test_a_dead_detector_process_is_replaced_and_inspection_goes_on(tmp_path, tiny, running):
     folder = tmp_path / "incoming"
     fill_hot_folder(folder, tiny.data, 0, 3)

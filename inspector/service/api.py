@@ -89,6 +89,13 @@ class AlarmOut(BaseModel):
     seq: Optional[int]
 
 
+class EvidenceOut(BaseModel):
+    directory: str
+    ok: bool = Field(description="false while NG evidence images cannot be written (health is degraded)")
+    last_error: Optional[str]
+    files: int
+
+
 class Health(BaseModel):
     status: str = Field(description="ok | degraded | starting | stopping | stopped")
     live: bool
@@ -99,6 +106,7 @@ class Health(BaseModel):
     sinks: list[SinkOut]
     model: ModelOut
     recent_alarms: list[AlarmOut]
+    evidence: Optional[EvidenceOut] = Field(None, description="null when no evidence directory is configured")
     uptime_s: float
 
 

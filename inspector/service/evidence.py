@@ -24,6 +24,7 @@ class EvidenceStore:
     def __init__(self, directory: Path | str, max_files: int, max_bytes: int, jpeg_quality: int = 90):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.check_writable()
         self.max_files = max_files
         self.max_bytes = max_bytes
         self.jpeg_quality = jpeg_quality
@@ -36,6 +37,13 @@ class EvidenceStore:
                 self._files.append((path.name, size))
                 self._bytes += size
         self._enforce()
+
+    def check_writable(self) -> None:
+        """Raise OSError unless a file can be created (and removed) in the directory: an evidence directory
+        that cannot be written would otherwise be found out at the first NG board, its image lost."""
+        descriptor, probe = tempfile.mkstemp(dir=self.directory, prefix=".tmp-probe-")
+        os.close(descriptor)
+        os.unlink(probe)
 
     @property
     def count(self) -> int:

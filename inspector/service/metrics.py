@@ -30,12 +30,15 @@ class ServiceMetrics:
         self.spool_backlog = Gauge("inspector_spool_backlog", "Entries waiting in the local spool for a sink",
                                    ["line", "sink"], registry=r)
         self.sink_up = Gauge("inspector_sink_up", "1 while the sink accepts deliveries", ["line", "sink"], registry=r)
+        self.evidence_failures = Counter("inspector_evidence_failures_total", "NG evidence images that could not be "
+                                         "written (the record is kept, without its image)", ["line"], registry=r)
         self.alarms = Counter("inspector_alarms_total", "Alarms raised, by kind", ["line", "kind"], registry=r)
         self._line = line
         for verdict in ("OK", "NG", "ERROR"):
             self.frames.labels(line=line, verdict=verdict)  # exported as 0 from the start
         self.dropped = self.dropped.labels(**labels)
         self.corrupt = self.corrupt.labels(**labels)
+        self.evidence_failures = self.evidence_failures.labels(**labels)
         self.reconnects = self.reconnects.labels(**labels)
         self.latency = self.latency.labels(**labels)
         self.inference = self.inference.labels(**labels)

@@ -93,7 +93,8 @@ class Service:
             try:
                 self.evidence = EvidenceStore(config.evidence, config.evidence_max_files, config.evidence_max_bytes)
             except OSError as error:
-                raise ServiceError(f"evidence: cannot use {config.evidence} ({error.strerror or error})") from error
+                raise ServiceError(f"evidence: cannot write into {config.evidence} ({error.strerror or error}); "
+                                   "give a writable directory, or no evidence setting") from error
 
         raw_source = source if source is not None else _open_configured_source(config)
         if self.detector.needs_template and raw_source.kind in ("camera", "stream", "video") \
@@ -131,6 +132,7 @@ class Service:
         self._spool_alarmed: set[str] = set()
         self._camera_alarmed = False
         self._stalled: Optional[str] = None  # the source's last read raised unexpectedly: why
+        self._evidence_error: Optional[str] = None  # the last evidence image could not be written: why
         self._reconnects_counted = 0
         self._stop_capture = threading.Event()
         self._stop_monitor = threading.Event()
@@ -417,10 +419,22 @@ class Service:
         from inspector.runtime.draw import draw_detections
 
         try:
-            return self.evidence.save(draw_detections(frame.image, detections), record.captured_at, record.record_id)
+            name = self.evidence.save(draw_detections(frame.image, detections), record.captured_at, record.record_id)
         except OSError as error:
-            log.warning("evidence for %s not saved: %s", record.record_id, error)
+            # The record is kept (without its image); the loss is counted, alarmed once and shown in /health.
+            message = f"{self.evidence.directory}: {error.strerror or error}"
+            log.warning("evidence for %s not saved: %s", record.record_id, message)
+            self.metrics.evidence_failures.inc()
+            if self._evidence_error is None:
+                self.raise_alarm("evidence_error", "critical", f"NG evidence images cannot be written ({message}); "
+                                 "records are kept without their image", error=message)
+            self._evidence_error = message
             return None
+        if self._evidence_error is not None:
+            self._evidence_error = None
+            self.raise_alarm("evidence_restored", "info", f"NG evidence images are written again to "
+                             f"{self.evidence.directory}")
+        return name
 
     # ------------------------------------------------------------------ alarms, sinks, monitor
 
@@ -481,7 +495,7 @@ class Service:
             camera.update(state="stalled", last_error=self._stalled)
         camera_ok = self.source.state == "connected" and not self.source_ended and self._stalled is None
         ready = self.state == "running" and self.worker_alive and camera_ok
-        degraded = not ready or any(d.state.up is False for d in self.deliveries)
+        degraded = not ready or any(d.state.up is False for d in self.deliveries) or self._evidence_error is not None
         status = self.state if self.state != "running" else ("degraded" if degraded else "ok")
         return redact_all({  # /health answers without a token: nothing in it may show a secret
             "status": status, "live": True, "ready": ready, "line": self.line,
@@ -490,6 +504,9 @@ class Service:
             "model": {"name": self.model_name, "package_id": self.package_id, "engine": self.detector.info.engine,
                       "precision": self.detector.info.precision},
             "recent_alarms": [alarm.to_dict() for alarm in self.recent_alarms],
+            "evidence": None if self.evidence is None else {
+                "directory": str(self.evidence.directory), "ok": self._evidence_error is None,
+                "last_error": self._evidence_error, "files": self.evidence.count},
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
         })
 
