@@ -362,6 +362,18 @@ def test_config_layers_file_then_environment_then_command_line(tmp_path):
     assert load_config(file, environ={"INSPECTOR_HTTP": ""}).http is None  # empty: no HTTP
 
 
+def test_unknown_inspector_variables_a_typo_is_refused_with_a_suggestion_others_warned(tmp_path, caplog):
+    file = tmp_path / "inspector.yaml"
+    file.write_text("source: demo\nhttp: ''\n")
+    with pytest.raises(ConfigError, match="environment INSPECTOR_MQTTT: no such setting; did you mean INSPECTOR_MQTT"):
+        load_config(file, environ={"INSPECTOR_MQTTT": "mqtt://broker"})
+    assert load_config(file, environ={"INSPECTOR_GUI_CONFIG": "/x.json"}).source == "demo"  # another tool's
+    assert "INSPECTOR_GUI_CONFIG: not a setting of inspector serve, ignored" in caplog.text
+    file.write_text("source: demo\nhttp: ''\nevidense: /srv/evidence\n")
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) evidense \(did you mean evidence\?\)"):
+        load_config(file, environ={})
+
+
 @pytest.mark.parametrize("text, environ, expected", [
     ("line: a\n", {}, "config field 'source': required; set source: in the config file, INSPECTOR_SOURCE"),
     ("source: demo\nline: 'bad line/#'\nhttp: ''\n", {}, "config field 'line' from"),

@@ -10,6 +10,8 @@ error names the field, where its value came from and what was expected.
 """
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 from pathlib import Path
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from inspector.redaction import redact
 
 ENV_PREFIX = "INSPECTOR_"
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -187,7 +190,8 @@ def load_config(file: Path | None = None, overrides: dict[str, Any] | None = Non
             continue
         key = name[len(ENV_PREFIX):].lower()
         if key not in FIELDS:
-            continue  # other tools' INSPECTOR_* variables are not ours to refuse
+            _unknown_variable(name, key)
+            continue
         values[key], origin[key] = (None if value == "" else value), f"environment {name}"
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -198,6 +202,21 @@ def load_config(file: Path | None = None, overrides: dict[str, Any] | None = Non
         return ServiceConfig(**values)
     except ValidationError as error:
         raise ConfigError(_describe(error, origin)) from None
+
+
+def _unknown_variable(name: str, key: str) -> None:
+    """An ``INSPECTOR_*`` variable that is no setting: refused when it looks like a misspelt one (a typo
+    such as INSPECTOR_MQTTT would otherwise silently leave MQTT off), else a warning (other tools, such as
+    the GUI's INSPECTOR_GUI_CONFIG, share the prefix)."""
+    close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.8)
+    if close:
+        raise ConfigError(f"environment {name}: no such setting; did you mean {ENV_PREFIX}{close[0].upper()}?")
+    log.warning("environment %s: not a setting of inspector serve, ignored", name)
+
+
+def _suggestion(key: str) -> str:
+    close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _read_file(file: Path) -> dict[str, Any]:
@@ -215,8 +234,8 @@ def _read_file(file: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {file}: expected a mapping of setting: value, got {type(data).__name__}")
     unknown = sorted(str(key) for key in data if key not in FIELDS)
     if unknown:
-        raise ConfigError(f"config file {file}: unknown setting(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(FIELDS)}")
+        raise ConfigError(f"config file {file}: unknown setting(s) "
+                          f"{', '.join(key + _suggestion(key) for key in unknown)}; known: {', '.join(FIELDS)}")
     return data
 
 
