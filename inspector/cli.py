@@ -57,12 +57,40 @@ def data_synth(
     n: int = typer.Option(20, "--n", min=1, help="Number of board pairs."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same boards)."),
     size: int = typer.Option(640, "--size", min=64, help="Image side in pixels."),
+    panel: bool = typer.Option(False, "--panel", help="Write N whole panels instead: grids of tile pairs with "
+                               "panel-coordinate labels (DeepPCB layout) and panels.json (sources, applied map)."),
+    cols: int = typer.Option(4, "--cols", min=1, help="Panel: tiles per row."),
+    rows: int = typer.Option(4, "--rows", min=1, help="Panel: tile rows."),
+    tiles_from: Optional[Path] = typer.Option(None, "--tiles-from", help="Panel: labeled pairs to tile with "
+                                              "(e.g. DeepPCB); default: synthetic boards."),
+    split_file: Optional[Path] = typer.Option(None, "--split-file", help="Panel: take only one part of "
+                                              "--tiles-from, as listed in this split.json."),
+    split: str = typer.Option("val", "--split", help="Panel: that part, val or train."),
+    margin: int = typer.Option(0, "--margin", min=0, help="Panel: bare board around the grid, pixels."),
+    shift: str = typer.Option("0,0", "--shift", help="Panel: misregistration of the tested panel, 'DX,DY' pixels."),
+    rotation: float = typer.Option(0.0, "--rotation", help="Panel: its rotation about the centre, degrees."),
+    scale: float = typer.Option(1.0, "--scale", min=0.5, max=2.0, help="Panel: its scale."),
 ) -> None:
     """Generate synthetic PCB pairs (template + tested image with labeled defects) in DeepPCB layout."""
+    from inspector.data import DataError
     from inspector.data.synth import write_deeppcb
 
     if out.exists() and any(out.iterdir()):
         _fail(f"error: {out} exists and is not empty; choose a new directory (nothing was overwritten)")
+    if panel:
+        from inspector.data.panels import Misregistration, build_panel_dataset
+
+        try:
+            shift_x, shift_y = (float(v) for v in shift.split(","))
+        except ValueError:
+            _fail(f"error: --shift: expected 'DX,DY' in pixels, e.g. 12.5,-7, got {shift!r}")
+        try:
+            build_panel_dataset(out, n, cols, rows, seed, tiles_from, split_file, split, margin,
+                                Misregistration(shift_x, shift_y, rotation, scale))
+        except (DataError, FileNotFoundError, ValueError) as error:
+            _fail(f"error: {error}")
+        typer.echo(f"wrote {n} panel(s) of {cols} x {rows} tiles to {out}")
+        return
     write_deeppcb(out, n=n, seed=seed, size=size)
     typer.echo(f"wrote {n} synthetic pairs to {out}")
 
@@ -593,8 +621,14 @@ def predict_command(
                              "detections.json."),
     backend: Backend = typer.Option(Backend.lite, "--backend", help="Paddle Lite or Paddle Inference."),
     score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="Default: the package's."),
+    tile_size: int = typer.Option(640, "--tile-size", min=32, help="Images larger than this (whole panels) are "
+                                  "registered to the template, inspected in tiles of this side and stitched."),
+    overlap: int = typer.Option(64, "--overlap", min=0, help="Pixels neighbouring panel tiles share."),
 ) -> None:
-    """Detect defects in images: annotated copies and one detections.json in --out."""
+    """Detect defects in images: annotated copies and one detections.json in --out.
+
+    A whole panel (larger than a tile) gets a shrunk overview with every defect boxed and numbered, and
+    its detections in panel pixels (and golden-panel pixels) in detections.json."""
     import json
 
     import cv2
@@ -602,11 +636,16 @@ def predict_command(
     from inspector.data import DataError, read_image
     from inspector.runtime import AlignmentError, BackendError, Detector, PackageError
     from inspector.runtime.draw import draw_detections
+    from inspector.runtime.panel import PanelInspector, draw_overview
 
     try:
         detector = Detector.load(model, backend=backend.value, threads=_all_cores())
         golden = read_image(template) if template is not None and detector.needs_template else None
     except (PackageError, BackendError, DataError, ValueError) as error:
+        _fail(f"error: {error}")
+    try:
+        panels = PanelInspector(detector, tile_size=tile_size, overlap=overlap)
+    except ValueError as error:
         _fail(f"error: {error}")
     if template is not None and not detector.needs_template:
         typer.secho(f"note: this model takes no template; --template {template} is not used", err=True)
@@ -622,7 +661,7 @@ def predict_command(
             record["template"] = None if template_path is None else str(template_path)
             frame_template = (golden if golden is not None else read_image(template_path)) \
                 if detector.needs_template else None
-            found = detector.detect(frame, frame_template, align=align, score_threshold=score_threshold)
+            found = panels.inspect(frame, frame_template, align=align, score_threshold=score_threshold)
         except (DataError, AlignmentError, ValueError) as error:
             refused += 1
             record["error"] = str(error)
@@ -630,11 +669,19 @@ def predict_command(
             records.append(record)
             continue
         name = _unique_name(path, used_names)
-        cv2.imwrite(str(out / name), draw_detections(frame, found))
-        record.update(annotated=name, **found.to_dict())
+        if found.is_panel:
+            overview, overview_scale = draw_overview(frame, found)
+            cv2.imwrite(str(out / name), overview)
+            record.update(annotated=name, overview_scale=round(overview_scale, 6), **found.to_dict())
+            found_ms = found.timing_ms["total"]
+        else:
+            cv2.imwrite(str(out / name), draw_detections(frame, found.frame))
+            record.update(annotated=name, **found.frame.to_dict())
+            found_ms = found.frame.timing.total_ms
         records.append(record)
         summary = ", ".join(f"{n} {s:.2f}" for n, s in zip(found.class_names, found.scores)) or "no defects"
-        typer.echo(f"{path}: {summary}  ({found.timing.total_ms:.1f} ms)")
+        tiles = f", panel in {found.tiles} tiles" if found.is_panel else ""
+        typer.echo(f"{path}: {summary}  ({found_ms:.1f} ms{tiles})")
     report = {"model": detector.info.package, "runtime": detector.info.to_dict(),
               "score_threshold": detector.manifest.postprocess.score_threshold if score_threshold is None
               else score_threshold, "images": records}

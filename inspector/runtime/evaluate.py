@@ -3,6 +3,8 @@
 Used by ``inspector eval`` on a package and by ``inspector export --eval-data`` to measure the
 metrics a manifest records. Detections are kept down to a low score (as training-time validation
 does) so mAP sees the whole precision-recall curve; the DeepPCB F-score then picks its threshold.
+Images larger than the model's tile (whole panels with panel-coordinate labels) are inspected in
+tiles and stitched (``inspector.runtime.panel``); tile-sized images take the ordinary path unchanged.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from tqdm import tqdm
 from inspector.data import Dataset
 from inspector.evaluation import EvalResult, ImageDetections, ImageGT, evaluate
 from inspector.runtime.detector import Detector
+from inspector.runtime.panel import PanelInspector
 
 EVAL_SCORE_THRESHOLD = 0.01  # the same floor as inspector.training.validate.predict_loader
 EVAL_NMS_THRESHOLD = 0.5
@@ -18,10 +21,11 @@ EVAL_MAX_DETECTIONS = 100
 
 
 def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: float | None = None,
-                      progress: bool = True) -> EvalResult:
+                      progress: bool = True, panels: PanelInspector | None = None) -> EvalResult:
     """COCO mAP and the DeepPCB protocol of ``detector`` on every sample of ``dataset``.
 
     ``score_threshold`` fixes the DeepPCB F-score's threshold; None picks the F-maximising one.
+    ``panels``: how images larger than a tile are tiled (default: ``PanelInspector(detector)``).
     """
     if dataset.class_names != detector.class_names:
         raise ValueError(f"{dataset.root}: the data has classes {dataset.class_names}, "
@@ -30,11 +34,12 @@ def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: flo
         lacking = next(s for s in dataset.samples if s.template_path is None)
         raise ValueError(f"{lacking.source or lacking.image_path}: no template image, needed by this model "
                          f"(input mode {detector.layout.mode!r})")
+    panels = panels or PanelInspector(detector)
     gts, dets = [], []
     for sample in tqdm(dataset.samples, desc="evaluate", unit="image", disable=not progress, leave=False):
         template = sample.load_template() if detector.needs_template else None
-        found = detector.detect(sample.load_image(), template, score_threshold=EVAL_SCORE_THRESHOLD,
-                                nms_threshold=EVAL_NMS_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS)
+        found = panels.inspect(sample.load_image(), template, score_threshold=EVAL_SCORE_THRESHOLD,
+                               nms_threshold=EVAL_NMS_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS)
         gts.append(ImageGT(sample.boxes, sample.classes))
         dets.append(ImageDetections(found.boxes, found.scores, found.class_ids))
     return evaluate(gts, dets, detector.class_names, score_threshold=score_threshold)
