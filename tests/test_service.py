@@ -617,6 +617,57 @@ def test_a_source_whose_reads_fail_shows_as_stalled_in_health_and_recovers(tmp_p
                                                                                       "source_restored"]
 
 
+def _journal_record(captured_at: float, error: str | None = None):
+    from inspector.service.records import Record, new_record_id
+
+    return Record(record_id=new_record_id(), line="l", source="s", frame_id="f", frame_file=None, file_version=None,
+                  captured_at=captured_at, verdict="ERROR" if error else "OK", defects=[], model_name="m",
+                  package_id="p", latency_ms=1.0, error=error)
+
+
+def test_sqlite_retention_by_age_and_size_deletes_only_what_every_sink_has(tmp_path):
+    from inspector.service.records import Journal
+
+    journal = Journal(tmp_path / "records.sqlite3")
+    day = 24 * 3600.0
+    old = [journal.append(_journal_record(time.time() - 10 * day)).seq for _ in range(6)]
+    new = [journal.append(_journal_record(time.time())).seq for _ in range(2)]
+    for sink in ("mqtt", "postgresql"):
+        journal.start_cursor(sink, RECORDS)
+    journal.advance("mqtt", RECORDS, old[-1])
+    journal.advance("postgresql", RECORDS, old[3])  # two old records still wait for this sink
+    assert journal.retain(["mqtt", "postgresql"], older_than=time.time() - 7 * day) == 4
+    left = [row[0] for row in journal_rows(journal.path, "SELECT seq FROM records ORDER BY seq")]
+    assert left == old[4:] + new
+    assert journal.retain([], older_than=time.time() - 7 * day) == 2  # no sinks: the store itself decides
+
+    padding = "x" * 2000
+    seqs = [journal.append(_journal_record(time.time(), error=padding)).seq for _ in range(1500)]
+    journal.advance("mqtt", RECORDS, seqs[-1])
+    journal.advance("postgresql", RECORDS, seqs[999])  # the last 500 wait for PostgreSQL
+    assert journal.used_bytes() > 5_000_000  # about 4 KB a record
+    deleted = journal.retain(["mqtt", "postgresql"], max_bytes=2_500_000)
+    assert journal.used_bytes() <= 2_500_000 and 0 < deleted < 1000 + len(new)  # stopped once under the limit
+    remaining = [row[0] for row in journal_rows(journal.path, "SELECT seq FROM records ORDER BY seq")]
+    assert remaining[-500:] == seqs[-500:] and remaining == sorted(remaining)  # the oldest went first
+    assert journal.retain(["mqtt", "postgresql"], max_bytes=1_000_000) > 0  # what waits is kept, over the limit
+    assert [row[0] for row in journal_rows(journal.path, "SELECT seq FROM records ORDER BY seq")] == seqs[-500:]
+
+
+def test_retention_in_the_service_waits_for_the_broker(tmp_path, tiny, broker, running):
+    folder = tmp_path / "incoming"
+    broker.stop()
+    fill_hot_folder(folder, tiny.data, 0, 3)
+    service = Service(make_config(tmp_path, folder, model=tiny.package, mqtt=broker.url, records_keep_days=0))
+    running.append(service)
+    service.start()
+    wait_for(lambda: service.journal.count() == 3, 60, "3 records")
+    assert service.apply_retention() == 0 and service.journal.count() == 3  # nothing delivered: nothing deleted
+    broker.start()
+    wait_for(lambda: service.journal.backlog("mqtt", RECORDS) == 0, 30, "the records on MQTT")
+    assert service.apply_retention() == 3 and service.journal.count() == 0
+
+
 def test_database_and_broker_down_then_back_deliver_every_record_in_order(tmp_path, tiny, broker, postgres, running):
     from fastapi.testclient import TestClient
 

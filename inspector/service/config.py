@@ -63,6 +63,10 @@ class ServiceConfig(BaseModel):
     evidence_max_files: int = Field(1000, ge=1)
     evidence_max_bytes: int = Field(1_000_000_000, ge=1_000_000)
     spool_keep_hours: float = Field(24.0, ge=0, description="PostgreSQL mode: keep delivered records locally this long")
+    records_keep_days: Optional[float] = Field(None, ge=0, description="SQLite mode: delete records older than "
+                                               "this once every sink has them (default: keep)")
+    records_max_bytes: Optional[int] = Field(None, ge=1_000_000, description="SQLite mode: delete the oldest "
+                                             "delivered records while the database holds more (default: no limit)")
 
     # HTTP API
     http: Optional[str] = Field("127.0.0.1:8080", description="HOST:PORT of the HTTP API; empty: no HTTP")

@@ -297,6 +297,43 @@ class Journal:
                                             (delivered, older_than))
         return cursor.rowcount
 
+    def retain(self, sinks: list[str], *, older_than: Optional[float] = None, max_bytes: Optional[int] = None,
+               batch: int = 500) -> int:
+        """Retention of the SQLite record store: delete records captured before ``older_than``, then the oldest
+        records while the data in the database exceeds ``max_bytes`` -- but only records every one of
+        ``sinks`` has delivered (none configured: all of them count as delivered). Alarms every alarm sink has
+        delivered go by the same age. Returns how many records were deleted.
+
+        The file does not shrink (SQLite keeps freed pages for reuse, which a VACUUM of a live database
+        would cost minutes of blocked writes to change): ``max_bytes`` bounds the pages in use, so the file
+        stops growing there."""
+        connection = self._connection()
+        newest = connection.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
+        delivered = min([self.cursor(sink, RECORDS) for sink in sinks] or [newest])
+        deleted = 0
+        if older_than is not None:
+            deleted += connection.execute("DELETE FROM records WHERE seq <= ? AND captured_at < ?",
+                                          (delivered, older_than)).rowcount
+            alarms_delivered = min([self.cursor(sink, ALARMS) for sink in sinks] or
+                                   [connection.execute("SELECT coalesce(max(seq), 0) FROM alarms").fetchone()[0]])
+            connection.execute("DELETE FROM alarms WHERE seq <= ? AND raised_at < ?", (alarms_delivered, older_than))
+        while max_bytes is not None and self.used_bytes() > max_bytes:
+            removed = connection.execute(
+                "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE seq <= ? ORDER BY seq LIMIT ?)",
+                (delivered, batch)).rowcount
+            if removed == 0:
+                break  # what is left waits for a sink: kept, however large
+            deleted += removed
+        return deleted
+
+    def used_bytes(self) -> int:
+        """Bytes of the database's pages in use (its file size less the free pages)."""
+        connection = self._connection()
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * page_size
+
     # ------------------------------------------------------------------ queries for the API
 
     def query(self, *, line: Optional[str] = None, since: Optional[float] = None, until: Optional[float] = None,

@@ -43,6 +43,7 @@ from inspector.service.records import ALARMS, RECORDS, Alarm, Journal, PostgresS
 
 log = logging.getLogger(__name__)
 HOT_FOLDER_POLL_S = 0.1
+DAY_S = 24 * 3600.0
 # The latest frame is kept for /frames/latest.jpg: no more than this many pixels on its long side, so a
 # large board does not hold a second full-size copy in memory (and the JPEG stays small for a screen).
 LATEST_FRAME_MAX_SIDE = 1600
@@ -475,13 +476,28 @@ class Service:
                                      f"for {state.name}", sink=state.name, backlog=state.backlog)
                 elif state.backlog < self.config.spool_alarm // 2:
                     self._spool_alarmed.discard(state.name)
-            if self.postgres is not None and time.monotonic() - last_prune > 60:
+            if time.monotonic() - last_prune > 60:
                 last_prune = time.monotonic()
-                sinks = [d.sink for d in self.deliveries if d.stream == RECORDS]
                 try:
-                    self.journal.prune_delivered(sinks, time.time() - self.config.spool_keep_hours * 3600)
+                    self.apply_retention()
                 except Exception as error:
                     log.warning("pruning delivered records failed: %s", error)
+
+    def apply_retention(self) -> int:
+        """Delete local records past their time or size, never one a sink still waits for. PostgreSQL mode:
+        the journal is only the spool (``spool_keep_hours``); SQLite mode: it is the record store
+        (``records_keep_days``, ``records_max_bytes``; none set: kept for ever). Returns how many went."""
+        sinks = [d.sink for d in self.deliveries if d.stream == RECORDS]
+        if self.postgres is not None:
+            return self.journal.prune_delivered(sinks, time.time() - self.config.spool_keep_hours * 3600)
+        keep_days, max_bytes = self.config.records_keep_days, self.config.records_max_bytes
+        if keep_days is None and max_bytes is None:
+            return 0
+        deleted = self.journal.retain(sinks, older_than=None if keep_days is None else time.time() - keep_days * DAY_S,
+                                      max_bytes=max_bytes)
+        if deleted:
+            log.info("retention: %d delivered records deleted from %s", deleted, self.journal.path)
+        return deleted
 
     # ------------------------------------------------------------------ what the API shows
 
