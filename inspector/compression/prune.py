@@ -20,7 +20,8 @@ sets explicitly for our two detector families:
 - PP-YOLO teacher: the inner channels of every ResNet block and of the stem, and every channel space of
   the PP-YOLO FPN (including the SPP concat, CoordConv inputs and the route -> lateral path). The
   residual trunks of the ResNet stay whole.
-The head's prediction convolutions are never pruned: the output layout stays exactly the same.
+The head's prediction convolutions are never pruned: the output layout stays exactly the same. The GFL
+head (``ModelConfig.head == "gfl"``) adds the channels written by each layer of its per-level tower.
 
 A pruned model has fewer channels than ``build_model`` gives. Its checkpoints record the new parameter
 shapes (``pruned_shapes`` in checkpoint.json); ``Checkpoint.build`` applies them before loading.
@@ -75,6 +76,7 @@ from inspector.data.split import split_dataset
 from inspector.models import ModelConfig, build_model, count_parameters
 from inspector.models.backbones import Bottleneck, InvertedResidual, MobileNetV3, ResNetVd
 from inspector.models.detector import YOLODetector
+from inspector.models.gfl_head import GFLHead
 from inspector.models.head import YOLOHead
 from inspector.models.layers import (
     SPP,
@@ -129,9 +131,6 @@ class ChannelGroup:
 
 def channel_groups(model: YOLODetector) -> list[ChannelGroup]:
     """Every prunable channel group of ``model`` (built by ``build_model``, pruned or not)."""
-    if not isinstance(model.head, YOLOHead):
-        raise ValueError(f"model config head {model.cfg.head!r}: pruning knows the channel groups of the 'yolo' "
-                         "head only (the gfl head's conv towers are not mapped yet); prune a yolo-head model")
     if isinstance(model.backbone, MobileNetV3) and isinstance(model.neck, LiteFPN):
         lateral_inputs = [[(f"neck.laterals.{level}", 0)] for level in range(3)]
         groups = _mobilenet_groups(model.backbone, lateral_inputs) + _lite_fpn_groups(model.neck, model.head)
@@ -188,7 +187,7 @@ def _inverted_residual_parts(block: InvertedResidual) -> tuple[int | None, int, 
     return (0 if depthwise == 1 else None), depthwise, squeeze_excite, len(block.body) - 1
 
 
-def _lite_fpn_groups(neck: LiteFPN, head: YOLOHead) -> list[ChannelGroup]:
+def _lite_fpn_groups(neck: LiteFPN, head: YOLOHead | GFLHead) -> list[ChannelGroup]:
     """LiteFPN's channel spaces, each named for the output level it ends in.
 
     With the bottom-up path (``LiteFPN.forward``): ``p4 = smooth(l1 + up(l2))`` ties laterals 1 and 2;
@@ -239,7 +238,7 @@ def _resnet_groups(backbone: ResNetVd) -> list[ChannelGroup]:
     return groups
 
 
-def _ppyolo_fpn_groups(neck: PPYOLOFPN, head: YOLOHead) -> list[ChannelGroup]:
+def _ppyolo_fpn_groups(neck: PPYOLOFPN, head: YOLOHead | GFLHead) -> list[ChannelGroup]:
     """Every channel space of the PP-YOLO FPN (see ``PPYOLODetectionBlock``), block by block.
 
     The SPP fuse conv reads its input and three poolings of it side by side: four offsets. A route
@@ -272,28 +271,45 @@ def _ppyolo_fpn_groups(neck: PPYOLOFPN, head: YOLOHead) -> list[ChannelGroup]:
     return groups
 
 
-def _head_inputs(head: YOLOHead, level: int) -> tuple[list[str], list[tuple[str, int]]]:
+def _head_tower(head: YOLOHead | GFLHead, level: int) -> list[tuple[str, nn.Layer]]:
+    """The conv layers of a level's head block in order, with their paths: the YOLO head's single block
+    (none for ``block="none"``), or each layer of the GFL head's tower (``nn.Sequential``)."""
+    block, path = head.blocks[level], f"head.blocks.{level}"
+    if isinstance(block, nn.Sequential):
+        return [(f"{path}.{index}", layer) for index, layer in enumerate(block)]
+    return [(path, block)] if isinstance(block, (DepthwiseSeparableConv, ConvBNAct)) else []
+
+
+def _reader(path: str, layer: nn.Layer) -> tuple[list[str], list[tuple[str, int]]]:
+    """(producers, consumers) that a head layer reading a channel space adds to that space's group: a
+    depthwise-separable layer carries the channels through its depthwise conv into its pointwise one."""
+    if isinstance(layer, DepthwiseSeparableConv):
+        return [f"{path}.depthwise"], [(f"{path}.pointwise", 0)]
+    return [], [(path, 0)]
+
+
+def _head_inputs(head: YOLOHead | GFLHead, level: int) -> tuple[list[str], list[tuple[str, int]]]:
     """(producers, consumers) a neck output of ``level`` adds to its group: the head's first layers."""
-    block = head.blocks[level]
-    if isinstance(block, DepthwiseSeparableConv):
-        return [f"head.blocks.{level}.depthwise"], [(f"head.blocks.{level}.pointwise", 0)]
-    if isinstance(block, ConvBNAct):
-        return [], [(f"head.blocks.{level}", 0)]
+    tower = _head_tower(head, level)
+    if tower:
+        return _reader(*tower[0])
     return [], [(f"head.predictions.{level}", 0)]  # no block: the prediction conv reads the neck
 
 
-def _head_hidden_groups(head: YOLOHead) -> list[ChannelGroup]:
-    """The channels between each level's head block and its prediction conv."""
+def _head_hidden_groups(head: YOLOHead | GFLHead) -> list[ChannelGroup]:
+    """The channels written by each layer of a level's head block, read by the next layer or the prediction conv."""
     groups = []
-    for level, block in enumerate(head.blocks):
-        if isinstance(block, DepthwiseSeparableConv):
-            producer = f"head.blocks.{level}.pointwise"
-        elif isinstance(block, ConvBNAct):
-            producer = f"head.blocks.{level}"
-        else:
-            continue
-        size = head.predictions[level].weight.shape[1]
-        groups.append(ChannelGroup(f"head.blocks.{level}.hidden", size, [producer], [(f"head.predictions.{level}", 0)]))
+    for level in range(len(head.blocks)):
+        tower = _head_tower(head, level)
+        for index, (path, layer) in enumerate(tower):
+            producer = f"{path}.pointwise" if isinstance(layer, DepthwiseSeparableConv) else path
+            if index + 1 < len(tower):
+                producers, consumers = _reader(*tower[index + 1])
+            else:
+                producers, consumers = [], [(f"head.predictions.{level}", 0)]
+            name = f"head.blocks.{level}.hidden" if len(tower) == 1 else f"{path}.out"
+            writer = layer.pointwise if isinstance(layer, DepthwiseSeparableConv) else layer
+            groups.append(ChannelGroup(name, _out_channels(writer), [producer, *producers], consumers))
     return groups
 
 

@@ -5,9 +5,11 @@ the points that both classify and localise a box best are the ones trained on it
 
 1. alignment ``t = s^alpha * IoU^beta`` for every (GT box, point): ``s`` the predicted score of the GT's
    class at the point, IoU that of the point's predicted box with the GT box (alpha 1, beta 6: PP-YOLOE);
-2. candidates: points whose centre lies inside the GT box, or within ``center_radius`` strides of its
-   centre. The second rule is ours (YOLOX's centre prior): DeepPCB's defects are 12-23 px at input 320, so
-   a box can hold a single stride-8 centre or none, and a box without candidates would never be learned;
+2. candidates: the points whose centre lies inside the GT box; for a box that holds none, the points within
+   ``center_radius`` strides of its centre (YOLOX's centre prior; ours). DeepPCB's defects are 12-23 px
+   at input 320 and thin ones narrower, so a box can hold a single stride-8 centre or none, and a box
+   without candidates would never be learned. Only as a fallback: a point outside its box cannot predict
+   it (side distances are >= 0), so such targets are unreachable and would put a floor under the loss;
 3. positives: the ``topk`` candidates of each GT box with the largest alignment;
 4. a point claimed by several boxes keeps the one its predicted box overlaps most;
 5. soft targets: per GT box, the alignments of its positives rescaled so that the best one equals the
@@ -102,7 +104,7 @@ def task_aligned_assign(
     inside = (x > x1) & (x < x2) & (y > y1) & (y < y2)
     reach = center_radius * strides[None, None, :]
     near_centre = (np.abs(x - (x1 + x2) / 2) < reach) & (np.abs(y - (y1 + y2) / 2) < reach)
-    candidate = (inside | near_centre) & valid[:, :, None]
+    candidate = np.where(inside.any(axis=2, keepdims=True), inside, near_centre) & valid[:, :, None]
 
     k = min(topk, num_points)
     ranked = np.where(candidate, alignment, -1.0)

@@ -85,14 +85,16 @@ class ModelConfig:
     # Head family; the gfl settings below are read only when head == "gfl" (see gfl_head.py, gfl_loss.py).
     head: str = "yolo"  # "yolo" (anchor-based) | "gfl" (anchor-free, quality score + box distribution)
     reg_max: int = 7  # each box side is a distribution over reg_max + 1 bins of 0..reg_max strides
+    gfl_tower_depth: int = 1  # conv layers per level before the prediction conv (PicoDet-S: 2, 5x5)
+    gfl_tower_kernel: int = 3  # their kernel: depthwise k x k (student) or k x k conv (teacher)
     gfl_cls_loss: str = "vfl"  # "vfl" (varifocal, PP-YOLOE) | "qfl" (quality focal, GFL / PicoDet)
     gfl_cls_weight: float = 1.0
-    gfl_iou_weight: float = 2.5  # GIoU loss (PP-YOLOE's weights: 1.0 / 2.5 / 0.5)
-    gfl_dfl_weight: float = 0.5  # distribution focal loss
+    gfl_iou_weight: float = 2.0  # GIoU loss (PicoDet's weights and normalisation: 1.0 / 2.0 / 0.25)
+    gfl_dfl_weight: float = 0.25  # distribution focal loss
     tal_topk: int = 13  # task-aligned assignment: positives per GT box at most
     tal_alpha: float = 1.0  # alignment = score^alpha * IoU^beta
     tal_beta: float = 6.0
-    tal_center_radius: float = 2.5  # candidates: points inside the box or within this many strides of its centre
+    tal_center_radius: float = 2.5  # a box holding no point: candidates within this many strides of its centre
 
     def __post_init__(self) -> None:
         parse_arch(self.arch)  # raises with the accepted names
@@ -124,6 +126,10 @@ class ModelConfig:
         if isinstance(self.reg_max, bool) or not isinstance(self.reg_max, int) or not 1 <= self.reg_max <= 32:
             raise ValueError(f"reg_max: expected an integer in [1, 32] (bins per box side minus one), "
                              f"got {self.reg_max!r}")
+        if isinstance(self.gfl_tower_depth, bool) or self.gfl_tower_depth not in range(1, 5):
+            raise ValueError(f"gfl_tower_depth: expected an integer in [1, 4], got {self.gfl_tower_depth!r}")
+        if isinstance(self.gfl_tower_kernel, bool) or self.gfl_tower_kernel not in (1, 3, 5, 7):
+            raise ValueError(f"gfl_tower_kernel: expected 1, 3, 5 or 7, got {self.gfl_tower_kernel!r}")
         if self.gfl_cls_loss not in GFL_CLS_LOSSES:
             raise ValueError(f"gfl_cls_loss: expected one of {GFL_CLS_LOSSES}, got {self.gfl_cls_loss!r}")
         for name in ("gfl_cls_weight", "gfl_iou_weight", "gfl_dfl_weight", "tal_alpha", "tal_beta",

@@ -129,9 +129,11 @@ def build_model(cfg: ModelConfig) -> YOLODetector:
         neck = LiteFPN(backbone.out_channels, out_channels=LITE_FPN_WIDTH)
     if cfg.head == "gfl":
         if spec.family == "ppyolo":
-            head = GFLHead(neck.out_channels, cfg.num_classes, cfg.reg_max, block="conv", act="leaky_relu")
+            head = GFLHead(neck.out_channels, cfg.num_classes, cfg.reg_max, block="conv", act="leaky_relu",
+                           depth=cfg.gfl_tower_depth, kernel=cfg.gfl_tower_kernel)
         else:
-            head = GFLHead(neck.out_channels, cfg.num_classes, cfg.reg_max, block="depthwise", act="hardswish")
+            head = GFLHead(neck.out_channels, cfg.num_classes, cfg.reg_max, block="depthwise", act="hardswish",
+                           depth=cfg.gfl_tower_depth, kernel=cfg.gfl_tower_kernel)
         return YOLODetector(backbone, neck, head, cfg)
     if spec.family == "ppyolo":
         head = YOLOHead(neck.out_channels, cfg.num_anchors, cfg.num_classes, cfg.iou_aware, block="none")

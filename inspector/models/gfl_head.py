@@ -18,8 +18,11 @@ shape (B, C + 4 * (reg_max + 1), H, W), channels
 
 with R = reg_max. Classification and distribution come out of one 1x1 prediction conv per level
 (``head.predictions.{level}``, PicoDet's shared cls/reg branch), behind a per-level tower
-(``head.blocks.{level}``): two depthwise-separable 5x5 convs for the student, two 3x3 convs at the neck's
-width for a teacher. The names match ``head.py`` so the pipeline's ``qat_skip_layers`` default
+(``head.blocks.{level}``) of ``cfg.gfl_tower_depth`` layers with ``cfg.gfl_tower_kernel`` kernels:
+depthwise-separable for the student, plain convs at the neck's width for a teacher. The default, one
+3x3 layer, costs what the YOLO head's block costs (an A/B of the heads at equal latency; measured on 2
+cores, head forward+backward at batch 8, input 256: YOLO 0.33 s, GFL 3x3 x1 0.32 s, 3x3 x2 0.56 s,
+PicoDet-S's 5x5 x2 0.88 s); deeper or wider towers are a setting. The names match ``head.py`` so the pipeline's ``qat_skip_layers`` default
 (``head.predictions``) keeps the prediction convs in FP32 for either head.
 
 Decoding (``decode_gfl_outputs``, part of every exported graph): sigmoid of the class logits is the score;
@@ -45,9 +48,6 @@ from paddle.nn.initializer import Normal
 from inspector.models.config import ModelConfig
 from inspector.models.layers import ConvBNAct, DepthwiseSeparableConv, sigmoid
 
-TOWER_DEPTH = 2  # conv layers per level before the prediction conv (PicoDet's head uses 2 to 4)
-
-
 def gfl_channels(num_classes: int, reg_max: int) -> int:
     """Channels of one level's raw map: C class logits then 4 distributions of reg_max + 1 bins."""
     return num_classes + 4 * (reg_max + 1)
@@ -57,8 +57,8 @@ class GFLHead(nn.Layer):
     """Per level: a conv tower (``blocks.{level}``), then one 1x1 conv (``predictions.{level}``) to
     C + 4 * (reg_max + 1) channels (see the module docstring for the layout).
 
-    ``block``: ``"depthwise"`` (student: depthwise 5x5 + pointwise 1x1, twice) or ``"conv"`` (teacher:
-    3x3 ConvBNAct, twice). ``hidden_channels`` (one per level) defaults to the input channels.
+    ``block``: ``"depthwise"`` (student: depthwise ``kernel`` x ``kernel`` + pointwise 1x1) or ``"conv"``
+    (teacher: ``kernel`` x ``kernel`` ConvBNAct), ``depth`` of them. ``hidden_channels`` (one per level) defaults to the input channels.
     The class bias starts at logit(``prior_prob``): the thousands of background points begin near 0 and
     do not swamp the first steps (as in ``head.YOLOHead``); the distribution bias starts at 0, a uniform
     distribution, i.e. every side at reg_max / 2 strides.
@@ -73,7 +73,8 @@ class GFLHead(nn.Layer):
         hidden_channels: list[int] | None = None,
         act: str = "hardswish",
         prior_prob: float = 0.01,
-        depth: int = TOWER_DEPTH,
+        depth: int = 1,
+        kernel: int = 3,
     ) -> None:
         super().__init__()
         hidden_channels = list(hidden_channels or in_channels)
@@ -90,9 +91,9 @@ class GFLHead(nn.Layer):
             layers, channels = [], in_c
             for _ in range(depth):
                 if block == "depthwise":
-                    layers.append(DepthwiseSeparableConv(channels, hidden, 5, act=act))
+                    layers.append(DepthwiseSeparableConv(channels, hidden, kernel, act=act))
                 else:
-                    layers.append(ConvBNAct(channels, hidden, 3, act=act))
+                    layers.append(ConvBNAct(channels, hidden, kernel, act=act))
                 channels = hidden
             self.blocks.append(nn.Sequential(*layers))
             prediction = nn.Conv2D(channels, self.out_channels, 1, weight_attr=ParamAttr(initializer=Normal(0.0, 0.01)))

@@ -11,8 +11,11 @@
   (clipped below reg_max) is split between its two neighbouring bins, ``floor(d)`` with weight
   ``ceil - d`` and ``floor(d) + 1`` with ``d - floor``, and the side's distribution is trained by
   cross-entropy towards that pair: its expectation is then exactly ``d``, and its mass stays near it.
-Box terms are weighted per positive by its soft target (well-aligned points count most). All three are
-summed over the batch and divided by the sum of the soft targets (at least 1), as PP-YOLOE does.
+Normalisation, as PicoDet does (GFL's ``avg_factor``): ``loss_cls`` is summed over the batch and divided by
+the number of positive points (at least 1); the box terms are means over the batch's positives weighted by
+their soft targets (well-aligned points count most). So ``loss_iou`` reads as the average 1 - GIoU and falls
+as boxes improve. (PP-YOLOE divides all three by the sum of the soft targets instead; those start near 0
+while predicted boxes are poor, so its loss first rises as it learns, and the box gradients start small.)
 
 ``loss`` is the weighted sum; the dict reports each term as it enters the sum.
 """
@@ -111,15 +114,16 @@ def gfl_loss(
         center_radius=cfg.tal_center_radius,
     )
     target_scores = paddle.to_tensor(assignment.scores)
-    normaliser = max(float(assignment.scores.sum()), 1.0)
+    image, point = np.nonzero(assignment.positive)
 
     element_loss = varifocal_loss if cfg.gfl_cls_loss == "vfl" else quality_focal_loss
-    loss_cls = element_loss(cls_logits, target_scores).sum() / normaliser
+    loss_cls = element_loss(cls_logits, target_scores).sum() / max(len(image), 1)
 
-    image, point = np.nonzero(assignment.positive)
-    if len(image):
+    weights = assignment.scores[image, point].sum(axis=-1)  # (P,) each positive's soft target
+    if len(image) and weights.sum() > 0:
+        normaliser = float(weights.sum())
         index = paddle.to_tensor(np.stack([image, point], axis=1))
-        weight = paddle.to_tensor(assignment.scores[image, point].sum(axis=-1))  # (P,)
+        weight = paddle.to_tensor(weights)
         gt = assignment.boxes[image, point]  # (P, 4)
         loss_iou = (weight * (1.0 - giou(paddle.gather_nd(pred_boxes, index), paddle.to_tensor(gt)))).sum()
         centre = points_np[point]
@@ -127,7 +131,7 @@ def gfl_loss(
         side_distances = np.clip(side_distances, 0.0, cfg.reg_max - 0.01).astype(np.float32)
         dfl = distribution_focal_loss(paddle.gather_nd(dist_logits, index), side_distances).mean(axis=-1)
         loss_iou, loss_dfl = loss_iou / normaliser, (weight * dfl).sum() / normaliser
-    else:  # no GT in the batch: nothing to localise; zeros that still belong to the graph
+    else:  # no GT in the batch (or no overlap at all yet): nothing to localise; zeros that stay in the graph
         loss_iou = loss_dfl = dist_logits.sum() * 0.0
 
     losses = {

@@ -106,9 +106,6 @@ class PipelineConfig:
         if self.head != "yolo" and self.distill:
             raise PipelineError(f"head: {self.head!r} with distill: true; distillation supports the 'yolo' head only "
                                 "(distilling the gfl head is issue 14's work): set distill: false (--no-distill)")
-        if self.head != "yolo" and self.prune_ratio is not None:
-            raise PipelineError(f"head: {self.head!r} with prune_ratio {self.prune_ratio}: pruning knows the 'yolo' "
-                                "head's channel groups only; leave prune_ratio unset")
         if self.prune_criterion not in PRUNE_CRITERIA:
             raise PipelineError(f"prune_criterion: expected one of {PRUNE_CRITERIA}, got {self.prune_criterion!r}")
         self.qat_skip_layers = [str(name) for name in self.qat_skip_layers]
