@@ -451,12 +451,14 @@ def quantize_command(
     metrics = json.loads((run / "metrics.json").read_text())
     for name in ("fp32", "int8", "int8_onednn"):
         row = metrics[name]
-        typer.echo(f"{name:11s} ({row['runtime']['precision']}, {row['model_bytes'] / 1e6:.2f} MB): mAP@0.5 "
-                   f"{row['map50']:.4f}  mAP@0.5:0.95 {row['map50_95']:.4f}  F(IoU>0.33) {row['f1_iou033']:.4f}")
+        typer.echo(f"{name:11s} ({row['runtime']['precision']}, {row['model_bytes'] / 1e6:.2f} MB): official AP "
+                   f"{row['official_ap']:.4f}  F {row['official_f']:.4f}  mAP@0.5 {row['map50']:.4f}  "
+                   f"mAP@0.5:0.95 {row['map50_95']:.4f}  F(IoU>0.33) {row['f1_iou033']:.4f}")
     for key, label in (("drop", "INT8 model"), ("drop_onednn", "oneDNN INT8 kernels")):
         drop = metrics[key]
-        typer.echo(f"drop ({label}) on {metrics['n_images']} validation images: mAP@0.5 {drop['map50']:+.4f}  "
-                   f"mAP@0.5:0.95 {drop['map50_95']:+.4f}  F {drop['f1_iou033']:+.4f}")
+        typer.echo(f"drop ({label}) on {metrics['n_images']} validation images: official AP "
+                   f"{drop['official_ap']:+.4f}  F {drop['official_f']:+.4f}  mAP@0.5 {drop['map50']:+.4f}  "
+                   f"mAP@0.5:0.95 {drop['map50_95']:+.4f}  F(IoU>0.33) {drop['f1_iou033']:+.4f}")
     typer.echo(f"done: {run}")
 
 
