@@ -673,7 +673,8 @@ def _quantize_into(staging: Path, cfg: QuantizeConfig, progress: bool) -> None:
                                                  ("int8_onednn", int8_prefix, True))}
     timings["evaluate_s"] = round(time.perf_counter() - tick, 1)
     timings["total_s"] = round(time.perf_counter() - started, 1)
-    drop = {key: results["fp32"][key] - results["int8"][key] for key in ("map50", "map50_95", "f1_iou033")}
+    drop = {key: results["fp32"][key] - results["int8"][key]
+            for key in ("official_ap", "official_f", "map50", "map50_95", "f1_iou033")}
     drop_onednn = {key: results["fp32"][key] - results["int8_onednn"][key] for key in drop}
     if drop_onednn["map50"] > drop["map50"] + 0.02:
         log.warning("oneDNN's INT8 kernels lose %.4f mAP@0.5 on this CPU where the quantized model itself loses "
@@ -696,8 +697,8 @@ def _quantize_into(staging: Path, cfg: QuantizeConfig, progress: bool) -> None:
         "quantization": {"method": cfg.method, "source_checkpoint": str(source.path), "drop": drop}})
     for label, values in (("INT8 drop (quantized graph, simulated on FP32 kernels)", drop),
                           ("INT8 drop (oneDNN INT8 kernels, what Paddle Inference runs)", drop_onednn)):
-        log.info("%s: mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  F %.4f", label, values["map50"], values["map50_95"],
-                 values["f1_iou033"])
+        log.info("%s: official AP %.4f  F %.4f  mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  F(IoU>0.33) %.4f", label,
+                 values["official_ap"], values["official_f"], values["map50"], values["map50_95"], values["f1_iou033"])
 
 
 def _sensitivity(source: Checkpoint, fp32_model: YOLODetector, calibration_set: Dataset, val_set: Dataset,
@@ -746,8 +747,9 @@ def _evaluate_saved(prefix: Path, onednn_int8: bool, dataset: Dataset, source: C
     loader = BatchLoader(dataset, cfg.batch_size, source.model_config.input_size, source.model_config.input_mode,
                          workers=cfg.workers)
     result = evaluate_inference_model(engine, loader, source.class_names, progress)
-    log.info("%s (%s): mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  F(IoU>0.33) %.4f", program_file(prefix).name,
-             engine.runtime.precision, result.map50, result.map50_95, result.f1_iou033)
+    log.info("%s (%s): official AP %.4f  F %.4f  mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  F(IoU>0.33) %.4f",
+             program_file(prefix).name, engine.runtime.precision, result.official_ap, result.official_f, result.map50,
+             result.map50_95, result.f1_iou033)
     return {**result.to_dict(), "runtime": engine.runtime.to_dict(), "model_bytes": _model_bytes(prefix)}
 
 
