@@ -292,7 +292,10 @@ def _make_manifest(source: ExportSource, program: ProgramInfo, name: str, lite_t
 def _summary(metrics: dict | None) -> dict | None:
     if not metrics:
         return None
-    return {k: metrics.get(k) for k in ("map50", "map50_95", "f1_iou033", "score_threshold", "n_images")}
+    keys = ("official_ap", "official_f", "official_threshold", "map50", "map50_95", "f1_iou033", "score_threshold",
+            "n_images")
+    # Checkpoints validated before the official metric existed have no official_* keys: left out, not null.
+    return {k: metrics.get(k) for k in keys if k in metrics or not k.startswith("official_")}
 
 
 def _git_state() -> dict[str, Any]:
