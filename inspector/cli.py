@@ -827,6 +827,109 @@ def serve_command(
     raise typer.Exit(serve(config, overrides))
 
 
+recipe_app = typer.Typer(help="Recipes: one YAML file per board type (model package, golden template, ignore "
+                         "regions, per-class thresholds, camera settings, trigger mode), reviewed in git.",
+                         no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+_RECIPES_DIR = typer.Option(Path("recipes"), "--dir", envvar="INSPECTOR_RECIPES", help="Recipes directory.")
+
+
+@recipe_app.command("list")
+def recipe_list_command(directory: Path = _RECIPES_DIR) -> None:
+    """Every recipe on file: name, version, model, and whether it validates."""
+    from inspector.service.recipes import RecipeError, list_recipes, load_recipe
+
+    try:
+        paths = list_recipes(directory)
+    except RecipeError as error:
+        _fail(f"error: {error}")
+    for path in paths:
+        try:
+            recipe = load_recipe(path, read_template=False)
+            typer.echo(f"{recipe.name:24s} v{recipe.version:8s} model {recipe.spec.model}  trigger {recipe.spec.trigger}")
+        except RecipeError as error:
+            typer.echo(f"{path.stem:24s} INVALID: {str(error).splitlines()[0]}")
+
+
+@recipe_app.command("show")
+def recipe_show_command(name: str = typer.Argument(..., help="Recipe name (its file name without .yaml)."),
+                        directory: Path = _RECIPES_DIR) -> None:
+    """One recipe, validated, with its files resolved (JSON)."""
+    import json
+
+    from inspector.service.recipes import RecipeError, load_recipe, recipe_path
+
+    try:
+        recipe = load_recipe(recipe_path(directory, name))
+    except RecipeError as error:
+        _fail(f"error: {error}")
+    typer.echo(json.dumps(recipe.summary(), indent=2, default=str))
+
+
+@recipe_app.command("validate")
+def recipe_validate_command(names: Optional[list[str]] = typer.Argument(None, help="Recipes to check (default: all)."),
+                            directory: Path = _RECIPES_DIR) -> None:
+    """Check recipes against the schema and their files (model, template, class names); exit 1 on any error."""
+    from inspector.service.recipes import RecipeError, list_recipes, load_recipe, recipe_path
+
+    try:
+        paths = [recipe_path(directory, name) for name in names] if names else list_recipes(directory)
+    except RecipeError as error:
+        _fail(f"error: {error}")
+    failed = 0
+    for path in paths:
+        try:
+            recipe = load_recipe(path)
+            typer.echo(f"ok: {recipe.name} v{recipe.version} ({path})")
+        except RecipeError as error:
+            failed += 1
+            typer.secho(str(error), fg=typer.colors.RED, err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@recipe_app.command("create")
+def recipe_create_command(
+    name: str = typer.Argument(..., help="Recipe name; the file is DIR/NAME.yaml."),
+    version: str = typer.Option("1", "--version"),
+    model: str = typer.Option("default", "--model", help="Model package directory (relative to the recipes "
+                              "directory), or default."),
+    template: Optional[str] = typer.Option(None, "--template", help="Golden template image (relative path)."),
+    score_threshold: Optional[float] = typer.Option(None, "--score-threshold", min=0.0, max=1.0),
+    threshold: Optional[list[str]] = typer.Option(None, "--threshold", help="CLASS=SCORE, repeatable."),
+    ignore: Optional[list[str]] = typer.Option(None, "--ignore", help="X1,Y1,X2,Y2 region in frame pixels, repeatable."),
+    trigger: str = typer.Option("software", "--trigger", help="software | hardware | free-run"),
+    description: str = typer.Option("", "--description"),
+    directory: Path = _RECIPES_DIR,
+) -> None:
+    """Write a new recipe file (validated first); edit it later and bump its version."""
+    from pydantic import ValidationError
+
+    from inspector.service.recipes import RecipeError, RecipeFile, load_recipe, write_recipe
+
+    try:
+        thresholds = {key: float(value) for key, _, value in (item.partition("=") for item in threshold or [])}
+        regions = [tuple(float(v) for v in item.split(",")) for item in ignore or []]
+    except ValueError as error:
+        _fail(f"error: --threshold CLASS=SCORE and --ignore X1,Y1,X2,Y2 expect numbers ({error})")
+    try:
+        spec = RecipeFile(name=name, version=version, description=description, model=model, template=template,
+                          ignore_regions=regions, score_threshold=score_threshold, thresholds=thresholds,
+                          trigger=trigger)
+    except ValidationError as error:
+        _fail("error: " + "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in error.errors()))
+    try:
+        path = write_recipe(directory, spec)
+    except RecipeError as error:
+        _fail(f"error: {error}")
+    try:
+        load_recipe(path)
+    except RecipeError as error:
+        path.unlink()
+        _fail(f"error: not written: {error}")
+    typer.echo(f"wrote {path}")
+
+
 @app.command("gui")
 def gui_command(
     model: Optional[Path] = typer.Option(None, "--model", help="Model package. Default: the last one used, else "

@@ -191,6 +191,12 @@ class StatsQuery(BaseModel):
     until: Optional[Moment] = Field(None, description="default: now")
 
 
+class RecipeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="the recipe's name (its file name without .yaml)")
+
+
 _UNAUTHORIZED = {401: {"model": Problem, "description": "missing or wrong bearer token"}}
 _STORE_DOWN = {503: {"model": Problem, "description": "the record store (PostgreSQL) is unreachable right now; "
                      "records wait in the local spool"}}
@@ -264,6 +270,38 @@ def create_app(service, token: str) -> FastAPI:
         if data is None:
             return JSONResponse(status_code=404, content={"detail": "no frame inspected yet"})
         return Response(content=data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/recipe", tags=["recipes"], dependencies=[Depends(authorized)], responses={
+        **_UNAUTHORIZED, 409: {"model": Problem, "description": "no recipes directory configured"}})
+    def recipe_state():
+        """The active recipe, the recipes on file, and why the last request was refused (if it was)."""
+        manager = service.recipes
+        if manager is None:
+            return JSONResponse(status_code=409, content={"detail": "no recipes directory configured (recipes:)"})
+        from inspector.service.recipes import RecipeError, list_recipes
+
+        try:
+            available = [path.stem for path in list_recipes(manager.directory)]
+        except RecipeError as error:
+            available, problem = [], str(error)
+        else:
+            problem = None
+        active = manager.active
+        return {"active": None if active is None else {"name": active.recipe.name, "version": active.recipe.version,
+                                                        "package_id": active.recipe.package_id},
+                "available": available, "last_refusal": manager.last_refusal, "problem": problem}
+
+    @app.post("/recipe", tags=["recipes"], dependencies=[Depends(authorized)], responses={
+        **_UNAUTHORIZED, 409: {"model": Problem, "description": "no recipes directory configured"},
+        422: {"model": Problem, "description": "the recipe failed validation; the active one stays"}})
+    def select_recipe(request: RecipeRequest):
+        """Switch to another recipe between parts (validated first; refused with the reason otherwise)."""
+        if service.recipes is None:
+            return JSONResponse(status_code=409, content={"detail": "no recipes directory configured (recipes:)"})
+        accepted, reason = service.recipes.request(request.name, source="http")
+        if not accepted:
+            return JSONResponse(status_code=422, content={"detail": reason})
+        return {"name": request.name, "status": reason}
 
     return app
 

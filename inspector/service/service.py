@@ -291,13 +291,20 @@ class Service:
                 self._ack(frame)
                 return
         detections, error = None, None
-        template = frame.template if self.detector.needs_template else None
+        active = self.recipes.active if self.recipes is not None else None  # one read: no switch splits a frame
+        detector = self.detector if active is None else active.detector
+        template = frame.template if detector.needs_template else None
+        if template is None and active is not None and detector.needs_template:
+            template = active.recipe.template
+        threshold = self.config.score_threshold if active is None or active.recipe.lowest_threshold() is None \
+            else active.recipe.lowest_threshold()
         try:
-            if self.detector.needs_template and template is None:
+            if detector.needs_template and template is None:
                 raise ValueError("no golden template for this frame: name the files X_test.jpg + X_temp.jpg, "
                                  "or set template: in the configuration")
-            detections = self.detector.detect(frame.image, template, align=self.config.align,
-                                              score_threshold=self.config.score_threshold)
+            detections = detector.detect(frame.image, template, align=self.config.align, score_threshold=threshold)
+            if active is not None:
+                detections = active.recipe.keep(detections)  # per-class thresholds, ignore regions
         except DetectorCrashed as failure:
             error = f"DetectorCrashed: {failure}"
             self.raise_alarm("detector_crashed", "critical", f"the detector process died on {frame.frame_id}; "
@@ -309,10 +316,11 @@ class Service:
         record = Record(
             record_id=new_record_id(), line=self.line, source=self.source.name, frame_id=frame.frame_id,
             frame_file=file_name, file_version=file_version, captured_at=frame.captured_at, verdict=verdict,
-            defects=[] if detections is None else _defects(detections), model_name=self.model_name,
-            package_id=self.package_id, latency_ms=round((time.monotonic() - frame.captured_monotonic) * 1e3, 3),
+            defects=[] if detections is None else _defects(detections), model_name=detector.manifest.name,
+            package_id=detector.manifest.package_id,
+            latency_ms=round((time.monotonic() - frame.captured_monotonic) * 1e3, 3),
             inference_ms=None if detections is None else round(detections.timing.total_ms, 3), error=error,
-            **self._trace(part))
+            **self._trace(part, active))
         if verdict == "NG" and self.evidence is not None:
             record.evidence = self._save_evidence(frame, detections, record)
         self._commit(record)
@@ -377,6 +385,15 @@ class Service:
         self.plc_link = PlcLink.from_config(self, config)
         self.plc = None if self.plc_link is None else self.plc_link.handshake
         self.trigger_mode = self.plc_link is not None
+        self.recipes = None
+        if config.recipes is not None:
+            from inspector.service.recipes import STATE_FILE, RecipeError, RecipeManager
+
+            self.recipes = RecipeManager(self, config.recipes, config.data_dir / STATE_FILE)
+            try:
+                self.recipes.load_initial(config.recipe)
+            except RecipeError as error:
+                raise ServiceError(f"recipe: {error}") from error
 
     def request_inspection(self, request) -> None:
         """An accepted PLC trigger: the capture thread takes the next frame for this part."""
@@ -395,10 +412,11 @@ class Service:
         self._after_commit(record, 0.0)
         return record
 
-    def _trace(self, part) -> dict[str, Any]:
-        """Traceability fields of a record: the PLC's PartId and the active recipe."""
-        return {"part_id": None if part is None else (part.part_id or None), "recipe": self.recipe_name,
-                "recipe_version": self.recipe_version}
+    def _trace(self, part, active=None) -> dict[str, Any]:
+        """Traceability fields of a record: the PLC's PartId and the recipe the frame was judged with."""
+        name, version = (self.recipe_name, self.recipe_version) if active is None else \
+            (active.recipe.name, active.recipe.version)
+        return {"part_id": None if part is None else (part.part_id or None), "recipe": name, "recipe_version": version}
 
     def _after_commit(self, record: Record, latency: float) -> None:
         self.metrics.frame(record.verdict)

@@ -1,0 +1,181 @@
+"""Recipes (inspector/service/recipes.py): validation with file and field named, per-class thresholds and
+ignore regions, selection by the PLC (OPC UA method) and HTTP between parts only, refusal of a bad recipe
+with the previous one kept, the active recipe surviving a restart, and `inspector recipe`."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from inspector.capture import DEMO_DIR
+from inspector.service.recipes import RecipeError, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "default"
+CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
+
+
+def write(directory: Path, file_name: str, **fields) -> Path:
+    data = {"name": file_name, "version": "1", "model": os.path.relpath(MODEL, directory), **fields}
+    path = directory / f"{file_name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_valid_recipe_loads(tmp_path):
+    template = sorted(DEMO_DIR.rglob("*_temp.jpg"))[0]
+    shutil.copy(template, tmp_path / "golden.jpg")
+    recipe = load_recipe(write(tmp_path, "board-a", version=3, template="golden.jpg",
+                               thresholds={"open": 0.5}, ignore_regions=[[0, 0, 40, 640]],
+                               camera={"exposure_us": 8000}, trigger="hardware"))
+    assert (recipe.name, recipe.version) == ("board-a", "3")
+    assert recipe.template is not None and recipe.template.shape[2] == 3
+    assert set(recipe.class_names) >= {"open", "short"}
+    assert recipe.spec.camera.exposure_us == 8000 and recipe.spec.trigger == "hardware"
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"thresholds": {"scratch": 0.5}}, "field 'thresholds': unknown class(es) scratch"),
+    ({"thresholds": {"open": 1.5}}, "field 'thresholds'"),
+    ({"ignore_regions": [[10, 10, 5, 20]]}, "field 'ignore_regions'"),
+    ({"model": "no/such/package"}, "field 'model'"),
+    ({"template": "missing.png"}, "field 'template'"),
+    ({"trigger": "sometimes"}, "field 'trigger'"),
+    ({"exposure": 5}, "field 'exposure'"),  # a misspelt key is an error, not a silent default
+    ({"name": "other"}, "field 'name': 'other' differs from the file name"),
+])
+def test_validation_errors_name_file_and_field(tmp_path, fields, expected):
+    path = write(tmp_path, "bad", **fields)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert str(path) in str(caught.value) and expected in str(caught.value)
+
+
+def test_thresholds_and_ignore_regions_filter_detections(tmp_path):
+    from inspector.runtime.detector import Detections, Timing
+
+    recipe = load_recipe(write(tmp_path, "filters", score_threshold=0.3, thresholds={"open": 0.6},
+                               ignore_regions=[[0, 0, 100, 100]]))
+    timing = Timing(**{name: 0.0 for name in Timing.__dataclass_fields__})
+    detections = Detections(
+        boxes=np.array([[10, 10, 20, 20], [200, 200, 220, 220], [300, 300, 310, 310], [400, 400, 410, 410]],
+                       dtype=np.float32),
+        scores=np.array([0.9, 0.5, 0.7, 0.2], dtype=np.float32), class_ids=np.array([1, 0, 0, 1]),
+        class_names=["short", "open", "open", "short"], image_size=(640, 640), timing=timing)
+    kept = recipe.keep(detections)
+    # short@0.9 inside the ignored region, open@0.5 below open's 0.6, short@0.2 below the default 0.3
+    assert kept.class_names == ["open"] and kept.scores.tolist() == pytest.approx([0.7])
+    assert recipe.lowest_threshold() == 0.3
+
+
+# ------------------------------------------------------------------------------ in the service, PLC and HTTP
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from inspector.service import Service, ServiceConfig
+    from inspector.service.api import create_app
+    from test_plc import Plc, drop_board, wait_for
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    write(recipes, "board-a")
+    write(recipes, "board-b", version="2", ignore_regions=[[0, 0, 10000, 10000]])  # nothing counts: OK
+    write(recipes, "broken", thresholds={"scratch": 0.5})
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    port = free_port()
+    config = ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None, line="line1",
+                           opcua=f"opc.tcp://127.0.0.1:{port}", recipes=recipes, recipe="board-a")
+    service = Service(config)
+    service.start()
+    plc = Plc(f"opc.tcp://127.0.0.1:{port}")
+    method = plc.line.get_child(f"{plc._index}:SelectRecipe")
+    try:
+        assert (plc.read("Recipe"), plc.read("RecipeVersion")) == ("board-a", "1")
+        drop_board(folder, "p1")
+        assert plc.inspect("P1")[0] == "NG"
+
+        assert plc.line.call_method(method, "board-b") is True
+        plc.wait("Recipe", "board-b")
+        drop_board(folder, "p2")
+        assert plc.inspect("P2") == ("OK", 0)  # the same defective board, every defect in the ignored region
+
+        # A recipe that fails validation is refused with the reason; board-b stays.
+        assert plc.line.call_method(method, "broken") is False
+        assert plc.read("RecipeStatus").startswith("refused:") and "scratch" in plc.read("RecipeStatus")
+        assert plc.read("Recipe") == "board-b"
+        wait_for(lambda: any(a.kind == "recipe_refused" for a in service.recent_alarms), 5, "recipe_refused")
+
+        # Mid-part: accepted but pending; the part in progress is judged with board-b, the switch follows the Ack.
+        plc.trigger("P3")
+        plc.wait("Busy", True)
+        assert plc.line.call_method(method, "board-a") is True
+        assert plc.read("RecipeStatus") == "pending" and plc.read("Recipe") == "board-b"
+        drop_board(folder, "p3")
+        plc.wait("ResultValid", True)
+        assert plc.read("Verdict") == "OK" and plc.read("Recipe") == "board-b"
+        plc.write("Ack", True)
+        plc.wait("Recipe", "board-a")
+        assert plc.read("RecipeStatus") == "accepted"
+
+        token = "recipe-test-token-0123456789"
+        headers = {"Authorization": f"Bearer {token}"}
+        with TestClient(create_app(service, token)) as http:
+            refused = http.post("/recipe", json={"name": "broken"}, headers=headers)
+            assert refused.status_code == 422 and "scratch" in refused.json()["detail"]
+            assert http.post("/recipe", json={"name": "board-b"}, headers=headers).status_code == 200
+            state = http.get("/recipe", headers=headers).json()
+            assert state["active"]["name"] == "board-b" and set(state["available"]) == {"board-a", "board-b", "broken"}
+    finally:
+        plc.close()
+        service.stop()
+    by_part = {r.part_id: r for r in service.journal.query(limit=10).items}
+    assert (by_part["P1"].recipe, by_part["P1"].recipe_version) == ("board-a", "1")
+    assert (by_part["P2"].recipe, by_part["P2"].recipe_version) == ("board-b", "2")
+    assert by_part["P3"].recipe == "board-b"
+
+    # Restart without naming a recipe: the last active one (board-b, chosen over HTTP) comes back.
+    restarted = Service(ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None, line="line1",
+                                      recipes=recipes))
+    try:
+        assert (restarted.recipe_name, restarted.recipe_version) == ("board-b", "2")
+    finally:
+        restarted.detector.close()
+
+
+def test_recipe_cli(tmp_path):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def inspector(*arguments):
+        return subprocess.run([sys.executable, "-m", "inspector.cli", "recipe", *arguments, "--dir", str(tmp_path)],
+                              cwd=REPO, env=environment, capture_output=True, text=True, timeout=120)
+
+    model = os.path.relpath(MODEL, tmp_path)
+    created = inspector("create", "board-c", "--model", model, "--threshold", "open=0.4", "--ignore", "0,0,50,50")
+    assert created.returncode == 0, created.stderr
+    assert yaml.safe_load((tmp_path / "board-c.yaml").read_text())["thresholds"] == {"open": 0.4}
+    refused = inspector("create", "board-d", "--model", model, "--threshold", "scratch=0.4")
+    assert refused.returncode != 0 and "scratch" in refused.stderr and not (tmp_path / "board-d.yaml").exists()
+    write(tmp_path, "broken", thresholds={"open": 7})
+    listed = inspector("list")
+    assert "board-c" in listed.stdout and "broken" in listed.stdout and "INVALID" in listed.stdout
+    assert inspector("validate", "board-c").returncode == 0
+    checked = inspector("validate")
+    assert checked.returncode == 1 and "broken.yaml: field 'thresholds'" in checked.stderr
+    shown = inspector("show", "board-c")
+    assert shown.returncode == 0 and '"version": "1"' in shown.stdout
