@@ -143,6 +143,15 @@ def train_command(
                               "PicoDet/PP-YOLOE-style head (quality scores, box distributions, task-aligned "
                               "assignment)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, 90-degree turns, lighting, noise."),
+    dihedral: bool = typer.Option(False, "--dihedral/--no-dihedral", help="Each image, template and boxes in one "
+                                  "of the 8 exact dihedral orientations, drawn uniformly (replaces the flips/turns)."),
+    copy_paste: float = typer.Option(0.0, "--copy-paste", min=0.0, max=1.0, help="Probability that a training "
+                                     "image gets labeled defects of other boards pasted where its template matches."),
+    copy_paste_count: int = typer.Option(2, "--copy-paste-count", min=1, help="Pastes tried per such image."),
+    copy_paste_balance: bool = typer.Option(False, "--copy-paste-balance/--copy-paste-by-frequency",
+                                            help="Paste every class equally often (favours rare classes)."),
+    aug_off_epochs: int = typer.Option(0, "--aug-off-epochs", min=0, help="Train the last N epochs on whole "
+                                       "letterboxed images without crops, pastes or any augmentation."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW)."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/val split (kept in split.json)."),
@@ -165,7 +174,9 @@ def train_command(
                       input_mode=input_mode.value, head=head.value, augment=augment, lr=lr, val_fraction=val_fraction,
                       split_seed=split_seed,
                       seed=seed, eval_every=eval_every, max_steps_per_epoch=max_steps,
-                      init=str(init) if init else None)
+                      init=str(init) if init else None, dihedral=dihedral, copy_paste=copy_paste,
+                      copy_paste_count=copy_paste_count, copy_paste_balance=copy_paste_balance,
+                      aug_off_epochs=aug_off_epochs)
     try:
         run = train(cfg, resume=resume)
     except KeyboardInterrupt:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from inspector.data.augment import DefectDonors, PairAugmentConfig, PairAugmenter
 from inspector.data.layouts import INPUT_MODES, input_layout
 from inspector.data.structures import DataError, Dataset, Sample
 from inspector.data.transforms import AugmentConfig, augment, letterbox, letterbox_boxes, random_crop, to_input
@@ -73,6 +74,10 @@ class BatchLoader:
     epoch by one; ``set_epoch(e)`` sets it explicitly (resume from epoch ``e``).
     ``workers`` threads prepare batches ahead (0: in the calling thread, for debugging); the
     cache lives as long as the loader, so keep one loader for the whole run.
+    ``pairs``: the pair augmentations (``inspector.data.augment``: dihedral, defect copy-paste from the
+    other boards of this dataset), train mode only. From epoch ``plain_from_epoch`` on, training batches
+    are what evaluation sees (whole letterboxed images: no crop, paste, flip or photometric change), only
+    shuffled: the end of the schedule trains on the inference distribution (like Ultralytics' close_mosaic).
     """
 
     def __init__(
@@ -88,6 +93,8 @@ class BatchLoader:
         workers: int = 2,
         cache: bool = True,
         prefetch: int = 2,
+        pairs: PairAugmentConfig | None = None,
+        plain_from_epoch: int | None = None,
     ) -> None:
         self.layout = input_layout(input_mode)
         if batch_size < 1:
@@ -115,6 +122,8 @@ class BatchLoader:
         self.prefetch = max(1, prefetch)
         self.epoch = 0
         self._cache: dict[str, _Letterboxed] | None = {} if cache else None
+        self.plain_from_epoch = plain_from_epoch if train else None
+        self._pairs = self._pair_augmenter(pairs) if train and pairs is not None and pairs.active else None
 
     @property
     def output_size(self) -> int:
@@ -197,15 +206,47 @@ class BatchLoader:
         item = self._letterboxed(sample)
         image, template, boxes, classes = item.image, item.template, item.boxes, sample.classes
         block = self.layout.block
-        if self.train:
+        if self.train and (self.plain_from_epoch is None or epoch < self.plain_from_epoch):
             rng = np.random.default_rng([self.seed, epoch, position])
+            if self._pairs is not None:  # pastes go anywhere on the board, before the crop picks its window
+                image, template, boxes, classes = self._pairs.paste(image, template, boxes, classes, rng, index,
+                                                                    self._board_region(item), item.scale)
             if self.crop_size is not None:
                 image, template, boxes, classes = random_crop(image, template, boxes, classes,
                                                               self.crop_size * block, rng)
+            if self._pairs is not None:
+                image, template, boxes, classes = self._pairs.orient(image, template, boxes, classes, rng)
             image, template, boxes, classes = augment(image, template, boxes, classes, rng, self.augment)
         # Space-to-depth shrinks the letterboxed frame by `block`: boxes, scale and padding follow it.
         return _Prepared(to_input(image, template, self.layout.mode), boxes / np.float32(block), classes,
                          item.scale / block, (item.pad[0] / block, item.pad[1] / block))
+
+    def _pair_augmenter(self, cfg: PairAugmentConfig) -> PairAugmenter:
+        if cfg.dihedral and self.augment is not None:
+            # The uniform dihedral draw subsumes the flips and quarter turns: keep only the photometric part.
+            self.augment = replace(self.augment, flip_horizontal=0.0, flip_vertical=0.0, rotate90=0.0)
+        if cfg.copy_paste <= 0:
+            return PairAugmenter(cfg)
+        if not self.layout.needs_template:
+            raise ValueError(f"copy-paste finds its places by comparing each board with its golden template; "
+                             f"input mode {self.input_mode!r} loads none (use a mode with a template)")
+        return PairAugmenter(cfg, DefectDonors([s.classes for s in self.dataset.samples], cfg.copy_paste_balance),
+                             self._donor_board)
+
+    def _donor_board(self, index: int, scale: float | None):
+        """A donor for copy-paste: (image, template, boxes, classes) letterboxed at ``scale``, else None."""
+        sample = self.dataset[index]
+        item = self._letterboxed(sample)
+        if scale is not None and abs(item.scale - scale) > 1e-6 * scale:
+            return None  # letterboxed at another scale: a pasted defect would change size
+        return item.image, item.template, item.boxes, sample.classes
+
+    def _board_region(self, item: _Letterboxed) -> tuple[int, int, int, int]:
+        """The board inside its letterbox border, (x1, y1, x2, y2); a paste must not reach into the border."""
+        size = item.image.shape[1], item.image.shape[0]
+        # letterbox() puts the odd pixel of padding on the far side: leave one pixel there to be safe.
+        far = [size[axis] - item.pad[axis] - (1 if item.pad[axis] else 0) for axis in (0, 1)]
+        return item.pad[0], item.pad[1], far[0], far[1]
 
     def _letterboxed(self, sample: Sample) -> _Letterboxed:
         if self._cache is not None and sample.key in self._cache:

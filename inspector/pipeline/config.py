@@ -53,6 +53,13 @@ class PipelineConfig:
     lr: float = 2e-3
     eval_every: int = 2
 
+    # Pair augmentation of every training stage (teacher and students; inspector.data.augment): off by default.
+    dihedral: bool = False  # the 8 exact dihedral orientations, uniformly
+    copy_paste: float = 0.0  # probability that a training image gets defects pasted from other boards
+    copy_paste_count: int = 2  # pastes tried on such an image
+    copy_paste_balance: bool = False  # paste classes uniformly instead of by frequency
+    aug_off_epochs: int = 0  # each stage's last N epochs: whole letterboxed images, no crop, no augmentation
+
     # Distillation (see inspector.compression.distill). false: no distilled stage, for when the teacher cannot
     # beat the student in the time there is (a CPU-only session); the report then says so.
     distill: bool = True
@@ -97,6 +104,12 @@ class PipelineConfig:
                      "bench_runs"):
             if getattr(self, name) < 1:
                 raise PipelineError(f"{name}: expected at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.copy_paste <= 1.0:
+            raise PipelineError(f"copy_paste: expected a probability in [0, 1], got {self.copy_paste}")
+        if self.copy_paste_count < 1:
+            raise PipelineError(f"copy_paste_count: expected at least 1, got {self.copy_paste_count}")
+        if self.aug_off_epochs < 0:
+            raise PipelineError(f"aug_off_epochs: expected >= 0, got {self.aug_off_epochs}")
         if self.qat_epochs < 0:
             raise PipelineError(f"qat_epochs: expected >= 0, got {self.qat_epochs}")
         if self.prune_ratio is not None and not 0.0 < self.prune_ratio < 0.95:

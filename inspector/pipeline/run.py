@@ -36,7 +36,8 @@ SPLIT_FILE = "split.json"
 STAGES = ("teacher", "student", "distilled", "pruned", "qat", "ptq", "package", "measure", "report")
 # Training options that decide a run's result: a stage directory is continued only if they match.
 SCHEDULE_FIELDS = ("arch", "data", "format", "epochs", "batch_size", "input_size", "crop_size", "input_mode", "head",
-                   "augment", "lr", "weight_decay", "warmup_epochs", "ema_decay", "seed", "max_steps_per_epoch")
+                   "augment", "lr", "weight_decay", "warmup_epochs", "ema_decay", "seed", "max_steps_per_epoch",
+                   "dihedral", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs")
 
 Echo = Callable[[str], None]
 
@@ -138,7 +139,9 @@ def _train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs:
                        input_mode=cfg.input_mode, head=cfg.head, lr=lr, val_fraction=cfg.val_fraction,
                        split_seed=cfg.split_seed,
                        split_file=str(out / SPLIT_FILE), seed=cfg.seed, eval_every=cfg.eval_every,
-                       max_steps_per_epoch=cfg.max_steps_per_epoch)
+                       max_steps_per_epoch=cfg.max_steps_per_epoch, dihedral=cfg.dihedral,
+                       copy_paste=cfg.copy_paste, copy_paste_count=cfg.copy_paste_count,
+                       copy_paste_balance=cfg.copy_paste_balance, aug_off_epochs=cfg.aug_off_epochs)
 
 
 def _check_run_matches(run: Path, wanted, split_file: Path) -> None:

@@ -20,6 +20,12 @@ class TrainConfig:
     input_mode: str = "image+template"
     head: str = "yolo"  # "yolo" (anchor-based) | "gfl" (anchor-free; inspector.models.gfl_head)
     augment: bool = True  # flips, 90-degree turns, lighting and noise (see inspector.data.transforms)
+    # Pair augmentations (inspector.data.augment); off by default, so a config without them trains as before.
+    dihedral: bool = False  # one of the 8 exact dihedral transforms, uniformly (replaces augment's flips/turns)
+    copy_paste: float = 0.0  # probability that a training image gets defects pasted from other boards
+    copy_paste_count: int = 2  # pastes tried on such an image
+    copy_paste_balance: bool = False  # paste classes uniformly (favours rare ones) instead of by frequency
+    aug_off_epochs: int = 0  # the last N epochs see whole letterboxed images, no crop and no augmentation
     lr: float = 2e-3
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
@@ -32,6 +38,19 @@ class TrainConfig:
     workers: int = 2
     max_steps_per_epoch: int | None = None  # for smoke tests and quick benchmarks
     init: str | None = None  # start from this run's (best/) or checkpoint's weights instead of random ones
+
+    def pair_augment(self):
+        """The loader's ``PairAugmentConfig`` (a ValueError names a bad field)."""
+        from inspector.data.augment import PairAugmentConfig
+
+        return PairAugmentConfig(dihedral=self.dihedral, copy_paste=self.copy_paste,
+                                 copy_paste_count=self.copy_paste_count, copy_paste_balance=self.copy_paste_balance)
+
+    def plain_from_epoch(self) -> int | None:
+        """First epoch (0-based) trained without crops or augmentation; None: every epoch augments."""
+        if self.aug_off_epochs < 0:
+            raise ValueError(f"aug_off_epochs: at least 0 expected, got {self.aug_off_epochs}")
+        return max(0, self.epochs - self.aug_off_epochs) if self.aug_off_epochs else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

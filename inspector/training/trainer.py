@@ -153,7 +153,8 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
 
     train_loader = BatchLoader(train_set, cfg.batch_size, cfg.input_size, cfg.input_mode, train=True,
                                seed=cfg.seed, crop_size=cfg.crop_size, workers=cfg.workers,
-                               augment=AugmentConfig() if cfg.augment else AugmentConfig.off())
+                               augment=AugmentConfig() if cfg.augment else AugmentConfig.off(),
+                               pairs=cfg.pair_augment(), plain_from_epoch=cfg.plain_from_epoch())
     val_loader = BatchLoader(val_set, cfg.batch_size, cfg.input_size, cfg.input_mode, train=False,
                              workers=cfg.workers)
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
