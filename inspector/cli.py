@@ -279,6 +279,11 @@ def distill_command(
                                          "term; 0 turns it off."),
     feature_normalize: bool = typer.Option(True, "--feature-normalize/--no-feature-normalize",
                                            help="Standardise feature maps per channel before the MSE."),
+    schedule: str = typer.Option("linear", "--schedule", help="How alpha moves from --alpha-start to --alpha-end: "
+                                 "linear or cosine."),
+    feature_method: str = typer.Option("pkd", "--feature-method", help="gfl head's neck term: pkd (Pearson "
+                                       "correlation) or cwd (channel-wise distillation)."),
+    feature_temperature: float = typer.Option(1.0, "--feature-temperature", help="cwd's softmax temperature."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained run's (best/) or checkpoint's "
                                         "weights instead of random ones: fine-tuning, e.g. on new boards."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -314,7 +319,8 @@ def distill_command(
             config = DistillConfig(teacher=str(teacher), temperature=temperature, alpha_start=alpha_start,
                                    alpha_end=alpha_end, confidence_threshold=confidence, cls_weight=cls_weight,
                                    obj_weight=obj_weight, box_weight=box_weight, feature_weight=feature_weight,
-                                   feature_normalize=feature_normalize)
+                                   feature_normalize=feature_normalize, schedule=schedule,
+                                   feature_method=feature_method, feature_temperature=feature_temperature)
             cfg = TrainConfig(arch=student_arch, data=str(data), out=str(out), format=format.value if format else None,
                               epochs=epochs or 30, batch_size=batch,
                               input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,

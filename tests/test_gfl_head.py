@@ -217,17 +217,15 @@ def test_the_export_graph_decodes_with_its_buffers_as_the_model_does():
 # --------------------------------------------------------------------------- compression refuses or works
 
 
-def test_distillation_refuses_the_gfl_head_naming_it_and_the_issue(tmp_path):
+def test_distillation_takes_the_gfl_head_and_the_pipeline_distils_it(tmp_path):
     from inspector.compression.distill import check_teacher_head
     from inspector.pipeline.config import PipelineConfig, PipelineError
     from inspector.training.checkpoint import load_checkpoint, save_checkpoint
 
     model = build_model(gfl_config())
     save_checkpoint(tmp_path / "teacher", model.state_dict(), model.cfg, ["a", "b", "c"], {})
-    with pytest.raises(ValueError, match="head 'gfl'.*issue 14"):
-        check_teacher_head(load_checkpoint(tmp_path / "teacher"))
-    with pytest.raises(PipelineError, match="^head: 'gfl' with distill: true"):
-        PipelineConfig(data="d", out="o", head="gfl")
+    check_teacher_head(load_checkpoint(tmp_path / "teacher"))  # distilled with gfl_distill's terms (issue 14)
+    assert PipelineConfig(data="d", out="o", head="gfl").distill
     with pytest.raises(PipelineError, match="^head: expected one of"):
         PipelineConfig(data="d", out="o", head="anchorless")
     assert PipelineConfig(data="d", out="o", head="gfl", distill=False, prune_ratio=0.3).head == "gfl"

@@ -37,6 +37,14 @@ first epoch to ``alpha_end`` in the last (more teacher early, more labels late):
   and independent of each network's activation scale, which differs by orders of magnitude between a
   ResNet and a MobileNet and between levels.
 
+The anchor-free GFL head (``head: gfl``) has its own terms, in ``gfl_distill.py``: localization distillation
+of the box-side distributions (weighted by the teacher's quality score), the teacher's quality scores as soft
+targets (quality focal), and a Pearson (``pkd``) or channel-wise (``cwd``) term on the neck, chosen by
+``feature_method``. There ``cls_weight`` weighs the quality term, ``box_weight`` the LD term and
+``feature_weight`` the neck term; ``obj_weight`` and ``confidence_threshold`` (YOLO objectness) are not read.
+The loss has the same form, ``(1 - alpha) * hard + alpha * teacher terms``, with the GFL hard loss.
+``schedule`` moves alpha linearly or along a half cosine, for either head.
+
 Response terms are summed over the cells of an image and averaged over the batch, like the hard loss,
 so the weights compare directly. Each term is exactly 0 when the student matches the teacher.
 The teacher is frozen: eval mode (BatchNorm uses and keeps its running statistics), run under
@@ -69,6 +77,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddleslim.dygraph.dist.losses.distillation_loss import ShapeAlign
 
+from inspector.compression.gfl_distill import (FEATURE_METHODS, SCHEDULES, check_gfl_pair, gfl_feature_loss,
+                                               gfl_response_losses, scheduled_weight)
 from inspector.data import DataError, Dataset, load_dataset
 from inspector.data.split import relative_key, write_split
 from inspector.models import ModelConfig, parse_arch
@@ -96,11 +106,19 @@ class DistillConfig:
     obj_weight: float = 1.0
     box_weight: float = 1.0
     feature_weight: float = 1.0  # 0 turns feature distillation (and its adapters) off
-    feature_normalize: bool = True  # standardise feature maps before the MSE
+    feature_normalize: bool = True  # standardise feature maps before the MSE (YOLO head)
+    schedule: str = "linear"  # how alpha moves from alpha_start to alpha_end: "linear" | "cosine"
+    feature_method: str = "pkd"  # GFL head's neck term: "pkd" (Pearson) | "cwd" (channel-wise softmax KL)
+    feature_temperature: float = 1.0  # cwd's softmax temperature over the positions
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature: expected a positive number, got {self.temperature}")
+        for name in ("temperature", "feature_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
+        if self.feature_method not in FEATURE_METHODS:
+            raise ValueError(f"feature_method: expected one of {FEATURE_METHODS}, got {self.feature_method!r}")
         for name in ("alpha_start", "alpha_end", "confidence_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)}")
@@ -136,10 +154,7 @@ class DistillConfig:
 
 def teacher_weight(epoch: int, epochs: int, alpha_start: float, alpha_end: float) -> float:
     """alpha of 0-based ``epoch`` out of ``epochs``: ``alpha_start`` first, ``alpha_end`` last, linear between."""
-    if epochs <= 1:
-        return alpha_start
-    progress = min(max(epoch / (epochs - 1), 0.0), 1.0)
-    return alpha_start + (alpha_end - alpha_start) * progress
+    return scheduled_weight(epoch, epochs, alpha_start, alpha_end, "linear")
 
 
 def binary_kl_with_logits(student_logits: paddle.Tensor, teacher_logits: paddle.Tensor) -> paddle.Tensor:
@@ -241,13 +256,15 @@ def student_model_config(teacher: Checkpoint, student_arch: str) -> ModelConfig:
                                  source=f"student of {teacher.path}")
 
 
+DISTILLABLE_HEADS = ("yolo", "gfl")
+
+
 def check_teacher_head(teacher: Checkpoint) -> None:
-    """The losses here read the YOLO head's layout (``head.split_level``); a GFL teacher is refused."""
+    """A head these losses can read: ``yolo`` (``response_losses``) or ``gfl`` (``gfl_distill``)."""
     head = teacher.model_config.head
-    if head != "yolo":
-        raise ValueError(f"{teacher.path}: model config head {head!r}: distillation supports the anchor-based "
-                         f"'yolo' head only; distilling the anchor-free gfl head (box distributions, quality scores) "
-                         f"is the PP-YOLOE teacher issue's work (issue 14), not built yet")
+    if head not in DISTILLABLE_HEADS:
+        raise ValueError(f"{teacher.path}: model config head {head!r}: distillation reads the heads "
+                         f"{DISTILLABLE_HEADS} only")
 
 
 def check_student_input(cfg: TrainConfig, teacher: Checkpoint) -> None:
@@ -282,6 +299,8 @@ class DistillationObjective(Objective):
             differing = [name for name, value in config.to_dict().items() if given.get(name) != value]
             raise ValueError(f"--init {start.path}: its model differs from the teacher's in {differing}; a student "
                              f"that starts from it must share the teacher's anchors, strides and head")
+        if config.head == "gfl":
+            check_gfl_pair(config, self.teacher_checkpoint.model_config, source=str(self.teacher_checkpoint.path))
         return config
 
     def extra_layers(self, model: nn.Layer) -> nn.Layer | None:
@@ -291,10 +310,13 @@ class DistillationObjective(Objective):
         return self.adapters
 
     def alpha(self, epoch: int) -> float:
-        return teacher_weight(epoch, self.epochs, self.config.alpha_start, self.config.alpha_end)
+        return scheduled_weight(epoch, self.epochs, self.config.alpha_start, self.config.alpha_end,
+                                self.config.schedule)
 
     def losses(self, model: nn.Layer, images: paddle.Tensor, gt_boxes: paddle.Tensor, gt_classes: paddle.Tensor,
                epoch: int) -> dict[str, paddle.Tensor]:
+        if model.cfg.head == "gfl":
+            return self.gfl_losses(model, images, gt_boxes, gt_classes, epoch)
         c = self.config
         with paddle.no_grad():
             teacher_features = self.teacher.features(images)
@@ -310,6 +332,36 @@ class DistillationObjective(Objective):
             feat = paddle.zeros([], dtype="float32")
         teacher_terms = (c.cls_weight * response["distill_cls"] + c.obj_weight * response["distill_obj"]
                          + c.box_weight * response["distill_box"] + c.feature_weight * feat)
+        alpha = self.alpha(epoch)
+        losses = {"loss": (1.0 - alpha) * hard["loss"] + alpha * teacher_terms, "loss_hard": hard["loss"]}
+        losses.update({key: value for key, value in hard.items() if key != "loss"})
+        losses.update(response)
+        losses["distill_feat"] = feat
+        losses["distill_alpha"] = paddle.full([], alpha, dtype="float32")
+        return losses
+
+    def teacher_forward(self, images: paddle.Tensor) -> tuple[list[paddle.Tensor] | None, list[paddle.Tensor]]:
+        """The frozen teacher on ``images``: (neck features, or None when no feature term reads them; head maps)."""
+        with paddle.no_grad():
+            features = self.teacher.features(images)
+            return (features if self.adapters is not None else None), self.teacher.head(features)
+
+    def gfl_losses(self, model: nn.Layer, images: paddle.Tensor, gt_boxes: paddle.Tensor, gt_classes: paddle.Tensor,
+                   epoch: int) -> dict[str, paddle.Tensor]:
+        """The GFL head's loss: ``(1 - alpha) * hard + alpha * (w_cls * quality + w_box * LD + w_feat * neck)``."""
+        c = self.config
+        teacher_features, teacher_outputs = self.teacher_forward(images)
+        student_features = model.features(images)
+        student_outputs = model.head(student_features)
+        hard = model.loss(student_outputs, gt_boxes, gt_classes)
+        response = gfl_response_losses(student_outputs, teacher_outputs, model.cfg, c.temperature)
+        if self.adapters is not None:
+            feat = gfl_feature_loss(self.adapters(student_features), teacher_features, c.feature_method,
+                                    c.feature_temperature)
+        else:
+            feat = paddle.zeros([], dtype="float32")
+        teacher_terms = (c.cls_weight * response["distill_quality"] + c.box_weight * response["distill_ld"]
+                         + c.feature_weight * feat)
         alpha = self.alpha(epoch)
         losses = {"loss": (1.0 - alpha) * hard["loss"] + alpha * teacher_terms, "loss_hard": hard["loss"]}
         losses.update({key: value for key, value in hard.items() if key != "loss"})

@@ -1,0 +1,218 @@
+"""The teacher's outputs computed once per training board and orientation, cropped for each training crop.
+
+Why: on 2 cores a ResNet teacher's forward pass costs more than the student's whole training step, and a
+distillation run repeats it for every crop of every epoch. The teacher is frozen, so its output on a given
+input never changes; only the crop window and the orientation differ between visits of a board. So:
+
+- the cache is keyed by ``(board key, dihedral element)``: ``TeacherView.cache_key``. It holds the teacher's
+  raw head maps (and, when a feature term reads them, its neck features) on the *whole* letterboxed board in
+  that orientation, computed on the first visit;
+- a training crop is taken at offsets that are multiples of the coarsest stride (in letterbox pixels: the
+  stride times the layout's space-to-depth block; the loader's ``crop_align``), so on every level the crop is a
+  whole number of cells, and the cached maps are simply sliced (``crop_maps``);
+- the orientation is applied *after* the crop in the loader; the crop window is moved to the oriented board
+  (``oriented_window``) and the oriented board's maps are sliced there.
+
+A sliced map is the teacher's output on the crop *with the rest of the board around it*: away from the crop's
+edges it is exactly what a forward pass on the crop gives; within the receptive field of an edge the fresh pass
+sees zero padding where the cached one saw real board. ``crop_agreement`` measures that difference; the cached
+value is the better target (the teacher with full context), but it is not bit-identical (measured in
+``benchmarks/distill_cache.py`` and the tests: the interior matches to float rounding).
+
+What is *not* keyed, on purpose: photometric augmentation (brightness, contrast, noise, blur). The cached
+targets are the teacher's on the clean board; the student learns to give them on its perturbed copy (the
+"clean teacher, perturbed student" arrangement of consistency training). A view whose pixels were changed in
+any other way (copy-paste) has no ``TeacherView`` (None) and gets a fresh teacher pass on exactly its input.
+
+Memory: float16 maps; an LRU bound (``max_bytes``) evicts the least recently used boards. At input 320 with 6
+classes and reg_max 7, one board's head maps are 2,100 cells x 38 channels x 2 bytes = 160 KB; 800 boards x 8
+orientations = 1 GB; neck features are several times more (off unless a feature term needs them).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import paddle
+
+DIHEDRAL_ELEMENTS = 8
+
+
+@dataclass(frozen=True)
+class TeacherView:
+    """Where one training input came from, geometrically: board ``key`` letterboxed to a ``frame`` x ``frame``
+    square (letterbox pixels), the ``size`` x ``size`` crop at ``(x0, y0)`` of it, then dihedral ``element``
+    (0..7: a transpose when >= 4, then ``element % 4`` counter-clockwise quarter turns; the convention of
+    ``inspector.data.augment``)."""
+
+    key: str
+    element: int
+    x0: int
+    y0: int
+    size: int
+    frame: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.element < DIHEDRAL_ELEMENTS:
+            raise ValueError(f"element: expected 0..7, got {self.element}")
+        if not (0 <= self.x0 and 0 <= self.y0 and self.x0 + self.size <= self.frame
+                and self.y0 + self.size <= self.frame and self.size > 0):
+            raise ValueError(f"crop ({self.x0}, {self.y0}, size {self.size}) is not inside the {self.frame} px frame")
+
+    @property
+    def cache_key(self) -> tuple[str, int, int]:
+        """What the cached whole-board maps depend on: the board, its orientation, the frame size."""
+        return self.key, self.element, self.frame
+
+
+def orient_array(array: np.ndarray, element: int) -> np.ndarray:
+    """``array`` (H, W, ...) under dihedral ``element`` (transpose if >= 4, then CCW quarter turns)."""
+    if element >= 4:
+        array = np.swapaxes(array, 0, 1)
+    return np.ascontiguousarray(np.rot90(array, element % 4, axes=(0, 1)))
+
+
+def oriented_window(x0: int, y0: int, size: int, frame: int, element: int) -> tuple[int, int]:
+    """The top-left corner of the square window ``(x0, y0, size)`` of a ``frame`` square after ``element``."""
+    x1, y1, x2, y2 = x0, y0, x0 + size, y0 + size
+    if element >= 4:  # transpose: (x, y) -> (y, x)
+        x1, y1, x2, y2 = y1, x1, y2, x2
+    for _ in range(element % 4):  # a counter-clockwise quarter turn: (x, y) -> (y, frame - x)
+        x1, y1, x2, y2 = y1, frame - x2, y2, frame - x1
+    return x1, y1
+
+
+def crop_maps(maps: Sequence[np.ndarray], view: TeacherView, strides: Sequence[int], block: int) -> list[np.ndarray]:
+    """Slice whole-board maps (C, H, W) per level down to the view's crop (its window moved by the orientation).
+
+    ValueError when the window is not on the coarsest stride's grid (the loader's crops must be aligned)."""
+    x, y = oriented_window(view.x0, view.y0, view.size, view.frame, view.element)
+    cropped = []
+    for level_map, stride in zip(maps, strides):
+        cell = stride * block  # letterbox pixels per cell of this level
+        if x % cell or y % cell or view.size % cell:
+            raise ValueError(f"crop at ({x}, {y}) size {view.size} is not aligned to the {cell} px cells of stride "
+                             f"{stride} (block {block}): the loader must align crops (crop_align)")
+        row, col, cells = y // cell, x // cell, view.size // cell
+        cropped.append(level_map[:, row : row + cells, col : col + cells])
+    return cropped
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    fresh: int = 0  # samples without a view (pixels changed otherwise): a teacher pass on exactly their input
+    evictions: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        looked_up = self.hits + self.misses
+        return self.hits / looked_up if looked_up else 0.0
+
+
+# full_input(key, element) -> the network input (C, S, S) float32 of the whole letterboxed board in that orientation
+FullInput = Callable[[str, int], np.ndarray]
+# teacher(images (B, C, H, W)) -> (neck features or None, head maps), each a list of (B, C', h, w) tensors
+TeacherForward = Callable[[paddle.Tensor], "tuple[list[paddle.Tensor] | None, list[paddle.Tensor]]"]
+
+
+class TeacherCache:
+    """The teacher's whole-board outputs per ``TeacherView.cache_key``, cropped to each batch's views.
+
+    ``teacher`` runs the frozen teacher; ``full_input`` builds a board's whole input in an orientation (the
+    loader's letterboxed copy); ``strides`` and ``block`` (the layout's space-to-depth block) place the crops
+    on the levels' grids; ``with_features``: keep neck features as well (for a feature term).
+    """
+
+    def __init__(self, teacher: TeacherForward, full_input: FullInput, strides: Sequence[int], block: int,
+                 with_features: bool = False, max_bytes: int = 2 << 30) -> None:
+        self.teacher = teacher
+        self.full_input = full_input
+        self.strides = tuple(int(s) for s in strides)
+        self.block = int(block)
+        self.with_features = with_features
+        self.max_bytes = int(max_bytes)
+        self.stats = CacheStats()
+        self._entries: OrderedDict[tuple, tuple[list[np.ndarray], list[np.ndarray] | None]] = OrderedDict()
+        self._bytes = 0
+
+    @property
+    def alignment(self) -> int:
+        """Crop offsets must be multiples of this many letterbox pixels: the coarsest stride's cell."""
+        return max(self.strides) * self.block
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _entry(self, view: TeacherView) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        key = view.cache_key
+        if key in self._entries:
+            self.stats.hits += 1
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        self.stats.misses += 1
+        board = paddle.to_tensor(self.full_input(view.key, view.element)[None])
+        features, maps = self.teacher(board)
+        entry = ([m.numpy()[0].astype(np.float16) for m in maps],
+                 [f.numpy()[0].astype(np.float16) for f in features] if self.with_features and features else None)
+        size = sum(a.nbytes for a in entry[0]) + sum(a.nbytes for a in entry[1] or [])
+        self._entries[key] = entry
+        self._bytes += size
+        while self._bytes > self.max_bytes and len(self._entries) > 1:
+            _, (old_maps, old_features) = self._entries.popitem(last=False)
+            self._bytes -= sum(a.nbytes for a in old_maps) + sum(a.nbytes for a in old_features or [])
+            self.stats.evictions += 1
+        return entry
+
+    def outputs(self, images: paddle.Tensor, views: Sequence[TeacherView | None]
+                ) -> tuple[list[paddle.Tensor] | None, list[paddle.Tensor]]:
+        """The teacher's (neck features or None, head maps) for the batch ``images`` whose samples came from
+        ``views``: cached crops for samples with a view, one fresh pass over the others."""
+        if len(views) != int(images.shape[0]):
+            raise ValueError(f"{len(views)} views for a batch of {int(images.shape[0])} images")
+        fresh = [row for row, view in enumerate(views) if view is None]
+        fresh_out = self.teacher(paddle.gather(images, paddle.to_tensor(fresh))) if fresh else None
+        self.stats.fresh += len(fresh)
+        levels = len(self.strides)
+        maps: list[list[np.ndarray]] = [[] for _ in range(levels)]
+        feats: list[list[np.ndarray]] = [[] for _ in range(levels)]
+        for row, view in enumerate(views):
+            if view is None:
+                index = fresh.index(row)
+                fresh_features, fresh_maps = fresh_out
+                for level in range(levels):
+                    maps[level].append(fresh_maps[level].numpy()[index])
+                    if self.with_features:
+                        feats[level].append(fresh_features[level].numpy()[index])
+                continue
+            level_maps, level_features = self._entry(view)
+            for level, m in enumerate(crop_maps(level_maps, view, self.strides, self.block)):
+                maps[level].append(m.astype(np.float32))
+            if self.with_features:
+                for level, f in enumerate(crop_maps(level_features, view, self.strides, self.block)):
+                    feats[level].append(f.astype(np.float32))
+        head = [paddle.to_tensor(np.stack(level)) for level in maps]
+        features = [paddle.to_tensor(np.stack(level)) for level in feats] if self.with_features else None
+        return features, head
+
+
+def crop_agreement(cached: Sequence[np.ndarray], fresh: Sequence[np.ndarray], margin_cells: Sequence[int]
+                   ) -> dict[str, float]:
+    """How far cached crops are from a fresh pass: max |difference| over all cells and over the interior (cells
+    at least ``margin_cells[level]`` from the crop's edge), and the maximum absolute value for scale."""
+    whole, interior, scale = 0.0, 0.0, 0.0
+    for c, f, margin in zip(cached, fresh, margin_cells):
+        difference = np.abs(np.asarray(c, np.float64) - np.asarray(f, np.float64))
+        whole = max(whole, float(difference.max()))
+        scale = max(scale, float(np.abs(f).max()))
+        h, w = difference.shape[-2:]
+        if h > 2 * margin and w > 2 * margin:
+            interior = max(interior, float(difference[..., margin : h - margin, margin : w - margin].max()))
+    return {"max_abs": whole, "interior_max_abs": interior, "scale": scale}

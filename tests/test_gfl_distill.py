@@ -1,0 +1,387 @@
+"""Distillation of the anchor-free GFL head (inspector.compression.gfl_distill and its use by distill.py): the
+terms on crafted tensors, a frozen teacher, the weight schedules, refusals naming the fields, a tiny
+`inspector distill` run with a GFL teacher, and the pipeline's distilled stage with the gfl head."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+from typer.testing import CliRunner
+
+from inspector.cli import app
+from inspector.compression.distill import DistillationObjective, DistillConfig, FeatureAdapters, distill
+from inspector.compression.gfl_distill import (channel_wise_loss, check_gfl_pair, gfl_feature_loss,
+                                               gfl_response_losses, localization_distillation,
+                                               pearson_feature_loss, quality_distillation, scheduled_weight)
+from inspector.data import load_dataset
+from inspector.data.split import split_dataset
+from inspector.data.synth import write_deeppcb
+from inspector.models import ModelConfig, build_model
+from inspector.models.gfl_head import gfl_channels
+from inspector.training.checkpoint import load_checkpoint, save_checkpoint
+from inspector.training.config import TrainConfig
+
+INPUT = 64
+NUM_CLASSES = 3
+REG_MAX = 7
+
+
+def gfl_config(**overrides) -> ModelConfig:
+    values = dict(arch="mbv3-small", num_classes=NUM_CLASSES, input_size=INPUT, input_mode="image+template",
+                  head="gfl", reg_max=REG_MAX)
+    return ModelConfig(**{**values, **overrides})
+
+
+def crafted_maps(cfg: ModelConfig, seed: int = 0, batch: int = 2) -> list[paddle.Tensor]:
+    """Random raw GFL maps; the class logits mostly background, one confident point per level."""
+    rng = np.random.default_rng(seed)
+    maps = []
+    for stride in cfg.strides:
+        side = cfg.input_size // stride
+        values = rng.normal(0.0, 2.0, (batch, gfl_channels(cfg.num_classes, cfg.reg_max), side, side))
+        values[:, : cfg.num_classes] -= 5.0
+        values[:, 0, 0, 0] = 5.0
+        maps.append(paddle.to_tensor(values.astype(np.float32)))
+    return maps
+
+
+def copies(maps):
+    return [paddle.to_tensor(m.numpy(), stop_gradient=False) for m in maps]
+
+
+# --------------------------------------------------------------------------- terms on crafted tensors
+
+
+def test_every_term_is_zero_when_the_student_equals_the_teacher():
+    cfg = gfl_config()
+    teacher = crafted_maps(cfg)
+    for key, value in gfl_response_losses(copies(teacher), teacher, cfg, temperature=2.0).items():
+        assert float(value) == pytest.approx(0.0, abs=1e-6), key
+    features = [paddle.to_tensor(np.random.default_rng(level).normal(size=(2, 8, 4, 4)).astype(np.float32))
+                for level in range(3)]
+    for method in ("pkd", "cwd"):
+        assert float(gfl_feature_loss(copies(features), features, method, 2.0)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_each_term_grows_with_the_difference_it_measures():
+    cfg = gfl_config()
+    teacher = crafted_maps(cfg)
+    bins = REG_MAX + 1
+    # A student whose distributions differ only at the teacher's confident point: LD sees it, quality does not.
+    moved = [m.numpy().copy() for m in teacher]
+    moved[0][:, NUM_CLASSES : NUM_CLASSES + bins, 0, 0] += np.linspace(-3, 3, bins, dtype=np.float32)
+    losses = gfl_response_losses([paddle.to_tensor(m) for m in moved], teacher, cfg, 2.0)
+    assert float(losses["distill_ld"]) > 1e-4 and float(losses["distill_quality"]) == pytest.approx(0.0, abs=1e-7)
+    # The same change at a background point weighs far less (the teacher's quality score weights LD).
+    background = [m.numpy().copy() for m in teacher]
+    background[0][:, NUM_CLASSES : NUM_CLASSES + bins, 5, 5] += np.linspace(-3, 3, bins, dtype=np.float32)
+    assert float(gfl_response_losses([paddle.to_tensor(m) for m in background], teacher, cfg, 2.0)["distill_ld"]) \
+        < 0.05 * float(losses["distill_ld"])
+    # Class logits changed: quality sees it, LD does not.
+    scored = [m.numpy().copy() for m in teacher]
+    scored[1][:, :NUM_CLASSES] += 3.0
+    losses = gfl_response_losses([paddle.to_tensor(m) for m in scored], teacher, cfg, 2.0)
+    assert float(losses["distill_quality"]) > 1e-3 and float(losses["distill_ld"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ld_is_the_tempered_kl_of_the_side_distributions_on_a_hand_case():
+    teacher = paddle.to_tensor(np.array([[[[2.0, 0.0, -2.0]] * 4]], np.float32))  # (B=1, N=1, 4, 3)
+    student = paddle.to_tensor(np.zeros((1, 1, 4, 3), np.float32))
+    t = np.exp([1.0, 0.0, -1.0]) / np.exp([1.0, 0.0, -1.0]).sum()  # softmax at T = 2
+    expected = 4.0 * float((t * np.log(t / (1.0 / 3.0))).sum())
+    got = localization_distillation(student, teacher, paddle.ones([1, 1]), temperature=2.0)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_quality_term_pushes_the_student_score_towards_the_teachers():
+    teacher = paddle.to_tensor(np.array([[[1.0, -4.0]]], np.float32))
+    student = paddle.to_tensor(np.array([[[-1.0, -2.0]]], np.float32), stop_gradient=False)
+    quality_distillation(student, teacher).backward()
+    grad = student.grad.numpy()[0, 0]
+    assert grad[0] < 0 and grad[1] > 0  # gradient descent raises the first score, lowers the second
+
+
+def test_feature_terms_ignore_scale_and_see_spatial_pattern():
+    rng = np.random.default_rng(1)
+    teacher = paddle.to_tensor(rng.normal(size=(2, 4, 6, 6)).astype(np.float32))
+    scaled = paddle.to_tensor(teacher.numpy() * 50.0 + 3.0)
+    assert float(pearson_feature_loss(scaled, teacher)) == pytest.approx(0.0, abs=1e-5)
+    shuffled = paddle.to_tensor(np.roll(teacher.numpy(), 2, axis=3))
+    assert float(pearson_feature_loss(shuffled, teacher)) > 0.1
+    assert float(channel_wise_loss(shuffled, teacher, 1.0)) > 0.1
+    assert float(pearson_feature_loss(paddle.to_tensor(-teacher.numpy()), teacher)) == pytest.approx(2.0, rel=1e-3)
+
+
+def test_schedules_move_from_start_to_end():
+    for schedule in ("linear", "cosine"):
+        assert scheduled_weight(0, 5, 0.8, 0.2, schedule) == pytest.approx(0.8)
+        assert scheduled_weight(4, 5, 0.8, 0.2, schedule) == pytest.approx(0.2)
+        assert scheduled_weight(2, 5, 0.8, 0.2, schedule) == pytest.approx(0.5)
+    assert scheduled_weight(1, 5, 0.8, 0.2, "cosine") > scheduled_weight(1, 5, 0.8, 0.2, "linear")
+    with pytest.raises(ValueError, match="schedule"):
+        DistillConfig(teacher="t", schedule="step")
+    with pytest.raises(ValueError, match="feature_method"):
+        DistillConfig(teacher="t", feature_method="fgd")
+
+
+def test_teacher_and_student_must_share_the_head_layout_naming_the_fields():
+    check_gfl_pair(gfl_config(), gfl_config(arch="ppyolo-r18"))
+    with pytest.raises(ValueError, match="num_classes 3 .student. vs 4 .teacher.; reg_max 7 .student. vs 11"):
+        check_gfl_pair(gfl_config(), gfl_config(arch="ppyolo-r18", reg_max=11, num_classes=4))
+    with pytest.raises(ValueError, match="strides"):
+        check_gfl_pair(gfl_config(), gfl_config(strides=(8, 16, 32, 64), anchors=[[(10.0, 10.0)]] * 4,
+                                                input_size=64))
+    with pytest.raises(ValueError, match="head 'gfl' .student. vs 'yolo'"):
+        check_gfl_pair(gfl_config(), gfl_config(head="yolo"))
+
+
+# --------------------------------------------------------------------------- a real (tiny) teacher
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory) -> Path:
+    return write_deeppcb(tmp_path_factory.mktemp("synth") / "boards", n=12, seed=4, size=160)
+
+
+def run_config(data: Path, out: Path, arch: str, **overrides) -> TrainConfig:
+    values = dict(arch=arch, data=str(data), out=str(out), epochs=2, batch_size=4, input_size=INPUT, crop_size=None,
+                  input_mode="image+template", head="gfl", lr=3e-3, warmup_epochs=0.0, val_fraction=0.25,
+                  split_seed=5, workers=0, seed=1, max_steps_per_epoch=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def teacher_run(synth_data, tmp_path_factory) -> Path:
+    """An untrained PP-YOLO ResNet18 with the gfl head laid out as `inspector train` leaves a run."""
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    cfg = run_config(synth_data, run, "ppyolo-r18", epochs=1)
+    dataset = load_dataset(synth_data)
+    split_dataset(dataset, cfg.val_fraction, cfg.split_seed, run / "split.json")
+    model_config = gfl_config(arch="ppyolo-r18", num_classes=len(dataset.class_names))
+    paddle.seed(0)
+    save_checkpoint(run / "best", build_model(model_config).state_dict(), model_config, dataset.class_names,
+                    {"epoch": 1, "train_config": cfg.to_dict()})
+    return run
+
+
+def batch_tensors(gt: bool = True):
+    rng = np.random.default_rng(0)
+    images = paddle.to_tensor(rng.random((2, 6, INPUT, INPUT), dtype=np.float32))
+    if gt:
+        boxes = np.array([[[8, 8, 24, 20]], [[30, 30, 50, 44]]], np.float32)
+        classes = np.array([[0], [2]], np.int64)
+    else:
+        boxes, classes = np.zeros((2, 1, 4), np.float32), np.full((2, 1), -1, np.int64)
+    return images, paddle.to_tensor(boxes), paddle.to_tensor(classes)
+
+
+@pytest.mark.parametrize("method", ["pkd", "cwd"])
+def test_gradients_reach_the_student_and_adapters_only_and_the_loss_is_the_weighted_sum(teacher_run, synth_data,
+                                                                                        method):
+    checkpoint = load_checkpoint(teacher_run)
+    objective = DistillationObjective(checkpoint, DistillConfig(teacher=str(teacher_run), feature_method=method,
+                                                                schedule="cosine"), epochs=4)
+    dataset = load_dataset(synth_data)
+    student = build_model(objective.model_config(run_config(synth_data, Path("unused"), "mbv3-small"), dataset))
+    assert student.cfg.head == "gfl" and student.cfg.reg_max == checkpoint.model_config.reg_max
+    adapters = objective.extra_layers(student)
+    assert isinstance(adapters, FeatureAdapters)
+    student.train()
+    teacher_before = {k: v.numpy().copy() for k, v in objective.teacher.state_dict().items()}
+
+    losses = objective.losses(student, *batch_tensors(), epoch=1)
+    losses["loss"].backward()
+    assert all(p.grad is None for p in objective.teacher.parameters())
+    for k, v in objective.teacher.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), teacher_before[k], err_msg=k)
+    trainable = [p for p in student.parameters() if not p.stop_gradient]
+    assert all(p.grad is not None for p in trainable)
+    assert float(student.head.predictions[0].weight.grad.abs().sum()) > 0
+    assert float(student.backbone.stem.conv.weight.grad.abs().sum()) > 0
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in adapters.parameters())
+
+    alpha = scheduled_weight(1, 4, 0.7, 0.3, "cosine")
+    assert float(losses["distill_alpha"]) == pytest.approx(alpha)
+    terms = sum(float(losses[k]) for k in ("distill_quality", "distill_ld", "distill_feat"))
+    assert float(losses["loss"]) == pytest.approx((1 - alpha) * float(losses["loss_hard"]) + alpha * terms, rel=1e-5)
+    for key in ("loss_cls", "loss_iou", "loss_dfl", "distill_quality", "distill_ld", "distill_feat"):
+        assert np.isfinite(float(losses[key])), key
+
+
+def test_finite_without_ground_truth(teacher_run, synth_data):
+    objective = DistillationObjective(load_checkpoint(teacher_run), DistillConfig(teacher=str(teacher_run)), epochs=2)
+    student = build_model(objective.model_config(run_config(synth_data, Path("unused"), "mbv3-small"),
+                                                 load_dataset(synth_data)))
+    objective.extra_layers(student)
+    losses = objective.losses(student, *batch_tensors(gt=False), epoch=0)
+    losses["loss"].backward()
+    assert all(np.isfinite(float(v)) for v in losses.values())
+    assert float(losses["distill_ld"]) > 0 and float(losses["distill_quality"]) > 0  # the teacher still teaches
+
+
+def test_a_student_started_from_another_layout_is_refused(teacher_run, synth_data, tmp_path):
+    dataset = load_dataset(synth_data)
+    other = gfl_config(num_classes=len(dataset.class_names), reg_max=5)
+    save_checkpoint(tmp_path / "init", build_model(other).state_dict(), other, dataset.class_names, {})
+    objective = DistillationObjective(load_checkpoint(teacher_run), DistillConfig(teacher=str(teacher_run)), epochs=2)
+    with pytest.raises(ValueError, match=r"differs from the teacher's in \['reg_max'\]"):
+        objective.model_config(run_config(synth_data, tmp_path / "x", "mbv3-small"), dataset,
+                               load_checkpoint(tmp_path / "init"))
+
+
+def test_cli_distills_a_gfl_teacher_into_a_checkpointed_student(teacher_run, synth_data, tmp_path):
+    out = tmp_path / "student"
+    result = CliRunner().invoke(app, ["distill", "--teacher", str(teacher_run), "--student-arch", "mbv3-small",
+                                      "--data", str(synth_data), "--out", str(out), "--epochs", "2", "--batch", "4",
+                                      "--max-steps", "1", "--crop-size", "0", "--feature-method", "cwd",
+                                      "--schedule", "cosine"])
+    assert result.exit_code == 0, result.output
+    student = load_checkpoint(out / "last")
+    assert student.model_config.head == "gfl" and student.model_config.arch == "mbv3-small"
+    assert student.info["distillation"]["feature_method"] == "cwd"
+    rows = json.loads((out / "metrics.json").read_text())
+    assert len(rows) == 2 and all(np.isfinite(row["train_distill_ld"]) for row in rows)
+    assert (out / "best" / "model.pdparams").is_file()
+
+
+# --------------------------------------------------------------------------- the teacher-output cache
+
+
+from inspector.compression.teacher_cache import (TeacherCache, TeacherView, crop_agreement, crop_maps,  # noqa: E402
+                                                 orient_array, oriented_window)
+from inspector.data.transforms import to_input  # noqa: E402
+
+
+def board(frame: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (frame, frame, 3), dtype=np.uint8)
+    template = image.copy()
+    template[frame // 3 : frame // 2, frame // 4 : frame // 2] = 0
+    return image, template
+
+
+def local_teacher(strides, block):
+    """A teacher whose every output cell depends on that cell's pixels only (per level: the mean of each input
+    channel over the cell, and its square): the cache must reproduce it exactly on every aligned crop."""
+    def forward(images: paddle.Tensor):
+        maps = []
+        for stride in strides:
+            pooled = paddle.nn.functional.avg_pool2d(images, stride, stride)
+            maps.append(paddle.concat([pooled, pooled * pooled], axis=1))
+        return None, maps
+    return forward
+
+
+def crop_input(image, template, view: TeacherView, mode: str) -> np.ndarray:
+    """What the loader feeds for ``view``: crop the letterboxed pair, orient it, build the layout's planes."""
+    window = (slice(view.y0, view.y0 + view.size), slice(view.x0, view.x0 + view.size))
+    return to_input(orient_array(image[window], view.element), orient_array(template[window], view.element), mode)
+
+
+def full_input_of(image, template, mode):
+    return lambda key, element: to_input(orient_array(image, element), orient_array(template, element), mode)
+
+
+def test_orientation_convention_is_the_augmenters():
+    augment = pytest.importorskip("inspector.data.augment")
+    image = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    for element in range(8):
+        np.testing.assert_array_equal(orient_array(image, element), augment.dihedral_array(image, element))
+        box = augment.dihedral_boxes(np.array([[2, 4, 6, 8]], np.float32), element, 10, 10)[0]
+        assert oriented_window(2, 4, 4, 10, element) == (int(box[0]), int(box[1]))
+
+
+@pytest.mark.parametrize("mode, block", [("image+template", 1), ("gray-diff-s2d", 2)])
+def test_a_cached_crop_equals_a_fresh_teacher_pass_on_that_crop_for_a_local_teacher(mode, block):
+    strides = (8, 16, 32)
+    frame, size = 128 * block, 64 * block  # letterbox pixels: input 128, crops of 64
+    image, template = board(frame)
+    cache = TeacherCache(local_teacher(strides, block), full_input_of(image, template, mode), strides, block)
+    assert cache.alignment == 32 * block
+    views = [TeacherView("a", element, x0, y0, size, frame)
+             for element in range(8) for x0, y0 in ((0, 0), (32 * block, 64 * block), (64 * block, 32 * block))]
+    images = paddle.to_tensor(np.stack([crop_input(image, template, v, mode) for v in views]))
+    _, cached = cache.outputs(images, views)
+    _, fresh = local_teacher(strides, block)(images)
+    for c, f in zip(cached, fresh):
+        np.testing.assert_allclose(c.numpy(), f.numpy(), atol=2e-3, rtol=2e-3)  # float16 storage
+    assert (cache.stats.misses, cache.stats.hits) == (8, len(views) - 8)  # one whole-board pass per orientation
+    # A crop off the coarsest grid cannot be served from the cache.
+    with pytest.raises(ValueError, match="not aligned"):
+        crop_maps([m.numpy()[0] for m in fresh], TeacherView("a", 0, 8, 0, size, frame), strides, block)
+
+
+def test_the_cache_never_serves_another_board_orientation_or_frame():
+    strides, block, frame = (8, 16, 32), 1, 64
+    boards = {"a": board(frame, 1), "b": board(frame, 2)}
+    calls = []
+
+    def full_input(key, element):
+        calls.append((key, element))
+        image, template = boards[key]
+        return to_input(orient_array(image, element), orient_array(template, element), "image+template")
+
+    cache = TeacherCache(local_teacher(strides, block), full_input, strides, block)
+    views = [TeacherView("a", 0, 0, 0, 64, frame), TeacherView("a", 1, 0, 0, 64, frame),
+             TeacherView("b", 0, 0, 0, 64, frame), TeacherView("a", 0, 0, 0, 64, frame)]
+    images = paddle.to_tensor(np.stack([crop_input(*boards[v.key], v, "image+template") for v in views]))
+    _, cached = cache.outputs(images, views)
+    _, fresh = local_teacher(strides, block)(images)
+    np.testing.assert_allclose(cached[0].numpy(), fresh[0].numpy(), atol=2e-3)
+    assert calls == [("a", 0), ("a", 1), ("b", 0)] and cache.stats.hits == 1
+    assert len({v.cache_key for v in views}) == 3
+    assert TeacherView("a", 0, 0, 0, 64, 64).cache_key != TeacherView("a", 0, 0, 0, 64, 128).cache_key
+    # A sample without a view (e.g. copy-pasted) gets a fresh pass on exactly its pixels.
+    other = paddle.to_tensor(np.random.default_rng(9).random((1, 6, 32, 32), dtype=np.float32))
+    _, out = cache.outputs(other, [None])
+    np.testing.assert_array_equal(out[0].numpy(), local_teacher(strides, block)(other)[1][0].numpy())
+    assert cache.stats.fresh == 1
+
+
+def test_the_lru_bound_evicts_old_boards():
+    strides, frame = (8, 16, 32), 64
+    image, template = board(frame)
+    cache = TeacherCache(local_teacher(strides, 1), full_input_of(image, template, "image+template"), strides, 1,
+                         max_bytes=1)
+    for element in (0, 1, 0):
+        view = TeacherView("a", element, 0, 0, 64, frame)
+        cache.outputs(paddle.to_tensor(crop_input(image, template, view, "image+template")[None]), [view])
+    assert len(cache) == 1 and cache.stats.evictions == 2 and cache.stats.misses == 3
+
+
+def test_a_resnet_teacher_s_cached_crop_is_its_board_output_close_to_a_fresh_crop_pass(teacher_run):
+    """The real PP-YOLO teacher: a cached crop is the teacher on the whole board, sliced. At the whole board it is
+    exact; on a crop it differs where the crop's edges and PP-YOLO's CoordConv (coordinates relative to the map)
+    change the teacher's view, and it is far closer to the fresh pass than any other window or orientation is."""
+    checkpoint = load_checkpoint(teacher_run)
+    teacher = build_model(checkpoint.model_config)
+    teacher.set_state_dict(checkpoint.build().state_dict())
+    teacher.eval()
+
+    def forward(images):
+        with paddle.no_grad():
+            return None, teacher(images)
+
+    strides, frame = checkpoint.model_config.strides, INPUT
+    image, template = board(frame, 5)
+    cache = TeacherCache(forward, full_input_of(image, template, "image+template"), strides, 1)
+    whole = [TeacherView("a", element, 0, 0, frame, frame) for element in (0, 3, 6)]
+    images = paddle.to_tensor(np.stack([crop_input(image, template, v, "image+template") for v in whole]))
+    _, cached = cache.outputs(images, whole)
+    _, fresh = forward(images)
+    for c, f in zip(cached, fresh):
+        np.testing.assert_allclose(c.numpy(), f.numpy(), atol=2e-2 * float(np.abs(f.numpy()).max()))
+
+    crop = TeacherView("a", 2, 32, 0, 32, frame)
+    crop_image = paddle.to_tensor(crop_input(image, template, crop, "image+template")[None])
+    _, [*cached_crop] = cache.outputs(crop_image, [crop])
+    _, fresh_crop = forward(crop_image)
+    agreement = crop_agreement([c.numpy() for c in cached_crop], [f.numpy() for f in fresh_crop], [1, 0, 0])
+    wrong = TeacherView("a", 0, 0, 32, 32, frame)  # another window of the same board and orientation 0
+    _, wrong_maps = cache.outputs(crop_image, [wrong])
+    wrong_agreement = crop_agreement([w.numpy() for w in wrong_maps], [f.numpy() for f in fresh_crop], [1, 0, 0])
+    assert agreement["max_abs"] < wrong_agreement["max_abs"]
