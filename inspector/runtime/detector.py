@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -28,6 +28,7 @@ from inspector.data.transforms import letterbox, to_input, unletterbox_boxes
 from inspector.export.manifest import PRECISIONS, PackageError
 from inspector.models.nms import select_detections
 from inspector.runtime.alignment import Alignment, align_to_template
+from inspector.runtime.changes import ChangeSettings, UnknownChange, find_unknown_changes
 from inspector.runtime.backends import BackendError, LiteBackend, PaddleInferenceBackend
 from inspector.runtime.package import ModelPackage, lite_target_for_this_machine, open_package, resolve_package_path
 
@@ -41,10 +42,11 @@ class Timing:
     preprocess_ms: float  # alignment (if asked for), letterbox, channel stacking
     infer_ms: float  # the network
     postprocess_ms: float  # NMS and mapping boxes back
+    changes_ms: float = 0.0  # unknown-change flags, when asked for
 
     @property
     def total_ms(self) -> float:
-        return self.preprocess_ms + self.infer_ms + self.postprocess_ms
+        return self.preprocess_ms + self.infer_ms + self.postprocess_ms + self.changes_ms
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Detections:
     image_size: tuple[int, int]  # (width, height) of the image passed to detect()
     timing: Timing
     alignment: Alignment | None = None  # set when the frame was registered to the template first
+    unknown_changes: list[UnknownChange] | None = None  # set when asked for: template differences no box explains
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -73,6 +76,8 @@ class Detections:
             ],
             "timing_ms": {k: round(v, 3) for k, v in asdict(self.timing).items()},
             "alignment": None if self.alignment is None else self.alignment.to_dict(),
+            **({} if self.unknown_changes is None else
+               {"unknown_changes": [change.to_dict() for change in self.unknown_changes]}),
         }
 
 
@@ -178,12 +183,16 @@ class Detector:
         score_threshold: float | None = None,
         nms_threshold: float | None = None,
         max_detections: int | None = None,
+        unknown_changes: bool | ChangeSettings = False,
     ) -> Detections:
         """Defects in ``image`` (BGR uint8, as ``cv2.imread`` gives), boxes in its pixels.
 
         ``template``: the golden board, required by ``image+template`` models and refused by others.
         ``align``: register ``image`` to ``template`` first (for frames that are not pre-aligned);
         raises ``AlignmentError`` when that fails. Thresholds default to the package's.
+        ``unknown_changes``: also flag where the frame differs from ``template`` and no detection explains
+        it (``changes.find_unknown_changes``; True for the default settings); needs a template, which a
+        model of input mode 'image' then uses for the flags only.
         """
         start = time.perf_counter()
         layout = self.layout
@@ -191,7 +200,9 @@ class Detector:
         if self.needs_template and template is None:
             raise ValueError(f"this model compares each frame with its golden template (input mode "
                              f"{layout.mode!r}): pass the template image")
-        if not self.needs_template and template is not None:
+        if unknown_changes is not False and template is None:
+            raise ValueError("unknown_changes needs the golden template to compare the frame with")
+        if not self.needs_template and template is not None and unknown_changes is False:
             raise ValueError(f"this model looks at the frame alone (input mode {layout.mode!r}): it takes no template")
         alignment = None
         model_image = image
@@ -210,7 +221,7 @@ class Detector:
             raise ValueError("align=True needs a template to align to")
         size = layout.letterbox_size(self.input_size)
         resized, scale, pad = letterbox(model_image, size)
-        resized_template = None if template is None else letterbox(template, size)[0]
+        resized_template = None if template is None or not self.needs_template else letterbox(template, size)[0]
         batch = to_input(resized, resized_template, layout.mode)[None]
         # Space-to-depth packs the letterboxed frame `block` times smaller: the network's pixels.
         scale, pad = scale / layout.block, (pad[0] / layout.block, pad[1] / layout.block)
@@ -229,6 +240,16 @@ class Detector:
         )
         height, width = model_image.shape[:2]
         kept_boxes = unletterbox_boxes(kept_boxes, scale, pad, (width, height))
+        changes, changes_ms = None, 0.0
+        if unknown_changes is not False:  # on the template's grid, before boxes go back to the frame
+            settings = unknown_changes if isinstance(unknown_changes, ChangeSettings) else None
+            changes_start = time.perf_counter()
+            changes = find_unknown_changes(model_image, template, kept_boxes, settings)
+            changes_ms = (time.perf_counter() - changes_start) * 1e3
+            if alignment is not None:
+                moved = alignment.boxes_to_frame(np.array([c.box for c in changes], np.float32).reshape(-1, 4),
+                                                 (image.shape[1], image.shape[0]))
+                changes = [replace(c, box=tuple(float(v) for v in box)) for c, box in zip(changes, moved)]
         if alignment is not None:
             kept_boxes = alignment.boxes_to_frame(kept_boxes, (image.shape[1], image.shape[0]))
         done = time.perf_counter()
@@ -238,8 +259,10 @@ class Detector:
             class_ids=kept_classes,
             class_names=[self.manifest.class_names[int(c)] for c in kept_classes],
             image_size=(int(image.shape[1]), int(image.shape[0])),
-            timing=Timing((prepared - start) * 1e3, (inferred - prepared) * 1e3, (done - inferred) * 1e3),
+            timing=Timing((prepared - start) * 1e3, (inferred - prepared) * 1e3,
+                          (done - inferred) * 1e3 - changes_ms, changes_ms),
             alignment=alignment,
+            unknown_changes=changes,
         )
 
     def _check_frame(self, image: np.ndarray, name: str) -> None:
