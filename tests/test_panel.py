@@ -171,6 +171,7 @@ def test_a_panel_of_validation_pairs_scores_like_its_tiles_one_by_one(detector, 
     print(f"tiles official AP {tiles.official_ap:.4f} F {tiles.official_f:.4f}; "
           f"panel {whole.official_ap:.4f} {whole.official_f:.4f}")
     assert found.tiles == 16 and found.registration is not None and found.registration.correlation > 0.9
+    assert found.refined_tiles > 0  # each DeepPCB pair is registered to its template only to ~1 px: not rigid
     # 9 boards, 60 defects: one defect is 1.7 points; the 16-board measurement is in the README.
     assert whole.official_ap == pytest.approx(tiles.official_ap, abs=0.035)
     assert whole.official_f == pytest.approx(tiles.official_f, abs=0.035)
@@ -275,3 +276,12 @@ def test_synth_panel_then_eval_and_predict_on_it(tmp_path):
     assert len(record["detections"]) > 10
     assert set(record["detections"][0]) == {"box", "template_box", "score", "class_id", "class_name"}
     assert cv2.imread(str(predictions / record["annotated"])).shape[:2] == (2 * TILE + 64,) * 2
+
+
+def test_two_workers_give_the_same_panel_result_as_one(detector, demo_pairs):
+    panel = assemble_panel(demo_pairs[:4], 2, 2, misregistration=Misregistration(3.0, -2.0, 0.1, 1.0))
+    one = PanelInspector(detector).inspect(panel.tested, panel.template)
+    two = PanelInspector(detector, workers=2).inspect(panel.tested, panel.template)
+    assert len(one) > 10 and one.tiles == two.tiles == 9
+    np.testing.assert_array_equal(one.boxes, two.boxes)
+    np.testing.assert_array_equal(one.class_ids, two.class_ids)

@@ -14,9 +14,10 @@ where it was trained: on tiles of its native size (``tile_size``, 640 px for the
 2. **Tiles**: a grid of ``tile_size`` tiles overlapping by ``overlap`` pixels on the template's grid.
    Each tested tile is resampled from the panel through the global map (a plain crop when the map is
    an integer shift), then refined on its own: where the panel is not rigid (stretch, a bowed board)
-   its local residual shift is measured and applied. Tiles are produced one at a time: only the
-   panel, the template and one tile pair are in memory, so a 16k x 16k greyscale panel needs
-   ~2 x 256 MB plus the model.
+   its local residual shift is measured and applied. Tiles are streamed (``workers`` at once, each
+   worker with its own engine): only the panel, the template and a few tile pairs are in memory, so
+   a 16k x 16k greyscale panel needs ~2 x 256 MB plus the engines (808 MB peak RSS measured,
+   ``benchmarks/panel_throughput.py``).
 3. **Stitching**: tile detections are moved to template (golden panel) coordinates. A defect cut by a
    tile border is seen as a fragment touching that border in one tile, and whole (or as the other
    fragment) in the neighbouring tile; fragments are merged with the same-class detections they
@@ -31,9 +32,13 @@ Images no larger than a tile (``tile_size * SMALL_FRAME_SLACK`` per side) take t
 """
 from __future__ import annotations
 
+import functools
 import math
+import queue
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -53,6 +58,7 @@ _OVERVIEW_SIDE = 1600  # the global estimate runs on both images shrunk to at mo
 _SAMPLE_GRID = 8  # the global refinement measures at most this many x this many sample tiles
 _MIN_RESPONSE = 0.15  # phase-correlation peak below this: a blank or ambiguous tile, not measured
 _MAX_LOCAL_SHIFT = 12.0  # px: a tile's own correction beyond this is distrusted (the global map is kept)
+_RIGID_RMS_PX = 0.3  # px: sample tiles fitting the global map this well mean a rigid panel (no per-tile refinement)
 _MIN_LOCAL_SHIFT = 0.5  # px: residuals below this are measurement noise; the tile keeps the global map
 _SNAP_PX = 0.5  # px: a tile map whose rotation/scale moves no pixel further than this is a plain crop
 TILE_INTERPOLATION = cv2.INTER_LINEAR  # rotated tiles: bilinear (nearest measured no better: -1.0 vs -0.8 pt official AP)
@@ -263,12 +269,20 @@ def _residual_shift(template_tile: np.ndarray, tested_tile: np.ndarray, max_shif
         return None
     half = [cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA).astype(np.float32)
             for im in (template_tile, tested_tile)]
-    window = cv2.createHanningWindow(half[0].shape[::-1], cv2.CV_32F)
+    window = _hanning(half[0].shape[1], half[0].shape[0])
     (dx, dy), response = cv2.phaseCorrelate(half[0], half[1], window)
     shift = np.array([dx, dy]) * 2.0
     if response < _MIN_RESPONSE or not np.all(np.isfinite(shift)) or np.abs(shift).max() > max_shift:
         return None
     return shift
+
+
+@functools.lru_cache(maxsize=8)
+def _hanning(width: int, height: int) -> np.ndarray:
+    """The phase-correlation window (tapers the tile's borders, which would otherwise dominate), made once per size."""
+    window = cv2.createHanningWindow((width, height), cv2.CV_32F)
+    window.setflags(write=False)
+    return window
 
 
 def _tile_map(matrix: np.ndarray, tile: Tile) -> np.ndarray:
@@ -429,21 +443,34 @@ class PanelInspector:
     ``tile_size``: the model's native tile (what one ``detect`` call sees best; 640 for DeepPCB packages).
     ``overlap``: pixels shared by neighbouring tiles; a defect smaller than it is seen whole in some tile.
     ``register``: estimate the panel's misregistration against the template (False: it is fixtured, pixel
-    for pixel; nothing is resampled). ``refine_tiles``: with ``register``, correct each tile's local shift too
-    (panels that are not rigid).
+    for pixel; nothing is resampled). ``refine_tiles``: with ``register``, correct each tile's local shift
+    too where the panel is not rigid (the global fit left more than ``_RIGID_RMS_PX`` RMS on the samples).
+    ``workers``: tiles inspected at once, each worker thread with its own engine (engines are not
+    thread-safe): the first is ``detector``, the others are loaded from its package with its backend and
+    thread count. Paddle Lite lets go of the interpreter while it computes, so on two cores two
+    one-thread workers beat one two-thread engine (measured 23.5 vs 55.6 ms a tile on a busy machine).
     """
 
     def __init__(self, detector: Detector, tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
-                 register: bool = True, refine_tiles: bool = True, motion: str = "similarity") -> None:
+                 register: bool = True, refine_tiles: bool = True, motion: str = "similarity",
+                 workers: int = 1) -> None:
         tile_grid(tile_size, tile_size, tile_size, overlap)  # validates tile_size and overlap
         if motion not in MOTIONS:
             raise ValueError(f"motion: expected one of {MOTIONS}, got {motion!r}")
+        if workers < 1:
+            raise ValueError(f"workers: expected at least 1, got {workers}")
         self.detector = detector
         self.tile_size = int(tile_size)
         self.overlap = int(overlap)
         self.register = register
         self.refine_tiles = refine_tiles
         self.motion = motion
+        self.workers = int(workers)
+        self._engines: queue.SimpleQueue[Detector] = queue.SimpleQueue()
+        self._engines.put(detector)
+        for _ in range(self.workers - 1):
+            self._engines.put(Detector.load(detector.info.package, backend=detector.info.backend,
+                                            threads=detector.info.threads))
 
     def is_panel(self, image: np.ndarray) -> bool:
         """True when ``image`` is larger than a tile (with ``SMALL_FRAME_SLACK``): it is inspected in tiles."""
@@ -457,6 +484,7 @@ class PanelInspector:
         A tile-sized frame goes through ``Detector.detect`` exactly as before (``align`` applies to it).
         A panel is registered (when ``register``), tiled, inspected and stitched; ``max_detections``
         applies per tile. ``ignore``: regions in template pixels (panel pixels for a model without template).
+        Not re-entrant: one panel at a time per inspector.
         """
         if not self.is_panel(image):
             return self._frame(image, template, align, ignore, score_threshold, nms_threshold, max_detections)
@@ -496,38 +524,34 @@ class PanelInspector:
             else:
                 registration = IDENTITY_REGISTRATION
         matrix = registration.template_to_panel if registration is not None else np.eye(2, 3)
+        refine = (self.refine_tiles and self.register and registration is not None
+                  and registration.fit_rms_px > _RIGID_RMS_PX)
         grid_height, grid_width = (template if template is not None else panel).shape[:2]
+        tiles = tile_grid(grid_width, grid_height, self.tile_size, self.overlap)
         registered = time.perf_counter()
 
-        nms = detector.manifest.postprocess.nms_threshold if nms_threshold is None else nms_threshold
-        # A panel may be held grey (a third of the memory); each tile is given in the colour format the model takes.
-        colour = getattr(getattr(detector, "layout", None), "color", "RGB") != "GRAY"
-        parts: list[tuple[np.ndarray, ...]] = []  # per tile: boxes, scores, classes, cut by a seam, tile index
-        tile_origins: list[np.ndarray] = []
-        tile_maps: list[np.ndarray] = []  # per tile: tile pixel -> panel pixel, as it was sampled
-        infer_ms = cut_ms = 0.0
-        refined = 0
-        for tile_id, (tile, tested, golden, used, corrected, tile_ms) in enumerate(self._tiles(panel, template, matrix,
-                                                                                     grid_width, grid_height)):
-            cut_ms += tile_ms
-            refined += corrected
-            found = detector.detect(_as_model_frame(tested, colour), None if golden is None else
-                                    _as_model_frame(golden, colour), score_threshold=score_threshold,
-                                    nms_threshold=nms_threshold,
-                                    max_detections=max_detections)
-            infer_ms += found.timing.total_ms
-            tile_maps.append(used)
-            offset = np.array([tile.x, tile.y, tile.x, tile.y], np.float32)
-            tile_origins.append(offset)
-            parts.append((found.boxes + offset, found.scores, found.class_ids,
-                          _cut_by_seam(found.boxes, tile), np.full(len(found), tile_id, np.int64)))
+        thresholds = dict(score_threshold=score_threshold, nms_threshold=nms_threshold, max_detections=max_detections)
+        results: list[_TileResult] = []
+        if self.workers == 1:
+            results = [self._inspect_tile(tile, panel, template, matrix, refine, thresholds) for tile in tiles]
+        else:
+            # Streamed: at most two tiles per worker in flight, so memory stays that of a few tile pairs.
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="panel-tile") as pool:
+                pending: deque[Future] = deque()
+                for tile in tiles:
+                    if len(pending) >= 2 * self.workers:
+                        results.append(pending.popleft().result())
+                    pending.append(pool.submit(self._inspect_tile, tile, panel, template, matrix, refine, thresholds))
+                results += [future.result() for future in pending]
         inferred = time.perf_counter()
 
-        boxes = np.concatenate([p[0] for p in parts]).reshape(-1, 4).astype(np.float32)
-        scores = np.concatenate([p[1] for p in parts]).astype(np.float32)
-        classes = np.concatenate([p[2] for p in parts]).astype(np.int64)
-        cut = np.concatenate([p[3] for p in parts]).astype(bool)
-        tile_ids = np.concatenate([p[4] for p in parts]).astype(np.int64)
+        nms = detector.manifest.postprocess.nms_threshold if nms_threshold is None else nms_threshold
+        boxes = np.concatenate([r.boxes + [r.tile.x, r.tile.y, r.tile.x, r.tile.y] for r in results]
+                               ).reshape(-1, 4).astype(np.float32)
+        scores = np.concatenate([r.scores for r in results]).astype(np.float32)
+        classes = np.concatenate([r.class_ids for r in results]).astype(np.int64)
+        cut = np.concatenate([_cut_by_seam(r.boxes, r.tile) for r in results]).astype(bool)
+        tile_ids = np.concatenate([np.full(len(r.boxes), i, np.int64) for i, r in enumerate(results)])
         groups, merges = merge_tile_detections(boxes, scores, classes, tile_ids, cut, nms)
         template_boxes = np.array([[boxes[g, 0].min(), boxes[g, 1].min(), boxes[g, 2].max(), boxes[g, 3].max()]
                                    for g in groups], np.float32).reshape(-1, 4)
@@ -540,40 +564,60 @@ class PanelInspector:
             template_boxes, best, kept_scores, kept_classes = (template_boxes[keep], best[keep], kept_scores[keep],
                                                                kept_classes[keep])
         # Tested-panel pixels through the map of the tile that saw each defect best (its local correction included).
-        panel_boxes = np.array([_map_boxes(tile_maps[tile_ids[b]], box[None] - tile_origins[tile_ids[b]])[0]
-                                for b, box in zip(best, template_boxes)], np.float32).reshape(-1, 4)
+        panel_boxes = []
+        for b, box in zip(best, template_boxes):
+            result = results[tile_ids[b]]
+            panel_boxes.append(_map_boxes(result.used, box[None] - [result.tile.x, result.tile.y] * 2)[0])
         height, width = panel.shape[:2]
-        panel_boxes = np.clip(panel_boxes, 0, [width, height, width, height]).astype(np.float32)
+        panel_boxes = np.clip(np.array(panel_boxes, np.float32).reshape(-1, 4), 0, [width, height, width, height])
         done = time.perf_counter()
-        timing = {"register": (registered - start) * 1e3, "tiles": cut_ms, "infer": infer_ms,
-                  "stitch": (done - inferred) * 1e3, "total": (done - start) * 1e3}
+        timing = {"register": (registered - start) * 1e3, "tiles": sum(r.cut_ms for r in results),
+                  "infer": sum(r.infer_ms for r in results), "stitch": (done - inferred) * 1e3,
+                  "total": (done - start) * 1e3}
         names = detector.manifest.class_names
-        return PanelDetections(panel_boxes, template_boxes, kept_scores, kept_classes,
-                               [names[int(c)] for c in kept_classes], (int(width), int(height)), len(tile_maps),
-                               registration, timing, seam_merges=merges, ignored=ignored, refined_tiles=refined,
-                               tile_size=self.tile_size)
+        return PanelDetections(panel_boxes.astype(np.float32), template_boxes, kept_scores, kept_classes,
+                               [names[int(c)] for c in kept_classes], (int(width), int(height)), len(results),
+                               registration, timing, seam_merges=merges, ignored=ignored,
+                               refined_tiles=sum(r.refined for r in results), tile_size=self.tile_size)
 
-    def _tiles(self, panel: np.ndarray, template: np.ndarray | None, matrix: np.ndarray, width: int,
-               height: int) -> Iterator[tuple[Tile, np.ndarray, np.ndarray | None, np.ndarray, bool, float]]:
-        """Tile pairs one at a time: (tile, tested tile on the template's grid, template tile, the map from
-        tile pixels to panel pixels it was sampled through, whether it got its own correction, milliseconds
-        spent cutting and refining it)."""
-        for tile in tile_grid(width, height, self.tile_size, self.overlap):
-            begin = time.perf_counter()
-            golden = None if template is None else template[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
-            if template is None:
-                tested, shift = panel[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width], None
-                used = _tile_map(np.eye(2, 3), tile)
-            else:
-                tested, used = _sample_tile(panel, _tile_map(matrix, tile), tile.width, tile.height, golden)
-                shift = None
-                if self.refine_tiles and self.register:
-                    measured = _residual_shift(_gray(golden), _gray(tested), max_shift=_MAX_LOCAL_SHIFT)
-                    if measured is not None and np.abs(measured).max() >= _MIN_LOCAL_SHIFT:
-                        shift = measured
-                        tested, used = _sample_tile(panel, _shifted(used, measured), tile.width, tile.height, golden)
-            yield tile, np.ascontiguousarray(tested), golden, used, shift is not None, \
-                (time.perf_counter() - begin) * 1e3
+    def _inspect_tile(self, tile: Tile, panel: np.ndarray, template: np.ndarray | None, matrix: np.ndarray,
+                      refine: bool, thresholds: dict) -> "_TileResult":
+        """Cut one tile pair (resampled through the map, locally refined if asked) and run a free engine on it."""
+        begin = time.perf_counter()
+        golden = None if template is None else template[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
+        refined = False
+        if template is None:
+            tested, used = panel[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width], _tile_map(np.eye(2, 3), tile)
+        else:
+            tested, used = _sample_tile(panel, _tile_map(matrix, tile), tile.width, tile.height, golden)
+            if refine:
+                measured = _residual_shift(_gray(golden), _gray(tested), max_shift=_MAX_LOCAL_SHIFT)
+                if measured is not None and np.abs(measured).max() >= _MIN_LOCAL_SHIFT:
+                    tested, used = _sample_tile(panel, _shifted(used, measured), tile.width, tile.height, golden)
+                    refined = True
+        engine = self._engines.get()
+        try:
+            # A panel may be held grey (a third of the memory); each tile goes in the colour format the model takes.
+            colour = getattr(getattr(engine, "layout", None), "color", "RGB") != "GRAY"
+            cut_ms = (time.perf_counter() - begin) * 1e3
+            found = engine.detect(_as_model_frame(np.ascontiguousarray(tested), colour),
+                                  None if golden is None else _as_model_frame(golden, colour), **thresholds)
+        finally:
+            self._engines.put(engine)
+        return _TileResult(tile, used, refined, found.boxes, found.scores, found.class_ids, cut_ms,
+                           found.timing.total_ms)
+
+
+@dataclass
+class _TileResult:
+    tile: Tile
+    used: np.ndarray  # tile pixel -> panel pixel, as the tile was sampled
+    refined: bool  # got its own local correction
+    boxes: np.ndarray  # tile pixels
+    scores: np.ndarray
+    class_ids: np.ndarray
+    cut_ms: float
+    infer_ms: float
 
 
 def _as_model_frame(image: np.ndarray, colour: bool) -> np.ndarray:
