@@ -21,6 +21,7 @@ from inspector.data.augment import (
     find_place,
     _integral,
 )
+from inspector.data.layouts import INPUT_MODES, input_layout
 from inspector.data.loader import BatchLoader
 from inspector.data.synth import write_deeppcb
 from inspector.training.config import TrainConfig
@@ -275,15 +276,17 @@ def sample_set():
 ALL_ON = PairAugmentConfig(dihedral=True, copy_paste=1.0, copy_paste_count=3)
 
 
-def test_loader_with_everything_on_yields_valid_batches_on_real_pairs(sample_set):
-    loader = BatchLoader(sample_set, 4, 320, "image+template", train=True, crop_size=192, workers=0, pairs=ALL_ON)
-    plain = BatchLoader(sample_set, 4, 320, "image+template", train=True, crop_size=192, workers=0)
+@pytest.mark.parametrize("mode", [m for m in INPUT_MODES if input_layout(m).needs_template])
+def test_loader_with_everything_on_yields_valid_batches_on_real_pairs(sample_set, mode):
+    loader = BatchLoader(sample_set, 4, 320, mode, train=True, crop_size=192, workers=0, pairs=ALL_ON)
+    plain = BatchLoader(sample_set, 4, 320, mode, train=True, crop_size=192, workers=0)
+    channels = input_layout(mode).channels
     pasted = 0
     for epoch in range(2):
         loader.set_epoch(epoch)
         plain.set_epoch(epoch)
         for batch, reference in zip(loader, plain):
-            assert batch.images.shape == (4, 6, 192, 192) and batch.images.dtype == np.float32
+            assert batch.images.shape == (4, channels, 192, 192) and batch.images.dtype == np.float32
             assert np.all((batch.images >= 0) & (batch.images <= 1))
             valid = batch.classes >= 0
             assert np.all(batch.boxes[valid][:, 2:] > batch.boxes[valid][:, :2])
