@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, validate and generate labeled data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+from inspector.registry_cli import models_app  # noqa: E402 - the `models` verbs live in their own module
+app.add_typer(models_app, name="models")
 
 
 class DataFormat(str, Enum):

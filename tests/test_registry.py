@@ -1,0 +1,132 @@
+"""Model registry: register, the promotion gate on a golden set (refusal with numbers, --force recorded),
+rollback, and an index that never loses a record."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from inspector.cli import app
+from inspector.registry import DEFAULT_TOLERANCE, GoldenSet, Registry, RegistryError, compare
+from inspector.runtime.package import DEFAULT_PACKAGE
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "inspector/assets/deeppcb_demo"
+
+
+def _copy_package(target: Path, name: str, score_threshold: float | None = None) -> Path:
+    shutil.copytree(DEFAULT_PACKAGE.resolve(), target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["name"] = name
+    if score_threshold is not None:  # same network, far stricter threshold: it misses most defects
+        manifest["postprocess"]["score_threshold"] = score_threshold
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return target
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    if not DEFAULT_PACKAGE.exists():
+        pytest.skip("no shipped model package in this checkout")
+    base = tmp_path_factory.mktemp("packages")
+    return _copy_package(base / "good", "good"), _copy_package(base / "worse", "worse", score_threshold=0.97)
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_gate_refuses_a_worse_model_with_the_numbers_force_is_recorded_and_rollback_restores(tmp_path, packages):
+    good, worse = packages
+    registry = str(tmp_path / "registry")
+    out = _run("models", "register", str(good), "--registry", registry, "--by", "alice")
+    assert out.exit_code == 0, out.output
+    assert "registered good-1" in out.output
+    out = _run("models", "promote", "good-1", "--registry", registry)
+    assert out.exit_code == 2 and "no golden set" in out.output  # the gate needs its boards first
+    assert _run("models", "golden", str(GOLDEN), "--registry", registry).exit_code == 0
+    out = _run("models", "promote", "good-1", "--registry", registry, "--by", "alice")
+    assert out.exit_code == 0, out.output
+    assert Registry(registry).current()["id"] == "good-1"
+
+    assert _run("models", "register", str(worse), "--registry", registry, "--by", "bob").exit_code == 0
+    out = _run("models", "promote", "worse-1", "--registry", registry, "--by", "bob")
+    assert out.exit_code == 1
+    assert "refused" in out.output and "worse-1 not promoted" in out.output
+    assert "f1_at_threshold" in out.output and "vs current" in out.output and "recall[" in out.output
+    index = Registry(registry).read()
+    refused = index["events"][-1]
+    assert refused["action"] == "refused" and refused["by"] == "bob" and not refused["forced"]
+    f1 = next(f for f in refused["failures"] if f["metric"] == "f1_at_threshold")
+    assert f1["difference"] == pytest.approx(f1["candidate"] - f1["current"]) and f1["difference"] < -0.05
+    assert f"{f1['difference']:+.4f}" in out.output
+    assert Registry(registry).current()["id"] == "good-1"  # nothing changed on the line
+
+    out = _run("models", "promote", "worse-1", "--registry", registry, "--force", "--reason", "trial", "--by", "bob")
+    assert out.exit_code == 0, out.output
+    assert "FORCED" in out.output
+    forced = Registry(registry).read()["events"][-1]
+    assert forced["action"] == "promote" and forced["forced"] and forced["reason"] == "trial" and forced["failures"]
+    assert Registry(registry).current()["id"] == "worse-1"
+
+    out = _run("models", "rollback", "--registry", registry, "--by", "carol")
+    assert out.exit_code == 0 and "from worse-1 to good-1" in out.output
+    reg = Registry(registry)
+    assert reg.current()["id"] == "good-1"
+    assert (reg.current_package() / "manifest.json").is_file()
+    actions = [e["action"] for e in reg.read()["events"]]
+    assert actions == ["register", "golden", "promote", "register", "refused", "promote", "rollback"]
+    out = _run("models", "rollback", "--registry", registry)
+    assert out.exit_code == 2 and "only model promoted" in out.output
+    listing = _run("models", "list", "--registry", registry).output
+    assert "* good-1" in listing and "worse-1" in listing and "FORCED" in listing
+
+
+def test_register_verifies_the_package_and_refuses_duplicates(tmp_path, packages):
+    good, _ = packages
+    reg = Registry(tmp_path / "registry")
+    entry = reg.register(good, by="alice")
+    assert entry["registered_by"] == "alice" and entry["class_names"] and entry["package_id"]
+    assert (reg.package_path(entry) / "manifest.json").is_file() and not entry["referenced"]
+    with pytest.raises(RegistryError, match="already registered as good-1"):
+        reg.register(good)
+    broken = tmp_path / "broken"
+    shutil.copytree(good, broken)
+    with open(broken / "model_x86.nb", "r+b") as stream:
+        stream.seek(100)
+        stream.write(b"\x00\x01\x02\x03")
+    with pytest.raises(RegistryError, match="sha256"):
+        reg.register(broken, name="broken")
+    with pytest.raises(RegistryError, match="name"):
+        reg.register(good, name="bad name!")
+    assert list(reg.read()["models"]) == ["good-1"]
+    (tmp_path / "registry" / "registry.json").write_text("{not json")
+    with pytest.raises(RegistryError, match="registry.json: not a readable registry index"):
+        reg.read()
+
+
+def test_gate_tolerance_and_class_recall():
+    current = {"official_ap": 0.80, "official_f": 0.85, "f1_at_threshold": 0.84,
+               "class_recall": {"open": 0.9, "spur": 0.8}}
+    within = {"official_ap": 0.795, "official_f": 0.85, "f1_at_threshold": 0.86,
+              "class_recall": {"open": 0.88, "spur": 0.9}}
+    assert compare(within, current, DEFAULT_TOLERANCE) == []
+    worse_spur = {**within, "class_recall": {"open": 0.95, "spur": 0.70}}
+    (failure,) = compare(worse_spur, current, DEFAULT_TOLERANCE)
+    assert failure["metric"] == "recall[spur]" and failure["difference"] == pytest.approx(-0.10)
+
+
+def test_golden_set_change_is_detected(tmp_path, packages):
+    boards = tmp_path / "boards"
+    shutil.copytree(GOLDEN, boards)
+    reg = Registry(tmp_path / "registry", evaluator=lambda path, golden: pytest.fail("must not evaluate"))
+    reg.set_golden(GoldenSet(str(boards)))
+    entry = reg.register(packages[0], reference=True)
+    assert entry["referenced"] and Path(entry["path"]).is_absolute()
+    label = next(boards.rglob("*_not/*.txt"))
+    label.write_text(label.read_text().splitlines()[0] + "\n")  # one board relabeled
+    with pytest.raises(RegistryError, match="golden set changed"):
+        reg.promote(entry["id"])
