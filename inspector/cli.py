@@ -491,6 +491,8 @@ def pipeline_command(
     format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
     teacher_arch: Optional[str] = typer.Option(None, "--teacher-arch", help="ppyolo-r18 | ppyolo-r34 | ppyolo-r50 ..."),
     student_arch: Optional[str] = typer.Option(None, "--student-arch", help="mbv3-small | mbv3-large (-x0.75 ...)."),
+    head: Optional[Head] = typer.Option(None, "--head", help="Head of the teacher and students: yolo "
+                                        "(anchor-based) or gfl (anchor-free)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Network input side (multiple of 32)."),
     input_mode: Optional[InputMode] = typer.Option(None, "--input-mode", help="image or image+template."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Reuse this trained teacher run instead of "
@@ -531,6 +533,7 @@ def pipeline_command(
             values = json.loads((out / STATE_FILE).read_text())["config"]  # continue with the saved settings
         overrides = {"data": str(data) if data else None, "out": str(out), "format": format.value if format else None,
                      "teacher_arch": teacher_arch, "student_arch": student_arch, "input_size": input_size,
+                     "head": head.value if head else None,
                      "input_mode": input_mode.value if input_mode else None,
                      "teacher_run": str(teacher) if teacher else None, "student_run": str(student) if student else None,
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,

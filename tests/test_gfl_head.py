@@ -278,6 +278,28 @@ def test_pruning_the_gfl_towers_computes_what_the_model_computes_with_those_chan
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_pipeline_and_train_commands_pass_the_head_on(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import inspector.pipeline
+    from inspector.cli import app
+
+    seen: dict = {}
+
+    def fake_run(cfg, until=None, echo=print, redo=None):
+        seen["cfg"] = cfg
+        return Path(cfg.out)
+
+    monkeypatch.setattr(inspector.pipeline, "run_pipeline", fake_run)
+    result = CliRunner().invoke(app, ["pipeline", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                                      "--head", "gfl"])
+    assert result.exit_code == 0, result.output
+    assert seen["cfg"].head == "gfl"
+    result = CliRunner().invoke(app, ["train", "--arch", "mbv3-small", "--data", str(tmp_path / "d"), "--out",
+                                      str(tmp_path / "t"), "--head", "fcos"])
+    assert result.exit_code != 0 and "fcos" in result.output
+
+
 def test_pipeline_directories_started_before_the_head_field_continue_as_yolo():
     from inspector.pipeline.config import PipelineConfig, differences
 
