@@ -1,0 +1,378 @@
+"""Verification queue: the boards a person should look at, the most instructive first, and their verdicts.
+
+A board is queued when a review can teach the model something:
+
+* group 0: a detection within ``near_band`` of its score threshold (above: a call the model barely made;
+  below: a defect it barely missed), closest to the threshold first;
+* group 1: unknown-change flags (``inspector.runtime.changes``): the board differs from its golden
+  template where no detection explains it; largest unexplained area first;
+* group 2: any other NG board (every call confident), least confident first.
+
+The reviewer confirms or rejects each stored detection (fixing its class or box when needed), adds the
+defects the model missed, and the decision is stored with who and when; the latest decision of each board
+is its truth. ``export_voc`` writes the reviewed boards as Pascal VOC (image, template, boxes) that
+``inspector train --data`` reads. Everything is in one SQLite file (WAL, so a review station can read
+while the line writes), and every change is one transaction: nothing saved is lost on a crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+VERDICTS = ("confirm", "reject")
+DEFAULT_NEAR_BAND = 0.15
+NEAR_THRESHOLD, UNKNOWN_CHANGE, NG = 0, 1, 2
+REASONS = {NEAR_THRESHOLD: "near_threshold", UNKNOWN_CHANGE: "unknown_change", NG: "ng"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    image_path TEXT NOT NULL,
+    template_path TEXT,
+    source TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    score_threshold REAL NOT NULL,
+    class_names TEXT NOT NULL,
+    detections TEXT NOT NULL,
+    unknown_changes TEXT NOT NULL,
+    rank_group INTEGER NOT NULL,
+    rank_value REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+);
+CREATE INDEX IF NOT EXISTS items_order ON items (status, rank_group, rank_value, id);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    decided_at TEXT NOT NULL,
+    decided_by TEXT NOT NULL,
+    verdicts TEXT NOT NULL,
+    added TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS decisions_item ON decisions (item_id, id);
+"""
+
+
+class ReviewError(ValueError):
+    """A queue request that cannot be honoured; the message names the item and field."""
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    id: int
+    created_at: str
+    image_path: str
+    template_path: str | None
+    source: str
+    model: str
+    score_threshold: float
+    class_names: list[str]
+    detections: list[dict]  # {"box": [x1, y1, x2, y2], "score", "class_name"}
+    unknown_changes: list[dict]  # {"box", "area", ...}
+    reason: str
+    rank_value: float
+    status: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: int
+    item_id: int
+    decided_at: str
+    decided_by: str
+    verdicts: list[dict]  # one per stored detection: {"index", "verdict", "class_name"?, "box"?}
+    added: list[dict]  # {"box", "class_name"}: defects the model missed
+    note: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def rank(detections: list[dict], unknown_changes: list[dict], score_threshold: float,
+         near_band: float) -> tuple[int, float] | None:
+    """``(group, value)`` ordering a board in the queue (lower first), or None when it needs no review."""
+    scores = np.array([float(d["score"]) for d in detections], np.float64)
+    margins = np.abs(scores - score_threshold)
+    if len(scores) and margins.min() <= near_band:
+        return NEAR_THRESHOLD, float(margins.min())
+    if unknown_changes:
+        return UNKNOWN_CHANGE, -float(sum(float(c.get("area", 0)) for c in unknown_changes))
+    ng = scores[scores >= score_threshold]
+    if len(ng):
+        return NG, float(ng.min())
+    return None
+
+
+class ReviewQueue:
+    """The queue in one SQLite file; safe to share between threads (one connection, one lock)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ feeding
+
+    def offer(self, image_path: Path | str, detections: list[dict], score_threshold: float, class_names: list[str],
+              template_path: Path | str | None = None, unknown_changes: list[dict] | None = None, source: str = "",
+              model: str = "", near_band: float = DEFAULT_NEAR_BAND) -> int | None:
+        """Queue a judged board if a review would teach something; returns its item id, or None.
+
+        ``detections`` should reach ``near_band`` below the threshold (run the detector with
+        ``score_threshold - near_band``), so barely missed defects can be confirmed.
+        """
+        detections = [_detection(d, class_names, f"detections[{i}]") for i, d in enumerate(detections)]
+        changes = [dict(c) for c in unknown_changes or []]
+        place = rank(detections, changes, score_threshold, near_band)
+        if place is None:
+            return None
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO items (created_at, image_path, template_path, source, model, score_threshold, "
+                "class_names, detections, unknown_changes, rank_group, rank_value) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (_now(), str(image_path), None if template_path is None else str(template_path), source, model,
+                 float(score_threshold), json.dumps(list(class_names)), json.dumps(detections), json.dumps(changes),
+                 place[0], place[1]))
+            return int(cursor.lastrowid)
+
+    def offer_detections(self, image_path: Path | str, found, score_threshold: float, class_names: list[str],
+                         template_path: Path | str | None = None, source: str = "", model: str = "",
+                         near_band: float = DEFAULT_NEAR_BAND) -> int | None:
+        """``offer`` for a runtime ``Detections`` (with its unknown changes when they were asked for)."""
+        detections = [{"box": [float(v) for v in box], "score": float(score), "class_name": name}
+                      for box, score, name in zip(found.boxes, found.scores, found.class_names)]
+        changes = [c.to_dict() for c in (found.unknown_changes or [])]
+        return self.offer(image_path, detections, score_threshold, class_names, template_path, changes, source,
+                          model, near_band)
+
+    # ------------------------------------------------------------------ reviewing
+
+    def pending(self, limit: int = 50, offset: int = 0) -> list[QueueItem]:
+        """Boards waiting for review, the most instructive first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM items WHERE status = 'pending' ORDER BY rank_group, rank_value, id "
+                                    "LIMIT ? OFFSET ?", (int(limit), int(offset))).fetchall()
+        return [_item(row) for row in rows]
+
+    def get(self, item_id: int) -> QueueItem:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM items WHERE id = ?", (int(item_id),)).fetchone()
+        if row is None:
+            raise ReviewError(f"review item {item_id}: no such item")
+        return _item(row)
+
+    def decide(self, item_id: int, by: str, verdicts: list[dict], added: list[dict] | None = None,
+               note: str = "") -> Decision:
+        """Store a reviewer's decision on every detection of ``item_id`` (and the defects it missed)."""
+        item = self.get(item_id)
+        if not by or not str(by).strip():
+            raise ReviewError(f"review item {item_id}: field by: who decided is required")
+        seen: dict[int, dict] = {}
+        for position, verdict in enumerate(verdicts):
+            where = f"review item {item_id}: verdicts[{position}]"
+            if not isinstance(verdict, dict):
+                raise ReviewError(f"{where}: expected an object with index and verdict")
+            index = verdict.get("index")
+            if not isinstance(index, int) or not 0 <= index < len(item.detections):
+                raise ReviewError(f"{where}: field index: expected 0..{len(item.detections) - 1}, got {index!r}")
+            if index in seen:
+                raise ReviewError(f"{where}: detection {index} is decided twice")
+            if verdict.get("verdict") not in VERDICTS:
+                raise ReviewError(f"{where}: field verdict: expected one of {VERDICTS}, got {verdict.get('verdict')!r}")
+            clean = {"index": index, "verdict": verdict["verdict"]}
+            if verdict.get("class_name") is not None:
+                clean["class_name"] = _class(verdict["class_name"], item.class_names, f"{where}: field class_name")
+            if verdict.get("box") is not None:
+                clean["box"] = _box(verdict["box"], f"{where}: field box")
+            seen[index] = clean
+        missing = [i for i in range(len(item.detections)) if i not in seen]
+        if missing:
+            raise ReviewError(f"review item {item_id}: no verdict for detection(s) {missing}: confirm or reject each")
+        extra = [{"box": _box(a.get("box") if isinstance(a, dict) else None, f"review item {item_id}: added[{i}].box"),
+                  "class_name": _class(a.get("class_name") if isinstance(a, dict) else None, item.class_names,
+                                       f"review item {item_id}: added[{i}].class_name")}
+                 for i, a in enumerate(added or [])]
+        ordered = [seen[i] for i in range(len(item.detections))]
+        at = _now()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(
+                    "INSERT INTO decisions (item_id, decided_at, decided_by, verdicts, added, note) VALUES (?,?,?,?,?,?)",
+                    (item.id, at, str(by), json.dumps(ordered), json.dumps(extra), note))
+                self._db.execute("UPDATE items SET status = 'reviewed' WHERE id = ?", (item.id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return Decision(int(cursor.lastrowid), item.id, at, str(by), ordered, extra, note)
+
+    def decisions(self, item_id: int) -> list[Decision]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM decisions WHERE item_id = ? ORDER BY id", (int(item_id),)).fetchall()
+        return [Decision(row["id"], row["item_id"], row["decided_at"], row["decided_by"], json.loads(row["verdicts"]),
+                         json.loads(row["added"]), row["note"]) for row in rows]
+
+    def counts(self) -> dict:
+        with self._lock:
+            rows = self._db.execute("SELECT status, rank_group, COUNT(*) AS n FROM items GROUP BY status, rank_group")
+            result: dict = {"pending": {}, "reviewed": 0}
+            for row in rows.fetchall():
+                if row["status"] == "pending":
+                    result["pending"][REASONS[row["rank_group"]]] = row["n"]
+                else:
+                    result["reviewed"] += row["n"]
+        return result
+
+    def labels(self, item_id: int) -> list[tuple[list[float], str]]:
+        """The reviewed truth of a board: confirmed detections (as fixed) and the added ones."""
+        item = self.get(item_id)
+        decisions = self.decisions(item_id)
+        if not decisions:
+            raise ReviewError(f"review item {item_id}: not reviewed yet")
+        latest = decisions[-1]
+        truth = []
+        for verdict in latest.verdicts:
+            if verdict["verdict"] == "confirm":
+                detection = item.detections[verdict["index"]]
+                truth.append((verdict.get("box", detection["box"]), verdict.get("class_name", detection["class_name"])))
+        truth += [(a["box"], a["class_name"]) for a in latest.added]
+        return truth
+
+    # ------------------------------------------------------------------ export
+
+    def export_voc(self, out: Path | str) -> list[Path]:
+        """Every reviewed board as Pascal VOC under ``out`` (Annotations/, JPEGImages/, templates/); returns
+        the XML files. Re-exporting replaces a board's files with its latest decision."""
+        out = Path(out)
+        with self._lock:
+            ids = [row["id"] for row in self._db.execute("SELECT id FROM items WHERE status = 'reviewed' ORDER BY id")]
+        written = []
+        for item_id in ids:
+            item = self.get(item_id)
+            image_path = Path(item.image_path)
+            if not image_path.is_file():
+                raise ReviewError(f"review item {item_id}: image {image_path} no longer exists")
+            name = f"review{item_id:06d}_{image_path.stem}"
+            image_target = out / "JPEGImages" / f"{name}{image_path.suffix}"
+            _copy_atomic(image_path, image_target)
+            template_text = None
+            if item.template_path:
+                template = Path(item.template_path)
+                if not template.is_file():
+                    raise ReviewError(f"review item {item_id}: template {template} no longer exists")
+                digest = hashlib.sha1(template.read_bytes()).hexdigest()
+                template_target = out / "templates" / f"{digest}{template.suffix}"
+                if not template_target.is_file():
+                    _copy_atomic(template, template_target)
+                template_text = f"../templates/{template_target.name}"
+            written.append(_write_annotation(out / "Annotations" / f"{name}.xml", image_target, template_text,
+                                             self.labels(item_id), item.source))
+        return written
+
+
+def _write_annotation(path: Path, image: Path, template_text: str | None, labels, source: str) -> Path:
+    import cv2
+
+    height, width = cv2.imread(str(image), cv2.IMREAD_UNCHANGED).shape[:2]
+    annotation = ET.Element("annotation")
+    ET.SubElement(annotation, "folder").text = "JPEGImages"
+    ET.SubElement(annotation, "filename").text = image.name
+    origin = ET.SubElement(annotation, "source")
+    ET.SubElement(origin, "database").text = "pcb-inspector verification queue"
+    ET.SubElement(origin, "frame_id").text = source
+    size = ET.SubElement(annotation, "size")
+    for tag, value in (("width", width), ("height", height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(value)
+    if template_text is not None:
+        ET.SubElement(annotation, "template").text = template_text
+    for box, class_name in labels:
+        obj = ET.SubElement(annotation, "object")
+        ET.SubElement(obj, "name").text = class_name
+        ET.SubElement(obj, "difficult").text = "0"
+        bndbox = ET.SubElement(obj, "bndbox")
+        x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+        x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))):
+            ET.SubElement(bndbox, tag).text = str(value)
+    ET.indent(annotation)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(ET.tostring(annotation, encoding="utf-8", xml_declaration=True) + b"\n")
+    os.replace(temp, path)
+    return path
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    try:
+        shutil.copyfile(source, temp)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _item(row: sqlite3.Row) -> QueueItem:
+    return QueueItem(row["id"], row["created_at"], row["image_path"], row["template_path"], row["source"], row["model"],
+                     row["score_threshold"], json.loads(row["class_names"]), json.loads(row["detections"]),
+                     json.loads(row["unknown_changes"]), REASONS[row["rank_group"]], row["rank_value"], row["status"])
+
+
+def _detection(value, class_names: list[str], where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ReviewError(f"{where}: expected an object with box, score and class_name")
+    try:
+        score = float(value["score"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ReviewError(f"{where}: field score: expected a number") from error
+    return {"box": _box(value.get("box"), f"{where}: field box"), "score": score,
+            "class_name": _class(value.get("class_name"), class_names, f"{where}: field class_name")}
+
+
+def _box(value, where: str) -> list[float]:
+    try:
+        box = [float(v) for v in value]
+    except (TypeError, ValueError):
+        box = []
+    if len(box) != 4 or not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+        raise ReviewError(f"{where}: expected [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got {value!r}")
+    return box
+
+
+def _class(value, class_names: list[str], where: str) -> str:
+    if value not in class_names:
+        raise ReviewError(f"{where}: expected one of {class_names}, got {value!r}")
+    return str(value)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

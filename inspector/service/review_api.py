@@ -1,0 +1,101 @@
+"""The verification queue over HTTP, for a review station apart from the line.
+
+    app.include_router(review_router(queue, app.state.authorized))
+
+``GET /review/queue`` the pending boards, most instructive first; ``GET /review/items/{id}`` one board
+with its decisions; ``GET /review/items/{id}/image`` and ``/template`` its pictures; ``POST
+/review/items/{id}/decision`` a verdict on every detection plus the defects missed (who decided is the
+authenticated user; without authentication, the ``by`` field); ``POST /review/export`` writes the
+reviewed boards as Pascal VOC into the configured folder. Bad requests get 400/404/422 with the field named.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from inspector.review_queue import ReviewError, ReviewQueue
+
+
+class Verdict(BaseModel):
+    index: int = Field(ge=0)
+    verdict: str = Field(pattern="^(confirm|reject)$")
+    class_name: Optional[str] = None
+    box: Optional[list[float]] = Field(default=None, min_length=4, max_length=4)
+
+
+class Added(BaseModel):
+    box: list[float] = Field(min_length=4, max_length=4)
+    class_name: str
+
+
+class DecisionIn(BaseModel):
+    verdicts: list[Verdict]
+    added: list[Added] = []
+    note: str = Field(default="", max_length=2000)
+    by: Optional[str] = Field(default=None, max_length=100, description="who decided, when the API has no users")
+
+
+def review_router(queue: ReviewQueue, authorized: Optional[Callable] = None,
+                  export_dir: Optional[Path] = None) -> APIRouter:
+    """The /review endpoints on ``queue``; ``authorized`` is the app's auth dependency (every endpoint)."""
+    router = APIRouter(prefix="/review", tags=["review"],
+                       dependencies=[Depends(authorized)] if authorized is not None else [])
+
+    def item_or_404(item_id: int):
+        try:
+            return queue.get(item_id)
+        except ReviewError as error:
+            raise HTTPException(status_code=404, detail=str(error)) from error
+
+    @router.get("/queue")
+    def pending(limit: int = Query(30, ge=1, le=500), offset: int = Query(0, ge=0)) -> dict:
+        return {"items": [item.to_dict() for item in queue.pending(limit, offset)], "counts": queue.counts()}
+
+    @router.get("/items/{item_id}")
+    def item(item_id: int) -> dict:
+        found = item_or_404(item_id)
+        return {**found.to_dict(), "decisions": [d.to_dict() for d in queue.decisions(item_id)]}
+
+    @router.get("/items/{item_id}/image")
+    def image(item_id: int) -> FileResponse:
+        path = Path(item_or_404(item_id).image_path)
+        if not path.is_file():
+            raise HTTPException(status_code=404, detail=f"review item {item_id}: its image is no longer on disk")
+        return FileResponse(path)
+
+    @router.get("/items/{item_id}/template")
+    def template(item_id: int) -> FileResponse:
+        found = item_or_404(item_id)
+        if not found.template_path or not Path(found.template_path).is_file():
+            raise HTTPException(status_code=404, detail=f"review item {item_id}: no template on disk")
+        return FileResponse(found.template_path)
+
+    @router.post("/items/{item_id}/decision")
+    def decide(item_id: int, body: DecisionIn, request: Request) -> dict:
+        item_or_404(item_id)
+        user = getattr(request.state, "user", None)
+        by = getattr(user, "name", None) or body.by
+        if not by:
+            raise HTTPException(status_code=422, detail="field by: who decided is required (no authenticated user)")
+        try:
+            decision = queue.decide(item_id, by, [v.model_dump(exclude_none=True) for v in body.verdicts],
+                                    [a.model_dump() for a in body.added], body.note)
+        except ReviewError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from error
+        return decision.to_dict()
+
+    @router.post("/export")
+    def export() -> dict:
+        if export_dir is None:
+            raise HTTPException(status_code=404, detail="no export folder configured for this service")
+        try:
+            written = queue.export_voc(export_dir)
+        except ReviewError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from error
+        return {"folder": str(export_dir), "boards": len(written)}
+
+    return router

@@ -1,0 +1,145 @@
+"""Verification queue: what is queued and in which order, decisions with who/when that survive a restart,
+the VOC export that training reads, and the HTTP endpoints of a review station."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+
+from inspector.data import DEEPPCB_CLASSES, load_dataset
+from inspector.review_queue import ReviewError, ReviewQueue
+from inspector.service.review_api import review_router
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = list(DEEPPCB_CLASSES)
+
+
+def _det(score: float, name: str = "open", box=(10, 10, 30, 30)) -> dict:
+    return {"box": list(box), "score": score, "class_name": name}
+
+
+@pytest.fixture()
+def demo_pairs():
+    dataset = load_dataset(ROOT / "inspector/assets/deeppcb_demo")
+    return dataset.samples[:3]
+
+
+def test_queue_order_near_threshold_then_unknown_changes_then_ng(tmp_path):
+    queue = ReviewQueue(tmp_path / "queue.db")
+    threshold = 0.6
+    assert queue.offer("clean.jpg", [_det(0.2)], threshold, CLASSES) is None  # far below: nothing to learn
+    assert queue.offer("empty.jpg", [], threshold, CLASSES) is None
+    confident = queue.offer("ng.jpg", [_det(0.95)], threshold, CLASSES)
+    small_change = queue.offer("small.jpg", [], threshold, CLASSES, unknown_changes=[{"box": [0, 0, 9, 9], "area": 40}])
+    big_change = queue.offer("big.jpg", [_det(0.97)], threshold, CLASSES,
+                             unknown_changes=[{"box": [0, 0, 20, 20], "area": 300}])
+    below = queue.offer("below.jpg", [_det(0.55), _det(0.99)], threshold, CLASSES)  # barely missed: margin 0.05
+    above = queue.offer("above.jpg", [_det(0.62)], threshold, CLASSES)  # barely called: margin 0.02
+    order = [item.id for item in queue.pending()]
+    assert order == [above, below, big_change, small_change, confident]
+    reasons = [item.reason for item in queue.pending()]
+    assert reasons == ["near_threshold", "near_threshold", "unknown_change", "unknown_change", "ng"]
+    assert queue.counts()["pending"] == {"near_threshold": 2, "unknown_change": 2, "ng": 1}
+    with pytest.raises(ReviewError, match=r"detections\[0\]: field class_name"):
+        queue.offer("x.jpg", [_det(0.7, "scratch")], threshold, CLASSES)
+
+
+def test_decisions_are_validated_stored_with_who_and_when_and_survive_a_restart(tmp_path):
+    path = tmp_path / "queue.db"
+    queue = ReviewQueue(path)
+    item = queue.offer("b.jpg", [_det(0.62, "spur"), _det(0.5, "short", (40, 40, 60, 60))], 0.6, CLASSES)
+    with pytest.raises(ReviewError, match=r"no verdict for detection\(s\) \[1\]"):
+        queue.decide(item, "ann", [{"index": 0, "verdict": "confirm"}])
+    with pytest.raises(ReviewError, match="field class_name"):
+        queue.decide(item, "ann", [{"index": 0, "verdict": "confirm", "class_name": "dust"},
+                                   {"index": 1, "verdict": "reject"}])
+    with pytest.raises(ReviewError, match=r"added\[0\].box"):
+        queue.decide(item, "ann", [{"index": 0, "verdict": "confirm"}, {"index": 1, "verdict": "reject"}],
+                     added=[{"box": [5, 5, 1, 1], "class_name": "open"}])
+    assert queue.get(item).status == "pending"  # refused decisions changed nothing
+    queue.decide(item, "ann", [{"index": 0, "verdict": "confirm", "class_name": "copper"},
+                               {"index": 1, "verdict": "confirm", "box": [41, 41, 59, 58]}],
+                 added=[{"box": [100, 100, 120, 118], "class_name": "pin-hole"}], note="checked")
+    queue.close()
+
+    reopened = ReviewQueue(path)
+    assert reopened.pending() == []
+    (decision,) = reopened.decisions(item)
+    assert decision.decided_by == "ann" and decision.decided_at.endswith("+00:00") and decision.note == "checked"
+    assert reopened.labels(item) == [([10.0, 10.0, 30.0, 30.0], "copper"), ([41.0, 41.0, 59.0, 58.0], "short"),
+                                     ([100.0, 100.0, 120.0, 118.0], "pin-hole")]
+    # A second look overrides the first; both stay on record.
+    reopened.decide(item, "ben", [{"index": 0, "verdict": "reject"}, {"index": 1, "verdict": "reject"}])
+    assert [d.decided_by for d in reopened.decisions(item)] == ["ann", "ben"]
+    assert reopened.labels(item) == []
+
+
+def test_export_is_pascal_voc_that_training_reads(tmp_path, demo_pairs):
+    queue = ReviewQueue(tmp_path / "queue.db")
+    ids = []
+    for sample in demo_pairs:
+        detections = [_det(0.65, CLASSES[int(c)], box) for box, c in zip(sample.boxes.tolist(), sample.classes)]
+        ids.append(queue.offer(sample.image_path, detections, 0.6, CLASSES, template_path=sample.template_path,
+                               source=sample.source))
+    first, second, _ = demo_pairs
+    queue.decide(ids[0], "ann", [{"index": i, "verdict": "confirm"} for i in range(len(first.boxes))])
+    # The second board: its first defect rejected, one missed defect added.
+    queue.decide(ids[1], "ann", [{"index": i, "verdict": "reject" if i == 0 else "confirm"}
+                                 for i in range(len(second.boxes))],
+                 added=[{"box": [5, 5, 25, 25], "class_name": "spur"}])
+    written = queue.export_voc(tmp_path / "reviewed")
+    assert len(written) == 2  # the third board is not reviewed: not exported
+
+    data = load_dataset(tmp_path / "reviewed")
+    assert data.format == "voc" and data.class_names == CLASSES and data.has_templates
+    by_name = {Path(s.image_path).name: s for s in data.samples}
+    exported_first = next(s for name, s in by_name.items() if first.image_path.stem in name)
+    np.testing.assert_allclose(exported_first.boxes, first.boxes, atol=1)
+    assert exported_first.classes.tolist() == first.classes.tolist()
+    assert np.array_equal(exported_first.load_template(), first.load_template())
+    exported_second = next(s for name, s in by_name.items() if second.image_path.stem in name)
+    assert len(exported_second.boxes) == len(second.boxes)  # one rejected, one added
+    assert exported_second.classes.tolist()[-1] == CLASSES.index("spur")
+
+
+def test_http_review_station(tmp_path, demo_pairs):
+    queue = ReviewQueue(tmp_path / "queue.db")
+    sample = demo_pairs[0]
+    item = queue.offer(sample.image_path, [_det(0.61, "open")], 0.6, CLASSES, template_path=sample.template_path)
+
+    class Reviewer:
+        name = "station-2"
+
+    def authorized(request: Request) -> None:  # stands in for the service's auth dependency
+        if request.headers.get("authorization") != "Bearer good":
+            from fastapi import HTTPException
+            raise HTTPException(status_code=401, detail="a valid bearer token is required")
+        request.state.user = Reviewer()
+
+    app = FastAPI()
+    app.include_router(review_router(queue, authorized, export_dir=tmp_path / "export"))
+    client = TestClient(app)
+    assert client.get("/review/queue").status_code == 401
+    headers = {"Authorization": "Bearer good"}
+    listing = client.get("/review/queue", headers=headers).json()
+    assert [i["id"] for i in listing["items"]] == [item] and listing["items"][0]["reason"] == "near_threshold"
+    image = client.get(f"/review/items/{item}/image", headers=headers)
+    assert image.status_code == 200 and image.content == Path(sample.image_path).read_bytes()
+    assert client.get(f"/review/items/{item}/template", headers=headers).content == \
+        Path(sample.template_path).read_bytes()
+    assert client.get("/review/items/999", headers=headers).status_code == 404
+    bad = client.post(f"/review/items/{item}/decision", headers=headers, json={"verdicts": []})
+    assert bad.status_code == 400 and "no verdict for detection" in bad.json()["detail"]
+    bad = client.post(f"/review/items/{item}/decision", headers=headers,
+                      json={"verdicts": [{"index": 0, "verdict": "maybe"}]})
+    assert bad.status_code == 422
+    good = client.post(f"/review/items/{item}/decision", headers=headers,
+                       json={"verdicts": [{"index": 0, "verdict": "confirm"}], "by": "ignored"})
+    assert good.status_code == 200 and good.json()["decided_by"] == "station-2"  # the authenticated user
+    assert client.get(f"/review/items/{item}", headers=headers).json()["decisions"][0]["decided_by"] == "station-2"
+    exported = client.post("/review/export", headers=headers).json()
+    assert exported["boards"] == 1
+    assert len(load_dataset(tmp_path / "export")) == 1
