@@ -286,6 +286,12 @@ def distill_command(
     feature_method: str = typer.Option("pkd", "--feature-method", help="gfl head's neck term: pkd (Pearson "
                                        "correlation) or cwd (channel-wise distillation)."),
     feature_temperature: float = typer.Option(1.0, "--feature-temperature", help="cwd's softmax temperature."),
+    teacher_cache: bool = typer.Option(False, "--teacher-cache/--no-teacher-cache", help="Compute the teacher's "
+                                       "outputs once per board and orientation and crop them (crops aligned to its "
+                                       "coarsest stride; needs --dihedral or --no-augment)."),
+    teacher_cache_mb: int = typer.Option(2048, "--teacher-cache-mb", min=1, help="Memory bound of --teacher-cache."),
+    dihedral: bool = typer.Option(False, "--dihedral/--no-dihedral", help="The 8 exact dihedral transforms of each "
+                                  "crop (replacing --augment's flips and turns)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained run's (best/) or checkpoint's "
                                         "weights instead of random ones: fine-tuning, e.g. on new boards."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -322,14 +328,15 @@ def distill_command(
                                    alpha_end=alpha_end, confidence_threshold=confidence, cls_weight=cls_weight,
                                    obj_weight=obj_weight, box_weight=box_weight, feature_weight=feature_weight,
                                    feature_normalize=feature_normalize, schedule=schedule,
-                                   feature_method=feature_method, feature_temperature=feature_temperature)
+                                   feature_method=feature_method, feature_temperature=feature_temperature,
+                                   teacher_cache=teacher_cache, teacher_cache_mb=teacher_cache_mb)
             cfg = TrainConfig(arch=student_arch, data=str(data), out=str(out), format=format.value if format else None,
                               epochs=epochs or 30, batch_size=batch,
                               input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,
                               input_mode=input_mode.value if input_mode else teacher_model.input_mode, augment=augment,
                               lr=lr, val_fraction=val_fraction, split_seed=split_seed, seed=seed,
                               eval_every=eval_every, max_steps_per_epoch=max_steps,
-                              init=str(init) if init else None)
+                              init=str(init) if init else None, dihedral=dihedral)
             run = distill(cfg, config)
     except KeyboardInterrupt:
         _fail(f"interrupted: last checkpoint saved in {out}/last; continue with --resume", code=130)

@@ -385,3 +385,64 @@ def test_a_resnet_teacher_s_cached_crop_is_its_board_output_close_to_a_fresh_cro
     _, wrong_maps = cache.outputs(crop_image, [wrong])
     wrong_agreement = crop_agreement([w.numpy() for w in wrong_maps], [f.numpy() for f in fresh_crop], [1, 0, 0])
     assert agreement["max_abs"] < wrong_agreement["max_abs"]
+
+
+# --------------------------------------------------------------------------- the loader's views and a cached run
+
+
+from inspector.data.augment import PairAugmentConfig, dihedral  # noqa: E402
+from inspector.data.loader import BatchLoader  # noqa: E402
+from inspector.data.transforms import AugmentConfig  # noqa: E402
+
+
+@pytest.mark.parametrize("mode", ["image+template", "gray-diff-s2d"])
+def test_the_loaders_views_rebuild_each_training_input_and_crops_are_aligned(synth_data, mode):
+    dataset = load_dataset(synth_data)
+    loader = BatchLoader(dataset, 4, 96, mode, train=True, seed=3, crop_size=64, augment=AugmentConfig.off(),
+                         workers=0, pairs=PairAugmentConfig(dihedral=True))
+    block = loader.layout.block
+    loader.crop_align, loader.record_views = 32 * block, True
+    elements = set()
+    for batch in loader:
+        for row, view in enumerate(batch.views):
+            assert view.x0 % (32 * block) == 0 and view.y0 % (32 * block) == 0
+            assert (view.size, view.frame) == (64 * block, 96 * block)
+            elements.add(view.element)
+            board = loader.full_input(view.key, 0)  # the whole board's input, unoriented
+            assert board.shape[-1] == 96
+            oriented_full = loader.full_input(view.key, view.element)
+            x, y = oriented_window(view.x0, view.y0, view.size, view.frame, view.element)
+            window = oriented_full[:, y // block : (y + view.size) // block, x // block : (x + view.size) // block]
+            np.testing.assert_array_equal(batch.images[row], window)
+    assert len(elements) > 1
+
+
+def test_pasted_or_flipped_rows_have_no_view(synth_data):
+    dataset = load_dataset(synth_data)
+    pasted = BatchLoader(dataset, 4, 96, "image+template", train=True, seed=3, crop_size=64,
+                         augment=AugmentConfig.off(), workers=0, pairs=PairAugmentConfig(copy_paste=1.0))
+    pasted.record_views = True
+    flipped = BatchLoader(dataset, 4, 96, "image+template", train=True, seed=3, crop_size=64, workers=0)
+    flipped.record_views = True
+    pasted_views = [v for batch in pasted for v in batch.views]
+    assert any(v is None for v in pasted_views)
+    for batch in pasted:  # the rows that kept their view are the unpasted ones: their pixels are the board's
+        for row, view in enumerate(batch.views):
+            if view is not None:
+                full = pasted.full_input(view.key, 0)
+                np.testing.assert_array_equal(batch.images[row],
+                                              full[:, view.y0 : view.y0 + 64, view.x0 : view.x0 + 64])
+    assert all(v is None for batch in flipped for v in batch.views)
+
+
+def test_a_cached_distillation_run_trains_reuses_the_teacher_and_writes_a_checkpoint(teacher_run, synth_data,
+                                                                                      tmp_path):
+    cfg = run_config(synth_data, tmp_path / "cached", "mbv3-small", epochs=3, crop_size=32, dihedral=True,
+                     max_steps_per_epoch=2, batch_size=3)
+    out = distill(cfg, DistillConfig(teacher=str(teacher_run), teacher_cache=True))
+    rows = json.loads((out / "metrics.json").read_text())
+    assert len(rows) == 3 and rows[-1]["train_teacher_cache_hit_rate"] > 0
+    assert load_checkpoint(out / "last").model_config.head == "gfl"
+    with pytest.raises(ValueError, match="dihedral"):  # augment's flips are not recorded: refused, not ignored
+        distill(run_config(synth_data, tmp_path / "flips", "mbv3-small", crop_size=32),
+                DistillConfig(teacher=str(teacher_run), teacher_cache=True))

@@ -79,7 +79,9 @@ from paddleslim.dygraph.dist.losses.distillation_loss import ShapeAlign
 
 from inspector.compression.gfl_distill import (FEATURE_METHODS, SCHEDULES, check_gfl_pair, gfl_feature_loss,
                                                gfl_response_losses, scheduled_weight)
+from inspector.compression.teacher_cache import TeacherCache, TeacherView
 from inspector.data import DataError, Dataset, load_dataset
+from inspector.data.loader import BatchLoader
 from inspector.data.split import relative_key, write_split
 from inspector.models import ModelConfig, parse_arch
 from inspector.models.head import split_level
@@ -110,6 +112,8 @@ class DistillConfig:
     schedule: str = "linear"  # how alpha moves from alpha_start to alpha_end: "linear" | "cosine"
     feature_method: str = "pkd"  # GFL head's neck term: "pkd" (Pearson) | "cwd" (channel-wise softmax KL)
     feature_temperature: float = 1.0  # cwd's softmax temperature over the positions
+    teacher_cache: bool = False  # reuse the teacher's whole-board outputs (teacher_cache.py); crops stride-aligned
+    teacher_cache_mb: int = 2048  # its memory bound (least recently used boards are dropped)
 
     def __post_init__(self) -> None:
         for name in ("temperature", "feature_temperature"):
@@ -119,6 +123,8 @@ class DistillConfig:
             raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
         if self.feature_method not in FEATURE_METHODS:
             raise ValueError(f"feature_method: expected one of {FEATURE_METHODS}, got {self.feature_method!r}")
+        if self.teacher_cache_mb < 1:
+            raise ValueError(f"teacher_cache_mb: expected at least 1, got {self.teacher_cache_mb}")
         for name in ("alpha_start", "alpha_end", "confidence_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)}")
@@ -288,6 +294,8 @@ class DistillationObjective(Objective):
         self.config = config
         self.epochs = epochs
         self.adapters: FeatureAdapters | None = None
+        self.cache: TeacherCache | None = None
+        self._views: list[TeacherView | None] | None = None
 
     def model_config(self, cfg: TrainConfig, train_set: Dataset, start: Checkpoint | None = None) -> ModelConfig:
         if list(train_set.class_names) != list(self.teacher_checkpoint.class_names):
@@ -309,6 +317,44 @@ class DistillationObjective(Objective):
         self.adapters = FeatureAdapters(model.neck.out_channels, self.teacher.neck.out_channels)
         return self.adapters
 
+    def attach_loader(self, loader: BatchLoader) -> None:
+        """With ``teacher_cache``: crops aligned to the teacher's coarsest cell, views recorded, the cache built."""
+        if not self.config.teacher_cache:
+            return
+        augment = loader.augment
+        if augment is not None and (augment.flip_horizontal or augment.flip_vertical or augment.rotate90):
+            raise ValueError("teacher_cache: the loader's own flips and quarter turns are not recorded per sample, so "
+                             "no crop could be served from the cache; train with dihedral (it replaces them, and is "
+                             "recorded) or without augmentation")
+        teacher_cfg = self.teacher_checkpoint.model_config
+        block = teacher_cfg.layout.block
+        cache = TeacherCache(self.teacher_forward, loader.full_input, teacher_cfg.strides, block,
+                             with_features=self.config.feature_weight > 0,
+                             max_bytes=self.config.teacher_cache_mb << 20)
+        if loader.crop_size is not None and (loader.crop_size * block) % cache.alignment:
+            raise ValueError(f"teacher_cache: crop_size {loader.crop_size} must be a multiple of the teacher's "
+                             f"coarsest stride {max(teacher_cfg.strides)}")
+        loader.crop_align = cache.alignment
+        loader.record_views = True
+        self.cache = cache
+
+    def observe_batch(self, batch) -> None:
+        views = getattr(batch, "views", None)
+        self._views = ([TeacherView(*view) if view is not None else None for view in views]
+                       if self.cache is not None and views is not None else None)
+
+    def teacher_outputs(self, images: paddle.Tensor) -> tuple[list[paddle.Tensor] | None, list[paddle.Tensor]]:
+        """The teacher's (neck features or None, head maps) for this batch: from the cache when it has the
+        batch's views, else a forward pass."""
+        if self.cache is not None and self._views is not None:
+            return self.cache.outputs(images, self._views)
+        return self.teacher_forward(images)
+
+    def _cache_terms(self) -> dict[str, paddle.Tensor]:
+        if self.cache is None:
+            return {}
+        return {"teacher_cache_hit_rate": paddle.full([], self.cache.stats.hit_rate, dtype="float32")}
+
     def alpha(self, epoch: int) -> float:
         return scheduled_weight(epoch, self.epochs, self.config.alpha_start, self.config.alpha_end,
                                 self.config.schedule)
@@ -318,9 +364,7 @@ class DistillationObjective(Objective):
         if model.cfg.head == "gfl":
             return self.gfl_losses(model, images, gt_boxes, gt_classes, epoch)
         c = self.config
-        with paddle.no_grad():
-            teacher_features = self.teacher.features(images)
-            teacher_outputs = self.teacher.head(teacher_features)
+        teacher_features, teacher_outputs = self.teacher_outputs(images)
         student_features = model.features(images)
         student_outputs = model.head(student_features)
 
@@ -338,6 +382,7 @@ class DistillationObjective(Objective):
         losses.update(response)
         losses["distill_feat"] = feat
         losses["distill_alpha"] = paddle.full([], alpha, dtype="float32")
+        losses.update(self._cache_terms())
         return losses
 
     def teacher_forward(self, images: paddle.Tensor) -> tuple[list[paddle.Tensor] | None, list[paddle.Tensor]]:
@@ -350,7 +395,7 @@ class DistillationObjective(Objective):
                    epoch: int) -> dict[str, paddle.Tensor]:
         """The GFL head's loss: ``(1 - alpha) * hard + alpha * (w_cls * quality + w_box * LD + w_feat * neck)``."""
         c = self.config
-        teacher_features, teacher_outputs = self.teacher_forward(images)
+        teacher_features, teacher_outputs = self.teacher_outputs(images)
         student_features = model.features(images)
         student_outputs = model.head(student_features)
         hard = model.loss(student_outputs, gt_boxes, gt_classes)
@@ -368,6 +413,7 @@ class DistillationObjective(Objective):
         losses.update(response)
         losses["distill_feat"] = feat
         losses["distill_alpha"] = paddle.full([], alpha, dtype="float32")
+        losses.update(self._cache_terms())
         return losses
 
     def checkpoint_info(self) -> dict:

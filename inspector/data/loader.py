@@ -20,12 +20,26 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from inspector.data.augment import DefectDonors, PairAugmentConfig, PairAugmenter
+from inspector.data.augment import DefectDonors, PairAugmentConfig, PairAugmenter, dihedral
 from inspector.data.layouts import INPUT_MODES, input_layout
 from inspector.data.structures import DataError, Dataset, Sample
-from inspector.data.transforms import AugmentConfig, augment, letterbox, letterbox_boxes, random_crop, to_input
+from inspector.data.transforms import AugmentConfig, augment, crop_at, crop_offset, letterbox, letterbox_boxes, to_input
 
-__all__ = ["INPUT_MODES", "Batch", "BatchLoader"]
+__all__ = ["INPUT_MODES", "Batch", "BatchLoader", "SampleView"]
+
+
+class SampleView(NamedTuple):
+    """Where a training row's pixels came from, geometrically: board ``key`` letterboxed to a ``frame`` square
+    (letterbox pixels), the ``size`` crop at ``(x0, y0)``, then dihedral ``element`` (``augment.dihedral``).
+    Photometric changes are not described. A distillation teacher's cache
+    (``inspector.compression.teacher_cache``) serves the row from the teacher's whole-board maps by it."""
+
+    key: str
+    element: int
+    x0: int
+    y0: int
+    size: int
+    frame: int
 
 
 @dataclass
@@ -38,6 +52,8 @@ class Batch:
     keys: list[str]  # Sample.key of each row
     scales: np.ndarray  # (B,) float32: letterbox scale (original pixels -> network input pixels)
     pads: np.ndarray  # (B, 2) float32: letterbox (pad_x, pad_y) in network input pixels
+    # With ``record_views``: per row its SampleView, or None where its pixels changed otherwise (copy-paste, flips)
+    views: list | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -62,6 +78,7 @@ class _Prepared(NamedTuple):
     classes: np.ndarray  # (N,) int64
     scale: float
     pad: tuple[float, float]
+    view: SampleView | None = None
 
 
 class BatchLoader:
@@ -122,6 +139,11 @@ class BatchLoader:
         self.prefetch = max(1, prefetch)
         self.epoch = 0
         self._cache: dict[str, _Letterboxed] | None = {} if cache else None
+        # Set by distillation's teacher cache: crop offsets on multiples of crop_align letterbox pixels, and the
+        # SampleView of every training row in Batch.views.
+        self.crop_align = 1
+        self.record_views = False
+        self._index_of_key: dict[str, int] | None = None
         self.plain_from_epoch = plain_from_epoch if train else None
         self._pairs = self._pair_augmenter(pairs) if train and pairs is not None and pairs.active else None
 
@@ -198,6 +220,7 @@ class BatchLoader:
             keys=[self.dataset[int(i)].key for i in indices],
             scales=np.array([p.scale for p in prepared], dtype=np.float32),
             pads=np.array([p.pad for p in prepared], dtype=np.float32).reshape(count, 2),
+            views=[p.view for p in prepared] if self.record_views else None,
         )
 
     def _prepare(self, index: int, epoch: int, position: int) -> _Prepared:
@@ -206,20 +229,41 @@ class BatchLoader:
         item = self._letterboxed(sample)
         image, template, boxes, classes = item.image, item.template, item.boxes, sample.classes
         block = self.layout.block
+        frame = item.image.shape[0] if item.image.shape[0] == item.image.shape[1] else None
+        view = SampleView(sample.key, 0, 0, 0, frame, frame) if self.record_views and frame else None
         if self.train and (self.plain_from_epoch is None or epoch < self.plain_from_epoch):
             rng = np.random.default_rng([self.seed, epoch, position])
             if self._pairs is not None:  # pastes go anywhere on the board, before the crop picks its window
                 image, template, boxes, classes = self._pairs.paste(image, template, boxes, classes, rng, index,
                                                                     self._board_region(item), item.scale)
+                if image is not item.image:  # pasted: no longer the board the view names
+                    view = None
             if self.crop_size is not None:
-                image, template, boxes, classes = random_crop(image, template, boxes, classes,
-                                                              self.crop_size * block, rng)
-            if self._pairs is not None:
-                image, template, boxes, classes = self._pairs.orient(image, template, boxes, classes, rng)
+                size = self.crop_size * block
+                offset = crop_offset(image.shape[1], image.shape[0], boxes, size, rng, align=self.crop_align)
+                image, template, boxes, classes = crop_at(image, template, boxes, classes, offset, size)
+                view = view and view._replace(x0=offset[0], y0=offset[1], size=size)
+            if self._pairs is not None and self._pairs.cfg.dihedral:  # PairAugmenter.orient's draw, kept for the view
+                element = int(rng.integers(8))
+                image, template, boxes = dihedral(image, template, boxes, element)
+                view = view and view._replace(element=element)
+            if self.augment.flip_horizontal or self.augment.flip_vertical or self.augment.rotate90:
+                view = None  # augment's own flips and turns are not recorded
             image, template, boxes, classes = augment(image, template, boxes, classes, rng, self.augment)
         # Space-to-depth shrinks the letterboxed frame by `block`: boxes, scale and padding follow it.
         return _Prepared(to_input(image, template, self.layout.mode), boxes / np.float32(block), classes,
-                         item.scale / block, (item.pad[0] / block, item.pad[1] / block))
+                         item.scale / block, (item.pad[0] / block, item.pad[1] / block), view)
+
+    def full_input(self, key: str, element: int = 0) -> np.ndarray:
+        """The network input (C, S, S) of the whole letterboxed board ``key`` under dihedral ``element``, without
+        any other augmentation: what a distillation teacher's cache computes its whole-board maps on."""
+        if self._index_of_key is None:
+            self._index_of_key = {sample.key: index for index, sample in enumerate(self.dataset.samples)}
+        if key not in self._index_of_key:
+            raise KeyError(f"{key}: not a sample of this loader's dataset")
+        item = self._letterboxed(self.dataset[self._index_of_key[key]])
+        image, template, _ = dihedral(item.image, item.template, np.zeros((0, 4), np.float32), element)
+        return to_input(image, template, self.layout.mode)
 
     def _pair_augmenter(self, cfg: PairAugmentConfig) -> PairAugmenter:
         if cfg.dihedral and self.augment is not None:

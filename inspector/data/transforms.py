@@ -240,31 +240,68 @@ def random_crop(
     rng: np.random.Generator,
     min_visible: float = 0.4,
     tries: int = 5,
+    align: int = 1,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """A ``crop_size`` square crop that keeps most defects, with its boxes in crop pixels.
 
     Each of ``tries`` places the window at a random position that contains a randomly chosen
     box (anywhere when there are none); the try keeping the most box area wins. So crops move
     around but rarely miss the defects. Boxes cut by the crop are clipped to it and dropped
-    when less than ``min_visible`` of their area remains.
+    when less than ``min_visible`` of their area remains. ``align``: window offsets are multiples of
+    it (``crop_offset``).
     """
-    height, width = image.shape[:2]
+    offset = crop_offset(image.shape[1], image.shape[0], boxes, crop_size, rng, min_visible, tries, align)
+    return crop_at(image, template, boxes, classes, offset, crop_size, min_visible)
+
+
+def crop_offset(
+    width: int,
+    height: int,
+    boxes: np.ndarray,
+    crop_size: int,
+    rng: np.random.Generator,
+    min_visible: float = 0.4,
+    tries: int = 5,
+    align: int = 1,
+) -> tuple[int, int]:
+    """The ``(x0, y0)`` of ``random_crop``'s window in a ``width`` x ``height`` image.
+
+    ``align > 1``: both offsets are multiples of ``align`` (a distillation teacher's cached whole-board maps
+    then crop cell for cell with the image: ``inspector.compression.teacher_cache``); a window that covers a
+    box is still preferred, among the aligned positions. ``align=1`` draws exactly as before.
+    """
     if crop_size > height or crop_size > width:
         raise ValueError(f"crop size {crop_size} is larger than the {width}x{height} image")
+    if align < 1:
+        raise ValueError(f"align must be at least 1, got {align}")
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
     best_offset, best_kept = (0, 0), -1.0
     for _ in range(tries if len(boxes) else 1):
         anchor = boxes[rng.integers(len(boxes))] if len(boxes) else None
         offset = (
-            _window_start(rng, width - crop_size, crop_size, None if anchor is None else (anchor[0], anchor[2])),
-            _window_start(rng, height - crop_size, crop_size, None if anchor is None else (anchor[1], anchor[3])),
+            _window_start(rng, width - crop_size, crop_size, None if anchor is None else (anchor[0], anchor[2]), align),
+            _window_start(rng, height - crop_size, crop_size, None if anchor is None else (anchor[1], anchor[3]), align),
         )
         kept = float(_visible_fraction(boxes, offset, crop_size).sum())
         if kept > best_kept:
             best_offset, best_kept = offset, kept
-    x0, y0 = best_offset
-    keep = _visible_fraction(boxes, best_offset, crop_size) >= min_visible
+    return best_offset
+
+
+def crop_at(
+    image: np.ndarray,
+    template: np.ndarray | None,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    offset: tuple[int, int],
+    crop_size: int,
+    min_visible: float = 0.4,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """The ``crop_size`` window at ``offset = (x0, y0)``, its boxes clipped (dropped below ``min_visible``)."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    x0, y0 = offset
+    keep = _visible_fraction(boxes, offset, crop_size) >= min_visible
     shifted = boxes[keep] - np.float32([x0, y0, x0, y0])
     cropped_boxes = np.clip(shifted, 0, crop_size).astype(np.float32)
     window = (slice(y0, y0 + crop_size), slice(x0, x0 + crop_size))
@@ -276,13 +313,21 @@ def random_crop(
     )
 
 
-def _window_start(rng: np.random.Generator, last: int, crop_size: int, span: tuple[float, float] | None) -> int:
-    """A random window start in ``0..last`` along one axis, covering ``span = (lo, hi)`` when it fits."""
+def _window_start(rng: np.random.Generator, last: int, crop_size: int, span: tuple[float, float] | None,
+                  align: int = 1) -> int:
+    """A random window start in ``0..last`` along one axis, covering ``span = (lo, hi)`` when it fits; a multiple
+    of ``align`` (then ``last`` is rounded down to one)."""
     if span is None:
-        return int(rng.integers(0, last + 1))
+        return int(rng.integers(0, last // align + 1)) * align
     lo = int(np.clip(np.ceil(span[1]) - crop_size, 0, last))  # the window's end reaches the span's end
     hi = int(np.clip(np.floor(span[0]), 0, last))  # the window starts before the span does
-    return int(rng.integers(min(lo, hi), max(lo, hi) + 1))  # a span longer than the window: a window inside it
+    lo, hi = min(lo, hi), max(lo, hi)  # a span longer than the window: a window inside it
+    if align == 1:
+        return int(rng.integers(lo, hi + 1))
+    first, final = -(-lo // align), min(hi, last) // align
+    if first > final:  # no aligned start covers the span: the aligned start nearest to it
+        first = final = min(int(round(lo / align)), last // align)
+    return int(rng.integers(first, final + 1)) * align
 
 
 def _visible_fraction(boxes: np.ndarray, offset: tuple[int, int], crop_size: int) -> np.ndarray:

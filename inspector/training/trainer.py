@@ -96,6 +96,13 @@ class Objective:
         """Layers optimised together with ``model`` but not part of it; called once per run."""
         return None
 
+    def attach_loader(self, loader: BatchLoader) -> None:
+        """The run's training loader, before the first batch (distillation's teacher cache aligns its crops
+        and reads whole boards from it)."""
+
+    def observe_batch(self, batch) -> None:
+        """The training batch whose tensors the next ``losses`` call gets (its keys and views)."""
+
     def losses(self, model: paddle.nn.Layer, images: paddle.Tensor, gt_boxes: paddle.Tensor,
                gt_classes: paddle.Tensor, epoch: int) -> dict[str, paddle.Tensor]:
         """Loss terms of one batch; key ``loss`` is what is minimised, the rest go to metrics.csv."""
@@ -163,6 +170,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         raise ValueError(f"{len(train_set)} training images are fewer than one batch of {cfg.batch_size}")
 
     objective = objective or Objective()
+    objective.attach_loader(train_loader)
     start = None
     if resume:
         state = paddle.load(str(out / "last" / STATE_FILE))
@@ -249,6 +257,7 @@ def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps,
         if step >= steps:
             break
         images = paddle.to_tensor(batch.images)
+        objective.observe_batch(batch)
         losses = objective.losses(model, images, paddle.to_tensor(batch.boxes), paddle.to_tensor(batch.classes),
                                   epoch)
         loss = losses["loss"]
