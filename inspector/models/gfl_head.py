@@ -22,8 +22,10 @@ with R = reg_max. Classification and distribution come out of one 1x1 prediction
 depthwise-separable for the student, plain convs at the neck's width for a teacher. The default, one
 3x3 layer, costs what the YOLO head's block costs (an A/B of the heads at equal latency; measured on 2
 cores, head forward+backward at batch 8, input 256: YOLO 0.33 s, GFL 3x3 x1 0.32 s, 3x3 x2 0.56 s,
-PicoDet-S's 5x5 x2 0.88 s); deeper or wider towers are a setting. The names match ``head.py`` so the pipeline's ``qat_skip_layers`` default
-(``head.predictions``) keeps the prediction convs in FP32 for either head.
+PicoDet-S's 5x5 x2 0.88 s; Lite x86, 2 threads, input 320, the whole untrained student: 1.02-1.04 x the
+YOLO student's latency, frame by frame alternately); deeper or wider towers are a setting. The names
+match ``head.py``, so the pipeline's ``qat_skip_layers`` default (``head.predictions``) keeps the
+prediction convs in FP32 for either head.
 
 Decoding (``decode_gfl_outputs``, part of every exported graph): sigmoid of the class logits is the score;
 softmax over each side's bins, times the bin distances ``0..R`` scaled by the stride (a constant
@@ -58,7 +60,8 @@ class GFLHead(nn.Layer):
     C + 4 * (reg_max + 1) channels (see the module docstring for the layout).
 
     ``block``: ``"depthwise"`` (student: depthwise ``kernel`` x ``kernel`` + pointwise 1x1) or ``"conv"``
-    (teacher: ``kernel`` x ``kernel`` ConvBNAct), ``depth`` of them. ``hidden_channels`` (one per level) defaults to the input channels.
+    (teacher: ``kernel`` x ``kernel`` ConvBNAct), ``depth`` of them. ``hidden_channels`` (one per level)
+    defaults to the input channels.
     The class bias starts at logit(``prior_prob``): the thousands of background points begin near 0 and
     do not swamp the first steps (as in ``head.YOLOHead``); the distribution bias starts at 0, a uniform
     distribution, i.e. every side at reg_max / 2 strides.
