@@ -131,7 +131,11 @@ class Split(str, Enum):
 @app.command("train")
 def train_command(
     arch: Arch = typer.Option(..., "--arch", help="Detector: a PP-YOLO teacher or a MobileNetV3 student."),
-    data: Path = typer.Option(..., "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON."),
+    data: list[Path] = typer.Option(..., "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON. Repeat "
+                                    "for several sources (e.g. the base set and reviewed boards): one class list, a "
+                                    "fixed validation split each (split.json, split-1.json, ...)."),
+    weight: Optional[list[float]] = typer.Option(None, "--weight", help="Per --data source, in order: each of its "
+                                                 "training boards is seen this many times per epoch (default 1)."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics, plots)."),
     format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
     epochs: int = typer.Option(30, "--epochs", min=1),
@@ -171,7 +175,11 @@ def train_command(
     from inspector.training.config import TrainConfig
     from inspector.training.trainer import train
 
-    cfg = TrainConfig(arch=arch.value, data=str(data), out=str(out), format=format.value if format else None,
+    if weight and len(weight) != len(data):
+        _fail(f"error: --weight given {len(weight)} times for {len(data)} --data sources: one per source, in order")
+    sources = str(data[0]) if len(data) == 1 and not weight else [
+        {"path": str(path), "weight": w} for path, w in zip(data, weight or [1.0] * len(data))]
+    cfg = TrainConfig(arch=arch.value, data=sources, out=str(out), format=format.value if format else None,
                       epochs=epochs, batch_size=batch, input_size=input_size, crop_size=crop_size or None,
                       input_mode=input_mode.value, head=head.value, augment=augment, lr=lr, val_fraction=val_fraction,
                       split_seed=split_seed,

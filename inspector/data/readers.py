@@ -53,12 +53,16 @@ def detect_format(path: Path | str) -> str:
 
 def load_dataset(path: Path | str, format: str | None = None, class_names: list[str] | None = None,
                  verify_images: bool = False) -> Dataset:
-    """Read the labeled data at ``path``.
+    """Read the labeled data at ``path`` (or, given a list, several sources: ``inspector.data.sources``).
 
     ``format`` overrides detection. ``class_names`` fixes the class ids of VOC and COCO data
     (DeepPCB's classes are fixed). ``verify_images`` decodes every image and template instead of
     only reading their headers: slower, but it finds corrupt files before training does.
     """
+    if isinstance(path, (list, tuple)):  # several sources (inspector.data.sources): one class list, a split each
+        from inspector.data.sources import load_sources
+
+        return load_sources(path, format, verify_images)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")

@@ -37,6 +37,8 @@ def split_dataset(
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if hasattr(dataset, "parts"):  # several sources: each split on its own (inspector.data.sources)
+        return dataset.split(val_fraction, seed, split_file)
     if len(dataset) == 0:
         raise DataError(f"{dataset.root}: the dataset has no samples to split")
     relative_to_key = {relative_key(sample.key, dataset.root): sample.key for sample in dataset.samples}
