@@ -446,3 +446,39 @@ def test_a_cached_distillation_run_trains_reuses_the_teacher_and_writes_a_checkp
     with pytest.raises(ValueError, match="dihedral"):  # augment's flips are not recorded: refused, not ignored
         distill(run_config(synth_data, tmp_path / "flips", "mbv3-small", crop_size=32),
                 DistillConfig(teacher=str(teacher_run), teacher_cache=True))
+
+
+# --------------------------------------------------------------------------- the GPU preset, on a CPU
+
+
+@pytest.mark.slow
+def test_the_gpu_preset_runs_and_resumes_across_the_distilled_stage_on_a_cpu(tmp_path):
+    """configs/pipeline-gpu.yaml as it is (gfl head, gray-diff-s2d, PP-YOLO ResNet teacher, dihedral, plain last
+    epochs, distillation) with only sizes and epochs shrunk: teacher, student and the distilled stage run; a
+    distilled stage cut short (its last/ written, the pipeline's record not) continues instead of restarting."""
+    from inspector.pipeline import PipelineConfig, read_preset, run_pipeline
+
+    preset = read_preset(Path(__file__).parents[1] / "configs" / "pipeline-gpu.yaml")
+    assert (preset["head"], preset["input_mode"], preset["distill"]) == ("gfl", "gray-diff-s2d", True)
+    assert preset["teacher_arch"].startswith("ppyolo-r")
+    data = write_deeppcb(tmp_path / "boards", n=8, seed=4, size=160)
+    out = tmp_path / "pipe"
+    tiny = dict(data=str(data), out=str(out), input_size=64, teacher_arch="ppyolo-r18", teacher_epochs=1, epochs=2,
+                batch_size=2, eval_every=1, aug_off_epochs=1, max_steps_per_epoch=1, val_fraction=0.25,
+                split_seed=1)
+    cfg = PipelineConfig.from_dict({**preset, **tiny}, source="pipeline-gpu.yaml (tiny)")
+    lines: list[str] = []
+    run_pipeline(cfg, until="distilled", echo=lines.append)
+    state = json.loads((out / "pipeline.json").read_text())
+    assert list(state["stages"]) == ["teacher", "student", "distilled"]
+    distilled = load_checkpoint(out / "distilled" / "last")
+    assert (distilled.model_config.head, distilled.model_config.input_mode) == ("gfl", "gray-diff-s2d")
+    assert distilled.info["distillation"]["teacher_arch"] == "ppyolo-r18"
+
+    del state["stages"]["distilled"]  # as if stopped after the stage's last epoch, before the pipeline noted it
+    (out / "pipeline.json").write_text(json.dumps(state))
+    lines.clear()
+    run_pipeline(cfg, until="distilled", echo=lines.append)
+    assert any(line.startswith("[3/") and "distilled: running" in line for line in lines)
+    assert any(line.startswith("[1/") and "done earlier" in line for line in lines)
+    assert len(json.loads((out / "distilled" / "metrics.json").read_text())) == 2  # continued, not retrained

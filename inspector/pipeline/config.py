@@ -67,6 +67,9 @@ class PipelineConfig:
     alpha_start: float = 0.7
     alpha_end: float = 0.3
     feature_weight: float = 1.0
+    # The teacher's outputs computed once per board and orientation and cropped (inspector.compression.
+    # teacher_cache): for a CPU, where the teacher's pass costs more than the student's step. Needs dihedral: true.
+    teacher_cache: bool = False
 
     # Pruning: a stage only when prune_ratio is set
     prune_ratio: float | None = None

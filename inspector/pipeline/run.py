@@ -230,7 +230,8 @@ def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
     teacher_run = stage_run(state, "teacher")
     train_cfg = _train_config(cfg, out, "distilled", cfg.student_arch, cfg.epochs, cfg.crop_size, cfg.lr)
     config = DistillConfig(teacher=str(teacher_run), temperature=cfg.temperature, alpha_start=cfg.alpha_start,
-                           alpha_end=cfg.alpha_end, feature_weight=cfg.feature_weight)
+                           alpha_end=cfg.alpha_end, feature_weight=cfg.feature_weight,
+                           teacher_cache=cfg.teacher_cache)
     run = Path(train_cfg.out)
     if (run / "last").exists():
         saved = DistillConfig.load(run / DISTILL_CONFIG_FILE)
