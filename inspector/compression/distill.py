@@ -45,6 +45,11 @@ targets (quality focal), and a Pearson (``pkd``) or channel-wise (``cwd``) term 
 The loss has the same form, ``(1 - alpha) * hard + alpha * teacher terms``, with the GFL hard loss.
 ``schedule`` moves alpha linearly or along a half cosine, for either head.
 
+``teacher_cache`` (either head; ``teacher_cache.py``): the teacher's maps computed once per training board and
+dihedral orientation on the whole board and sliced for each crop, the crops aligned to the teacher's coarsest
+stride. Needs ``dihedral`` (or no augmentation): the loader's own flips are not recorded per sample. The
+targets then are the teacher's with the whole board around the crop, not its output on the bare crop.
+
 Response terms are summed over the cells of an image and averaged over the batch, like the hard loss,
 so the weights compare directly. Each term is exactly 0 when the student matches the teacher.
 The teacher is frozen: eval mode (BatchNorm uses and keeps its running statistics), run under
