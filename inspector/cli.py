@@ -33,6 +33,16 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _data_sources(data: list[Path], weight: Optional[list[float]]):
+    """``--data`` (repeatable) and ``--weight`` as a config's ``data``: one path, or a list of sources
+    (``inspector.data.sources``: one class list, a fixed split each, per-source weights)."""
+    if weight and len(weight) != len(data):
+        _fail(f"error: --weight given {len(weight)} times for {len(data)} --data sources: one per source, in order")
+    if len(data) == 1 and not weight:
+        return str(data[0])
+    return [{"path": str(path), "weight": w} for path, w in zip(data, weight or [1.0] * len(data))]
+
+
 @data_app.command("check")
 def data_check(
     path: Path = typer.Argument(..., help="Dataset directory (DeepPCB or VOC) or COCO JSON file."),
@@ -175,11 +185,7 @@ def train_command(
     from inspector.training.config import TrainConfig
     from inspector.training.trainer import train
 
-    if weight and len(weight) != len(data):
-        _fail(f"error: --weight given {len(weight)} times for {len(data)} --data sources: one per source, in order")
-    sources = str(data[0]) if len(data) == 1 and not weight else [
-        {"path": str(path), "weight": w} for path, w in zip(data, weight or [1.0] * len(data))]
-    cfg = TrainConfig(arch=arch.value, data=sources, out=str(out), format=format.value if format else None,
+    cfg = TrainConfig(arch=arch.value, data=_data_sources(data, weight), out=str(out), format=format.value if format else None,
                       epochs=epochs, batch_size=batch, input_size=input_size, crop_size=crop_size or None,
                       input_mode=input_mode.value, head=head.value, augment=augment, lr=lr, val_fraction=val_fraction,
                       split_seed=split_seed,
@@ -254,8 +260,10 @@ def distill_command(
                                            "checkpoint directory. Required unless --resume."),
     student_arch: Optional[str] = typer.Option(None, "--student-arch", help="Student architecture: mbv3-small, "
                                                "mbv3-large (optionally -x0.75 etc.). Required unless --resume."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON. "
-                                        "Required unless --resume."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Labeled data: DeepPCB / VOC directory or COCO "
+                                              "JSON; repeat for several sources. Required unless --resume."),
+    weight: Optional[list[float]] = typer.Option(None, "--weight", help="Per --data source, in order: each of its "
+                                                 "training boards is seen this many times per epoch (default 1)."),
     out: Path = typer.Option(..., "--out", help="Run directory (student checkpoints, metrics, plots)."),
     format: Optional[DataFormat] = typer.Option(None, "--format", help="Override format auto-detection."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Default 30 (with --resume: the run's)."),
@@ -315,7 +323,7 @@ def distill_command(
             run = resume_distillation(out, epochs=epochs)
         else:
             missing = [name for name, value in (("--teacher", teacher), ("--student-arch", student_arch),
-                                                ("--data", data)) if value is None]
+                                                ("--data", data or None)) if value is None]
             if missing:
                 _fail(f"error: {', '.join(missing)} needed (unless --resume)")
             from inspector.compression.distill import DistillConfig, distill
@@ -338,7 +346,7 @@ def distill_command(
                                    feature_normalize=feature_normalize, schedule=schedule,
                                    feature_method=feature_method, feature_temperature=feature_temperature,
                                    teacher_cache=teacher_cache, teacher_cache_mb=teacher_cache_mb)
-            cfg = TrainConfig(arch=student_arch, data=str(data), out=str(out), format=format.value if format else None,
+            cfg = TrainConfig(arch=student_arch, data=_data_sources(data, weight), out=str(out), format=format.value if format else None,
                               epochs=epochs or 30, batch_size=batch,
                               input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,
                               input_mode=input_mode.value if input_mode else teacher_model.input_mode, augment=augment,
@@ -498,7 +506,10 @@ def quantize_command(
 
 @app.command("pipeline")
 def pipeline_command(
-    data: Optional[Path] = typer.Option(None, "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Labeled data: DeepPCB / VOC directory or COCO "
+                                              "JSON; repeat for several sources (base set + reviewed boards)."),
+    weight: Optional[list[float]] = typer.Option(None, "--weight", help="Per --data source, in order: each of its "
+                                                 "training boards is seen this many times per epoch (default 1)."),
     out: Path = typer.Option(..., "--out", help="Pipeline directory (one sub-directory per stage, report.md/json/png); "
                              "run the same command again to continue it."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML preset, e.g. configs/pipeline-cpu.yaml "
@@ -544,9 +555,9 @@ def pipeline_command(
 
     try:
         values = read_preset(config) if config else {}
-        if (out / STATE_FILE).is_file() and config is None and data is None:
+        if (out / STATE_FILE).is_file() and config is None and not data:
             values = json.loads((out / STATE_FILE).read_text())["config"]  # continue with the saved settings
-        overrides = {"data": str(data) if data else None, "out": str(out), "format": format.value if format else None,
+        overrides = {"data": _data_sources(data, weight) if data else None, "out": str(out), "format": format.value if format else None,
                      "teacher_arch": teacher_arch, "student_arch": student_arch, "input_size": input_size,
                      "head": head.value if head else None,
                      "input_mode": input_mode.value if input_mode else None,

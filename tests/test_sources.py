@@ -91,3 +91,29 @@ def test_train_on_two_sources_from_the_cli(sources, tmp_path):
     bad = CliRunner().invoke(app, ["train", "--arch", "mbv3-small", "--data", str(first), "--data", str(reviewed),
                                    "--weight", "1", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--weight given 1 times for 2 --data sources" in bad.output
+
+
+def test_distill_and_pipeline_take_several_sources(sources, tmp_path, monkeypatch):
+    """The CLI hands the sources and weights on (the runs themselves are the trainer's, tested above)."""
+    import inspector.compression.distill as distill_module
+    import inspector.pipeline as pipeline_module
+
+    first, _, reviewed = sources
+    teacher = tmp_path / "teacher"
+    CliRunner().invoke(app, ["train", "--arch", "mbv3-small", "--data", str(first), "--out", str(teacher), "--epochs",
+                             "1", "--batch", "2", "--input-size", "64", "--crop-size", "0", "--max-steps", "1"],
+                       catch_exceptions=False)
+    seen = {}
+    monkeypatch.setattr(distill_module, "distill", lambda cfg, config: seen.setdefault("distill", cfg.data) and "run")
+    result = CliRunner().invoke(app, ["distill", "--teacher", str(teacher), "--student-arch", "mbv3-small",
+                                      "--data", str(first), "--data", str(reviewed), "--weight", "1", "--weight", "2",
+                                      "--out", str(tmp_path / "student")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert seen["distill"] == [{"path": str(first), "weight": 1.0}, {"path": str(reviewed), "weight": 2.0}]
+
+    monkeypatch.setattr(pipeline_module, "run_pipeline",
+                        lambda config, *a, **k: (seen.setdefault("pipeline", config.data), tmp_path / "pipe")[1])
+    result = CliRunner().invoke(app, ["pipeline", "--data", str(first), "--data", str(reviewed), "--out",
+                                      str(tmp_path / "pipe")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert seen["pipeline"] == [{"path": str(first), "weight": 1.0}, {"path": str(reviewed), "weight": 1.0}]
