@@ -46,7 +46,7 @@ import numpy as np
 
 from inspector.models.nms import nms_numpy
 from inspector.runtime.alignment import AlignmentError, align_to_template
-from inspector.runtime.detector import Detections, Detector
+from inspector.runtime.detector import Detections, Detector, Timing
 
 DEFAULT_TILE_SIZE = 640  # DeepPCB's image side: the shipped packages were trained on such tiles, letterboxed
 DEFAULT_OVERLAP = 64  # covers whole ~90% of DeepPCB's defects (median side 38 px, 90th percentile 59 px)
@@ -138,6 +138,15 @@ class PanelDetections:
     @property
     def is_panel(self) -> bool:
         return self.frame is None
+
+    def as_detections(self) -> Detections:
+        """The result as a plain ``Detections`` (boxes in the tested panel's pixels), for code written for
+        frames (the service's records, recipes, evidence drawing): the frame's own result for a small frame."""
+        if self.frame is not None:
+            return self.frame
+        timing = Timing(self.timing_ms.get("register", 0.0) + self.timing_ms.get("tiles", 0.0),
+                        self.timing_ms.get("infer", 0.0), self.timing_ms.get("stitch", 0.0))
+        return Detections(self.boxes, self.scores, self.class_ids, list(self.class_names), self.image_size, timing)
 
     def to_dict(self) -> dict:
         """JSON-ready; the same ``detections`` entries as ``Detections.to_dict`` plus each one's template box."""

@@ -9,7 +9,10 @@ the capture thread reads at the camera's rate, and the bounded queue drops (and 
 cannot take; the HTTP API stays responsive too.
 
 ``DetectorProcess`` has the part of ``Detector``'s interface the service uses: ``detect``, ``manifest``,
-``info``, ``needs_template``. Frames go over a pipe (about 2.5 ms for a 640x640 frame and its template).
+``info``, ``needs_template``. A frame larger than the model's tile (a whole panel from a line-scan camera
+or a hot folder) is inspected in tiles and stitched (``inspector.runtime.panel``): its detections come
+back as one result in the panel's pixels, so a panel makes one record with every defect and one verdict.
+Frames go over a pipe (about 2.5 ms for a 640x640 frame and its template).
 A child that dies (a crash inside the engine) is restarted by the next ``detect`` call, which raises
 ``DetectorCrashed`` for the frame it was working on.
 """
@@ -126,12 +129,14 @@ def _child_main(connection: Connection, package: str | None, backend: str, threa
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from inspector.runtime import BackendError, Detector, PackageError
+    from inspector.runtime.panel import PanelInspector
 
     try:
         detector = Detector.load(package, backend=backend, threads=threads)
     except (PackageError, BackendError, FileNotFoundError, ValueError) as error:
         connection.send(("error", str(error)))
         return
+    panels = PanelInspector(detector)  # frames of a tile's size take detector.detect unchanged
     connection.send(("ready", detector.manifest, detector.info))
     parent = os.getppid()
     while True:
@@ -143,8 +148,8 @@ def _child_main(connection: Connection, package: str | None, backend: str, threa
             return
         _, image, template, align, score_threshold = request
         try:
-            reply: tuple[Any, ...] = ("ok", detector.detect(image, template, align=align,
-                                                            score_threshold=score_threshold))
+            reply: tuple[Any, ...] = ("ok", panels.inspect(image, template, align=align,
+                                                           score_threshold=score_threshold).as_detections())
         except Exception as error:  # AlignmentError, ValueError ...: the frame's fault, not the detector's
             reply = ("error", f"{type(error).__name__}: {error}")
         connection.send(reply)
