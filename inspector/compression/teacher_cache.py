@@ -158,25 +158,28 @@ class TeacherCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _entry(self, view: TeacherView) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-        key = view.cache_key
-        if key in self._entries:
-            self.stats.hits += 1
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        self.stats.misses += 1
-        board = paddle.to_tensor(self.full_input(view.key, view.element)[None])
-        features, maps = self.teacher(board)
-        entry = ([m.numpy()[0].astype(np.float16) for m in maps],
-                 [f.numpy()[0].astype(np.float16) for f in features] if self.with_features and features else None)
-        size = sum(a.nbytes for a in entry[0]) + sum(a.nbytes for a in entry[1] or [])
-        self._entries[key] = entry
-        self._bytes += size
+    def _fill(self, views: Sequence[TeacherView | None]) -> None:
+        """Compute the entries the batch's views lack, in one teacher pass over their whole boards."""
+        missing: dict[tuple, TeacherView] = {}
+        for view in views:
+            if view is not None and view.cache_key not in self._entries and view.cache_key not in missing:
+                missing[view.cache_key] = view
+        if not missing:
+            return
+        boards = np.stack([self.full_input(view.key, view.element) for view in missing.values()])
+        features, maps = self.teacher(paddle.to_tensor(boards))
+        maps_np = [m.numpy().astype(np.float16) for m in maps]
+        features_np = [f.numpy().astype(np.float16) for f in features] if self.with_features and features else None
+        for row, key in enumerate(missing):
+            entry = ([m[row] for m in maps_np], [f[row] for f in features_np] if features_np else None)
+            self._entries[key] = entry
+            self._bytes += sum(a.nbytes for a in entry[0]) + sum(a.nbytes for a in entry[1] or [])
+
+    def _evict(self) -> None:
         while self._bytes > self.max_bytes and len(self._entries) > 1:
             _, (old_maps, old_features) = self._entries.popitem(last=False)
             self._bytes -= sum(a.nbytes for a in old_maps) + sum(a.nbytes for a in old_features or [])
             self.stats.evictions += 1
-        return entry
 
     def outputs(self, images: paddle.Tensor, views: Sequence[TeacherView | None]
                 ) -> tuple[list[paddle.Tensor] | None, list[paddle.Tensor]]:
@@ -187,6 +190,14 @@ class TeacherCache:
         fresh = [row for row, view in enumerate(views) if view is None]
         fresh_out = self.teacher(paddle.gather(images, paddle.to_tensor(fresh))) if fresh else None
         self.stats.fresh += len(fresh)
+        # A miss: a whole-board pass (one per absent key, however many rows share it); every other row a hit.
+        keys = [view.cache_key for view in views if view is not None]
+        absent = {key for key in keys if key not in self._entries}
+        for key in set(keys) - absent:
+            self._entries.move_to_end(key)
+        self.stats.misses += len(absent)
+        self.stats.hits += len(keys) - len(absent)
+        self._fill(views)
         levels = len(self.strides)
         maps: list[list[np.ndarray]] = [[] for _ in range(levels)]
         feats: list[list[np.ndarray]] = [[] for _ in range(levels)]
@@ -199,12 +210,13 @@ class TeacherCache:
                     if self.with_features:
                         feats[level].append(fresh_features[level].numpy()[index])
                 continue
-            level_maps, level_features = self._entry(view)
+            level_maps, level_features = self._entries[view.cache_key]
             for level, m in enumerate(crop_maps(level_maps, view, self.strides, self.block)):
                 maps[level].append(m.astype(np.float32))
             if self.with_features:
                 for level, f in enumerate(crop_maps(level_features, view, self.strides, self.block)):
                     feats[level].append(f.astype(np.float32))
+        self._evict()  # after the batch: its own entries are all still needed above
         head = [paddle.to_tensor(np.stack(level)) for level in maps]
         features = [paddle.to_tensor(np.stack(level)) for level in feats] if self.with_features else None
         return features, head
