@@ -348,6 +348,40 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+class CurrentModelWatch:
+    """For a line (service or GUI) that should follow the registry: ask ``changed()`` between parts; it
+    returns ``(model_id, package_dir)`` when the current model is no longer the one last seen (a promotion
+    or a rollback), else None. One ``stat`` per call while nothing changed; the index is read only when its
+    file changed. The caller loads the package and, only if that works, ``accept``s it, so a
+    package that fails to load leaves the running model in place and is offered again next time."""
+
+    def __init__(self, registry: Registry, running_id: str | None = None) -> None:
+        self.registry = registry
+        self.running_id = running_id
+        self._stamp: tuple[int, int] | None = None
+
+    def changed(self) -> tuple[str, Path] | None:
+        try:
+            status = self.registry.index_path.stat()
+        except FileNotFoundError:
+            return None
+        # Every write replaces the index by a new file created while the old one still exists, so its inode
+        # differs from the last one seen even when both writes fall in one tick of the clock.
+        stamp = (status.st_ino, status.st_mtime_ns)
+        if stamp == self._stamp:
+            return None
+        entry = self.registry.current()
+        if entry is None or entry["id"] == self.running_id:
+            self._stamp = stamp
+            return None
+        return entry["id"], self.registry.package_path(entry)
+
+    def accept(self, model_id: str) -> None:
+        """The line now runs ``model_id``."""
+        self.running_id = model_id
+        self._stamp = None
+
+
 def _write_atomic(path: Path, content: dict) -> None:
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

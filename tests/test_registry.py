@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inspector.cli import app
-from inspector.registry import DEFAULT_TOLERANCE, GoldenSet, Registry, RegistryError, compare
+from inspector.registry import DEFAULT_TOLERANCE, CurrentModelWatch, GoldenSet, Registry, RegistryError, compare
 from inspector.runtime.package import DEFAULT_PACKAGE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,3 +130,31 @@ def test_golden_set_change_is_detected(tmp_path, packages):
     label.write_text(label.read_text().splitlines()[0] + "\n")  # one board relabeled
     with pytest.raises(RegistryError, match="golden set changed"):
         reg.promote(entry["id"])
+
+
+def test_a_line_follows_promotion_and_rollback_between_parts(tmp_path, packages):
+    """What the service and the GUI ask between two parts; no evaluation here (a stand-in evaluator)."""
+    scores = {"good": 0.9, "worse": 0.5}
+
+    def evaluator(path, golden):
+        value = scores[json.loads((Path(path) / "manifest.json").read_text())["name"]]
+        return {"official_ap": value, "official_f": value, "f1_at_threshold": value, "class_recall": {"open": value}}
+
+    reg = Registry(tmp_path / "registry", evaluator=evaluator)
+    reg.set_golden(GoldenSet(str(GOLDEN)))
+    watch = CurrentModelWatch(reg)
+    assert watch.changed() is None  # nothing promoted yet
+    good = reg.register(packages[0], reference=True)["id"]
+    reg.promote(good)
+    model_id, path = watch.changed()
+    assert model_id == good and (path / "manifest.json").is_file()
+    assert watch.changed() is not None  # not accepted (say it failed to load): offered again
+    watch.accept(good)
+    assert watch.changed() is None
+    worse = reg.register(packages[1], reference=True)["id"]
+    assert watch.changed() is None  # registering changes nothing on the line
+    reg.promote(worse, force=True)
+    assert watch.changed()[0] == worse
+    watch.accept(worse)
+    reg.rollback()
+    assert watch.changed()[0] == good
