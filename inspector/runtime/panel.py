@@ -502,6 +502,10 @@ class PanelInspector:
     # ---------------------------------------------------------------- small frames: today's path
 
     def _frame(self, image, template, align, ignore, score_threshold, nms_threshold, max_detections) -> PanelDetections:
+        if image.ndim == 2 and (template is None or template.ndim == 2):  # a panel reader's grey frame
+            colour = getattr(getattr(self.detector, "layout", None), "color", "RGB") != "GRAY"
+            image, template = _as_model_frame(image, colour), None if template is None else _as_model_frame(template,
+                                                                                                              colour)
         found = self.detector.detect(image, template, align=align, score_threshold=score_threshold,
                                      nms_threshold=nms_threshold, max_detections=max_detections)
         template_boxes = found.boxes
