@@ -20,6 +20,7 @@ from gui.review import MODEL, ReviewState
 from inspector.runtime import Detections
 
 MIN_DRAG_PX = 4  # a shorter drag is a click
+UNKNOWN_CHANGE_COLOUR = QColor(255, 230, 0)  # yellow: no defect class uses it
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Shown:
     review: ReviewState | None = None  # when set, its boxes are drawn instead of ``defects``
     caption: str = ""  # one line drawn at the top left (frame id, REVIEW ...)
     token: object = None
+    changes: list | None = None  # unknown changes (inspector.runtime.changes.UnknownChange), drawn dashed
 
 
 def to_qimage(image: np.ndarray) -> QImage:
@@ -151,6 +153,10 @@ class FrameView(QWidget):
             for box, score, class_id, name in zip(self.shown.defects.boxes, self.shown.defects.scores,
                                                   self.shown.defects.class_ids, self.shown.defects.class_names):
                 labels.append(self._paint_box(painter, box, f"{name} {score:.2f}", class_colour(class_id)))
+        if self.shown.review is None:
+            for change in self.shown.changes or []:
+                labels.append(self._paint_box(painter, change.box, "unknown change", UNKNOWN_CHANGE_COLOUR,
+                                              Qt.PenStyle.DashLine))
         self._paint_labels(painter, labels)
         if self._drag_start is not None and self._drag_now is not None:
             painter.setPen(QPen(QColor(255, 255, 255), 1.5, Qt.PenStyle.DashLine))

@@ -77,11 +77,13 @@ class DetectResult:
 
 
 def detect(detector: Detector, image: np.ndarray, template: np.ndarray | None, *, align: bool,
-           score_floor: float, overlay: bool) -> DetectResult:
-    """One frame through the model; a frame that cannot be compared gets the reason instead of detections."""
+           score_floor: float, overlay: bool, unknown_changes: bool = False) -> DetectResult:
+    """One frame through the model; a frame that cannot be compared gets the reason instead of detections.
+    ``unknown_changes``: also flag template differences no detection explains (needs a template)."""
     candidates, error = None, ""
     try:
-        candidates = detector.detect(image, template, align=align, score_threshold=score_floor)
+        candidates = detector.detect(image, template, align=align, score_threshold=score_floor,
+                                     unknown_changes=unknown_changes and template is not None)
     except AlignmentError as refused:
         error = f"not aligned to the golden template: {refused}"
     except ValueError as bad:
@@ -197,9 +199,9 @@ class InferenceClient:
         return payload
 
     def detect(self, image: np.ndarray, template: np.ndarray | None, *, align: bool, score_floor: float,
-               overlay: bool) -> DetectResult:
-        _, result = self._call(("detect", image, template,
-                                {"align": align, "score_floor": score_floor, "overlay": overlay}))
+               overlay: bool, unknown_changes: bool = False) -> DetectResult:
+        _, result = self._call(("detect", image, template, {"align": align, "score_floor": score_floor,
+                                                            "overlay": overlay, "unknown_changes": unknown_changes}))
         return result
 
     def _call(self, request: tuple) -> tuple:

@@ -221,6 +221,10 @@ class MainWindow(QMainWindow):
         self.overlay_action = action("Template overlay", "O", self._set_overlay,
                                      "Draw the golden template's edges where the alignment puts them", checkable=True)
         self.overlay_action.setChecked(self.settings.show_overlay)
+        self.changes_action = action("Unknown changes", "U", self._set_flag_changes,
+                                     "Flag where the board differs from its golden template and no detection "
+                                     "explains it (dashed yellow)", checkable=True)
+        self.changes_action.setChecked(self.settings.flag_changes)
         self.align_action = action("Align frames to the template", None, self._set_align, checkable=True)
         self.align_action.setChecked(self.settings.align)
         self.model_action = action("Load model package…", "Ctrl+O", self.choose_model)
@@ -412,7 +416,8 @@ class MainWindow(QMainWindow):
     # ================================================================== inspections
 
     def _options(self) -> InferenceOptions:
-        return InferenceOptions(self.thresholds, self.golden, self.settings.align, self.settings.show_overlay)
+        return InferenceOptions(self.thresholds, self.golden, self.settings.align, self.settings.show_overlay,
+                                self.settings.flag_changes)
 
     def _push_options(self) -> None:
         self.inference.options = self._options()  # one assignment: the worker sees old or new, never half
@@ -446,8 +451,9 @@ class MainWindow(QMainWindow):
                                  f"({aligned.shift[0]:.1f}, {aligned.shift[1]:.1f}) px, "
                                  f"{aligned.rotation_deg:.2f}°" if aligned is not None else "") +
                                 (f"<br>{inspection.error}" if inspection.error else ""))
+        changes = None if inspection.candidates is None else inspection.candidates.unknown_changes
         self.view.show_frame(Shown(inspection.image, defects, self._class_names(), inspection.overlay,
-                                   caption=f"{inspection.frame_id}  {when}", token=inspection))
+                                   caption=f"{inspection.frame_id}  {when}", token=inspection, changes=changes))
 
     def _painted(self, token) -> None:
         """End-to-end latency: from the frame's capture to the first paint of it with its boxes."""
@@ -521,6 +527,11 @@ class MainWindow(QMainWindow):
 
     def _set_overlay(self, on: bool) -> None:
         self.settings.show_overlay = bool(on)
+        self._push_options()
+        self.save_settings()
+
+    def _set_flag_changes(self, on: bool) -> None:
+        self.settings.flag_changes = bool(on)
         self._push_options()
         self.save_settings()
 

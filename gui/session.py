@@ -124,7 +124,9 @@ class Inspection:
         return {"frame_id": self.frame_id, "source": self.source, "captured_at": round(self.captured_at, 3),
                 "verdict": self.verdict, "error": self.error or None, "package_id": self.package_id,
                 "thresholds": self.thresholds.to_dict(),
-                "defects": [] if self.defects is None else self.defects.to_dict()["detections"]}
+                "defects": [] if self.defects is None else self.defects.to_dict()["detections"],
+                "unknown_changes": [c.to_dict() for c in (self.candidates.unknown_changes or [])]
+                if self.candidates is not None else []}
 
 
 @dataclass

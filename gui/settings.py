@@ -43,6 +43,7 @@ class GuiSettings:
     template: str = ""  # golden template image for sources whose frames carry none
     align: bool = True  # register frames to that template first (camera frames are not pre-aligned)
     show_overlay: bool = False  # draw the template's edges over the live frame
+    flag_changes: bool = True  # flag where a board differs from its template and no detection explains it
     evidence_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "evidence"))
     review_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "reviews"))
     window_geometry: str = ""  # Qt's saveGeometry(), base64

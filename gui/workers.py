@@ -181,6 +181,7 @@ class InferenceOptions:
     golden: np.ndarray | None = None  # template for frames that carry none
     align: bool = True  # register frames to ``golden`` first
     overlay: bool = False  # compute the template-edge overlay
+    unknown_changes: bool = False  # flag template differences no detection explains (inspector.runtime.changes)
 
 
 @dataclass
@@ -294,7 +295,8 @@ class InferenceThread(QThread):
                                         "(Golden template…, T)", None)
         else:
             result = self.client.detect(frame.image, template, align=align,
-                                        score_floor=options.thresholds.candidate_floor(), overlay=options.overlay)
+                                        score_floor=options.thresholds.candidate_floor(), overlay=options.overlay,
+                                        unknown_changes=options.unknown_changes)
         return Inspection.judged(
             frame_id=frame.frame_id, source=frame.source, captured_at=frame.captured_at,
             captured_monotonic=frame.captured_monotonic, image=frame.image, template=template,
