@@ -33,6 +33,20 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _launch_ranks_if_asked(nproc: int, ips: str | None, out: Path) -> None:
+    """--nproc/--ips outside a launched job: run this same command line as data-parallel ranks under
+    paddle.distributed.launch (rank logs in OUT/launch/workerlog.N) and exit with its status."""
+    if nproc == 1 and not ips:
+        return
+    import sys
+
+    from inspector.training.distributed import launch_ranks, launched_ranks
+
+    if launched_ranks() > 1:  # this process is one of the ranks
+        return
+    raise typer.Exit(launch_ranks(sys.argv[1:], nproc, out / "launch", ips))
+
+
 def _data_sources(data: list[Path], weight: Optional[list[float]]):
     """``--data`` (repeatable) and ``--weight`` as a config's ``data``: one path, or a list of sources
     (``inspector.data.sources``: one class list, a fixed split each, per-source weights)."""
@@ -177,8 +191,14 @@ def train_command(
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained run's (best/) or checkpoint's "
                                         "weights instead of random ones: fine-tuning, e.g. on new boards."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel in N processes on this node under "
+                              "paddle.distributed.launch (GPUs: one per card; CPU: gloo, the cores split among "
+                              "them). --batch is the global batch, a multiple of N."),
+    ips: Optional[str] = typer.Option(None, "--ips", help="Several nodes: their IPs, comma-separated, the same "
+                                      "command on each (see docs/distributed-training.md)."),
 ) -> None:
     """Train a detector; per-epoch validation, best/last checkpoints, metrics.csv and plots in --out."""
+    _launch_ranks_if_asked(nproc, ips, out)
     for size, name in ((input_size, "--input-size"), (crop_size, "--crop-size")):
         if size % 32:
             _fail(f"error: {name} {size} is not a multiple of 32")
@@ -311,9 +331,15 @@ def distill_command(
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained run's (best/) or checkpoint's "
                                         "weights instead of random ones: fine-tuning, e.g. on new boards."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train data-parallel in N processes on this node under "
+                              "paddle.distributed.launch (GPUs: one per card; CPU: gloo, the cores split among "
+                              "them). --batch is the global batch, a multiple of N."),
+    ips: Optional[str] = typer.Option(None, "--ips", help="Several nodes: their IPs, comma-separated, the same "
+                                      "command on each (see docs/distributed-training.md)."),
 ) -> None:
     """Distill a trained teacher into a small student: a training run whose loss adds the teacher's outputs
     and neck features; best/ and last/ hold the student alone (usable by eval and export)."""
+    _launch_ranks_if_asked(nproc, ips, out)
     from inspector.data import DataError
 
     try:

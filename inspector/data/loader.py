@@ -91,6 +91,9 @@ class BatchLoader:
     epoch by one; ``set_epoch(e)`` sets it explicitly (resume from epoch ``e``).
     ``workers`` threads prepare batches ahead (0: in the calling thread, for debugging); the
     cache lives as long as the loader, so keep one loader for the whole run.
+    ``rank`` of ``ranks`` (data-parallel training, ``inspector.training.distributed``): ``batch_size`` is the
+    global batch and this loader yields the rank's equal slice of each one, so the ranks together see every
+    sample once per epoch, in the single-process order and with the same augmentation draws.
     ``pairs``: the pair augmentations (``inspector.data.augment``: dihedral, defect copy-paste from the
     other boards of this dataset), train mode only. From epoch ``plain_from_epoch`` on, training batches
     are what evaluation sees (whole letterboxed images: no crop, paste, flip or photometric change), only
@@ -112,12 +115,16 @@ class BatchLoader:
         prefetch: int = 2,
         pairs: PairAugmentConfig | None = None,
         plain_from_epoch: int | None = None,
+        rank: int = 0,
+        ranks: int = 1,
     ) -> None:
         self.layout = input_layout(input_mode)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if crop_size is not None and not 0 < crop_size <= input_size:
             raise ValueError(f"crop_size must be in (0, input_size={input_size}], got {crop_size}")
+        if not 0 <= rank < ranks or batch_size % ranks:
+            raise ValueError(f"rank {rank} of {ranks}: the batch of {batch_size} must divide evenly among the ranks")
         if train and len(dataset) < batch_size:
             raise ValueError(f"the training set has {len(dataset)} samples, fewer than one batch of {batch_size}")
         if self.layout.needs_template:
@@ -145,6 +152,7 @@ class BatchLoader:
         self.record_views = False
         self._index_of_key: dict[str, int] | None = None
         self.plain_from_epoch = plain_from_epoch if train else None
+        self.rank, self.ranks = (rank, ranks) if train else (0, 1)
         self._pairs = self._pair_augmenter(pairs) if train and pairs is not None and pairs.active else None
 
     @property
@@ -201,6 +209,10 @@ class BatchLoader:
         else:
             order, usable = np.arange(count), count
         starts = range(0, usable, self.batch_size)
+        if self.ranks > 1:  # data-parallel training: this rank's equal slice of every global batch
+            share = self.batch_size // self.ranks
+            return [(start + self.rank * share, order[start + self.rank * share : start + (self.rank + 1) * share])
+                    for start in starts]
         return [(start, order[start : min(start + self.batch_size, usable)]) for start in starts]
 
     def _make_batch(self, indices: np.ndarray, epoch: int, start: int) -> Batch:

@@ -4,10 +4,15 @@ Per epoch: a progress bar with loss and throughput, then validation of the EMA w
 a row in metrics.csv/metrics.json, the `last` checkpoint (resumable) and `best` when the official DeepPCB AP
 improves (ties, and runs resumed from before that metric existed: mAP@0.5:0.95; ``inspector.evaluation.selection``).
 Ctrl-C saves `last` before exiting, so `--resume` continues from the start of the interrupted epoch.
+
+Under ``python -m paddle.distributed.launch`` (``inspector train --nproc N``) the same loop runs data-parallel:
+``--batch`` is the global batch, sliced among the ranks; rank 0 alone validates and writes (see
+``inspector.training.distributed``). One process without the launcher trains exactly as before.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +33,17 @@ from inspector.evaluation import improves
 from inspector.models import ModelConfig, build_model, count_parameters, kmeans_anchors
 from inspector.training.checkpoint import PRUNED_SHAPES, STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from inspector.training.config import TrainConfig
+from inspector.training.distributed import (
+    World,
+    all_reduce_mean,
+    average_buffers,
+    barrier,
+    data_parallel,
+    init_world,
+    local_batch_size,
+    main_first,
+    running_statistics,
+)
 from inspector.training.ema import ModelEMA
 from inspector.training.plots import plot_training
 from inspector.training.validate import SELECTION_KEYS, box_sizes_at_input, describe_validation, epoch_metrics, validate
@@ -132,9 +148,12 @@ def initial_checkpoint(cfg: TrainConfig, class_names: list[str]) -> Checkpoint:
 
 
 def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = None) -> Path:
+    device = select_device()
+    world = init_world()  # rank 0 of 1 unless started by paddle.distributed.launch
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _log_to_file(out / "train.log")
+    if world.is_main:
+        _log_to_file(out / "train.log")
     if resume:
         saved = TrainConfig.load(out / "train_config.json")
         if saved.epochs != cfg.epochs:
@@ -144,9 +163,10 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         cfg = saved
     elif (out / "last").exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-    cfg.save(out / "train_config.json")
+    barrier(world)  # every rank has read the saved configuration before rank 0 rewrites it
+    if world.is_main:
+        cfg.save(out / "train_config.json")
 
-    device = select_device()
     seed_everything(cfg.seed)
     dataset = load_dataset(cfg.data, format=cfg.format)
     for problem in dataset.problems:
@@ -154,14 +174,19 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
     if input_layout(cfg.input_mode).needs_template and not dataset.has_templates:
         raise ValueError(f"{cfg.data}: input mode {cfg.input_mode} needs a template for every image")
     split_file = Path(cfg.split_file) if cfg.split_file else out / "split.json"
-    train_set, val_set = split_dataset(dataset, cfg.val_fraction, cfg.split_seed, split_file)
+    with main_first(world):  # rank 0 may write split.json; the others read it
+        train_set, val_set = split_dataset(dataset, cfg.val_fraction, cfg.split_seed, split_file)
     log.info("data: %d train / %d val images, %d classes, device %s, %s threads", len(train_set), len(val_set),
              len(dataset.class_names), device, os.environ.get("OMP_NUM_THREADS", "?"))
+    if world.distributed:
+        log.info("data parallel: %d ranks, global batch %d = %d per rank", world.size, cfg.batch_size,
+                 local_batch_size(cfg.batch_size, world))
 
     train_loader = BatchLoader(train_set, cfg.batch_size, cfg.input_size, cfg.input_mode, train=True,
                                seed=cfg.seed, crop_size=cfg.crop_size, workers=cfg.workers,
                                augment=AugmentConfig() if cfg.augment else AugmentConfig.off(),
-                               pairs=cfg.pair_augment(), plain_from_epoch=cfg.plain_from_epoch())
+                               pairs=cfg.pair_augment(), plain_from_epoch=cfg.plain_from_epoch(),
+                               rank=world.rank, ranks=world.size)
     val_loader = BatchLoader(val_set, cfg.batch_size, cfg.input_size, cfg.input_mode, train=False,
                              workers=cfg.workers)
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
@@ -205,6 +230,10 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         log.info("resumed from epoch %d (best so far: %s)", start_epoch, best_metrics)
     log.info("model %s: %.2f M parameters, input %d (%s)", cfg.arch, count_parameters(model) / 1e6,
              cfg.input_size, cfg.input_mode)
+    # Several ranks: the loss runs through paddle.DataParallel (gradients averaged in the backward pass).
+    runner = (data_parallel(_ObjectiveStep(model, extra, objective), world, device, may_skip_layers=extra is not None)
+              if world.distributed else None)
+    trace = _StepTrace(out / "trace" / f"rank{world.rank}.jsonl") if os.environ.get(TRACE_VARIABLE) else None
 
     def save_last(next_epoch: int) -> None:
         train_state = {"model": model.state_dict(), "optimizer": _portable_optimizer_state(optimizer, model, extra),
@@ -221,7 +250,19 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
     try:
         for epoch in range(start_epoch, cfg.epochs):
             row = _train_one_epoch(model, optimizer, schedule, ema, train_loader, epoch, cfg, steps_per_epoch,
-                                   objective)
+                                   objective, runner, world, trace)
+            if world.distributed:  # BatchNorm running statistics: one value for every rank (see distributed.py)
+                statistics = running_statistics(model)
+                average_buffers(statistics, world)
+                average_buffers({name: ema.shadow[name] for name in statistics if name in ema.shadow}, world)
+                if extra is not None:
+                    average_buffers(running_statistics(extra), world)
+            if trace is not None:
+                trace.record_state(epoch, model, ema)
+            if not world.is_main:  # rank 0 validates and writes; the others wait for it
+                history.append(row)
+                barrier(world)
+                continue
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 eval_model = objective.build_model(model_config)
                 ema.copy_to(eval_model)
@@ -237,29 +278,92 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
             history.append(row)
             _write_metrics(out, history)
             save_last(epoch + 1)
+            barrier(world)
     except KeyboardInterrupt:
-        log.warning("interrupted during epoch %d: saving last checkpoint (resume repeats this epoch)", epoch + 1)
-        save_last(epoch)
+        if world.is_main:
+            log.warning("interrupted during epoch %d: saving last checkpoint (resume repeats this epoch)", epoch + 1)
+            save_last(epoch)
         raise
-    plot_training(history, out / "plots", None)
+    if world.is_main:
+        plot_training(history, out / "plots", None)
     return out
 
 
+class _ObjectiveStep(paddle.nn.Layer):
+    """The model and the objective's extra layers as one layer whose forward is the objective's loss terms.
+
+    This is what ``paddle.DataParallel`` wraps: its reducer averages the gradients of every parameter of the
+    layer it wraps, and an objective (distillation) computes its loss from more than ``model.forward``.
+    """
+
+    def __init__(self, model: paddle.nn.Layer, extra: paddle.nn.Layer | None, objective: Objective):
+        super().__init__()
+        self.model = model
+        if extra is not None:
+            self.extra = extra
+        self._objective = objective
+
+    def forward(self, images, gt_boxes, gt_classes, epoch: int) -> dict[str, paddle.Tensor]:
+        return self._objective.losses(self.model, images, gt_boxes, gt_classes, epoch)
+
+
+# Set to 1 to record, per rank and step, the sample keys, the loss and a digest of the weights in
+# <run>/trace/rank<N>.jsonl: the check that ranks see disjoint samples and stay identical.
+TRACE_VARIABLE = "INSPECTOR_TRAIN_TRACE"
+
+
+class _StepTrace:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def record(self, epoch: int, step: int, keys: list[str], losses: dict, model: paddle.nn.Layer) -> None:
+        """After a step: the trained weights (the running statistics differ among CPU ranks until the epoch ends)."""
+        trained = [(name, p) for name, p in model.named_parameters() if not p.stop_gradient]
+        self._write({"epoch": epoch, "step": step, "keys": list(keys), "loss": float(losses["loss"]),
+                     "weights": _digest(trained)})
+
+    def record_state(self, epoch: int, model: paddle.nn.Layer, ema: ModelEMA) -> None:
+        """At the end of an epoch: everything a checkpoint holds, the model's and the EMA's running statistics too."""
+        self._write({"epoch": epoch, "state": _digest(list(model.state_dict().items())),
+                     "ema": _digest(list(ema.shadow.items()))})
+
+    def _write(self, entry: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def _digest(named: list) -> str:
+    digest = hashlib.sha1()
+    for name, value in named:
+        digest.update(name.encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps,
-                     objective: Objective | None = None) -> dict:
+                     objective: Objective | None = None, runner: paddle.nn.Layer | None = None,
+                     world: World = World(), trace: _StepTrace | None = None) -> dict:
+    """One epoch; ``runner``: the ``paddle.DataParallel``-wrapped ``_ObjectiveStep`` of a data-parallel run."""
     objective = objective or Objective()
     model.train()
+    if runner is not None:
+        runner.train()
     loader.set_epoch(epoch)
     sums: dict[str, float] = {}
     seen, start = 0, time.perf_counter()
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True)
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
+               disable=not world.is_main)
     for step, batch in enumerate(loader):
         if step >= steps:
             break
         images = paddle.to_tensor(batch.images)
         objective.observe_batch(batch)
-        losses = objective.losses(model, images, paddle.to_tensor(batch.boxes), paddle.to_tensor(batch.classes),
-                                  epoch)
+        if runner is None:
+            losses = objective.losses(model, images, paddle.to_tensor(batch.boxes),
+                                      paddle.to_tensor(batch.classes), epoch)
+        else:
+            losses = runner(images, paddle.to_tensor(batch.boxes), paddle.to_tensor(batch.classes), epoch)
         loss = losses["loss"]
         if not bool(paddle.isfinite(loss)):
             raise FloatingPointError(f"epoch {epoch + 1} step {step}: loss is {float(loss)}; lower --lr")
@@ -268,14 +372,17 @@ def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps,
         optimizer.clear_grad()
         schedule.step()
         ema.update(model)
+        if trace is not None:
+            trace.record(epoch, step, batch.keys, losses, model)
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + float(value)
-        seen += len(batch.keys)
+        seen += len(batch.keys) * world.size  # every rank takes an equal slice of the global batch
         rate = seen / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", lr=f"{optimizer.get_lr():.2e}", img_s=f"{rate:.1f}")
         bar.update(1)
     bar.close()
     elapsed = time.perf_counter() - start
+    sums = all_reduce_mean(sums, world)  # the global batch's loss terms: the mean of the ranks' means
     n = max(1, min(steps, len(loader)))
     row = {"epoch": epoch + 1, "lr": optimizer.get_lr(), "epoch_seconds": round(elapsed, 1),
            "train_img_per_s": round(seen / elapsed, 2)}

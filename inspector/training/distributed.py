@@ -1,0 +1,181 @@
+"""Data-parallel training on Paddle's own distributed engine (``paddle.distributed``).
+
+One process per rank, started by ``python -m paddle.distributed.launch`` (GPUs: one rank per card, several
+nodes with ``--ips``; CPU: several processes talking over gloo). ``inspector train --nproc N`` and
+``inspector distill --nproc N`` start the launcher for the user (``launch_ranks``); every rank then runs the
+same command, and ``inspector.training.trainer.train`` sees the rank and world size here (``init_world``).
+
+What each rank does (see ``train``):
+- the epoch's shuffled order is the single-process one (``BatchLoader``'s ``(seed, epoch)`` permutation); each
+  global batch of ``--batch`` images is cut into one equal slice per rank, so every sample is seen once per
+  epoch across ranks, and each sample gets the augmentation it would get in a single process;
+- gradients are averaged across ranks by ``paddle.DataParallel`` in the backward pass, so every rank takes the
+  same optimizer step and the learning-rate schedule counts global batches (the single-process schedule);
+- BatchNorm: on GPUs, ``SyncBatchNorm`` normalises with the statistics of the whole global batch. Paddle has no
+  CPU kernel for it (``sync_batch_norm`` is not registered for CPU), so over gloo each rank normalises with
+  its own slice, and the running statistics (model and EMA) are averaged across ranks at the end of every
+  epoch (``average_buffers``), before validation and checkpoints: every rank then holds the same state;
+- rank 0 alone validates and writes checkpoints, metrics, logs and plots; the others wait at a barrier.
+
+A failure or Ctrl-C in one rank ends the launcher's job: the launcher stops the other ranks. A run resumes
+from any ``last/`` checkpoint with any number of ranks (the global batch must divide among them).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import paddle
+
+log = logging.getLogger(__name__)
+
+# Set by paddle.distributed.launch in every rank it starts.
+WORLD_SIZE_VARIABLE = "PADDLE_TRAINERS_NUM"
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks of a data-parallel run (rank 0 of 1 without a launcher)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def launched_ranks() -> int:
+    """World size set by ``paddle.distributed.launch`` for this process; 1 outside a launched job."""
+    try:
+        return max(1, int(os.environ.get(WORLD_SIZE_VARIABLE, "1")))
+    except ValueError:
+        return 1
+
+
+def init_world() -> World:
+    """Join the launched job's process group (once per process); call after ``paddle.set_device``."""
+    if launched_ranks() <= 1:
+        return World()
+    import paddle.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_parallel_env()
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        import paddle.distributed as dist
+
+        dist.barrier()
+
+
+@contextmanager
+def main_first(world: World) -> Iterator[None]:
+    """Rank 0 runs the block first (it may write a file such as split.json), the other ranks after it."""
+    if not world.is_main:
+        barrier(world)
+    yield
+    if world.is_main:
+        barrier(world)
+
+
+def local_batch_size(global_batch: int, world: World) -> int:
+    """Images per rank per step; the global batch (``--batch``) must divide evenly among the ranks."""
+    if global_batch % world.size:
+        raise ValueError(f"batch_size {global_batch} (the global batch, all ranks together) does not divide among "
+                         f"{world.size} ranks: choose a multiple of {world.size}")
+    return global_batch // world.size
+
+
+def data_parallel(step: paddle.nn.Layer, world: World, device: str, may_skip_layers: bool = False) -> paddle.nn.Layer:
+    """``step`` with gradients averaged across ranks (and BatchNorm synchronised on GPUs).
+
+    ``may_skip_layers``: some trainable layers may take no part in a step's loss (e.g. distillation's adapters
+    with a zero feature weight); the reducer then searches the backward graph each step instead of waiting
+    for their gradients for ever."""
+    if not world.distributed:
+        return step
+    if device == "gpu":
+        step = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(step)
+    return paddle.DataParallel(step, find_unused_parameters=may_skip_layers)
+
+
+@paddle.no_grad()
+def all_reduce_mean(values: dict[str, float], world: World) -> dict[str, float]:
+    """The mean over ranks of each value (every rank gets the same result)."""
+    if not world.distributed or not values:
+        return dict(values)
+    import paddle.distributed as dist
+
+    keys = sorted(values)
+    tensor = paddle.to_tensor([float(values[key]) for key in keys], dtype="float64")
+    dist.all_reduce(tensor)
+    return {key: float(value) / world.size for key, value in zip(keys, tensor.numpy())}
+
+
+@paddle.no_grad()
+def average_buffers(tensors: dict[str, paddle.Tensor], world: World) -> None:
+    """Average floating-point tensors (``running_statistics``) across ranks, in place."""
+    if not world.distributed:
+        return
+    import paddle.distributed as dist
+
+    floats = [tensors[name] for name in sorted(tensors) if paddle.is_floating_point(tensors[name])]
+    if not floats:
+        return
+    # One collective for all of them: concatenated, reduced, split back.
+    flat = paddle.concat([t.astype("float64").reshape([-1]) for t in floats])
+    dist.all_reduce(flat)
+    flat = flat / world.size
+    offset = 0
+    for tensor in floats:
+        count = int(tensor.numel())
+        tensor.set_value(flat[offset:offset + count].reshape(tensor.shape).astype(tensor.dtype))
+        offset += count
+
+
+def running_statistics(layer: paddle.nn.Layer) -> dict[str, paddle.Tensor]:
+    """What a layer keeps besides its trained weights, by structured name: Paddle's BatchNorm holds its
+    running mean and variance as parameters that take no gradient, other layers may hold buffers."""
+    state = {name: p for name, p in layer.named_parameters() if p.stop_gradient}
+    state.update(dict(layer.named_buffers()))
+    return state
+
+
+def launch_ranks(args: list[str], nproc: int, log_dir: Path, ips: str | None = None) -> int:
+    """Run ``inspector ARGS`` as ``nproc`` ranks per node under ``python -m paddle.distributed.launch``.
+
+    Returns the launcher's exit status (non-zero when any rank failed; the launcher then stops the others).
+    On CPU the machine's threads (``OMP_NUM_THREADS``, else every core) are split among the local ranks.
+    """
+    if nproc < 1:
+        raise ValueError(f"--nproc: at least 1 expected, got {nproc}")
+    env = dict(os.environ)
+    if not (paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+        threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        env["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
+    entry = Path(__file__).with_name("rank_main.py")
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
+               "--log_dir", str(log_dir)]
+    if ips:
+        command += ["--ips", ips]
+    command += [str(entry), *args]
+    log.info("launching %d rank(s) per node: %s", nproc, " ".join(command))
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        # The launcher got the same Ctrl-C and stops its ranks; wait for it so none is left behind.
+        return process.wait()
