@@ -142,3 +142,24 @@ def test_benchmark_script_measures_false_flags_and_removed_class_recall(tmp_path
     assert 0 <= result["removed_class"]["recall"] <= 1
     assert json.loads((tmp_path / "r.json").read_text())["all_classes"]["false_flags"] == \
         result["all_classes"]["false_flags"]
+
+
+def test_flags_of_an_aligned_frame_are_in_frame_pixels(shipped):
+    """align=True: flags are found on the template's grid and mapped back to the frame, like the boxes."""
+    from inspector.data import load_dataset
+    sample = load_dataset(ROOT / "inspector/assets/deeppcb_demo").samples[2]
+    image, template = sample.load_image(), sample.load_template()
+    board = image.copy()
+    value = 255 - int(np.median(image[560:590, 560:590]))
+    cv2.rectangle(board, (560, 560), (589, 589), (value,) * 3, -1)
+    # The camera sees the board 12 px further right and 9 px further down, on a wider canvas.
+    frame = np.full((image.shape[0] + 30, image.shape[1] + 30, 3), 255 - value, np.uint8)
+    frame[9:9 + image.shape[0], 12:12 + image.shape[1]] = board
+    found = shipped.detect(frame, template, align=True, unknown_changes=True)
+    spot = [[572, 569, 602, 599]]  # the object in frame pixels
+    flagged = [c for c in found.unknown_changes if _overlaps(c.box, spot)]
+    detected = any(_overlaps(box, spot) for box in found.boxes)
+    assert bool(flagged) != detected
+    for change in flagged:
+        x1, y1, x2, y2 = change.box
+        assert abs(x1 - 572) <= 4 and abs(y1 - 569) <= 4 and abs(x2 - 602) <= 4 and abs(y2 - 599) <= 4
