@@ -179,3 +179,41 @@ def test_recipe_cli(tmp_path):
     assert checked.returncode == 1 and "broken.yaml: field 'thresholds'" in checked.stderr
     shown = inspector("show", "board-c")
     assert shown.returncode == 0 and '"version": "1"' in shown.stdout
+
+
+def test_recipe_load_over_modbus(tmp_path):
+    from pymodbus.client import ModbusTcpClient
+
+    from inspector.service import Service, ServiceConfig
+    from inspector.service.plc.modbus import registers_to_text, text_to_registers
+    from test_plc import wait_for
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    write(recipes, "board-a")
+    write(recipes, "board-b", version="7")
+    write(recipes, "broken", thresholds={"scratch": 0.5})
+    port = free_port()
+    service = Service(ServiceConfig(source="demo", data_dir=tmp_path / "data", http=None, line="line1",
+                                    modbus=f"127.0.0.1:{port}", recipes=recipes, recipe="board-a"))
+    service.start()
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+    assert client.connect()
+
+    def status():
+        registers = client.read_input_registers(0, count=46).registers
+        return registers[5], registers_to_text(registers[22:38]), registers_to_text(registers[38:46])
+
+    try:
+        assert status() == (0, "board-a", "1")
+        client.write_registers(16, text_to_registers("board-b", 16))
+        client.write_coil(2, True)
+        wait_for(lambda: status() == (1, "board-b", "7"), 30, "board-b accepted")
+        client.write_registers(16, text_to_registers("broken", 16))
+        client.write_coil(2, True)
+        wait_for(lambda: status()[0] == 2, 30, "broken refused")
+        assert status()[1:] == ("board-b", "7")
+        assert service.recipes.last_refusal and "scratch" in service.recipes.last_refusal
+    finally:
+        client.close()
+        service.stop()
