@@ -879,6 +879,9 @@ def serve_command(
                                        "empty: none). The bearer token comes from the config or INSPECTOR_TOKEN."),
     evidence: Optional[Path] = typer.Option(None, "--evidence", help="Directory for JPEGs of NG frames."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Records database, spool, hot-folder ledger."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate: the API is served over HTTPS "
+                                            "only (with --tls-key)."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML settings file (see deploy/service/); "
                                           "INSPECTOR_* variables and these options override it."),
     opcua: Optional[str] = typer.Option(None, "--opcua", help="opc.tcp://HOST:PORT: OPC UA server for the PLC "
@@ -897,7 +900,7 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"source": source, "model": model, "line": line, "db": db, "mqtt": mqtt, "http": http,
                  "evidence": evidence, "data_dir": data_dir, "opcua": opcua, "modbus": modbus, "recipes": recipes,
-                 "recipe": recipe}
+                 "recipe": recipe, "tls_cert": tls_cert, "tls_key": tls_key}
     raise typer.Exit(serve(config, overrides))
 
 

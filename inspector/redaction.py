@@ -6,7 +6,7 @@ shown to a person or sent off the box (log lines, error messages, the unauthenti
 and alarms on MQTT) passes through ``redact``, which replaces
 
 - the password of ``scheme://user:password@host`` (the user name stays: it says which account), and
-- the value of every ``name=value`` whose name says it is a credential (password, passwd, pwd, pass,
+- the value of every ``name=value`` (and JSON/YAML ``"name": value``) whose name says it is a credential (password, passwd, pwd, pass,
   token, secret, key, apikey, auth, signature, sig, credential(s), session ...), in a query string or a
   libpq-style ``key=value`` connection string,
 
@@ -23,14 +23,27 @@ _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):(?P<se
 _CREDENTIAL_NAMES = r"[\w.-]*(?:pass|pwd|token|secret|key|auth|sig|credential|session|cookie)[\w.-]*"
 _KEY_VALUE = re.compile(rf"(?P<name>(?<![\w.-]){_CREDENTIAL_NAMES})\s*(?P<eq>=|%3[dD])\s*"
                         r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^&;\s'\",)]+)", re.IGNORECASE)
+# JSON or YAML style: "password": "...", 'token': '...', api_key: xyz
+_SCHEME_CREDENTIAL = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)  # an Authorization value
+# Stricter names here (whole words, joined by _ or -), so a traceback's "KeyError: 'x'" keeps its text.
+_CREDENTIAL_WORD = (r"(?:[A-Za-z0-9]+[_-])*(?:password|passwd|pwd|pass|token|secret|api_?key|key|auth|authorization|"
+                    r"credentials?|session|cookie|signature|sig)(?:[_-][A-Za-z0-9]+)*")
+_KEY_COLON = re.compile(rf"(?P<name>(?P<q>[\"']?)(?<![\w.-]){_CREDENTIAL_WORD}(?P=q))\s*:\s*"
+                        r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^,}\]\s]+)", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """``text`` with URL passwords and credential-named ``name=value`` values replaced by ``***``."""
-    if not isinstance(text, str) or ("=" not in text and "@" not in text and "%3" not in text.lower()):
+    if not isinstance(text, str) or not any(mark in text for mark in ("=", "@", ":", "%3")):
         return text
     text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@" if m["secret"] != MASK else m[0], text)
-    return _KEY_VALUE.sub(lambda m: f"{m['name']}{m['eq']}{MASK}", text)
+    text = _KEY_VALUE.sub(lambda m: f"{m['name']}{m['eq']}{MASK}", text)
+    text = _SCHEME_CREDENTIAL.sub(lambda m: f"{m[1]} {MASK}", text)
+    return _KEY_COLON.sub(lambda m: f"{m['name']}: {_quoted(m['value'])}", text)
+
+
+def _quoted(value: str) -> str:
+    return f'"{MASK}"' if value.startswith('"') else f"'{MASK}'" if value.startswith("'") else MASK
 
 
 def redact_all(value: Any) -> Any:

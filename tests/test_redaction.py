@@ -22,6 +22,10 @@ SECRET = "hunter2-Secret"
     (f"host=db password='{SECRET} x' dbname=q", "host=db password=*** dbname=q"),
     (f"mqtt://u:p@ss{SECRET}@broker/x", "mqtt://u:***@broker/x"),  # an unescaped @ in the password
     (f"x?Token%3D{SECRET}", "x?Token%3D***"),
+    (f'{{"name": "ops", "token": "{SECRET}", "role": "admin"}}', '{"name": "ops", "token": "***", "role": "admin"}'),
+    (f"api_key: {SECRET}", "api_key: ***"),
+    (f"Authorization: Bearer {SECRET}", "Authorization: *** ***"),
+    ("KeyError: 'line'", "KeyError: 'line'"),  # a traceback stays readable
     ("rtsp://cam/stream?channel=1", "rtsp://cam/stream?channel=1"),  # nothing secret: unchanged
     ("user@example.com sslmode=require", "user@example.com sslmode=require"),
 ])

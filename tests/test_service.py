@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fastapi import Request  # resolved at module level: FastAPI reads the annotation of a test's endpoint
 
 from tiny_package import tiny_package
 
@@ -540,6 +541,72 @@ def test_unwritable_evidence_is_refused_at_start_and_alarmed_counted_and_degrade
                                                                                           "evidence_restored"]
 
 
+def test_roles_are_enforced_on_every_endpoint_and_changes_are_audited(tmp_path, tiny, running):
+    from fastapi import Depends
+    from fastapi.testclient import TestClient
+
+    from inspector.service.api import create_app
+    from inspector.service.audit import AuditLog
+    from inspector.service.auth import User, hash_token
+
+    tokens = {role: f"{role}-token-0123456789abcdef" for role in ("operator", "engineer", "admin")}
+    users_file = tmp_path / "users.yaml"
+    users_file.write_text("users:\n" + "".join(f"  - {{name: {role[:3]}1, role: {role}, token_sha256: "
+                                                  f"'{hash_token(token)}'}}\n" for role, token in tokens.items()))
+    folder = tmp_path / "incoming"
+    fill_hot_folder(folder, tiny.data, 0, 1)
+    config = make_config(tmp_path, folder, model=tiny.package, users_file=users_file, score_threshold=0.3)
+    service = Service(config)
+    running.append(service)
+    service.start()
+    wait_for(lambda: service.journal.count() == 1, 60, "1 record")
+    from inspector.service.auth import users_from_config
+
+    app = create_app(service, users=users_from_config(config))  # no legacy token: the three users only
+    threshold = {"value": 0.3}
+
+    def set_threshold(request: Request, change: dict):  # what a settings endpoint does: says what it replaces
+        request.state.audit_old, request.state.audit_target = threshold["value"], "score_threshold"
+        threshold["value"] = change["value"]
+        return threshold
+
+    app.add_api_route("/settings/threshold", set_threshold, methods=["POST"],
+                      dependencies=[Depends(app.state.authorized)])
+    client = TestClient(app)
+    as_role = {role: {"Authorization": f"Bearer {token}"} for role, token in tokens.items()}
+    paths = client.get("/openapi.json", headers=as_role["operator"]).json()["paths"]
+    assert {"/results", "/stats", "/metrics", "/audit", "/settings/threshold"} <= set(paths)
+    for path, operations in paths.items():
+        for method in operations:
+            anonymous = client.request(method, path, json={})
+            assert anonymous.status_code == (200 if path == "/health" else 401), (method, path)
+    for path in ("/results", "/stats", "/metrics", "/frames/latest.jpg"):
+        assert client.get(path, headers=as_role["operator"]).status_code == 200, path
+    denied = client.post("/settings/threshold", json={"value": 0.5}, headers=as_role["operator"])
+    assert denied.status_code == 403 and "needs the engineer role; ope1 is operator" in denied.text
+    assert client.get("/audit", headers=as_role["engineer"]).status_code == 403
+    assert client.post("/settings/threshold", json={"value": 0.5}, headers=as_role["engineer"]).status_code == 200
+
+    entries = client.get("/audit", headers=as_role["admin"]).json()["items"]
+    change = next(entry for entry in entries if entry["target"] == "score_threshold")
+    assert (change["who"], change["role"], change["old"], change["outcome"]) == ("eng1", "engineer", "0.3", "200")
+    assert json.loads(change["new"]) == {"value": 0.5} and change["action"] == "POST /settings/threshold"
+    refused = [entry for entry in entries if entry["who"] == "ope1"]
+    assert refused and refused[0]["outcome"] == "403"  # an attempt that was refused is on record too
+    exported = client.get("/audit", params={"format": "csv"}, headers=as_role["admin"])
+    assert exported.headers["content-type"].startswith("text/csv") and "eng1,engineer" in exported.text
+    assert client.get("/results", headers={"Authorization": "Bearer not-a-user-token-000"}).status_code == 401
+
+    # Durable: another handle on the file reads the entries; a setting changed between starts is recorded.
+    audit = AuditLog(tmp_path / "data" / "audit.sqlite3")
+    assert audit.entries()[0] == len(entries)
+    audit.compare_settings({**service._audited_settings(), "score_threshold": 0.45})
+    who, target, old, new = (lambda e: (e.who, e.target, e.old, e.new))(audit.entries(1)[1][0])
+    assert (who, target, old, new) == ("configuration", "score_threshold", "0.3", "0.45")
+    assert User("x", "engineer", hash_token("y" * 16)).may("operator") and not \
+        User("x", "engineer", hash_token("y" * 16)).may("admin")
+
+
 def test_a_dead_detector_process_is_replaced_and_inspection_goes_on(tmp_path, tiny, running):
     folder = tmp_path / "incoming"
     fill_hot_folder(folder, tiny.data, 0, 3)
@@ -929,6 +996,112 @@ def test_serve_command_reports_bad_configuration_and_exits_2(tmp_path):
     assert "config field 'line' from command line" in result.stderr
     assert "config field 'db'" in result.stderr and "mysql://inspector:***@db/x?password=***" in result.stderr
     assert SECRET not in result.stderr + result.stdout
+
+
+def make_pki(directory: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    files: dict[str, Path] = {}
+
+    def save(name: str, certificate, key) -> None:
+        files[name] = directory / f"{name}.pem"
+        files[name].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        files[f"{name}_key"] = directory / f"{name}.key"
+        files[f"{name}_key"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+
+    def issue(subject: str, key, issuer_name, issuer_key, *, ca: bool = False, server: bool = False):
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(issuer_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        elif not ca:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+                                            critical=True)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "inspector test CA")])
+    save("ca", issue("inspector test CA", ca_key, ca_name, ca_key, ca=True), ca_key)
+    for name, server in (("server", True), ("client", False)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        save(name, issue(f"inspector test {name}", key, ca_name, ca_key, server=server), key)
+    return files
+
+
+def test_tls_https_only_api_and_mqtts_with_a_client_certificate(tmp_path, tiny, broker, running):
+    """HTTPS with a certificate made here (plain HTTP gets no answer on that port); records published over
+    mqtts:// to a real Mosquitto that requires a client certificate signed by the test CA."""
+    import ssl
+
+    import httpx
+    import paho.mqtt.client as mqtt
+
+    from inspector.service.api import create_app
+    from inspector.service.run import HttpServer
+
+    pki = make_pki(tmp_path / "pki")
+    broker.stop()
+    tls_port = free_port()
+    broker.config.write_text(broker.config.read_text().replace(
+        f"listener {broker.port} 127.0.0.1", f"listener {tls_port} 127.0.0.1\ncafile {pki['ca']}\n"
+        f"certfile {pki['server']}\nkeyfile {pki['server_key']}\nrequire_certificate true\ntls_version tlsv1.2"))
+    broker.port = tls_port
+    broker.start()
+
+    received: list[dict] = []
+    subscribed = threading.Event()
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-tls")
+    subscriber.tls_set(ca_certs=str(pki["ca"]), certfile=str(pki["client"]), keyfile=str(pki["client_key"]))
+    subscriber.on_connect = lambda client, *_: client.subscribe("inspector/tls-line/result", qos=1)
+    subscriber.on_subscribe = lambda *_: subscribed.set()
+    subscriber.on_message = lambda client, userdata, message: received.append(json.loads(message.payload))
+    subscriber.connect("127.0.0.1", tls_port)
+    subscriber.loop_start()
+    assert subscribed.wait(10), "the TLS subscriber could not subscribe"
+
+    with pytest.raises(ConfigError, match="mqtt_ca: only for a TLS broker URL"):
+        load_config(None, {"source": "demo", "http": "", "mqtt": f"mqtt://127.0.0.1:{tls_port}",
+                           "mqtt_ca": pki["ca"]}, environ={})
+    folder = tmp_path / "incoming"
+    names = fill_hot_folder(folder, tiny.data, 0, 3)
+    config = make_config(tmp_path, folder, model=tiny.package, line="tls-line", mqtt=f"mqtts://localhost:{tls_port}",
+                         mqtt_ca=pki["ca"], mqtt_cert=pki["client"], mqtt_key=pki["client_key"])
+    service = Service(config)
+    running.append(service)
+    service.start()
+    wait_for(lambda: sorted(r["frame_file"] for r in received) == sorted(names), 60, "3 results over mqtts://")
+
+    http = HttpServer(create_app(service, TOKEN), "127.0.0.1", 0, tls_cert=pki["server"], tls_key=pki["server_key"])
+    http.start()
+    try:
+        trusted = ssl.create_default_context(cafile=str(pki["ca"]))
+        answer = httpx.get(f"https://127.0.0.1:{http.port}/results", headers=AUTH, verify=trusted)
+        assert answer.status_code == 200 and answer.json()["total"] == 3
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the same port: no HTTP answer at all
+            httpx.get(f"http://127.0.0.1:{http.port}/health", timeout=5)
+        with pytest.raises(httpx.ConnectError):  # and the certificate is checked by clients
+            httpx.get(f"https://127.0.0.1:{http.port}/health", timeout=5)
+    finally:
+        http.stop()
+        subscriber.disconnect()
+        subscriber.loop_stop()
 
 
 # ----------------------------------------------------------------------------------------------- OpenAPI

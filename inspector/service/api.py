@@ -7,24 +7,26 @@ a token, and they are an open door on a factory network. Load the schema into a 
 - ``GET /results``: records, newest first, paged, filtered by time range and verdict.
 - ``GET /stats``: yield per hour and defects per type over a time range.
 - ``GET /frames/latest.jpg``: the last inspected frame with its defects drawn.
+- ``GET /audit``: the audit trail (admins; ``format=csv`` exports it).
 
-Everything but /health needs ``Authorization: Bearer <token>`` (the configured token). No endpoint takes
-a file name or path: what is served comes from the records store and memory only.
+Everything but /health needs ``Authorization: Bearer <token>`` of a configured user; reads need the
+operator role, changes engineer, /audit admin (``auth.required_role``); every change is audited. No
+endpoint takes a file name or path: what is served comes from the records store and memory only.
 """
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Optional
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from inspector.redaction import redact
+from inspector.service.auth import LEGACY_TOKEN_USER, Authenticator, User, hash_token, required_role
 from inspector.service.records import StoreUnavailable, iso
 
 DAY_S = 24 * 3600.0
@@ -197,22 +199,94 @@ class RecipeRequest(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="the recipe's name (its file name without .yaml)")
 
 
-_UNAUTHORIZED = {401: {"model": Problem, "description": "missing or wrong bearer token"}}
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=_MAX_OFFSET)
+    format: Literal["json", "csv"] = "json"
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at: str = Field(description="ISO 8601, UTC")
+    who: str
+    role: Optional[str]
+    action: str
+    target: str
+    old: Optional[str]
+    new: Optional[str]
+    outcome: Optional[str] = Field(description="HTTP status of the change, or null")
+
+
+class AuditPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[AuditEntryOut]
+
+
+_UNAUTHORIZED = {401: {"model": Problem, "description": "missing or wrong bearer token"},
+                 403: {"model": Problem, "description": "this user's role may not make this request"}}
 _STORE_DOWN = {503: {"model": Problem, "description": "the record store (PostgreSQL) is unreachable right now; "
                      "records wait in the local spool"}}
 
 
-def create_app(service, token: str) -> FastAPI:
+def create_app(service, token: Optional[str] = None, users: Optional[list[User]] = None) -> FastAPI:
+    """The API of ``service``. ``users`` (roles, hashed tokens) and/or ``token`` (an admin) may call it; the
+    role each request needs comes from ``auth.required_role``. Changes are recorded in ``service.audit``."""
     app = FastAPI(title="PCB inspector line service", version="1", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Results, health and metrics of one production line's inspection service.")
-    bearer = HTTPBearer(auto_error=False, description="the token from the service configuration")
-    expected = token.encode()
+    bearer = HTTPBearer(auto_error=False, description="a user's token (roles: operator, engineer, admin)")
+    everyone = list(users or []) + ([User(LEGACY_TOKEN_USER, "admin", hash_token(token))] if token else [])
+    authenticator = Authenticator(everyone)
+    audit = getattr(service, "audit", None)
 
-    def authorized(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
-        given = b"" if credentials is None else credentials.credentials.encode("utf-8", "surrogateescape")
-        if credentials is None or credentials.scheme.lower() != "bearer" or not secrets.compare_digest(given, expected):
+    def authorized(request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+        """Every endpoint but /health: a known token, and a role that may make this request."""
+        user = None
+        if credentials is not None and credentials.scheme.lower() == "bearer":
+            user = authenticator.identify(credentials.credentials)
+        if user is None:
             raise HTTPException(status_code=401, detail="a valid bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
+        request.state.user = user
+        needed = required_role(request.method, request.url.path)
+        if not user.may(needed):
+            raise HTTPException(status_code=403, detail=f"{request.method} {request.url.path} needs the {needed} "
+                                f"role; {user.name} is {user.role}")
+
+    app.state.authorized = authorized  # for endpoints added to the app elsewhere: Depends(app.state.authorized)
+
+    @app.middleware("http")
+    async def audit_changes(request: Request, call_next):
+        """Every request that may change something is recorded: who, what, the new value, the outcome."""
+        if request.method in ("GET", "HEAD", "OPTIONS") or audit is None:
+            return await call_next(request)
+        body = await request.body()
+        response = await call_next(request)
+        user = getattr(request.state, "user", None)
+        if user is not None:  # unauthenticated attempts are answered 401/403 and logged by uvicorn only
+            state = request.state
+            audit.record(user.name, f"{request.method} {request.url.path}", getattr(state, "audit_target",
+                         request.url.path), getattr(state, "audit_old", None), getattr(state, "audit_new", body or None),
+                         role=user.role, outcome=str(response.status_code))
+        return response
+
+    @app.get("/audit", response_model=AuditPage, tags=["administration"], dependencies=[Depends(authorized)],
+             responses={**_UNAUTHORIZED, 403: {"model": Problem, "description": "admins only"},
+                        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description":
+                              "the audit trail, newest first (format=csv: all of it, oldest first)"}})
+    def audit_trail(query: Annotated[AuditQuery, Query()]):
+        """Who changed what, when, from which value to which (admins only)."""
+        if audit is None:
+            return {"total": 0, "limit": query.limit, "offset": query.offset, "items": []}
+        if query.format == "csv":
+            return Response(content=audit.export_csv(), media_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+        total, entries = audit.entries(query.limit, query.offset)
+        return {"total": total, "limit": query.limit, "offset": query.offset,
+                "items": [entry.to_dict() for entry in entries]}
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorized)])
     def openapi() -> JSONResponse:

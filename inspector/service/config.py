@@ -31,6 +31,17 @@ class ConfigError(ValueError):
     """The configuration is unusable; the message names the field (or file) and what was expected."""
 
 
+class UserSpec(BaseModel):
+    """One user of the HTTP API (roles: inspector/service/auth.py); only the token's hash is configured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    role: Literal["operator", "engineer", "admin"]
+    token_sha256: str = Field(pattern=r"^sha256:[0-9a-f]{64}$",
+                              description="python -m inspector.service.auth makes a token and this hash")
+
+
 class ServiceConfig(BaseModel):
     """Every setting of ``inspector serve``; the field name is also the YAML key and ``INSPECTOR_<NAME>``."""
 
@@ -59,6 +70,10 @@ class ServiceConfig(BaseModel):
     db: Optional[str] = Field(None, description="postgresql://user:pass@host:port/db; default: SQLite in data_dir")
     mqtt: Optional[str] = Field(None, description="mqtt://[user:pass@]host[:port]; default: no publishing")
     mqtt_client_id: Optional[str] = Field(None, description="default: inspector-<line>")
+    mqtt_ca: Optional[Path] = Field(None, description="mqtts://: CA certificate(s) (PEM) the broker's is checked "
+                                    "against (default: the system's)")
+    mqtt_cert: Optional[Path] = Field(None, description="mqtts://: client certificate (PEM), with mqtt_key")
+    mqtt_key: Optional[Path] = Field(None, description="mqtts://: private key of mqtt_cert (PEM)")
     evidence: Optional[Path] = Field(None, description="directory for annotated JPEGs of NG frames")
     evidence_max_files: int = Field(1000, ge=1)
     evidence_max_bytes: int = Field(1_000_000_000, ge=1_000_000)
@@ -70,7 +85,11 @@ class ServiceConfig(BaseModel):
 
     # HTTP API
     http: Optional[str] = Field("127.0.0.1:8080", description="HOST:PORT of the HTTP API; empty: no HTTP")
-    token: Optional[str] = Field(None, min_length=16, description="bearer token for every endpoint but /health")
+    token: Optional[str] = Field(None, min_length=16, description="bearer token of an admin (set-ups without users)")
+    users: Optional[list[UserSpec]] = Field(None, description="users with roles: name, role, token_sha256")
+    users_file: Optional[Path] = Field(None, description="YAML file with users: (name, role, token_sha256)")
+    tls_cert: Optional[Path] = Field(None, description="PEM certificate (chain): serve HTTPS only")
+    tls_key: Optional[Path] = Field(None, description="PEM private key of tls_cert")
 
     # the pipeline and its alarms
     # Small on purpose: for a live source every waiting frame adds one inference time of latency.
@@ -128,8 +147,8 @@ class ServiceConfig(BaseModel):
         if value is None:
             return value
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("expected mqtt://[user:password@]host[:port]")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+            raise ValueError("expected mqtt://[user:password@]host[:port], or mqtts:// for TLS")
         try:
             parts.port
         except ValueError as error:
@@ -148,9 +167,25 @@ class ServiceConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ServiceConfig":
-        if self.http is not None and self.token is None:
+        if self.http is not None and self.token is None and not self.users and self.users_file is None:
             raise ValueError("token: the HTTP API needs a bearer token of at least 16 characters "
-                             "(set token: in the file or INSPECTOR_TOKEN); or switch HTTP off with an empty http")
+                             "(set token: in the file or INSPECTOR_TOKEN) or users (users: / users_file:); "
+                             "or switch HTTP off with an empty http")
+        if self.users_file is not None and not self.users_file.is_file():
+            raise ValueError(f"users_file: {self.users_file} is not a file")
+        tls_files = [name for name in ("mqtt_ca", "mqtt_cert", "mqtt_key") if getattr(self, name) is not None]
+        if tls_files and (self.mqtt is None or urlsplit(self.mqtt).scheme not in ("mqtts", "ssl")):
+            raise ValueError(f"{tls_files[0]}: only for a TLS broker URL (mqtts://host:8883)")
+        if (self.mqtt_cert is None) != (self.mqtt_key is None):
+            raise ValueError("mqtt_cert and mqtt_key: give both (client certificate) or neither")
+        for name in tls_files:
+            if not getattr(self, name).is_file():
+                raise ValueError(f"{name}: {getattr(self, name)} is not a file")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: give both (HTTPS) or neither (HTTP)")
+        for name in ("tls_cert", "tls_key"):
+            if getattr(self, name) is not None and not getattr(self, name).is_file():
+                raise ValueError(f"{name}: {getattr(self, name)} is not a file")
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
         if self.template is not None and not self.template.is_file():

@@ -9,7 +9,9 @@ alarm carries its ``record_id`` / ``seq`` so consumers can drop repeats.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -18,6 +20,8 @@ from inspector.service.records import Alarm, Record
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
+TLS_SCHEMES = ("mqtts", "ssl")
 
 
 class BrokerUnavailable(RuntimeError):
@@ -32,16 +36,24 @@ def topics(line: str) -> dict[str, str]:
 class MqttPublisher:
     """One connection to the broker, kept up by paho's own network thread (reconnects with back-off)."""
 
-    def __init__(self, url: str, line: str, client_id: str | None = None, ack_timeout: float = 10.0):
+    def __init__(self, url: str, line: str, client_id: str | None = None, ack_timeout: float = 10.0, *,
+                 ca: Path | None = None, cert: Path | None = None, key: Path | None = None):
+        """``mqtts://`` connects over TLS: the broker's certificate is checked against ``ca`` (default: the
+        system's CAs) and its host name; ``cert``/``key`` is the client certificate a broker may require."""
         parts = urlsplit(url)
+        self.tls = parts.scheme in TLS_SCHEMES
         self.host = parts.hostname or "localhost"
-        self.port = parts.port or DEFAULT_PORT
+        self.port = parts.port or (DEFAULT_TLS_PORT if self.tls else DEFAULT_PORT)
         self.topics = topics(line)
         self.ack_timeout = ack_timeout
         self.connected = threading.Event()
         self.last_error = ""
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"inspector-{line}",
                                   clean_session=True)
+        if self.tls:
+            self.client.tls_set(ca_certs=None if ca is None else str(ca), certfile=None if cert is None else str(cert),
+                                keyfile=None if key is None else str(key), cert_reqs=ssl.CERT_REQUIRED,
+                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if parts.username:
             self.client.username_pw_set(unquote(parts.username), unquote(parts.password or "") or None)
         self.client.will_set(self.topics["status"], "offline", qos=1, retain=True)

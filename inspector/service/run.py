@@ -22,7 +22,8 @@ log = logging.getLogger("inspector.service")
 class HttpServer:
     """uvicorn in a background thread, serving ``app`` on an already bound socket."""
 
-    def __init__(self, app, host: str, port: int):
+    def __init__(self, app, host: str, port: int, tls_cert: Path | None = None, tls_key: Path | None = None):
+        """With ``tls_cert``/``tls_key`` the socket speaks TLS only: plain HTTP is not served at all."""
         import uvicorn
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -35,7 +36,16 @@ class HttpServer:
             raise ServiceError(f"http: cannot listen on {host}:{port} ({error.strerror or error})") from error
         self.socket.listen(64)
         self.host, self.port = host, self.socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3)
+        self.scheme = "https" if tls_cert is not None else "http"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
+                                ssl_certfile=None if tls_cert is None else str(tls_cert),
+                                ssl_keyfile=None if tls_key is None else str(tls_key))
+        if tls_cert is not None:
+            try:
+                config.load()  # reads the certificate and key now: a bad pair is a start-up error naming them
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+                self.socket.close()
+                raise ServiceError(f"tls_cert/tls_key: cannot use {tls_cert} with {tls_key} ({error})") from error
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, name="http",
                                         daemon=True)
@@ -83,18 +93,26 @@ def run_service(config: ServiceConfig) -> int:
             if config.http is not None:
                 from inspector.service.api import create_app
 
-                http = HttpServer(create_app(service, config.token), config.http_host, config.http_port)
+                from inspector.service.auth import users_from_config
+
+                try:
+                    users = users_from_config(config)
+                except ValueError as error:
+                    raise ServiceError(str(error)) from error
+                http = HttpServer(create_app(service, config.token, users=users), config.http_host, config.http_port,
+                                  tls_cert=config.tls_cert, tls_key=config.tls_key)
             service.start()
             if http is not None:
                 http.start()
-                log.info("HTTP API on http://%s:%d (OpenAPI: /openapi.json)", http.host, http.port)
+                log.info("HTTP API on %s://%s:%d (OpenAPI: /openapi.json, with a token)", http.scheme, http.host,
+                         http.port)
         except ServiceError as error:
             log.error("cannot start: %s", error)
             if service is not None:
                 service.stop(drain=False)
             return 2
         print(f"inspector serve: line {config.line} running" +
-              (f", HTTP on {http.host}:{http.port}" if http else ""), flush=True)
+              (f", {http.scheme.upper()} on {http.host}:{http.port}" if http else ""), flush=True)
         while not stop.wait(0.5):
             if not service.worker_alive:
                 log.error("the inference worker stopped unexpectedly; exiting so the supervisor restarts it")

@@ -33,6 +33,7 @@ import numpy as np
 from inspector.capture import (CorruptFrame, Frame, FrameSource, ReconnectingSource, SourceEnded, SourceError, open_source,
                                printable_name)
 from inspector.redaction import redact, redact_all
+from inspector.service.audit import AuditLog
 from inspector.service.config import ServiceConfig
 from inspector.service.delivery import Delivery
 from inspector.service.evidence import EvidenceStore
@@ -43,6 +44,7 @@ from inspector.service.records import ALARMS, RECORDS, Alarm, Journal, PostgresS
 
 log = logging.getLogger(__name__)
 HOT_FOLDER_POLL_S = 0.1
+AUDIT_FILE = "audit.sqlite3"
 DAY_S = 24 * 3600.0
 # The latest frame is kept for /frames/latest.jpg: no more than this many pixels on its long side, so a
 # large board does not hold a second full-size copy in memory (and the JPEG stays small for a screen).
@@ -87,6 +89,10 @@ class Service:
             raise ServiceError(f"data_dir: cannot use {config.data_dir} ({error.strerror or error})") from error
         except Exception as error:
             raise ServiceError(f"data_dir: records database {config.records_path}: {error}") from error
+        try:
+            self.audit = AuditLog(config.data_dir / AUDIT_FILE)  # who changed what: inspector/service/audit.py
+        except Exception as error:
+            raise ServiceError(f"data_dir: audit trail {config.data_dir / AUDIT_FILE}: {error}") from error
         self.postgres = PostgresStore(config.db) if config.db else None
         self.store = self.postgres or self.journal  # what the API reads
         self.evidence = None
@@ -116,7 +122,11 @@ class Service:
         if config.mqtt:
             from inspector.service.mqtt import MqttPublisher
 
-            self.mqtt = MqttPublisher(config.mqtt, config.line, client_id=config.mqtt_client_id)
+            try:
+                self.mqtt = MqttPublisher(config.mqtt, config.line, client_id=config.mqtt_client_id, ca=config.mqtt_ca,
+                                          cert=config.mqtt_cert, key=config.mqtt_key)
+            except (OSError, ValueError) as error:  # ssl.SSLError: a certificate or key that cannot be used
+                raise ServiceError(f"mqtt_ca/mqtt_cert/mqtt_key: cannot set up TLS ({error})") from error
             self.deliveries.append(Delivery(self.journal, "mqtt", RECORDS, self.mqtt.publish,
                                             on_change=self._on_sink_change))
             self.deliveries.append(Delivery(self.journal, "mqtt", ALARMS, self.mqtt.publish,
@@ -145,6 +155,10 @@ class Service:
 
     def start(self) -> None:
         self.started_at = time.time()
+        try:
+            self.audit.compare_settings(self._audited_settings())
+        except Exception:  # the trail must not stop the line; the failure is logged loudly
+            log.exception("audit trail %s: the settings comparison at start-up failed", self.audit.path)
         if self.mqtt is not None:
             self.mqtt.start()
         for delivery in self.deliveries:
@@ -196,6 +210,17 @@ class Service:
             self.journal.close()
         self.state = "stopped"
         log.info("line %s: stopped", self.line)
+
+    def _audited_settings(self) -> dict[str, Any]:
+        """Settings that decide verdicts or access: a change between two starts goes into the audit trail."""
+        from inspector.service.auth import users_from_config
+
+        try:
+            users = sorted(f"{user.name}:{user.role}" for user in users_from_config(self.config))
+        except ValueError:
+            users = None  # refused by run.py before the API starts
+        return {"model": f"{self.model_name} ({self.package_id})", "score_threshold": self.config.score_threshold,
+                "users": users}
 
     @property
     def worker_alive(self) -> bool:
