@@ -11,6 +11,13 @@ case); the cache warm (every row served from it, the steady state once each boar
 A real run sits between: the hit rate over E epochs with uniform dihedral draws is 1 - 8 (1 - (7/8)^E) / E
 per board (printed), plus copy-pasted rows, which always get a fresh pass.
 
+Measured (2-core VM shared with other jobs, load average ~11, so +-40 %; 32 DeepPCB trainval boards, untrained
+ppyolo-r18 gfl teacher, mbv3-small student, 320 gray-diff-s2d, crops 256, batch 8, 1 thread), three runs:
+no cache 0.57 / 1.03 / 0.67 img/s, cold 0.79 / 0.63 / 0.43, warm 5.9 / 3.4 / 4.7. A miss costs a whole-board
+pass (320^2 vs the crop's 256^2: 1.56x); the last run's seconds per image (1.49 none, 2.33 cold, 0.21 warm) break
+even at a hit rate of 0.40, i.e. about 10 epochs with dihedral draws; at 16 epochs (hit rate 0.56) 1.3x the
+uncached speed, at 60 epochs (0.87) 3x, and without dihedral draws (one orientation per board: 1 - 1/E) 4x at 16.
+
 Agreement: for aligned crops of validation-size boards, the max |cached - fresh| over all cells and over the
 cells at least ``--margin`` cells from the crop's edge, per level, relative to the maps' largest value. The
 teacher (``--teacher``: a run or checkpoint; default an untrained PP-YOLO ResNet18 gfl teacher) and, for a
