@@ -285,3 +285,12 @@ def test_two_workers_give_the_same_panel_result_as_one(detector, demo_pairs):
     assert len(one) > 10 and one.tiles == two.tiles == 9
     np.testing.assert_array_equal(one.boxes, two.boxes)
     np.testing.assert_array_equal(one.class_ids, two.class_ids)
+
+
+def test_a_panel_without_defects_is_ok_and_a_grey_small_frame_is_accepted(detector, demo_pairs):
+    panel = assemble_panel(demo_pairs[:4], 2, 2)
+    found = PanelInspector(detector).inspect(panel.template, panel.template, score_threshold=0.99)
+    assert found.is_panel and len(found) == 0 and found.boxes.shape == (0, 4) and found.to_dict()["detections"] == []
+    assert len(found.as_detections()) == 0
+    small = PanelInspector(detector).inspect(panel.tested[:TILE, :TILE], panel.template[:TILE, :TILE])
+    assert not small.is_panel and len(small) > 0

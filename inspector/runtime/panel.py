@@ -8,21 +8,23 @@ where it was trained: on tiles of its native size (``tile_size``, 640 px for the
 
 1. **Registration** (``register_panel``): the global template->panel map is estimated on a downscaled
    overview of both by ``alignment.align_to_template`` (ORB + RANSAC, then ECC; it refuses a wrong or
-   unreadable panel), then refined at full resolution: the residual shift of a grid of sample tiles
-   (phase correlation) gives template->panel point pairs, and a robust affine fit to them is the
-   final map (shift, rotation, scale, shear). Its RMS residual is reported.
+   unreadable panel), then refined at full resolution: the residual shift of up to 8 x 8 sample tiles
+   (phase correlation) gives template->panel point pairs, and a robust fit to them (``motion``:
+   similarity by default, i.e. shift, rotation and scale; or euclidean, or affine) is the final map.
+   The RMS residual of that fit is reported: it measures how far the panel is from rigid.
 2. **Tiles**: a grid of ``tile_size`` tiles overlapping by ``overlap`` pixels on the template's grid.
-   Each tested tile is resampled from the panel through the global map (a plain crop when the map is
-   an integer shift), then refined on its own: where the panel is not rigid (stretch, a bowed board)
-   its local residual shift is measured and applied. Tiles are streamed (``workers`` at once, each
-   worker with its own engine): only the panel, the template and a few tile pairs are in memory, so
-   a 16k x 16k greyscale panel needs ~2 x 256 MB plus the engines (808 MB peak RSS measured,
-   ``benchmarks/panel_throughput.py``).
-3. **Stitching**: tile detections are moved to template (golden panel) coordinates. A defect cut by a
-   tile border is seen as a fragment touching that border in one tile, and whole (or as the other
-   fragment) in the neighbouring tile; fragments are merged with the same-class detections they
-   overlap into one box covering both, then per-class NMS removes the duplicates of defects seen
-   whole in two tiles. Boxes are finally mapped to the tested panel's pixels through each tile's map.
+   Each tested tile is sampled from the panel through the map: a plain crop when the map's rotation and
+   scale move no tile pixel more than ``_SNAP_PX`` (no resampling blur), bilinear otherwise. Where the
+   fit's RMS says the panel is not rigid (stretch, a bowed board), each tile's own residual shift is
+   measured and applied too. Tiles are streamed (``workers`` at once, each worker with its own engine):
+   only the panel, the template and a few tile pairs are in memory, so a 16k x 16k greyscale panel needs
+   ~2 x 256 MB plus the engines (808 MB peak RSS measured, ``benchmarks/panel_throughput.py``).
+3. **Stitching** (``merge_tile_detections``): tile detections are moved to template (golden panel)
+   coordinates. A defect cut by a tile border shows as a fragment touching that border; when the
+   neighbouring tile saw it whole, the fragment is dropped; when the defect is longer than the overlap,
+   both tiles see fragments, which become one box covering both. Then per-class NMS removes the
+   duplicates of defects seen whole by two tiles. Boxes are finally mapped to the tested panel's pixels
+   through the map of the tile that saw each defect best.
 4. **Ignore regions** (recipe masks: fiducials, labels, a board outline) are given in template
    coordinates, the golden panel's, which stay fixed from panel to panel; a detection whose centre
    lies in one is dropped (and counted).
