@@ -74,8 +74,8 @@ class PanelRegistration:
     template_to_panel: np.ndarray  # (2, 3): template pixel (x, y) is seen at panel pixel M @ (x, y, 1)
     correlation: float  # of the overview after the global estimate (alignment.align_to_template)
     overlap: float  # fraction of the template covered by the panel (overview)
-    sample_tiles: int  # sample tiles whose residual shift entered the refinement fit
-    fit_rms_px: float  # RMS residual of those tiles against the fitted map (non-rigidity + noise)
+    sample_tiles: int  # sample tiles whose residual shift agreed with the fitted map (RANSAC inliers)
+    fit_rms_px: float  # RMS residual of all measured sample tiles against the fitted map (non-rigidity + noise)
     motion: str
 
     @property
@@ -236,14 +236,33 @@ def register_panel(panel: np.ndarray, template: np.ndarray, *, motion: str = "si
         source, target = np.float64(sources), np.float64(targets)
         fit = cv2.estimateAffine2D if motion == "affine" else cv2.estimateAffinePartial2D
         refined, inliers = fit(source, target, method=cv2.RANSAC, ransacReprojThreshold=1.5, refineIters=20)
-        if refined is not None and int(inliers.sum()) >= 3:
-            refined = refined.astype(np.float64)
-            if motion == "euclidean":  # a similarity fit may carry a scale the motion does not have
-                refined[:, :2] /= math.sqrt(abs(np.linalg.det(refined[:, :2])))
-            keep = inliers.ravel().astype(bool)
-            residual = np.array([_apply(refined, p) for p in source[keep]]) - target[keep]
-            rms, used, matrix = float(np.sqrt((residual ** 2).sum(axis=1).mean())), int(keep.sum()), refined
+        used = 0 if refined is None else int(inliers.sum())
+        if used < 3:
+            # No three tiles agree to 1.5 px: a panel far from rigid. The least-squares map over all of them is
+            # the best global start; each tile's own correction (``refine_tiles``) does the rest.
+            refined, used = _least_squares(source, target, motion), 0
+        refined = refined.astype(np.float64)
+        if motion == "euclidean":  # a similarity fit may carry a scale the motion does not have
+            refined[:, :2] /= math.sqrt(abs(np.linalg.det(refined[:, :2])))
+        # Over every measured tile, outliers included: tiles the global map does not fit are what
+        # makes a panel non-rigid (and what per-tile refinement is for).
+        residual = np.array([_apply(refined, p) for p in source]) - target
+        rms, matrix = float(np.sqrt((residual ** 2).sum(axis=1).mean())), refined
     return PanelRegistration(matrix, coarse.correlation, coarse.overlap, used, rms, motion)
+
+
+def _least_squares(source: np.ndarray, target: np.ndarray, motion: str) -> np.ndarray:
+    """The (2, 3) map minimising the squared distances source -> target: affine, or similarity
+    (``x' = a x - b y + tx``, ``y' = b x + a y + ty``) for the other motions."""
+    ones, zeros = np.ones(len(source)), np.zeros(len(source))
+    if motion == "affine":
+        design = np.column_stack([source, ones])
+        solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+        return solution.T
+    x, y = source[:, 0], source[:, 1]
+    design = np.vstack([np.column_stack([x, -y, ones, zeros]), np.column_stack([y, x, zeros, ones])])
+    (a, b, tx, ty), *_ = np.linalg.lstsq(design, np.concatenate([target[:, 0], target[:, 1]]), rcond=None)
+    return np.array([[a, -b, tx], [b, a, ty]])
 
 
 def _overview(image: np.ndarray, scale: float) -> np.ndarray:
