@@ -158,3 +158,66 @@ def test_a_line_follows_promotion_and_rollback_between_parts(tmp_path, packages)
     watch.accept(worse)
     reg.rollback()
     assert watch.changed()[0] == good
+
+
+def _distinct_package(target: Path, name: str) -> Path:
+    """The shipped network under another package identity (one more listed file), so a swap is visible."""
+    import hashlib
+
+    _copy_package(target, name)
+    notes = target / "NOTES.txt"
+    notes.write_text(f"{name}: the shipped weights, registered as another model for the test\n")
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["files"]["NOTES.txt"] = {"sha256": hashlib.sha256(notes.read_bytes()).hexdigest(),
+                                      "bytes": notes.stat().st_size}
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return target
+
+
+def test_the_service_follows_promotion_and_rollback_between_parts_with_no_lost_record(tmp_path):
+    """A recipe whose model is registry:DIR: the running service switches on promote and back on rollback."""
+    if not DEFAULT_PACKAGE.exists():
+        pytest.skip("no shipped model package in this checkout")
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_plc import drop_board, wait_for
+
+    from inspector.service import Service, ServiceConfig
+
+    first = _distinct_package(tmp_path / "pkg-first", "first")
+    second = _distinct_package(tmp_path / "pkg-second", "second")
+    reg = Registry(tmp_path / "registry")
+    reg.set_golden(GoldenSet(str(GOLDEN)))
+    reg.promote(reg.register(first)["id"])
+    second_id = reg.register(second)["id"]
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "line.yaml").write_text('name: line\nversion: "1"\nmodel: registry:../registry\n')
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    service = Service(ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None, line="line1",
+                                    recipes=recipes, recipe="line"))
+    service.start()
+
+    def judged(name: str, count: int):
+        drop_board(folder, name)
+        return wait_for(lambda: (lambda items: items if len(items) >= count else None)(
+            service.journal.query(limit=50).items), 60, f"record of {name}")
+
+    try:
+        assert service.model_name == "first"
+        assert service.recipes.follow_registry() is None  # nothing changed
+        judged("b1", 1)
+        reg.promote(second_id)  # equal on the golden set: within the tolerance
+        wait_for(lambda: service.model_name == "second", 30, "the service's monitor to switch to the promoted model")
+        judged("b2", 2)
+        reg.rollback(by="carol")
+        wait_for(lambda: service.model_name == "first", 30, "the service's monitor to switch back on rollback")
+        judged("b3", 3)
+        assert service.recipes.follow_registry() is None  # handled once
+    finally:
+        service.stop()
+    records = {Path(r.frame_file).stem.split("_")[0]: r for r in service.journal.query(limit=50).items}
+    assert {name: r.model_name for name, r in records.items()} == {"b1": "first", "b2": "second", "b3": "first"}
+    assert records["b2"].package_id != records["b1"].package_id == records["b3"].package_id

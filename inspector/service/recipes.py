@@ -4,7 +4,8 @@
     name: board-a                 # the file is <name>.yaml
     version: "3"                  # bump it with every change; every record carries name and version
     description: 4-layer controller board, top side
-    model: ../models/default      # model package (relative to this file), or "default" (the shipped one)
+    model: ../models/default      # model package (relative to this file), "default" (the shipped one), or
+                                  # registry:../models/registry (that registry's current, promoted model)
     template: golden/board-a.png  # golden template for sources whose frames carry none (cameras)
     ignore_regions:               # frame pixels x1, y1, x2, y2: a defect whose centre is inside is ignored
       - [0, 0, 40, 640]           #   (fixtures, labels, a connector the model keeps flagging)
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHIPPED_PACKAGE = Path(__file__).resolve().parents[2] / "models" / "default"
+REGISTRY_PREFIX = "registry:"  # model: registry:DIR follows that registry's current (promoted) model
 RECIPE_SUFFIXES = (".yaml", ".yml")
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 STATE_FILE = "active_recipe.json"
@@ -199,6 +201,18 @@ def load_recipe(path: Path | str, *, read_template: bool = True) -> Recipe:
         raise RecipeError(f"{path}: field 'name': {spec.name!r} differs from the file name {path.stem!r} "
                           "(a recipe is selected by its file name)")
     model_dir = None if spec.model == "default" else (path.parent / spec.model).resolve()
+    if spec.model.startswith(REGISTRY_PREFIX):  # the registry's current model (inspector.registry)
+        from inspector.registry import Registry, RegistryError
+
+        registry_dir = (path.parent / spec.model[len(REGISTRY_PREFIX):]).resolve()
+        try:
+            model_dir = Registry(registry_dir).current_package()
+        except RegistryError as error:
+            raise RecipeError(f"{path}: field 'model': {error}") from None
+        if model_dir is None:
+            raise RecipeError(f"{path}: field 'model': the registry {registry_dir} has no promoted model yet "
+                              "(inspector models promote)")
+        model_dir = model_dir.resolve()
     try:
         manifest = read_manifest(model_dir or SHIPPED_PACKAGE)
     except (PackageError, OSError) as error:
@@ -275,6 +289,7 @@ class RecipeManager:
         self.directory = Path(directory)
         self.state_file = Path(state_file)
         self._lock = threading.Lock()
+        self._follow_lock = threading.Lock()
         self.active: Optional[ActiveRecipe] = None
         self.last_refusal: Optional[str] = None
 
@@ -330,8 +345,41 @@ class RecipeManager:
             service._owns_detector = True
         if service.plc is not None:
             service.plc.set_recipe(active.recipe.name, active.recipe.version)
+        camera = getattr(service.source, "source", None)  # inside the ReconnectingSource
+        settings = active.recipe.spec.camera
+        if hasattr(camera, "apply_settings") and (settings.exposure_us is not None or settings.gain_db is not None):
+            try:
+                camera.apply_settings(exposure_us=settings.exposure_us, gain_db=settings.gain_db)
+            except Exception as error:  # noqa: BLE001 - a camera gone now gets them when it is reopened
+                log.warning("recipe %s: camera settings not applied now: %s", active.recipe.name, error)
         log.info("recipe %s version %s active (model %s)", active.recipe.name, active.recipe.version,
                  service.model_name)
+
+    def follow_registry(self) -> Optional[tuple[bool, str]]:
+        """When the active recipe's model is ``registry:DIR`` and that registry's current model changed (a
+        promotion or a rollback), reload the recipe: the new model takes over between parts, like any recipe
+        switch (a model that fails to load is refused and alarmed; the running one stays). None: no change.
+        The service's monitor calls this every second."""
+        active = self.active
+        if active is None or not active.recipe.spec.model.startswith(REGISTRY_PREFIX):
+            return None
+        with self._follow_lock:  # the monitor and a caller at once must not switch twice
+            return self._follow_registry(active)
+
+    def _follow_registry(self, active: "ActiveRecipe") -> Optional[tuple[bool, str]]:
+        from inspector.registry import CurrentModelWatch, Registry
+
+        registry_dir = (active.recipe.file.parent / active.recipe.spec.model[len(REGISTRY_PREFIX):]).resolve()
+        watch = getattr(self, "_registry_watch", None)
+        if watch is None or watch.registry.root != registry_dir:
+            current = Registry(registry_dir).current()
+            watch = self._registry_watch = CurrentModelWatch(Registry(registry_dir), current and current["id"])
+        change = watch.changed()
+        if change is None:
+            return None
+        accepted, reason = self.request(active.recipe.name, source=f"registry {registry_dir} ({change[0]})")
+        watch.accept(change[0])  # handled: a refusal is alarmed once, not every second; the next promotion retries
+        return accepted, reason
 
     def request(self, name: str, source: str = "http") -> tuple[bool, str]:
         """Validate ``name`` and switch to it between parts. (accepted, reason); a refusal is alarmed and

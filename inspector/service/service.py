@@ -519,6 +519,11 @@ class Service:
                                      f"for {state.name}", sink=state.name, backlog=state.backlog)
                 elif state.backlog < self.config.spool_alarm // 2:
                     self._spool_alarmed.discard(state.name)
+            if self.recipes is not None:  # a recipe with model registry:DIR follows its promotions and rollbacks
+                try:
+                    self.recipes.follow_registry()
+                except Exception as error:
+                    log.warning("following the model registry failed: %s", error)
             if time.monotonic() - last_prune > 60:
                 last_prune = time.monotonic()
                 try:
