@@ -482,3 +482,30 @@ def test_the_gpu_preset_runs_and_resumes_across_the_distilled_stage_on_a_cpu(tmp
     assert any(line.startswith("[3/") and "distilled: running" in line for line in lines)
     assert any(line.startswith("[1/") and "done earlier" in line for line in lines)
     assert len(json.loads((out / "distilled" / "metrics.json").read_text())) == 2  # continued, not retrained
+
+
+@pytest.mark.parametrize("head", ["gfl", "yolo"])
+def test_either_head_s_objective_serves_whole_board_views_from_the_cache_as_the_teacher_computes_them(
+        synth_data, tmp_path, head):
+    dataset = load_dataset(synth_data)
+    teacher_cfg = gfl_config(arch="ppyolo-r18", num_classes=len(dataset.class_names), head=head)
+    paddle.seed(1)
+    save_checkpoint(tmp_path / "teacher", build_model(teacher_cfg).state_dict(), teacher_cfg, dataset.class_names,
+                    {"epoch": 1})
+    objective = DistillationObjective(load_checkpoint(tmp_path / "teacher"),
+                                      DistillConfig(teacher=str(tmp_path / "teacher"), teacher_cache=True), epochs=1)
+    loader = BatchLoader(dataset, 3, INPUT, "image+template", train=True, seed=2, augment=AugmentConfig(), workers=0,
+                         pairs=PairAugmentConfig(dihedral=True))
+    objective.attach_loader(loader)
+    assert loader.record_views and loader.crop_align == 32
+    batch = next(iter(loader))
+    objective.observe_batch(batch)
+    images = paddle.to_tensor(batch.images)
+    _, cached = objective.teacher_outputs(images)
+    assert objective.cache.stats.misses == len(batch.keys)
+    # The teacher on the same boards and orientations without the photometric changes the student saw.
+    clean = paddle.to_tensor(np.stack([loader.full_input(v.key, v.element) for v in batch.views]))
+    with paddle.no_grad():
+        fresh = objective.teacher(clean)
+    for c, f in zip(cached, fresh):
+        np.testing.assert_allclose(c.numpy(), f.numpy(), atol=2e-2 * float(np.abs(f.numpy()).max()))

@@ -394,7 +394,7 @@ class DistillationObjective(Objective):
         """The frozen teacher on ``images``: (neck features, or None when no feature term reads them; head maps)."""
         with paddle.no_grad():
             features = self.teacher.features(images)
-            return (features if self.adapters is not None else None), self.teacher.head(features)
+            return (features if self.config.feature_weight > 0 else None), self.teacher.head(features)
 
     def gfl_losses(self, model: nn.Layer, images: paddle.Tensor, gt_boxes: paddle.Tensor, gt_classes: paddle.Tensor,
                    epoch: int) -> dict[str, paddle.Tensor]:
