@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 PYTHON310 ?= $(shell for c in python3.10 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10; do "$$c" -c "import sys; assert sys.version_info[:2] == (3, 10)" 2>/dev/null && { echo "$$c"; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sysdeps run test clean-venv
+.PHONY: setup sysdeps genicam run test clean-venv
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -30,17 +30,26 @@ SYSDEPS := xvfb xauth libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x
 SYSDEPS += mosquitto postgresql
 # The ARM runner's C++ pre/post-processing test (tests/test_arm_runner.py) builds against these.
 SYSDEPS += cmake g++ libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev nlohmann-json3-dev libssl-dev
+# GenICam cameras (tests/test_genicam.py): Aravis' binding and fake GigE Vision camera; PyGObject builds against these.
+SYSDEPS += aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config
 sysdeps:
 	@if command -v Xvfb >/dev/null && ldconfig -p | grep -q libxcb-cursor.so.0 \
 	    && [ -x /usr/sbin/mosquitto ] && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
 	    && command -v cmake >/dev/null && [ -f /usr/include/opencv4/opencv2/imgcodecs.hpp ] \
-	    && [ -f /usr/include/nlohmann/json.hpp ] && [ -f /usr/include/openssl/evp.h ]; then exit 0; \
+	    && [ -f /usr/include/nlohmann/json.hpp ] && [ -f /usr/include/openssl/evp.h ] \
+	    && [ -x /usr/bin/arv-fake-gv-camera-0.8 ] && [ -f /usr/include/gobject-introspection-1.0/girepository.h ] \
+	    && [ -f /usr/include/cairo/cairo.h ]; then exit 0; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing system packages: $(SYSDEPS)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSDEPS) >/dev/null; \
 	else echo "warning: install these system packages for the display and service tests: $(SYSDEPS)"; fi
 
-test: $(STAMP) sysdeps
+# PyGObject (the GenICam binding, pyproject extra 'genicam') compiles against the system packages above.
+genicam: $(STAMP) sysdeps
+	@$(PY) -c "import gi" 2>/dev/null || $(PY) -m pip install -q 'pygobject>=3.42,<3.50' \
+	  || echo "warning: PyGObject did not install; the GenICam tests are skipped"
+
+test: $(STAMP) sysdeps genicam
 	OMP_NUM_THREADS=$$(nproc) QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 clean-venv:

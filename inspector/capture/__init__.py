@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 ACCEPTED_FORMS = ('"demo" (bundled DeepPCB boards), a camera index ("0", "1" ...), an rtsp:// or http(s):// '
-                  f'stream URL, an existing folder (hot folder), or an existing video file ({", ".join(VIDEO_EXTENSIONS)})')
+                  f'stream URL, a genicam://DEVICE GigE/USB3 Vision camera, an existing folder (hot folder), or an existing video file ({", ".join(VIDEO_EXTENSIONS)})')
 
 
 def open_source(spec: str, *, fps: float | None = None, loop: bool = True, state_dir: Path | None = None,
@@ -68,6 +68,10 @@ def open_source(spec: str, *, fps: float | None = None, loop: bool = True, state
         return DemoSource(fps=fps, loop=loop, spec=text)
 
     golden: np.ndarray | None = read_template_file(template) if template is not None else None
+    if text.lower().startswith("genicam://"):
+        from inspector.capture.genicam import GenICamSource  # PyGObject/Aravis only when asked for
+
+        return GenICamSource(text, template=golden)
     if text.isdigit():
         return CameraSource(int(text), spec=text, template=golden)
     if text.lower().startswith(STREAM_SCHEMES):

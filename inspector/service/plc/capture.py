@@ -7,7 +7,10 @@ Replaces the service's free-running capture loop (``Service._capture_loop`` hand
   folder that stays empty for the capture timeout gives an ERROR part;
 - cameras, streams, video files (live): the source keeps being read (so the driver's buffer never holds
   stale frames) and frames are dropped until one whose exposure started after the trigger: the first
-  frame read after the trigger time is the part's (a software trigger for cameras that run free).
+  frame read after the trigger time is the part's (a software trigger for cameras that run free);
+- GenICam cameras with ``trigger=software``: stale buffers are flushed and the camera is triggered
+  (TriggerSoftware) once per part; with ``trigger=hardware`` the PLC pulses the camera's Line1 and
+  frames are matched to parts in order (the oldest buffered frame is the next part's).
 
 A part whose frame does not come within ``capture_timeout_s`` is committed as ERROR (``CaptureTimeout``)
 with the alarm ``capture_timeout``, and the PLC gets ``ERROR``: the line never waits for a frame forever.
@@ -19,7 +22,7 @@ import queue
 import time
 from typing import TYPE_CHECKING, Optional
 
-from inspector.capture import CorruptFrame, SourceEnded
+from inspector.capture import CorruptFrame, SourceEnded, SourceError
 from inspector.service.plc.handshake import PartRequest
 
 if TYPE_CHECKING:
@@ -32,18 +35,28 @@ LIVE_KINDS = ("camera", "stream", "video")
 
 def triggered_capture_loop(service: "Service") -> None:
     source = service.source
-    live = source.kind in LIVE_KINDS
+    camera = getattr(source, "source", source)  # inside the ReconnectingSource
+    mode = getattr(camera, "trigger_mode", "free-run")  # GenICam: free-run | software | hardware
+    live = source.kind in LIVE_KINDS and mode == "free-run"
     stop = service._stop_capture
     timeout_s = service.config.capture_timeout_s
     request: Optional[PartRequest] = None
+    fired = False
     while not stop.is_set():
         if request is None:
             try:
                 request = service.triggers.get(timeout=0 if live else 0.05)
+                fired = False
             except queue.Empty:
-                if live:
-                    _read_and_drop(service)
+                if live or (source.kind in LIVE_KINDS and source.state != "connected"):
+                    _read_and_drop(service)  # a triggered camera that is gone is reopened while idle too
                 continue
+        if mode == "software" and not fired and source.state == "connected":
+            try:
+                camera.fire()
+                fired = True
+            except SourceError as error:  # the camera is gone: read() reports it and reconnects
+                log.warning("part %s: software trigger failed: %s", request.part_id, error)
         if time.monotonic() - request.triggered_monotonic > timeout_s:
             _capture_timeout(service, request, f"no frame from {source.name} within {timeout_s:g} s")
             request = None
