@@ -509,3 +509,11 @@ def test_either_head_s_objective_serves_whole_board_views_from_the_cache_as_the_
         fresh = objective.teacher(clean)
     for c, f in zip(cached, fresh):
         np.testing.assert_allclose(c.numpy(), f.numpy(), atol=2e-2 * float(np.abs(f.numpy()).max()))
+
+
+def test_the_pipeline_refuses_a_teacher_cache_without_dihedral_before_training_anything():
+    from inspector.pipeline import PipelineConfig, PipelineError
+
+    with pytest.raises(PipelineError, match="^teacher_cache: true needs dihedral: true"):
+        PipelineConfig(data="d", out="o", head="gfl", teacher_cache=True)
+    assert PipelineConfig(data="d", out="o", head="gfl", teacher_cache=True, dihedral=True).teacher_cache

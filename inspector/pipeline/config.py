@@ -119,6 +119,9 @@ class PipelineConfig:
             raise PipelineError(f"prune_ratio: expected a value in (0, 0.95), got {self.prune_ratio}")
         if self.head not in HEADS:
             raise PipelineError(f"head: expected one of {HEADS}, got {self.head!r}")
+        if self.teacher_cache and self.distill and not self.dihedral:
+            raise PipelineError("teacher_cache: true needs dihedral: true (the augmentation's own flips and turns are "
+                                "not recorded per crop, so the cache could serve none)")
         if self.prune_criterion not in PRUNE_CRITERIA:
             raise PipelineError(f"prune_criterion: expected one of {PRUNE_CRITERIA}, got {self.prune_criterion!r}")
         self.qat_skip_layers = [str(name) for name in self.qat_skip_layers]
