@@ -315,3 +315,33 @@ def test_results_by_part_id_over_http(line):
         assert item["package_id"] == service.package_id and item["model_name"] == service.model_name
         assert http.get("/results", params={"part_id": "NO-SUCH-BOARD"},
                         headers={"Authorization": f"Bearer {token}"}).json()["total"] == 0
+
+
+def test_serial_read_from_a_qr_code_without_a_plc(tmp_path):
+    import cv2
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    test, temp = demo_pairs()[0]
+    code = cv2.QRCodeEncoder.create().encode("SN-QR-0042")
+    code = cv2.cvtColor(cv2.resize(code, None, fx=6, fy=6, interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+    board = cv2.imread(str(test))
+    board[20:20 + code.shape[0], 20:20 + code.shape[1]] = code
+    shutil.copy2(temp, folder / "coded_temp.jpg")
+    cv2.imwrite(str(folder / "coded_test.png"), board)
+    shutil.copy2(temp, folder / "plain_temp.jpg")
+    shutil.copy2(test, folder / "plain_test.jpg")
+    old = time.time() - 60
+    for path in folder.iterdir():
+        os.utime(path, (old, old))
+    service = Service(ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None,
+                                    read_serial_code=True))
+    service.start()
+    try:
+        wait_for(lambda: service.journal.count() == 2, 60, "two records", interval=0.05)
+    finally:
+        service.stop()
+    by_file = {record.frame_file: record for record in service.journal.query().items}
+    assert by_file["coded_test.png"].part_id == "SN-QR-0042"
+    assert by_file["plain_test.jpg"].part_id is None
+    assert service.journal.query(part_id="SN-QR-0042").total == 1

@@ -108,6 +108,8 @@ class ServiceConfig(BaseModel):
     result_timeout_s: float = Field(30.0, gt=0, description="trigger mode: no verdict this long -> ERROR to the PLC")
     recipes: Optional[Path] = Field(None, description="directory of recipe files (inspector recipe ...)")
     recipe: Optional[str] = Field(None, description="recipe to start with (default: the last active one)")
+    read_serial_code: bool = Field(False, description="read the board's serial from a QR code in the frame when "
+                                   "the PLC gives no PartId (records' part_id)")
 
     @field_validator("opcua")
     @classmethod

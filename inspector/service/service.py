@@ -345,7 +345,7 @@ class Service:
             package_id=detector.manifest.package_id,
             latency_ms=round((time.monotonic() - frame.captured_monotonic) * 1e3, 3),
             inference_ms=None if detections is None else round(detections.timing.total_ms, 3), error=error,
-            **self._trace(part, active))
+            **self._trace(part, active, self._serial_from_code(frame, part)))
         if verdict == "NG" and self.evidence is not None:
             record.evidence = self._save_evidence(frame, detections, record)
         self._commit(record)
@@ -437,11 +437,27 @@ class Service:
         self._after_commit(record, 0.0)
         return record
 
-    def _trace(self, part, active=None) -> dict[str, Any]:
-        """Traceability fields of a record: the PLC's PartId and the recipe the frame was judged with."""
+    def _trace(self, part, active=None, serial: Optional[str] = None) -> dict[str, Any]:
+        """Traceability fields of a record: the PLC's PartId (else the serial read from the board's code) and
+        the recipe the frame was judged with."""
         name, version = (self.recipe_name, self.recipe_version) if active is None else \
             (active.recipe.name, active.recipe.version)
-        return {"part_id": None if part is None else (part.part_id or None), "recipe": name, "recipe_version": version}
+        part_id = None if part is None else (part.part_id or None)
+        return {"part_id": part_id or serial, "recipe": name, "recipe_version": version}
+
+    def _serial_from_code(self, frame: Frame, part) -> Optional[str]:
+        """With ``read_serial_code``: the board's serial from a QR code in the frame (OpenCV's detector),
+        when the PLC gave none. None when off, when the PLC named the part, or when no code is readable."""
+        if not self.config.read_serial_code or (part is not None and part.part_id):
+            return None
+        try:
+            text, _, _ = cv2.QRCodeDetector().detectAndDecode(frame.image)
+        except cv2.error as error:
+            log.warning("%s: QR code not read: %s", frame.frame_id, error)
+            return None
+        from inspector.service.plc.handshake import _clean_part_id
+
+        return _clean_part_id(text) or None
 
     def _after_commit(self, record: Record, latency: float) -> None:
         self.metrics.frame(record.verdict)
