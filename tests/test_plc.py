@@ -345,3 +345,27 @@ def test_serial_read_from_a_qr_code_without_a_plc(tmp_path):
     assert by_file["coded_test.png"].part_id == "SN-QR-0042"
     assert by_file["plain_test.jpg"].part_id is None
     assert service.journal.query(part_id="SN-QR-0042").total == 1
+
+
+def test_result_timeout_answers_error_and_a_late_verdict_is_not_shown():
+    """A detector that hangs: the PLC gets ERROR after result_timeout_s; the late verdict stays off the PLC."""
+    from inspector.service.plc import Handshake, HandshakeTimings
+
+    requests, alarms, seen = [], [], []
+    handshake = Handshake(requests.append, lambda kind, level, message, **detail: alarms.append(kind),
+                          HandshakeTimings(ack_timeout_s=30.0, result_timeout_s=0.3))
+    handshake.add_listener(seen.append)
+    handshake.start()
+    try:
+        assert handshake.trigger("HANG-1") is True
+        wait_for(lambda: handshake.outputs.result_valid, 10, "the result timeout")
+        assert (handshake.outputs.verdict, handshake.outputs.part_id) == ("ERROR", "HANG-1")
+        wait_for(lambda: "plc_result_timeout" in alarms, 5, "the alarm")
+        assert handshake.result(requests[0], "OK", 0) is False  # too late: the PLC keeps ERROR
+        assert handshake.outputs.verdict == "ERROR"
+        handshake.ack()
+        assert handshake.outputs.ready and not handshake.outputs.result_valid
+        # Every snapshot a front end got had the verdict in place before ResultValid rose.
+        assert all(snapshot.verdict for snapshot in seen if snapshot.result_valid)
+    finally:
+        handshake.stop()
