@@ -44,7 +44,11 @@ def _launch_ranks_if_asked(nproc: int, ips: str | None, out: Path) -> None:
 
     if launched_ranks() > 1:  # this process is one of the ranks
         return
-    raise typer.Exit(launch_ranks(sys.argv[1:], nproc, out / "launch", ips))
+    status = launch_ranks(sys.argv[1:], nproc, out / "launch", ips)
+    if status:
+        _fail(f"the ranks stopped (launcher status {status}); each rank's output is in {out / 'launch'}/workerlog.N; "
+              f"an interrupted run continues from its last finished epoch with --resume", code=status)
+    raise typer.Exit(0)  # the ranks did the work
 
 
 def _data_sources(data: list[Path], weight: Optional[list[float]]):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,7 @@ def test_a_failing_rank_stops_every_rank(boards, tmp_path):
     (run / "trace" / "rank1.jsonl").mkdir(parents=True)  # rank 1 cannot write its trace: it fails after step 1
     result = _run_ranks(_arguments(boards, run), timeout=240)  # rank 0 must not wait for it for ever
     assert result.returncode != 0
+    assert "the ranks stopped" in result.stderr and "--resume" in result.stderr
     assert "IsADirectoryError" in (run / "launch" / "workerlog.1").read_text()
     assert not (run / "last").exists()
 
@@ -172,3 +174,43 @@ def test_a_global_batch_that_does_not_divide_among_the_ranks_is_refused():
     assert local_batch_size(8, World(rank=1, size=4)) == 2
     with pytest.raises(ValueError, match="batch_size 6 .* does not divide among 4 ranks: choose a multiple of 4"):
         local_batch_size(6, World(rank=0, size=4))
+
+
+def _processes_of(run: Path) -> list[int]:
+    """Processes whose command line names this run directory (the launcher and its ranks)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # ended meanwhile
+                continue
+            if str(run) in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_ctrl_c_stops_every_rank_and_leaves_a_resumable_run(boards, tmp_path):
+    run = tmp_path / "interrupted"
+    env = {**os.environ, TRACE_VARIABLE: "1", "OMP_NUM_THREADS": "2"}
+    process = subprocess.Popen([sys.executable, "-m", "inspector.cli", *_arguments(boards, run, epochs=200),
+                                "--nproc", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # its own process group, as a terminal's job
+    try:
+        trace = run / "trace" / "rank1.jsonl"
+        # Await: the first epoch checkpointed and rank 1 well into the second one.
+        while not ((run / "last" / "checkpoint.json").is_file() and trace.is_file()
+                   and sum('"step"' in line for line in trace.read_text().splitlines()) >= 5):
+            assert process.poll() is None, "the run ended before it could be interrupted"
+            try:  # poll the files the ranks write, half a second apart
+                process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        assert process.wait(timeout=60) != 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert _processes_of(run) == []  # no rank left behind
+    assert load_checkpoint(run / "last").info["epoch"] >= 1
+    assert not list(run.glob("*.saving"))
