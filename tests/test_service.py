@@ -252,10 +252,12 @@ class FlakyCamera(FrameSource):
         self.image, self.template, self.period = image, template, 1.0 / fps
         self.unplugged = threading.Event()
         self.corrupt_next = threading.Event()
+        self.open_attempts = 0
         self._open = False
         self._sequence = 0
 
     def open(self) -> None:
+        self.open_attempts += 1
         if self.unplugged.is_set():
             raise SourceError("camera flaky-cam: cannot open (no such device)")
         self._open = True
@@ -645,7 +647,8 @@ def test_camera_unplugged_degrades_health_raises_alarms_and_recovers(tmp_path, t
     alarm = wait_for(lambda: [a for a in subscriber.payloads("/alarm") if a["kind"] == "camera_down"], 15,
                      "the camera_down alarm on MQTT")[0]
     assert alarm["kind"] == "camera_down" and alarm["level"] == "critical" and alarm["line"] == "cam-line"
-    time.sleep(1.0)  # several failed re-open attempts with back-off
+    attempts = camera.open_attempts
+    wait_for(lambda: camera.open_attempts >= attempts + 2, 10, "two more failed re-open attempts with back-off")
     count_while_down = service.journal.count()
 
     camera.unplugged.clear()

@@ -28,6 +28,9 @@ _PLUGINS = (  # (magic bytes, plugin class, format name)
     (b"MM\x00+", TiffImagePlugin.TiffImageFile, "TIFF"),
     (b"BM", BmpImagePlugin.BmpImageFile, "BMP"),
 )
+# Bytes per value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL ... LONG8, SLONG8, IFD8).
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8,
+                    18: 8}
 # TIFF tags naming where the image data lies: a TIFF is whole when every strip or tile is inside the file.
 _STRIP_OFFSETS, _STRIP_BYTE_COUNTS, _TILE_OFFSETS, _TILE_BYTE_COUNTS = 273, 279, 324, 325
 
@@ -89,6 +92,8 @@ def read_header(path: os.PathLike | str, size: int) -> ImageHeader:
 
 def _complete(name: str, image, handle, size: int) -> bool:
     if name == "TIFF":
+        if not _tiff_directory_inside(handle, size):
+            return False
         tags = image.tag_v2
         offsets = tags.get(_STRIP_OFFSETS) or tags.get(_TILE_OFFSETS)
         counts = tags.get(_STRIP_BYTE_COUNTS) or tags.get(_TILE_BYTE_COUNTS)
@@ -104,10 +109,44 @@ def _complete(name: str, image, handle, size: int) -> bool:
     return _ends(name, handle, size)
 
 
+def _tiff_directory_inside(handle, size: int) -> bool:
+    """Whether the first image directory (its entry count, entries and next-directory offset) lies wholly
+    inside the file: libtiff writes it last, and a directory cut short can still parse."""
+    handle.seek(0)
+    head = handle.read(16)
+    order = "<" if head[:2] == b"II" else ">"
+    if struct.unpack(order + "H", head[2:4])[0] == 43:  # BigTIFF: 8-byte offsets and counts, 20-byte entries
+        offset = struct.unpack(order + "Q", head[8:16])[0]
+        count_size, entry_size, next_size = 8, 20, 8
+    else:
+        offset = struct.unpack(order + "I", head[4:8])[0]
+        count_size, entry_size, next_size = 2, 12, 4
+    if offset == 0 or offset + count_size > size:
+        return False
+    handle.seek(offset)
+    count = struct.unpack(order + ("Q" if count_size == 8 else "H"), handle.read(count_size))[0]
+    if offset + count_size + count * entry_size + next_size > size:
+        return False
+    entries = handle.read(count * entry_size)
+    inline = 8 if count_size == 8 else 4  # values this small sit in the entry itself
+    for start in range(0, len(entries), entry_size):
+        entry = entries[start:start + entry_size]
+        kind = struct.unpack(order + "H", entry[2:4])[0]
+        if count_size == 8:
+            values, where = struct.unpack(order + "QQ", entry[4:20])
+        else:
+            values, where = struct.unpack(order + "II", entry[4:12])
+        length = values * _TIFF_TYPE_SIZES.get(kind, 1)
+        if length > inline and where + length > size:
+            return False  # an array of values (strip offsets, bits per sample ...) not yet written
+    return True
+
+
 def _ends(name: str, handle, size: int) -> bool:
     """Whether a JPEG or PNG file ends with its end marker."""
     handle.seek(max(size - _TAIL_BYTES, 0))
     tail = handle.read(_TAIL_BYTES)
     if name == "JPEG":
         return b"\xff\xd9" in tail  # EOI; entropy-coded data never holds FF D9, so it is the real end
-    return b"IEND" in tail[-32:]  # PNG
+    end = tail.rfind(b"IEND")  # PNG: the IEND chunk and its 4-byte CRC
+    return end >= 0 and len(tail) - end >= 8
