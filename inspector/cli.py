@@ -1022,8 +1022,18 @@ def gui_command(
                                         "(default: demo 2 frames/s, a video its own rate)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Settings file (default: $INSPECTOR_GUI_CONFIG, "
                                           "else ~/.config/pcb-inspector/gui.json)."),
+    panel: Optional[Path] = typer.Option(None, "--panel", help="Review one whole panel instead: its defect map; "
+                                         "click a defect to see it at full resolution beside the golden panel."),
+    template: Optional[Path] = typer.Option(None, "--template", help="With --panel: the golden panel (default: "
+                                            "X_temp beside X_test)."),
 ) -> None:
     """The operator window: live inspection with PASS/NG, counters, defect log, review to labeled data."""
+    if panel is not None:
+        from gui.panel_view import main as review_panel
+
+        arguments = [str(panel)] + (["--template", str(template)] if template else []) + \
+            (["--model", str(model)] if model else [])
+        raise typer.Exit(review_panel(arguments))
     from gui.app import run_gui
 
     raise typer.Exit(run_gui(model=str(model) if model else None, source=source, fps=fps, config=config))

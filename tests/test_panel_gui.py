@@ -53,3 +53,17 @@ def test_clicking_a_defect_on_the_map_zooms_to_it_beside_the_golden_panel(qtbot,
     assert window.map.selected == 0
     qtbot.mouseClick(window.map, Qt.MouseButton.LeftButton, pos=window.map.rect().topLeft())  # bare board: nothing
     assert window.map.selected == 0
+
+
+def test_inspector_gui_panel_opens_the_review_window_with_the_panel_and_its_template(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import gui.panel_view
+    from inspector.cli import app
+
+    opened = []
+    monkeypatch.setattr(gui.panel_view, "main", lambda argv: opened.append(argv) or 0)
+    result = CliRunner().invoke(app, ["gui", "--panel", str(tmp_path / "p_test.png"), "--template",
+                                      str(tmp_path / "p_temp.png")])
+    assert result.exit_code == 0, result.output
+    assert opened == [[str(tmp_path / "p_test.png"), "--template", str(tmp_path / "p_temp.png")]]
