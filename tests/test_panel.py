@@ -314,3 +314,18 @@ def test_a_panel_that_is_not_rigid_is_corrected_tile_by_tile(detector, demo_pair
     refined = PanelInspector(detector).inspect(panel.tested, panel.template)
     assert refined.registration.fit_rms_px > 2.0 and refined.refined_tiles >= 9
     assert recall(refined) >= 0.85 and recall(refined) >= recall(rigid) + 0.3, (recall(refined), recall(rigid))
+
+
+def test_a_turned_tile_of_a_binarised_scan_stays_black_and_white():
+    """Bilinear resampling leaves grey edges the model never saw on DeepPCB's black-and-white scans."""
+    from inspector.runtime.panel import Tile, _is_binarised, _sample_tile, _tile_map
+
+    panel = assemble_panel(synthetic_pairs(4, seed=8), 2, 2, misregistration=Misregistration(3.0, 2.0, 0.4, 1.0))
+    tile = Tile(320, 320, TILE, TILE, (True,) * 4)
+    matrix = panel.template_to_panel
+    golden = panel.template[320:320 + TILE, 320:320 + TILE]
+    assert _is_binarised(golden) and not _is_binarised(cv2.GaussianBlur(golden, (0, 0), 3))
+    grey, _ = _sample_tile(panel.tested, _tile_map(matrix, tile), TILE, TILE, golden)
+    sharp, _ = _sample_tile(panel.tested, _tile_map(matrix, tile), TILE, TILE, golden, binarised=True)
+    assert np.isin(sharp, (0, 255)).all() and not np.isin(grey, (0, 255)).all()
+    assert np.mean(sharp != golden) < 0.02  # registered: the turned board lies back on its golden tile
