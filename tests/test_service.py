@@ -618,6 +618,9 @@ def test_a_dead_detector_process_is_replaced_and_inspection_goes_on(tmp_path, ti
     wait_for(lambda: service.journal.count() == 3, 60, "the first 3 records")
     first = service.detector.pid
     os.kill(first, signal.SIGKILL)  # what a crash inside the inference engine looks like from here
+    # Dead before the next board comes: kill() only sends the signal, and a board arriving while the process
+    # is still dying meets it mid-frame (an ERROR record; that case is the detector_crashed alarm's).
+    wait_for(lambda: not service.detector._process.is_alive(), 10, "the killed detector process to be gone")
     fill_hot_folder(folder, tiny.data, 3, 3)
     wait_for(lambda: service.journal.count() == 6, 60, "3 more records after the crash")
     assert service.detector.pid != first and service.detector.restarts == 1 and service.worker_alive
