@@ -137,7 +137,7 @@ def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path)
         headers = {"Authorization": f"Bearer {token}"}
         with TestClient(create_app(service, token)) as http:
             refused = http.post("/recipe", json={"name": "broken"}, headers=headers)
-            assert refused.status_code == 422 and "scratch" in refused.json()["detail"]
+            assert refused.status_code == 409 and "scratch" in refused.json()["detail"]
             assert http.post("/recipe", json={"name": "board-b"}, headers=headers).status_code == 200
             state = http.get("/recipe", headers=headers).json()
             assert state["active"]["name"] == "board-b" and set(state["available"]) == {"board-a", "board-b", "broken"}

@@ -55,7 +55,8 @@ Moment = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_represe
 
 
 class Camera(BaseModel):
-    state: str = Field(description="connecting | connected | reconnecting | ended | closed")
+    state: str = Field(description="connecting | connected | reconnecting | stalled (reads keep failing) | ended | "
+                       "closed")
     kind: str
     source: str
     reconnects: int
