@@ -367,15 +367,16 @@ def create_app(service, token: Optional[str] = None, users: Optional[list[User]]
                 "available": available, "last_refusal": manager.last_refusal, "problem": problem}
 
     @app.post("/recipe", tags=["recipes"], dependencies=[Depends(authorized)], responses={
-        **_UNAUTHORIZED, 409: {"model": Problem, "description": "no recipes directory configured"},
-        422: {"model": Problem, "description": "the recipe failed validation; the active one stays"}})
+        **_UNAUTHORIZED, 400: {"model": Problem, "description": "the body is not parseable JSON"},
+        409: {"model": Problem, "description": "no recipes directory configured, or the recipe failed validation "
+              "(the active one stays; detail says why)"}})
     def select_recipe(request: RecipeRequest):
         """Switch to another recipe between parts (validated first; refused with the reason otherwise)."""
         if service.recipes is None:
             return JSONResponse(status_code=409, content={"detail": "no recipes directory configured (recipes:)"})
         accepted, reason = service.recipes.request(request.name, source="http")
         if not accepted:
-            return JSONResponse(status_code=422, content={"detail": reason})
+            return JSONResponse(status_code=409, content={"detail": reason})
         return {"name": request.name, "status": reason}
 
     return app
