@@ -148,6 +148,7 @@ class Postgres:
         self.data = self.directory / "data"
         self.port = free_port()
         self.process = None
+        self.url_options = ""  # e.g. "?sslmode=verify-full&sslrootcert=..." once the server takes TLS only
 
     def missing(self) -> str | None:
         if self.bin is None or not (self.bin / "initdb").exists():
@@ -165,10 +166,11 @@ class Postgres:
         subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "inspector",
                         "--no-sync", "-E", "UTF8"], check=True, capture_output=True, **self._as_user())
 
-    def start(self) -> None:
+    def start(self, *settings: str) -> None:
+        """``settings``: more ``name=value`` server settings (each passed as -c)."""
         self.process = subprocess.Popen(
             [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.directory),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", *(arg for s in settings for arg in ("-c", s))],
             stdout=subprocess.DEVNULL, stderr=open(self.directory / "postgres.log", "ab"), **self._as_user())
         wait_for(self._answers, 30, "PostgreSQL to accept connections", interval=0.1)
 
@@ -176,7 +178,7 @@ class Postgres:
         import psycopg
 
         try:
-            psycopg.connect(self.url, connect_timeout=1).close()
+            psycopg.connect(self.url + self.url_options, connect_timeout=1).close()
             return True
         except psycopg.Error:
             return False
@@ -1049,6 +1051,48 @@ def make_pki(directory: Path) -> dict[str, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         save(name, issue(f"inspector test {name}", key, ca_name, ca_key, server=server), key)
     return files
+
+
+def test_postgresql_over_tls_only_with_sslmode_verify_full(tmp_path, tiny, postgres, running):
+    """A PostgreSQL server that takes TLS connections only (pg_hba: hostssl): the service stores its records
+    with sslmode=verify-full against the test CA; /health shows the URL without secrets."""
+    import psycopg
+
+    pki = make_pki(tmp_path / "pki")
+    postgres.stop()
+    for name in ("server", "server_key"):
+        target = postgres.directory / pki[name].name
+        shutil.copy(pki[name], target)
+        target.chmod(0o600)
+        if postgres.user is not None:
+            os.chown(target, postgres.user.pw_uid, postgres.user.pw_gid)
+    (postgres.data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+    tls = f"?sslmode=verify-full&sslrootcert={pki['ca']}"
+    postgres.url_options = tls
+    postgres.start("ssl=on", f"ssl_cert_file={postgres.directory / 'server.pem'}",
+                   f"ssl_key_file={postgres.directory / 'server.key'}")
+    with pytest.raises(psycopg.OperationalError):  # plain connections are refused
+        psycopg.connect(postgres.url + "?sslmode=disable", connect_timeout=5).close()
+
+    folder = tmp_path / "incoming"
+    fill_hot_folder(folder, tiny.data, 0, 2)
+    url = postgres.url.replace("127.0.0.1", "localhost") + tls + f"&password={SECRET}"
+    service = Service(make_config(tmp_path, folder, model=tiny.package, db=url))
+    running.append(service)
+    service.start()
+
+    def stored() -> int:
+        with psycopg.connect(postgres.url + tls) as connection:
+            try:
+                return connection.execute("SELECT count(*) FROM inspection_records").fetchone()[0]
+            except psycopg.errors.UndefinedTable:
+                return 0
+
+    wait_for(lambda: stored() == 2, 60, "2 records in PostgreSQL over TLS")
+    with psycopg.connect(postgres.url + tls) as connection:
+        assert connection.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
+    health = service.health()
+    assert all(sink["up"] for sink in health["sinks"]) and SECRET not in json.dumps(health)
 
 
 def test_tls_https_only_api_and_mqtts_with_a_client_certificate(tmp_path, tiny, broker, running):
