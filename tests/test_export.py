@@ -95,7 +95,7 @@ DAMAGES = {
     "edited input size": (lambda p: _set(p, lambda d: d["input"].update(size="big")),
                           r"field 'input.size' is 'big'; expected an integer"),
     "edited channels": (lambda p: _set(p, lambda d: d["input"].update(channels=3)),
-                        r"field 'input.channels': input mode 'image\+template' needs 6 channels"),
+                        r"field 'input.channels': input mode 'image\+template' needs 6, the manifest says 3"),
     "dropped field": (lambda p: _set(p, lambda d: d.pop("precision")), r"field 'precision' is missing"),
     "class names mismatch": (lambda p: _set(p, lambda d: d["class_names"].pop()),
                              r"field 'outputs.scores.shape'.*6 scores per box, but 5 class names"),
