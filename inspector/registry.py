@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from inspector.data.split import write_json_atomic
 from inspector.export.manifest import MANIFEST_FILE, PackageError
 from inspector.runtime.package import open_package
 
@@ -343,7 +344,7 @@ class Registry:
             try:
                 index = self.read()
                 yield index
-                _write_atomic(self.index_path, index)
+                write_json_atomic(self.index_path, index)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -380,25 +381,6 @@ class CurrentModelWatch:
         """The line now runs ``model_id``."""
         self.running_id = model_id
         self._stamp = None
-
-
-def _write_atomic(path: Path, content: dict) -> None:
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(content, stream, indent=1)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _mkdir(path: Path) -> Path:

@@ -80,7 +80,13 @@ def relative_key(key: str, root: Path | str) -> str:
 def write_split(path: Path, seed: int, val_fraction: float, train_keys: list[str], val_keys: list[str]) -> None:
     """Write the split file atomically, so an interrupted run never leaves half a split behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    content = {"seed": seed, "val_fraction": val_fraction, "train": sorted(train_keys), "val": sorted(val_keys)}
+    write_json_atomic(path, {"seed": seed, "val_fraction": val_fraction, "train": sorted(train_keys),
+                             "val": sorted(val_keys)})
+
+
+def write_json_atomic(path: Path, content: dict) -> None:
+    """Write JSON through a synced temporary file renamed over ``path`` (and sync the directory), so a
+    reader or a crash never sees half a file: the old content or the new, nothing in between."""
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -89,6 +95,11 @@ def write_split(path: Path, seed: int, val_fraction: float, train_keys: list[str
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_name, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
