@@ -26,12 +26,12 @@ the discrete inputs, so a PLC that sees ResultValid reads the matching Verdict.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from typing import Callable
 
 from inspector.service.plc.handshake import VERDICT_CODES, Handshake, Outputs
+from inspector.service.plc.server_thread import ServerThread
 
 log = logging.getLogger(__name__)
 
@@ -53,46 +53,27 @@ def registers_to_text(values) -> str:
     return data.split(b"\0", 1)[0].decode("ascii", "replace")
 
 
-class ModbusFrontEnd:
+class ModbusFrontEnd(ServerThread):
+    protocol = "modbus"
+
     def __init__(self, address: str, handshake: Handshake, select_recipe: Callable[[str], tuple[bool, str]]):
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self.handshake = handshake
         self.select_recipe = select_recipe
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="plc-modbus", daemon=True)
         self.context = None
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"Modbus TCP server {self.host}:{self.port}"
 
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
     def start(self, timeout: float = 30.0) -> None:
-        from inspector.service.service import ServiceError
-
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise ServiceError(f"modbus: the Modbus TCP server on {self.host}:{self.port} did not start")
-        if self._error is not None:
-            raise ServiceError(f"modbus: cannot listen on {self.host}:{self.port} ({self._error})") from self._error
+        super().start(timeout)
         log.info("Modbus TCP server on %s:%d", self.host, self.port)
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as error:  # noqa: BLE001 - reported to start()
-            if not self._ready.is_set():
-                self._error = error
-                self._ready.set()
-            else:
-                log.exception("the Modbus TCP server stopped")
 
     async def _main(self) -> None:
         from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext, ModbusSlaveContext
@@ -113,13 +94,12 @@ class ModbusFrontEnd:
                                co=ModbusSequentialDataBlock(1, [False] * 8),
                                hr=ModbusSequentialDataBlock(1, [0] * 32),
                                ir=ModbusSequentialDataBlock(1, [0] * 48))
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
+        self._begin()
         server = ModbusTcpServer(ModbusServerContext(slaves=self.context, single=True), address=(self.host, self.port))
         if not await server.listen():
             raise OSError("the address is in use or not available here")
         self.handshake.add_listener(self._on_outputs)
-        self._ready.set()
+        self._listening()
         try:
             await self._stopping.wait()
         finally:

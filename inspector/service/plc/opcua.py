@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Any, Callable
 
 from inspector.service.plc.handshake import Handshake, Outputs
+from inspector.service.plc.server_thread import ServerThread
 
 log = logging.getLogger(__name__)
 NAMESPACE = "urn:pcb-inspector"
@@ -71,60 +71,40 @@ _OUTPUT_ORDER: tuple[tuple[str, Callable[[Outputs], Any]], ...] = (
 )
 
 
-class OpcUaFrontEnd:
+class OpcUaFrontEnd(ServerThread):
+    protocol = "opcua"
+
     def __init__(self, endpoint: str, line: str, handshake: Handshake,
                  select_recipe: Callable[[str], tuple[bool, str]]):
         self.endpoint = endpoint
         self.line = line
         self.handshake = handshake
         self.select_recipe = select_recipe
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
         self._updates: asyncio.Queue | None = None
-        self._thread = threading.Thread(target=self._run, name="plc-opcua", daemon=True)
         self._nodes: dict[str, Any] = {}
         self._part_id = ""
         self._written: dict[str, Any] = {}
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"OPC UA server {self.endpoint}"
 
-    def start(self, timeout: float = 60.0) -> None:
-        from inspector.service.service import ServiceError
+    @property
+    def where(self) -> str:
+        return self.endpoint
 
+    def start(self, timeout: float = 60.0) -> None:
         logging.getLogger("asyncua").setLevel(logging.WARNING)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise ServiceError(f"opcua: the OPC UA server on {self.endpoint} did not start within {timeout:g} s")
-        if self._error is not None:
-            raise ServiceError(f"opcua: cannot serve {self.endpoint} ({self._error})") from self._error
+        super().start(timeout)
         log.info("OPC UA server on %s: Objects/Inspector/%s", self.endpoint, self.line)
 
-    def stop(self) -> None:
-        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout=10)
-
     # ------------------------------------------------------------------ the event loop thread
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as error:  # noqa: BLE001 - reported to start(), never lost
-            if not self._ready.is_set():
-                self._error = error
-                self._ready.set()
-            else:
-                log.exception("the OPC UA server stopped")
 
     async def _main(self) -> None:
         from asyncua import Server, ua
         from asyncua.common.callback import CallbackType
 
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
+        self._begin()
         self._updates = asyncio.Queue()
         self._ua = ua
         server = Server()
@@ -153,7 +133,7 @@ class OpcUaFrontEnd:
         await server.start()
         writer = asyncio.create_task(self._write_outputs())
         self.handshake.add_listener(self._on_outputs)
-        self._ready.set()
+        self._listening()
         try:
             await self._stopping.wait()
         finally:
