@@ -390,7 +390,7 @@ def test_a_resnet_teacher_s_cached_crop_is_its_board_output_close_to_a_fresh_cro
 # --------------------------------------------------------------------------- the loader's views and a cached run
 
 
-from inspector.data.augment import PairAugmentConfig, dihedral  # noqa: E402
+from inspector.data.augment import PairAugmentConfig  # noqa: E402
 from inspector.data.loader import BatchLoader  # noqa: E402
 from inspector.data.transforms import AugmentConfig  # noqa: E402
 

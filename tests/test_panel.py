@@ -182,7 +182,7 @@ def test_defects_lying_across_tile_seams_are_reported_once(detector, demo_pairs)
     each is reported once, with a box covering the whole defect."""
     pairs = demo_pairs[:4]
     panel = assemble_panel(pairs, 2, 2)
-    template, tested, boxes, classes = panel.template, panel.tested, panel.boxes, panel.classes
+    template, tested, boxes = panel.template, panel.tested, panel.boxes
     # The first board's defects the model finds whole: pick one, roll the panel so it straddles x = 640.
     alone = detector.detect(cv2.cvtColor(tested[:TILE, :TILE], cv2.COLOR_GRAY2BGR),
                             cv2.cvtColor(template[:TILE, :TILE], cv2.COLOR_GRAY2BGR))
