@@ -212,5 +212,8 @@ def test_ctrl_c_stops_every_rank_and_leaves_a_resumable_run(boards, tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert _processes_of(run) == []  # no rank left behind
+    # Ctrl-C may land while rank 0 writes a checkpoint: its staging directory (last.saving) can stay behind,
+    # never a damaged checkpoint (save_checkpoint swaps a complete one in by rename; the next save removes
+    # the staging directory). A fresh-clone CI run hit that window once.
     assert load_checkpoint(run / "last").info["epoch"] >= 1
-    assert not list(run.glob("*.saving"))
+    assert {path.name for path in run.glob("*.saving")} <= {"last.saving", "best.saving"}
