@@ -381,6 +381,11 @@ class DistillationObjective(Objective):
             feat = paddle.zeros([], dtype="float32")
         teacher_terms = (c.cls_weight * response["distill_cls"] + c.obj_weight * response["distill_obj"]
                          + c.box_weight * response["distill_box"] + c.feature_weight * feat)
+        return self._combined(hard, response, feat, teacher_terms, epoch)
+
+    def _combined(self, hard: dict, response: dict, feat: paddle.Tensor, teacher_terms: paddle.Tensor,
+                  epoch: int) -> dict[str, paddle.Tensor]:
+        """``(1 - alpha) * hard + alpha * teacher_terms`` with every part kept for logging (both heads)."""
         alpha = self.alpha(epoch)
         losses = {"loss": (1.0 - alpha) * hard["loss"] + alpha * teacher_terms, "loss_hard": hard["loss"]}
         losses.update({key: value for key, value in hard.items() if key != "loss"})
@@ -412,14 +417,7 @@ class DistillationObjective(Objective):
             feat = paddle.zeros([], dtype="float32")
         teacher_terms = (c.cls_weight * response["distill_quality"] + c.box_weight * response["distill_ld"]
                          + c.feature_weight * feat)
-        alpha = self.alpha(epoch)
-        losses = {"loss": (1.0 - alpha) * hard["loss"] + alpha * teacher_terms, "loss_hard": hard["loss"]}
-        losses.update({key: value for key, value in hard.items() if key != "loss"})
-        losses.update(response)
-        losses["distill_feat"] = feat
-        losses["distill_alpha"] = paddle.full([], alpha, dtype="float32")
-        losses.update(self._cache_terms())
-        return losses
+        return self._combined(hard, response, feat, teacher_terms, epoch)
 
     def checkpoint_info(self) -> dict:
         return {"distillation": {**self.config.to_dict(), "teacher_checkpoint": str(self.teacher_checkpoint.path),
