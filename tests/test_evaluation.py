@@ -6,23 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from inspector.evaluation import ImageDetections, ImageGT, box_iou, evaluate, pr_curves
+from inspector.evaluation import box_iou, evaluate, pr_curves
 from inspector.evaluation.deeppcb import best_f1_threshold, counts_at, match_dataset, match_image
 
-CLASSES = ["open", "short"]
-SQUARE = [0, 0, 100, 100]
-
-
-def gt(boxes, classes) -> ImageGT:
-    return ImageGT(np.array(boxes, dtype=float), np.array(classes))
-
-
-def det(boxes, scores, classes) -> ImageDetections:
-    return ImageDetections(np.array(boxes, dtype=float), np.array(scores, dtype=float), np.array(classes))
-
-
-def no_detections() -> ImageDetections:
-    return det(np.zeros((0, 4)), [], [])
+from eval_cases import CLASSES, SQUARE, det, gt, no_detections
 
 
 def hand_interpolated_ap(ranked_hits: list[bool], num_gt: int) -> float:

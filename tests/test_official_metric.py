@@ -11,21 +11,9 @@ from inspector.evaluation.deeppcb import box_iou
 from inspector.evaluation.official import official_match_image
 from inspector.evaluation.selection import selection_basis
 
-CLASSES = ["open", "short"]
-SQUARE = [0, 0, 100, 100]
+from eval_cases import CLASSES, SQUARE, det, gt, no_detections
+
 ELSEWHERE = [300, 300, 340, 340]
-
-
-def gt(boxes, classes) -> ImageGT:
-    return ImageGT(np.array(boxes, dtype=float), np.array(classes))
-
-
-def det(boxes, scores, classes) -> ImageDetections:
-    return ImageDetections(np.array(boxes, dtype=float), np.array(scores, dtype=float), np.array(classes))
-
-
-def no_detections() -> ImageDetections:
-    return det(np.zeros((0, 4)), [], [])
 
 
 def script_match(g: ImageGT, d: ImageDetections, iou_threshold: float = 0.33) -> set[int]:
