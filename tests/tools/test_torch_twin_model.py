@@ -33,6 +33,11 @@ CASES: dict[str, dict] = {
     "mbv3-small-gfl-template": dict(arch="mbv3-small", head="gfl", input_mode="image+template", input_size=96),
     "ppyolo-r18-gfl": dict(arch="ppyolo-r18", head="gfl", input_mode="gray-diff-s2d", input_size=64),
     "mbv3-small-yolo": dict(arch="mbv3-small", head="yolo", input_mode="image", input_size=64),
+    # PicoDet-S's tower (two 5x5 layers) on a narrower student; the ppyolo YOLO head without the IoU channel.
+    # (ppyolo-r34 is ppyolo-r18 with more blocks per stage: left out to keep the file fast.)
+    "mbv3-small-x0.75-gfl-tower": dict(arch="mbv3-small-x0.75", head="gfl", input_mode="gray-diff-s2d",
+                                       input_size=64, gfl_tower_depth=2, gfl_tower_kernel=5),
+    "ppyolo-r18-yolo": dict(arch="ppyolo-r18", head="yolo", input_mode="image", input_size=64, iou_aware=False),
 }
 
 

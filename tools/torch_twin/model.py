@@ -25,6 +25,7 @@ not installed.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -84,7 +85,8 @@ class PaddleBatchNorm2d(nn.BatchNorm2d):
     Paddle: ``running = momentum * running + (1 - momentum) * batch`` with momentum 0.9, and the running
     variance takes the *biased* batch variance; torch's own update uses the unbiased one, which would
     drift from Paddle by n / (n - 1) on small maps. Normalisation in train mode uses the biased batch
-    statistics in both frameworks, so only the update is done by hand.
+    statistics in both frameworks, so only the running-variance update is corrected.
+    (``nn.SyncBatchNorm.convert_sync_batchnorm`` would swap this class for torch's own update.)
     """
 
     def __init__(self, channels: int, zero_gamma: bool = False, momentum: float = PADDLE_BN_MOMENTUM,
@@ -97,12 +99,16 @@ class PaddleBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        # Batch statistics normalise; the running statistics follow Paddle's blend of the *biased* batch variance
+        # (torch's would blend the unbiased one). They are updated apart from the graph: torch's fused kernel
+        # keeps the running buffers for its backward pass, so an in-place fix-up afterwards breaks autograd.
+        out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         with torch.no_grad():
-            var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), correction=0)
+            var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), unbiased=False)
             self.running_mean.mul_(self.paddle_momentum).add_(mean, alpha=1.0 - self.paddle_momentum)
             self.running_var.mul_(self.paddle_momentum).add_(var, alpha=1.0 - self.paddle_momentum)
             self.num_batches_tracked.add_(1)
-        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return out
 
 
 class ConvBNAct(nn.Module):
@@ -733,9 +739,11 @@ def load_paddle_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray], stric
 # ----------------------------------------------------------------------------------------------------- decoding
 
 
+@functools.lru_cache(maxsize=64)
 def gfl_constant_tensors(height: int, width: int, stride: int, reg_max: int, device: torch.device | str = "cpu"
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``gfl_head.gfl_constant_arrays`` as tensors: points (1, 2, H*W) x then y, projection (1, 1, R+1, 1)."""
+    """``gfl_head.gfl_constant_arrays`` as tensors: points (1, 2, H*W) x then y, projection (1, 1, R+1, 1).
+    Cached per shape and device (validation decodes the same shapes every batch); never modified."""
     rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     points = (np.stack([columns.reshape(-1), rows.reshape(-1)]) + 0.5) * stride
     projection = np.arange(reg_max + 1, dtype=np.float64) * stride
@@ -761,7 +769,7 @@ def decode_gfl_outputs(outputs: list[torch.Tensor], cfg: ModelConfig) -> tuple[t
     all_boxes, all_scores = [], []
     for output, stride in zip(outputs, cfg.strides):
         batch, _, height, width = output.shape
-        points, projection = gfl_constant_tensors(height, width, stride, cfg.reg_max, output.device)
+        points, projection = gfl_constant_tensors(height, width, stride, cfg.reg_max, str(output.device))
         flat = output.reshape(batch, gfl_channels(cfg.num_classes, cfg.reg_max), -1)
         cls, dist = torch.split(flat, [cfg.num_classes, 4 * bins], dim=1)
         probabilities = F.softmax(dist.reshape(batch, 4, bins, -1), dim=2)
@@ -773,9 +781,11 @@ def decode_gfl_outputs(outputs: list[torch.Tensor], cfg: ModelConfig) -> tuple[t
     return torch.cat(all_boxes, dim=1), torch.cat(all_scores, dim=1)
 
 
-def level_constant_tensors(height: int, width: int, anchors: Sequence[tuple[float, float]], stride: int,
+@functools.lru_cache(maxsize=64)
+def level_constant_tensors(height: int, width: int, anchors: tuple[tuple[float, float], ...], stride: int,
                            scale_x_y: float, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """``postprocess.level_constant_arrays`` as tensors: offsets (1, 1, 2, H*W), half anchors (1, A, 2, 1)."""
+    """``postprocess.level_constant_arrays`` as tensors: offsets (1, 1, 2, H*W), half anchors (1, A, 2, 1).
+    Cached per shape, anchors and device; never modified."""
     rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     cells = np.stack([columns.reshape(-1), rows.reshape(-1)])
     offsets = (cells - (scale_x_y - 1.0) / 2.0) * stride
@@ -791,7 +801,8 @@ def decode_yolo_outputs(outputs: list[torch.Tensor], cfg: ModelConfig) -> tuple[
     all_boxes, all_scores = [], []
     for output, anchors, stride in zip(outputs, cfg.anchors, cfg.strides):
         batch, _, height, width = output.shape
-        offsets, half_anchors = level_constant_tensors(height, width, anchors, stride, cfg.scale_x_y, output.device)
+        offsets, half_anchors = level_constant_tensors(height, width, tuple(map(tuple, anchors)), stride,
+                                                       cfg.scale_x_y, str(output.device))
         grouped = output.reshape(batch, cfg.num_anchors, per_anchor, -1)
         xy, wh, obj, *rest = torch.split(grouped, sections, dim=2)
         centres = torch.sigmoid(xy) * (cfg.scale_x_y * stride) + offsets
