@@ -277,3 +277,42 @@ def test_scores_must_match_the_boxes():
 def test_inverted_boxes_are_rejected():
     with pytest.raises(ValueError, match="image 0: ground truth: box 0 .* expected xyxy"):
         evaluate([gt([[50, 0, 10, 40]], [0])], [no_detections()], CLASSES)
+
+
+# --- the protocol every evaluation runs (training validation, quantization, the runtime) ---------
+
+
+def test_predictions_are_mapped_back_from_each_letterbox_and_paired_with_labels_by_key():
+    """``predict_batches`` undoes each image's own letterbox (scale and padding), so a detector that finds
+    the letterboxed box exactly scores 1 against the label in original pixels; keys, not batch order,
+    pair detections with samples."""
+    from types import SimpleNamespace
+
+    from inspector.evaluation import evaluate_samples, predict_batches
+
+    samples = [SimpleNamespace(key="a", boxes=np.array([[10.0, 20.0, 50.0, 60.0]]), classes=np.array([0])),
+               SimpleNamespace(key="b", boxes=np.array([[100.0, 0.0, 200.0, 80.0]]), classes=np.array([1]))]
+    letterbox = {"a": (0.5, (0.0, 16.0)), "b": (0.25, (8.0, 0.0))}
+
+    def at_input(sample):
+        scale, (pad_x, pad_y) = letterbox[sample.key]
+        x0, y0, x1, y1 = sample.boxes[0]
+        return np.array([[x0 * scale + pad_x, y0 * scale + pad_y, x1 * scale + pad_x, y1 * scale + pad_y]])
+
+    batch = SimpleNamespace(images=np.zeros((2, 3, 8, 8), np.float32), keys=["b", "a"],  # not in sample order
+                            scales=np.array([0.25, 0.5]), pads=np.array([[8.0, 0.0], [0.0, 16.0]]))
+
+    def predict(images):
+        assert len(images) == 2
+        return [(at_input(samples[1]), np.array([0.9]), np.array([1])),
+                (at_input(samples[0]), np.array([0.8]), np.array([0]))]
+
+    detections = predict_batches([batch], predict, progress=False)
+    np.testing.assert_allclose(detections["a"].boxes, samples[0].boxes, atol=1e-3)
+    np.testing.assert_allclose(detections["b"].boxes, samples[1].boxes, atol=1e-3)
+    result = evaluate_samples(samples, detections, CLASSES)
+    assert result.map50_95 == pytest.approx(1.0)
+    in_order = evaluate_samples(samples, [detections["a"], detections["b"]], CLASSES)
+    assert in_order.to_dict() == result.to_dict()
+    with pytest.raises(ValueError, match="1 detections for 2 samples"):
+        evaluate_samples(samples, [detections["a"]], CLASSES)

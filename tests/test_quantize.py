@@ -1,4 +1,4 @@
-"""INT8 quantization (inspector.compression.quantize / sensitivity) on tiny detectors.
+"""INT8 quantization (inspector.compression.quantize and its steps in compression.quantization) on tiny detectors.
 
 The models are untrained (mbv3-small at input 64): these tests check that quantization really
 happens, that saved programs reload in Paddle Inference and Paddle Lite and agree with the
@@ -16,28 +16,25 @@ import pytest
 from typer.testing import CliRunner
 
 from inspector.cli import app
-from inspector.compression.quantize import (
-    InferenceModel,
-    calibrate,
+from inspector.compression.quantization.calibrate import calibrate
+from inspector.compression.quantization.layers import (
     convolutions,
-    describe_program,
     fuse_batch_norms,
     is_quantized,
-    layer_precisions,
     lite_x86_fp32_layers,
-    params_file,
-    program_file,
     quantizable_layer_names,
     quantize_model,
-    save_inference_model,
 )
-from inspector.compression.sensitivity import layer_sensitivity
+from inspector.compression.quantization.measure import InferenceModel
+from inspector.compression.quantization.program import describe_program, layer_precisions, save_inference_model
+from inspector.compression.quantization.sensitivity import layer_sensitivity
 from inspector.data import Dataset, load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
 from inspector.data.structures import Sample
 from inspector.data.synth import write_deeppcb
 from inspector.models import ModelConfig, build_model
+from inspector.models.inference_program import params_file, program_file
 from inspector.training.checkpoint import save_checkpoint
 from inspector.training.validate import predict_loader
 

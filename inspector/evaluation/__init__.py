@@ -10,19 +10,30 @@ official DeepPCB AP/F (the dataset authors' script), by which models are chosen.
 Modules, read in this order: ``inputs`` (the per-image structures), ``coco`` (mAP via
 pycocotools), ``deeppcb`` (IoU > 0.33 matching and the F-maximising threshold), ``official`` (the
 authors' rule: a wrong-class detection consumes the box; non-interpolated AP), ``metrics``
-(``evaluate`` and ``EvalResult``), ``selection`` (which model is best: official AP, then mAP@0.5:0.95).
+(``evaluate`` and ``EvalResult``), ``selection`` (which model is best: official AP, then mAP@0.5:0.95),
+``protocol`` (the thresholds every evaluation keeps detections at, and the loop from a model's
+predictions to ``evaluate``: shared by training validation, quantization, export and the runtime).
 """
 from inspector.evaluation.coco import PRCurve
 from inspector.evaluation.deeppcb import DEEPPCB_IOU_THRESHOLD, box_iou
 from inspector.evaluation.inputs import ImageDetections, ImageGT
 from inspector.evaluation.metrics import ClassResult, EvalResult, evaluate, pr_curves
 from inspector.evaluation.official import OfficialResult, official_metric
+from inspector.evaluation.protocol import (
+    EVAL_THRESHOLDS,
+    EvalThresholds,
+    evaluate_samples,
+    predict_batches,
+    select_decoded,
+)
 from inspector.evaluation.selection import best_index, improves, selection_basis
 
 __all__ = [
     "DEEPPCB_IOU_THRESHOLD",
+    "EVAL_THRESHOLDS",
     "ClassResult",
     "EvalResult",
+    "EvalThresholds",
     "ImageDetections",
     "ImageGT",
     "OfficialResult",
@@ -30,8 +41,11 @@ __all__ = [
     "best_index",
     "box_iou",
     "evaluate",
+    "evaluate_samples",
     "improves",
     "official_metric",
     "pr_curves",
+    "predict_batches",
+    "select_decoded",
     "selection_basis",
 ]

@@ -6,9 +6,9 @@ paddle (the CLI, a test session) cannot switch, so both jobs here run ``python -
 inspector.export.legacy_program`` in a fresh interpreter with the flag set:
 
 - ``save``: a training checkpoint -> ``DecodedDetector`` (images -> boxes, scores; NMS stays outside)
-  -> ``PREFIX.pdmodel`` / ``PREFIX.pdiparams`` (by ``inspector.compression.quantize.save_inference_model``,
-  the same code that saves INT8 models), then the saved program is run with Paddle Inference and must
-  reproduce the dygraph model's outputs on a random input.
+  -> ``PREFIX.pdmodel`` / ``PREFIX.pdiparams`` (by ``inspector.models.inference_program.save_decoded_program``,
+  the same code that saves ``inspector quantize``'s FP32 and INT8 models), then the saved program is run
+  with Paddle Inference and must reproduce the dygraph model's outputs on a random input.
 - ``describe``: the input and output shapes and the operator types of a saved program (the exporter
   checks them against the model config and derives the precision from them).
 
@@ -97,15 +97,15 @@ def _save(checkpoint_dir: str, prefix: str) -> dict:
     import paddle
     from paddle import inference
 
-    from inspector.compression.quantize import save_inference_model
     from inspector.models import DecodedDetector
+    from inspector.models.inference_program import save_decoded_program
     from inspector.training.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(Path(checkpoint_dir))
     cfg = checkpoint.model_config
     model = DecodedDetector(checkpoint.build())
     model.eval()
-    save_inference_model(model, prefix, cfg.input_size, cfg.in_channels)  # the one way graphs are saved
+    save_decoded_program(model, prefix, cfg.input_size, cfg.in_channels)  # the one way graphs are saved
 
     # The saved program must compute what the trained model computes.
     shape = [1, cfg.in_channels, cfg.input_size, cfg.input_size]

@@ -11,7 +11,9 @@
   The precision is read from the ``.nb`` itself: the kernel each operator was bound to is recorded
   there as ``op/alias/target/precision/layout``, so we count the convolutions bound to INT8 kernels.
 - ``PaddleInferenceBackend``: Paddle Inference on ``.pdmodel``/``.pdiparams`` with oneDNN; for an
-  INT8 (quantized) program oneDNN's INT8 path is enabled. Paddle is imported only here.
+  INT8 (quantized) program oneDNN's INT8 path is enabled. The predictor is the project's one
+  (``inspector.models.inference_program.InferencePredictor``, also what ``inspector quantize`` measures
+  with); paddle is imported only when one is built.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from inspector.models.inference_program import InferencePredictor
 
 
 class BackendError(RuntimeError):
@@ -85,36 +89,20 @@ class PaddleInferenceBackend:
     name = "paddle"
 
     def __init__(self, model_file: Path, params_file: Path, threads: int = 1, int8: bool = False) -> None:
-        from paddle import inference
-
-        config = inference.Config(str(model_file), str(params_file))
-        config.disable_gpu()
-        config.disable_glog_info()
-        config.enable_mkldnn()  # oneDNN kernels: the fast CPU path
-        if int8:
-            config.enable_mkldnn_int8()
-        config.set_cpu_math_library_num_threads(int(threads))
         try:
-            self._predictor = inference.create_predictor(config)
+            self._predictor = InferencePredictor(model_file, params_file, threads, onednn_int8=int8)
         except Exception as error:
             raise BackendError(f"{model_file}: Paddle Inference could not load the model ({error})") from error
-        self._inputs = self._predictor.get_input_names()
-        self._outputs = self._predictor.get_output_names()
-        self.threads = int(config.cpu_math_library_num_threads())
+        self.threads = self._predictor.threads
         self.precision = "int8" if int8 else "fp32"
-        kernels = "oneDNN INT8" if int8 and config.mkldnn_int8_enabled() else "oneDNN"
+        kernels = "oneDNN INT8" if self._predictor.int8_kernels else "oneDNN"
         self.description = f"Paddle Inference {_paddle_version()} ({kernels}, {Path(model_file).name})"
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        handle = self._predictor.get_input_handle(self._inputs[0])
-        handle.reshape(list(images.shape))
-        handle.copy_from_cpu(images)
         try:
-            self._predictor.run()
+            return self._predictor.run(images)
         except Exception as error:
             raise BackendError(f"Paddle Inference failed to run the model ({error})") from error
-        return [self._predictor.get_output_handle(name).copy_to_cpu() for name in self._outputs]
 
 
 def _paddle_version() -> str:

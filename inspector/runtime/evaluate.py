@@ -1,8 +1,9 @@
 """Score a loaded package on a labeled dataset, through exactly the code path that runs in production.
 
 Used by ``inspector eval`` on a package and by ``inspector export --eval-data`` to measure the
-metrics a manifest records. Detections are kept down to a low score (as training-time validation
-does) so mAP sees the whole precision-recall curve; the DeepPCB F-score then picks its threshold.
+metrics a manifest records. Detections are kept at the thresholds of every evaluation
+(``inspector.evaluation.protocol.EVAL_THRESHOLDS``, as training-time validation does) so mAP sees the
+whole precision-recall curve; the DeepPCB F-score then picks its threshold.
 Images larger than the model's tile (whole panels with panel-coordinate labels) are inspected in
 tiles and stitched (``inspector.runtime.panel``); tile-sized images take the ordinary path unchanged.
 """
@@ -11,13 +12,9 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from inspector.data import Dataset
-from inspector.evaluation import EvalResult, ImageDetections, ImageGT, evaluate
+from inspector.evaluation import EVAL_THRESHOLDS, EvalResult, ImageDetections, evaluate_samples
 from inspector.runtime.detector import Detector
 from inspector.runtime.panel import PanelInspector
-
-EVAL_SCORE_THRESHOLD = 0.01  # the same floor as inspector.training.validate.predict_loader
-EVAL_NMS_THRESHOLD = 0.5
-EVAL_MAX_DETECTIONS = 100
 
 
 def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: float | None = None,
@@ -35,11 +32,11 @@ def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: flo
         raise ValueError(f"{lacking.source or lacking.image_path}: no template image, needed by this model "
                          f"(input mode {detector.layout.mode!r})")
     panels = panels or PanelInspector(detector)
-    gts, dets = [], []
+    dets = []
     for sample in tqdm(dataset.samples, desc="evaluate", unit="image", disable=not progress, leave=False):
         template = sample.load_template() if detector.needs_template else None
-        found = panels.inspect(sample.load_image(), template, score_threshold=EVAL_SCORE_THRESHOLD,
-                               nms_threshold=EVAL_NMS_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS)
-        gts.append(ImageGT(sample.boxes, sample.classes))
+        found = panels.inspect(sample.load_image(), template, score_threshold=EVAL_THRESHOLDS.score_threshold,
+                               nms_threshold=EVAL_THRESHOLDS.nms_threshold,
+                               max_detections=EVAL_THRESHOLDS.max_detections)
         dets.append(ImageDetections(found.boxes, found.scores, found.class_ids))
-    return evaluate(gts, dets, detector.class_names, score_threshold=score_threshold)
+    return evaluate_samples(dataset.samples, dets, detector.class_names, score_threshold=score_threshold)

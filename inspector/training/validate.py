@@ -4,12 +4,10 @@ from __future__ import annotations
 import numpy as np
 import paddle
 from PIL import Image
-from tqdm import tqdm
 
 from inspector.data import Dataset
 from inspector.data.loader import BatchLoader
-from inspector.data.transforms import unletterbox_boxes
-from inspector.evaluation import EvalResult, ImageDetections, ImageGT, evaluate
+from inspector.evaluation import EVAL_THRESHOLDS, EvalResult, ImageDetections, evaluate_samples, predict_batches
 
 # The validation numbers a training run records per evaluated epoch (metrics.csv / metrics.json columns).
 # Rows of runs trained before the official DeepPCB metric lack the official_* keys.
@@ -34,29 +32,26 @@ def describe_validation(row: dict) -> str:
 
 
 @paddle.no_grad()
-def predict_loader(model: paddle.nn.Layer, loader: BatchLoader, score_threshold: float = 0.01,
-                   nms_threshold: float = 0.5, max_detections: int = 100,
+def predict_loader(model: paddle.nn.Layer, loader: BatchLoader,
+                   score_threshold: float = EVAL_THRESHOLDS.score_threshold,
+                   nms_threshold: float = EVAL_THRESHOLDS.nms_threshold,
+                   max_detections: int = EVAL_THRESHOLDS.max_detections,
                    progress: bool = True) -> dict[str, ImageDetections]:
-    """Detections per sample key, in original image pixels."""
+    """Detections per sample key, in original image pixels (``inspector.evaluation.protocol``)."""
     model.eval()
-    results: dict[str, ImageDetections] = {}
-    for batch in tqdm(loader, desc="validate", unit="batch", disable=not progress, leave=False):
-        outputs = model(paddle.to_tensor(batch.images))
-        per_image = model.postprocess(outputs, score_threshold, nms_threshold, max_detections)
-        for key, scale, pad, (boxes, scores, classes) in zip(batch.keys, batch.scales, batch.pads, per_image):
-            results[key] = ImageDetections(unletterbox_boxes(boxes, float(scale), (float(pad[0]), float(pad[1]))),
-                                           scores, classes)
-    return results
+
+    def predict(images: np.ndarray) -> list:
+        outputs = model(paddle.to_tensor(images))
+        return model.postprocess(outputs, score_threshold, nms_threshold, max_detections)
+
+    return predict_batches(loader, predict, progress=progress, desc="validate")
 
 
 def validate(model: paddle.nn.Layer, loader: BatchLoader, class_names: list[str],
              score_threshold: float | None = None, progress: bool = True) -> EvalResult:
     """COCO mAP and the DeepPCB F-score of `model` on the loader's (whole, un-augmented) dataset."""
     detections = predict_loader(model, loader, progress=progress)
-    samples = loader.dataset.samples
-    gts = [ImageGT(s.boxes, s.classes) for s in samples]
-    dets = [detections[s.key] for s in samples]
-    return evaluate(gts, dets, class_names, score_threshold=score_threshold)
+    return evaluate_samples(loader.dataset.samples, detections, class_names, score_threshold=score_threshold)
 
 
 def box_sizes_at_input(dataset: Dataset, input_size: int) -> np.ndarray:

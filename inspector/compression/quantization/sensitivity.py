@@ -1,7 +1,7 @@
 """Per-layer quantization sensitivity: which convolutions cost the most accuracy in INT8.
 
 One layer at a time: the FP32 model with exactly one convolution swapped for its calibrated fake-quant
-version (``quantize.quantize_model`` + ``quantize.calibrate``) is evaluated on a validation subset, and
+version (``layers.quantize_model`` + ``calibrate.calibrate``) is evaluated on a validation subset, and
 the layer's sensitivity is the mAP it loses against the FP32 model on the same images. The fully
 quantized model is evaluated too, for scale. Layers are ranked by the mAP@0.5:0.95 drop (box precision
 shows quantization error first), then by the mAP@0.5 drop.
@@ -24,7 +24,7 @@ import paddle.nn as nn
 from paddle.nn.quant.quant_layers import QuantizedConv2D
 from tqdm import tqdm
 
-from inspector.compression.quantize import convolutions
+from inspector.compression.quantization.layers import convolutions
 from inspector.data.loader import BatchLoader
 from inspector.evaluation import EvalResult
 from inspector.training.validate import validate

@@ -1,0 +1,110 @@
+"""Measuring a saved FP32 / INT8 program: its accuracy through Paddle Inference, and what really ran.
+
+Accuracy is measured on the saved files, with the project's one Paddle Inference predictor
+(``inspector.models.inference_program.InferencePredictor``, the runtime's too) and the one evaluation
+protocol (``inspector.evaluation.protocol``: training validation's thresholds, boxes mapped back to
+original pixels), so FP32 and INT8 numbers compare with the training run's own validation.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspector.compression.quantization.layers import QUANTIZABLE_OPS
+from inspector.compression.quantization.program import describe_program
+from inspector.data.loader import BatchLoader
+from inspector.evaluation import EvalResult, evaluate_samples, predict_batches, select_decoded
+from inspector.models.inference_program import InferencePredictor, params_file, program_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferenceRuntime:
+    """How a saved model actually ran in Paddle Inference (read back from the optimized program)."""
+
+    backend: str  # "paddle-inference"
+    precision: str  # "fp32" | "int8" (oneDNN INT8 kernels) | "int8-simulated" (quantized graph, FP32 kernels)
+    threads: int
+    int8_convolutions: int  # convolutions that oneDNN runs in INT8
+    convolutions: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InferenceModel:
+    """A saved inference model in a Paddle Inference predictor (oneDNN, batch 1).
+
+    A quantized program runs one of two ways:
+
+    - ``onednn_int8=False``: FP32 kernels execute its quantize / dequantize operators, i.e. exactly
+      the INT8 model's rounding and clipping, with FP32 arithmetic in between ("int8-simulated");
+    - ``onednn_int8=True``: oneDNN's INT8 kernels (``enable_onednn_int8``). If the predictor cannot be
+      built that way, the simulated run is used and ``runtime.note`` says so.
+
+    The optimized program is saved once and inspected, so ``runtime`` reports what Paddle really
+    chose, e.g. how many convolutions run in INT8.
+    """
+
+    def __init__(self, path_prefix: Path | str, onednn_int8: bool = False, threads: int | None = None) -> None:
+        self.path_prefix = Path(path_prefix)
+        self.threads = threads or default_threads()
+        note = ""
+        try:
+            self.predictor = self._create(onednn_int8)
+        except Exception as error:  # oneDNN refuses some graphs only when the predictor is built
+            if not onednn_int8:
+                raise
+            note = f"oneDNN INT8 could not build this model ({type(error).__name__}: {str(error)[:200]})"
+            log.warning("%s: %s; running the quantized graph on FP32 kernels", self.path_prefix, note)
+            self.predictor = self._create(onednn_int8=False)
+        convs = [op for op in self.predictor.optimized_ops if op.type in QUANTIZABLE_OPS or op.type == "fused_conv2d"]
+        int8_convs = [op for op in convs if _op_attr(op, "mkldnn_data_type") == "int8"]
+        quantized_graph = describe_program(program_file(self.path_prefix)).quantized
+        precision = "int8" if int8_convs else ("int8-simulated" if quantized_graph else "fp32")
+        self.runtime = InferenceRuntime("paddle-inference", precision, self.threads, len(int8_convs), len(convs),
+                                        note)
+
+    def _create(self, onednn_int8: bool) -> InferencePredictor:
+        return InferencePredictor(program_file(self.path_prefix), params_file(self.path_prefix), self.threads,
+                                  onednn_int8=onednn_int8, read_optimized=True)
+
+    def __call__(self, image: np.ndarray) -> list[np.ndarray]:
+        """The outputs for one input (1, C, S, S): ``[boxes (1, K, 4), scores (1, K, C)]`` for a detector."""
+        return self.predictor.run(image)
+
+
+def default_threads() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+
+
+def _op_attr(op, name: str) -> Any:
+    for attr in op.attrs:
+        if attr.name == name:
+            return attr.s
+    return None
+
+
+def evaluate_inference_model(model: InferenceModel, loader: BatchLoader, class_names: list[str],
+                             progress: bool = True) -> EvalResult:
+    """COCO mAP and the DeepPCB F-score of a saved model on the loader's dataset (evaluation mode).
+
+    Post-processing is every evaluation's (``inspector.evaluation.protocol``): ``select_decoded`` at
+    ``EVAL_THRESHOLDS``, boxes mapped back to original pixels; one image per run (the program's batch is 1).
+    """
+    if loader.train:
+        raise ValueError("evaluate_inference_model needs an evaluation loader (train=False)")
+
+    def predict(images: np.ndarray) -> list:
+        outputs = [model(image[None]) for image in images]
+        return [select_decoded(boxes[0], scores[0]) for boxes, scores in outputs]
+
+    detections = predict_batches(loader, predict, progress=progress)
+    return evaluate_samples(loader.dataset.samples, detections, class_names)
