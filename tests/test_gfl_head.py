@@ -236,7 +236,8 @@ def test_pruning_the_gfl_towers_computes_what_the_model_computes_with_those_chan
     """As test_prune's oracle: zero the removed channels where they are written in the unpruned model."""
     import copy
 
-    from inspector.compression.prune import channel_groups, channels_to_keep, prune_model
+    from inspector.compression.pruning.channels import channels_to_keep, prune_model
+    from inspector.compression.pruning.groups import channel_groups
     from inspector.models.layers import SPP, ConvBNAct, CoordConv
 
     paddle.seed(0)
@@ -310,7 +311,7 @@ def test_pipeline_directories_started_before_the_head_field_continue_as_yolo():
 
 
 def test_qat_keeps_the_prediction_convs_fp32_and_trains_through_the_gfl_loss():
-    from inspector.compression.quantize import convolutions, quantize_model, resolve_layer_names
+    from inspector.compression.quantization.layers import convolutions, quantize_model, resolve_layer_names
 
     paddle.seed(2)
     model = build_model(gfl_config())
@@ -328,8 +329,11 @@ def test_qat_keeps_the_prediction_convs_fp32_and_trains_through_the_gfl_loss():
 
 @pytest.mark.slow
 def test_an_int8_gfl_model_saves_runs_on_onednn_like_its_fake_quant_model_and_converts_for_arm(tmp_path):
-    from inspector.compression.quantize import (InferenceModel, calibrate, lite_x86_fp32_layers, params_file,
-                                                program_file, quantize_model, save_inference_model)
+    from inspector.compression.quantization.calibrate import calibrate
+    from inspector.compression.quantization.layers import lite_x86_fp32_layers, quantize_model
+    from inspector.compression.quantization.measure import InferenceModel
+    from inspector.compression.quantization.program import save_inference_model
+    from inspector.models.inference_program import params_file, program_file
     from inspector.export.lite import convert_to_lite
 
     paddle.seed(3)

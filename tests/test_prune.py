@@ -12,16 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from inspector.cli import app
-from inspector.compression.prune import (
-    channel_groups,
-    channels_to_keep,
-    choose_ratios,
-    kept_channel_count,
-    measure,
-    prune_model,
-    pruned_shapes,
-    sensitivity_scan,
-)
+from inspector.compression.pruning.channels import channels_to_keep, kept_channel_count, prune_model, pruned_shapes
+from inspector.compression.pruning.groups import channel_groups
+from inspector.compression.pruning.sensitivity import choose_ratios, sensitivity_scan
+from inspector.compression.pruning.size import measure
 from inspector.data.synth import write_deeppcb
 from inspector.models import ModelConfig, build_model, count_parameters
 from inspector.models.layers import SPP, ConvBNAct, CoordConv

@@ -107,7 +107,7 @@ def _measure_row(cfg: PipelineConfig, out: Path, state: dict, row: str, label: s
 
 
 def _size(checkpoint: Path) -> tuple[int, int]:
-    from inspector.compression.prune import measure
+    from inspector.compression.pruning.size import measure
     from inspector.training.checkpoint import load_checkpoint
 
     size = measure(load_checkpoint(checkpoint).build())
