@@ -95,10 +95,9 @@ def _describe(prefix: str) -> dict:
 def _save(checkpoint_dir: str, prefix: str) -> dict:
     import numpy as np
     import paddle
-    from paddle import inference
 
     from inspector.models import DecodedDetector
-    from inspector.models.inference_program import save_decoded_program
+    from inspector.models.inference_program import InferencePredictor, params_file, program_file, save_decoded_program
     from inspector.training.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(Path(checkpoint_dir))
@@ -111,14 +110,7 @@ def _save(checkpoint_dir: str, prefix: str) -> dict:
     shape = [1, cfg.in_channels, cfg.input_size, cfg.input_size]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     expected = [t.numpy() for t in model(paddle.to_tensor(x))]
-    config = inference.Config(prefix + ".pdmodel", prefix + ".pdiparams")
-    config.disable_glog_info()
-    predictor = inference.create_predictor(config)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(shape)
-    handle.copy_from_cpu(x)
-    predictor.run()
-    got = [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]
+    got = InferencePredictor(program_file(prefix), params_file(prefix), threads=1).run(x)  # the runtime's
     for name, a, b in zip(("boxes", "scores"), got, expected):
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-3):
             difference = float(np.abs(a - b).max()) if a.shape == b.shape else f"shape {a.shape} vs {b.shape}"
