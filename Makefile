@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 PYTHON310 ?= $(shell for c in python3.10 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10; do "$$c" -c "import sys; assert sys.version_info[:2] == (3, 10)" 2>/dev/null && { echo "$$c"; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sysdeps genicam run test clean-venv
+.PHONY: setup sysdeps genicam run test arm-check clean-venv
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -51,6 +51,18 @@ genicam: $(STAMP) sysdeps
 
 test: $(STAMP) sysdeps genicam
 	OMP_NUM_THREADS=$$(nproc) QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# The ARM model on aarch64 under qemu-user, against the x86 package (deploy/arm/emulated_check.sh; not part of
+# `make test`: a cold run builds Paddle Lite for armv8 from source, see deploy/arm/README.md).
+ARM_SYSDEPS := g++-aarch64-linux-gnu qemu-user-static cmake make git file
+arm-check: $(STAMP)
+	@if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64-static >/dev/null \
+	    || ! command -v file >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages: $(ARM_SYSDEPS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(ARM_SYSDEPS) >/dev/null; \
+	  else echo "error: install these system packages first: $(ARM_SYSDEPS)"; exit 1; fi; fi
+	deploy/arm/emulated_check.sh
 
 clean-venv:
 	rm -rf $(VENV)
