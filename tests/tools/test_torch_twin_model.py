@@ -75,8 +75,13 @@ def _paddle_case(seed: int, settings: dict) -> dict:
         eval_out = [o.numpy() for o in model(paddle.to_tensor(images))]
         features = [f.numpy() for f in model.features(paddle.to_tensor(images))]
     model.train()
-    with paddle.no_grad():
-        train_out = [o.numpy() for o in model(paddle.to_tensor(images))]
+    outputs = model(paddle.to_tensor(images))
+    train_out = [o.numpy() for o in outputs]
+    # A fixed random projection of the maps as the "loss": its gradients check the backward pass too.
+    projections = [rng.normal(size=o.shape).astype(np.float32) for o in train_out]
+    loss = sum((o * paddle.to_tensor(r)).sum() for o, r in zip(outputs, projections))
+    loss.backward()
+    grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters() if p.grad is not None}
     after_train = {key: value.numpy().copy() for key, value in model.state_dict().items()}
     # Raw maps spread widely enough that decoding and NMS have plenty of candidates.
     raw = [(rng.normal(size=o.shape) * 3.0).astype(np.float32) for o in eval_out]
@@ -85,7 +90,7 @@ def _paddle_case(seed: int, settings: dict) -> dict:
     boxes, scores = model.decode(raw_tensors)
     post = {method: model.postprocess(raw_tensors, method=method) for method in ("hard", "matrix")}
     return dict(cfg=cfg, images=images, initial=initial, eval=eval_out, features=features, train=train_out,
-                after_train=after_train, raw=raw, boxes=boxes.numpy(), scores=scores.numpy(), post=post)
+                projections=projections, grads=grads, after_train=after_train, raw=raw, boxes=boxes.numpy(), scores=scores.numpy(), post=post)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +109,8 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
             job[f"{case}/paddle/{key}"] = value
         for level, value in enumerate(result["raw"]):
             job[f"{case}/raw/{level}"] = value
+        for level, value in enumerate(result["projections"]):
+            job[f"{case}/projection/{level}"] = value
     folder = tmp_path_factory.mktemp("torch_twin_model")
     np.savez(folder / "job.npz", **job)
     completed = subprocess.run([interpreter, str(SIDE_SCRIPT), str(folder / "job.npz"), str(folder / "result.npz")],
@@ -135,6 +142,33 @@ def test_outputs_and_features_match_paddle_in_eval_and_train_mode(parity, case):
         np.testing.assert_allclose(after[key], value, **TOLERANCE, err_msg=f"{case} {key} after a train step")
         changed += key.endswith(("_mean", "_variance")) and not np.array_equal(value, expected["initial"][key])
     assert changed > 0  # the running statistics did move
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_train_mode_gradients_match_paddle(parity, case):
+    """Gradients of a fixed projection of the train-mode maps, parameter by parameter.
+
+    Not element-wise: a ReLU whose input lands within float rounding of zero may pass the gradient in
+    one framework and block it in the other, and the BatchNorm backward above it spreads that one
+    element over its channel, then over every layer before it (seen on ppyolo-r18: 1% on the stem and
+    stages 0-1 while the gradient at stage 1's output agreed to 1e-5). A wrong backward is off by O(1)
+    on most parameters; here the median parameter must agree to 1e-4 of its gradient's norm and the
+    worst to 5%.
+    """
+    paddle_results, torch_results = parity
+    expected = paddle_results[case]["grads"]
+    got = _torch_group(torch_results, f"{case}/grad/")
+    assert set(got) == set(expected)
+    # Per-element floor: a BN beta feeding another BN has a true gradient of 0, computed as rounding noise.
+    floor = 1e-5 * max(float(np.abs(value).max()) for value in expected.values())
+    errors = {}
+    for name, value in expected.items():
+        assert got[name].shape == value.shape, name
+        scale = float(np.linalg.norm(value)) + floor * np.sqrt(value.size)
+        errors[name] = float(np.linalg.norm(got[name] - value)) / scale
+    worst = sorted(errors.items(), key=lambda item: -item[1])[:5]
+    assert worst[0][1] < 0.05, worst
+    assert float(np.median(list(errors.values()))) < 1e-4, worst
 
 
 @pytest.mark.parametrize("case", list(CASES))

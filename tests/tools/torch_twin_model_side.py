@@ -49,9 +49,14 @@ def run_case(case: str, job: dict[str, np.ndarray], result: dict[str, np.ndarray
         for level, feature in enumerate(model.features(images)):
             result[f"{case}/features/{level}"] = feature.numpy()
     model.train()
-    with torch.no_grad():
-        for level, output in enumerate(model(images)):
-            result[f"{case}/train/{level}"] = output.numpy()
+    outputs = model(images)
+    for level, output in enumerate(outputs):
+        result[f"{case}/train/{level}"] = output.detach().numpy()
+    projections = [torch.from_numpy(job[f"{case}/projection/{level}"]) for level in range(len(outputs))]
+    sum((o * r).sum() for o, r in zip(outputs, projections)).backward()
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            result[f"{case}/grad/{name}"] = parameter.grad.numpy()
     for key, value in to_paddle_arrays(model).items():
         result[f"{case}/after_train/{key}"] = value
 
