@@ -39,6 +39,9 @@ CASES: dict[str, dict] = {
                                        input_size=64, gfl_tower_depth=2, gfl_tower_kernel=5),
     "ppyolo-r18-yolo": dict(arch="ppyolo-r18", head="yolo", input_mode="image", input_size=64, iou_aware=False),
 }
+# Architectures whose parameter names and shapes are compared without running them (the code paths are
+# the cases' above with other depths and widths).
+SHAPE_ONLY = [("ppyolo-r34", "gfl"), ("mbv3-large", "gfl"), ("mbv3-large-x0.5", "yolo")]
 
 
 def _torch_python() -> str:
@@ -98,7 +101,8 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     """(Paddle results per case, the torch side's result arrays)."""
     interpreter = _torch_python()
     paddle_results: dict[str, dict] = {}
-    job: dict[str, np.ndarray] = {"cases": np.asarray(json.dumps(list(CASES)))}
+    job: dict[str, np.ndarray] = {"cases": np.asarray(json.dumps(list(CASES))),
+                                  "shape_only": np.asarray(json.dumps(SHAPE_ONLY))}
     for seed, (case, settings) in enumerate(CASES.items(), start=7):
         result = _paddle_case(seed, settings)
         paddle_results[case] = result
@@ -218,6 +222,15 @@ def test_decode_and_postprocess_match_paddle(parity, case):
         points, strides = anchor_points(grid, expected["cfg"].strides)
         np.testing.assert_array_equal(torch_results[f"{case}/anchor_points"], points)
         np.testing.assert_array_equal(torch_results[f"{case}/anchor_strides"], strides)
+
+
+@pytest.mark.parametrize(("arch", "head"), SHAPE_ONLY)
+def test_other_architectures_have_paddle_names_and_shapes(parity, arch, head):
+    _, torch_results = parity
+    exported = json.loads(str(torch_results[f"shapes/{arch}/{head}"]))
+    expected = {key: list(value.shape) for key, value in
+                build_model(ModelConfig(arch=arch, head=head, input_size=64)).state_dict().items()}
+    assert exported == expected
 
 
 def test_drop_block_follows_paddle_in_train_mode_and_is_identity_in_eval(parity):

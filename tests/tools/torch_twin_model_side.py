@@ -128,6 +128,9 @@ def main(job_path: str, result_path: str) -> None:
     result["checks/exported_keys"] = np.asarray(json.dumps(sorted(to_paddle_arrays(
         build_torch_model(ModelConfig(arch="mbv3-small", head="gfl", input_size=64))))))
     result["checks/load_error"] = np.asarray(load_error_message())
+    for arch, head in json.loads(str(job["shape_only"])):
+        exported = to_paddle_arrays(build_torch_model(ModelConfig(arch=arch, head=head, input_size=64)))
+        result[f"shapes/{arch}/{head}"] = np.asarray(json.dumps({k: list(v.shape) for k, v in exported.items()}))
     for case in json.loads(str(job["cases"])):
         run_case(case, job, result)
     drop_block_samples(result)
