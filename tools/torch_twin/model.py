@@ -85,7 +85,8 @@ class PaddleBatchNorm2d(nn.BatchNorm2d):
     Paddle: ``running = momentum * running + (1 - momentum) * batch`` with momentum 0.9, and the running
     variance takes the *biased* batch variance; torch's own update uses the unbiased one, which would
     drift from Paddle by n / (n - 1) on small maps. Normalisation in train mode uses the biased batch
-    statistics in both frameworks, so only the running-variance update is corrected.
+    statistics in both frameworks, so only the running statistics are updated by hand (from the batch's
+    biased statistics, in float32 also under autocast).
     (``nn.SyncBatchNorm.convert_sync_batchnorm`` would swap this class for torch's own update.)
     """
 
@@ -104,7 +105,7 @@ class PaddleBatchNorm2d(nn.BatchNorm2d):
         # keeps the running buffers for its backward pass, so an in-place fix-up afterwards breaks autograd.
         out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         with torch.no_grad():
-            var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), unbiased=False)
+            var, mean = torch.var_mean(x.detach().float(), dim=(0, 2, 3), unbiased=False)  # fp32 under AMP
             self.running_mean.mul_(self.paddle_momentum).add_(mean, alpha=1.0 - self.paddle_momentum)
             self.running_var.mul_(self.paddle_momentum).add_(var, alpha=1.0 - self.paddle_momentum)
             self.num_batches_tracked.add_(1)
