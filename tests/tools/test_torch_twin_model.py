@@ -260,6 +260,7 @@ def test_load_paddle_arrays_names_missing_unexpected_and_misshaped_keys(parity):
     _, torch_results = parity
     exported = json.loads(str(torch_results["checks/exported_keys"]))
     assert "backbone.stem.bn._mean" in exported and not any("num_batches" in key for key in exported)
+    assert json.loads(str(torch_results["checks/wrapped_keys"])) == exported  # DataParallel's "module." dropped
     message = str(torch_results["checks/load_error"])
     for part in ("missing keys", "backbone.stem.bn._variance", "unexpected keys", "backbone.extra.weight",
                  "shape mismatch", "head.predictions.0.bias", "(38,)", "(5,)"):

@@ -125,8 +125,9 @@ def main(job_path: str, result_path: str) -> None:
     # Checked before anything else runs: importing the twin loaded no paddle module.
     loaded = sorted(name for name in sys.modules if name == "paddle" or name.startswith("paddle."))
     result["checks/paddle_modules"] = np.asarray(json.dumps(loaded))
-    result["checks/exported_keys"] = np.asarray(json.dumps(sorted(to_paddle_arrays(
-        build_torch_model(ModelConfig(arch="mbv3-small", head="gfl", input_size=64))))))
+    small = build_torch_model(ModelConfig(arch="mbv3-small", head="gfl", input_size=64))
+    result["checks/exported_keys"] = np.asarray(json.dumps(sorted(to_paddle_arrays(small))))
+    result["checks/wrapped_keys"] = np.asarray(json.dumps(sorted(to_paddle_arrays(torch.nn.DataParallel(small)))))
     result["checks/load_error"] = np.asarray(load_error_message())
     for arch, head in json.loads(str(job["shape_only"])):
         exported = to_paddle_arrays(build_torch_model(ModelConfig(arch=arch, head=head, input_size=64)))

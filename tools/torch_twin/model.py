@@ -686,8 +686,21 @@ def _paddle_name(torch_name: str) -> str | None:
     return f"{prefix}.{leaf}" if prefix else leaf
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The detector inside ``torch.compile`` (``_orig_mod``) and (Distributed)DataParallel (``module``)
+    wrappers, whose ``state_dict`` keys carry the wrapper's prefix."""
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
 def paddle_state_names(model: nn.Module) -> dict[str, str]:
-    """Paddle key -> torch key for every exchanged entry of ``model.state_dict()``."""
+    """Paddle key -> torch key for every exchanged entry of ``model.state_dict()`` (wrappers unwrapped)."""
+    model = unwrap(model)
     names = {}
     for torch_name in model.state_dict():
         paddle_name = _paddle_name(torch_name)
@@ -699,7 +712,8 @@ def paddle_state_names(model: nn.Module) -> dict[str, str]:
 def to_paddle_arrays(model: nn.Module) -> dict[str, np.ndarray]:
     """The model's weights and BatchNorm running statistics as float32 numpy arrays keyed by the Paddle
     ``state_dict`` names, in Paddle layout (conv weights share torch's (out, in/groups, kh, kw) layout and
-    there are no ``nn.Linear`` layers, so no array is transposed)."""
+    there are no ``nn.Linear`` layers, so no array is transposed). Wrappers are unwrapped (``unwrap``)."""
+    model = unwrap(model)
     state = model.state_dict()
     return {paddle_name: state[torch_name].detach().to("cpu", torch.float32).numpy().copy()
             for paddle_name, torch_name in paddle_state_names(model).items()}
@@ -710,8 +724,9 @@ def load_paddle_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray], stric
 
     A shape mismatch always raises; with ``strict`` so do missing and unexpected keys. The ValueError
     names every offending key (with both shapes for a mismatch). Values are cast to each tensor's dtype
-    and device; ``num_batches_tracked`` is left as it is.
+    and device; ``num_batches_tracked`` is left as it is. Wrappers are unwrapped (``unwrap``).
     """
+    model = unwrap(model)
     names = paddle_state_names(model)
     state = model.state_dict()
     missing = sorted(set(names) - set(arrays))
