@@ -4,31 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
+from inspector.cli.common import fail, user_errors
+from inspector.cli.options import By, RegistryDir
+
 models_app = typer.Typer(help="Model registry: registered packages, the current model, the promotion gate and "
                          "rollback.", no_args_is_help=True)
-_REGISTRY = typer.Option(Path("models/registry"), "--registry", envvar="INSPECTOR_REGISTRY",
-                         help="Registry directory (created on first use).")
-_BY = typer.Option(None, "--by", help="Who does this (default: the login name); recorded.")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+REGISTRY_DEFAULT = Path("models/registry")
 
 
 @models_app.command("list")
-def models_list(registry: Path = _REGISTRY, as_json: bool = typer.Option(False, "--json", help="The whole index.")) -> None:
+def models_list(registry: RegistryDir = REGISTRY_DEFAULT,
+                as_json: Annotated[bool, typer.Option("--json", help="The whole index.")] = False) -> None:
     """Registered models, the current one marked with *, and the recent events."""
     from inspector.registry import Registry, RegistryError
 
-    try:
+    with user_errors(RegistryError):
         index = Registry(registry).read()
-    except RegistryError as error:
-        _fail(f"error: {error}")
     if as_json:
         typer.echo(json.dumps(index, indent=1))
         return
@@ -51,69 +46,67 @@ def models_list(registry: Path = _REGISTRY, as_json: bool = typer.Option(False, 
 
 @models_app.command("register")
 def models_register(
-    package: Path = typer.Argument(..., help="Model package directory (from inspector export / pipeline)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the manifest's)."),
-    note: str = typer.Option("", "--note"),
-    reference: bool = typer.Option(False, "--reference", help="Point at the package where it lies instead of "
-                                   "copying it into the registry."),
-    by: Optional[str] = _BY,
-    registry: Path = _REGISTRY,
+    package: Annotated[Path, typer.Argument(help="Model package directory (from inspector export / pipeline).")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name (default: the manifest's).")] = None,
+    note: Annotated[str, typer.Option("--note")] = "",
+    reference: Annotated[bool, typer.Option("--reference", help="Point at the package where it lies instead of "
+                                            "copying it into the registry.")] = False,
+    by: By = None,
+    registry: RegistryDir = REGISTRY_DEFAULT,
 ) -> None:
     """Verify a package and add it to the registry (not yet current: `promote` does that)."""
     from inspector.registry import Registry, RegistryError
 
-    try:
+    with user_errors(RegistryError):
         entry = Registry(registry).register(package, name=name, by=by, note=note, reference=reference)
-    except RegistryError as error:
-        _fail(f"error: {error}")
     typer.echo(f"registered {entry['id']} (package {entry['package_id']}) at {entry['path']}")
 
 
 @models_app.command("golden")
 def models_golden(
-    data: Path = typer.Argument(..., help="Labeled boards every promotion is judged on."),
-    split_file: Optional[Path] = typer.Option(None, "--split-file", help="Use one split of this split.json."),
-    split: str = typer.Option("val", "--split", help="train | val (with --split-file)."),
-    tolerance: Optional[list[str]] = typer.Option(None, "--tolerance", help="METRIC=VALUE, repeatable: "
-                                                  "official_ap, official_f, f1_at_threshold, class_recall."),
-    by: Optional[str] = _BY,
-    registry: Path = _REGISTRY,
+    data: Annotated[Path, typer.Argument(help="Labeled boards every promotion is judged on.")],
+    split_file: Annotated[Optional[Path], typer.Option("--split-file",
+                                                       help="Use one split of this split.json.")] = None,
+    split: Annotated[str, typer.Option("--split", help="train | val (with --split-file).")] = "val",
+    tolerance: Annotated[Optional[list[str]], typer.Option(
+        "--tolerance", help="METRIC=VALUE, repeatable: official_ap, official_f, f1_at_threshold, "
+        "class_recall.")] = None,
+    by: By = None,
+    registry: RegistryDir = REGISTRY_DEFAULT,
 ) -> None:
     """Fix the registry's golden set (and the gate's tolerances)."""
     from inspector.registry import GoldenSet, Registry, RegistryError
 
     if split not in ("train", "val"):
-        _fail(f"error: --split: expected train or val, got {split!r}")
+        fail(f"error: --split: expected train or val, got {split!r}")
     try:
         tolerances = {key: float(value) for key, _, value in (item.partition("=") for item in tolerance or [])}
     except ValueError as error:
-        _fail(f"error: --tolerance METRIC=VALUE expects a number ({error})")
-    try:
+        fail(f"error: --tolerance METRIC=VALUE expects a number ({error})")
+    with user_errors(RegistryError, ValueError):
         event = Registry(registry).set_golden(GoldenSet(str(data), str(split_file) if split_file else None, split),
                                               by=by, tolerance=tolerances)
-    except (RegistryError, ValueError) as error:
-        _fail(f"error: {error}")
     typer.echo(f"golden set {event['golden']['data']} (fingerprint {event['golden']['fingerprint']}), "
                f"tolerances {event['tolerance']}")
 
 
 @models_app.command("promote")
 def models_promote(
-    model_id: str = typer.Argument(..., help="A registered model id (see `inspector models list`)."),
-    force: bool = typer.Option(False, "--force", help="Promote even if the gate refuses it (recorded as forced)."),
-    reason: str = typer.Option("", "--reason", help="Why; recorded."),
-    by: Optional[str] = _BY,
-    registry: Path = _REGISTRY,
+    model_id: Annotated[str, typer.Argument(help="A registered model id (see `inspector models list`).")],
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses it (recorded as "
+                                        "forced).")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded.")] = "",
+    by: By = None,
+    registry: RegistryDir = REGISTRY_DEFAULT,
 ) -> None:
     """Evaluate the model on the golden set and make it current unless it is worse than the current one."""
     from inspector.registry import PromotionRefused, Registry, RegistryError, describe_failures
 
-    try:
-        event = Registry(registry).promote(model_id, by=by, force=force, reason=reason)
-    except PromotionRefused as error:
-        _fail(f"refused: {error}", code=1)
-    except RegistryError as error:
-        _fail(f"error: {error}")
+    with user_errors(RegistryError):
+        try:
+            event = Registry(registry).promote(model_id, by=by, force=force, reason=reason)
+        except PromotionRefused as error:  # the gate said no: exit 1, as a failed check, not a usage error
+            fail(f"refused: {error}", code=1)
     candidate = event["candidate"]
     typer.echo(f"promoted {model_id} (was {event['previous'] or 'none'}): official AP {candidate['official_ap']:.4f}, "
                f"F {candidate['official_f']:.4f}, F at threshold {candidate['f1_at_threshold']:.4f} on "
@@ -123,13 +116,11 @@ def models_promote(
 
 
 @models_app.command("rollback")
-def models_rollback(reason: str = typer.Option("", "--reason"), by: Optional[str] = _BY,
-                    registry: Path = _REGISTRY) -> None:
+def models_rollback(reason: Annotated[str, typer.Option("--reason")] = "", by: By = None,
+                    registry: RegistryDir = REGISTRY_DEFAULT) -> None:
     """Make the previously promoted model current again."""
     from inspector.registry import Registry, RegistryError
 
-    try:
+    with user_errors(RegistryError):
         event = Registry(registry).rollback(by=by, reason=reason)
-    except RegistryError as error:
-        _fail(f"error: {error}")
     typer.echo(f"rolled back from {event['previous']} to {event['model']}")

@@ -1,0 +1,189 @@
+"""The applications: ``inspector pipeline`` (retraining end to end), ``demo`` (what `make run` shows), ``serve``
+(the headless line service) and ``gui`` (the operator window)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from inspector.cli.common import data_sources, user_errors
+from inspector.cli.options import Format, Head, InputMode, MaxSteps, Package, Weight, value_of
+
+
+def pipeline_command(
+    data: Annotated[Optional[list[Path]], typer.Option(
+        "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON; repeat for several sources (base set + "
+        "reviewed boards).")] = None,
+    weight: Weight = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="Pipeline directory (one sub-directory per stage, report.md/json/png); run the same command "
+        "again to continue it.")] = ...,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML preset, e.g. configs/pipeline-cpu.yaml (2-core CPU) or configs/pipeline-gpu.yaml; "
+        "options below override it.")] = None,
+    format: Format = None,
+    teacher_arch: Annotated[Optional[str], typer.Option(
+        "--teacher-arch", help="ppyolo-r18 | ppyolo-r34 | ppyolo-r50 ...")] = None,
+    student_arch: Annotated[Optional[str], typer.Option(
+        "--student-arch", help="mbv3-small | mbv3-large (-x0.75 ...).")] = None,
+    head: Annotated[Optional[Head], typer.Option(
+        "--head", help="Head of the teacher and students: yolo (anchor-based) or gfl (anchor-free).")] = None,
+    input_size: Annotated[Optional[int], typer.Option(
+        "--input-size", help="Network input side (multiple of 32).")] = None,
+    input_mode: Annotated[Optional[InputMode], typer.Option("--input-mode",
+                                                            help="image or image+template.")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(
+        "--teacher", help="Reuse this trained teacher run instead of training one (same input size and "
+        "mode).")] = None,
+    student: Annotated[Optional[Path], typer.Option(
+        "--student", help="Reuse this student-alone run as the baseline (it must have the pipeline's schedule and "
+        "split).")] = None,
+    teacher_epochs: Annotated[Optional[int], typer.Option("--teacher-epochs", min=1)] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        "--epochs", min=1, help="Epochs of the student alone and of the distilled student (the same schedule, so "
+        "the gain is comparable).")] = None,
+    crop_size: Annotated[Optional[int], typer.Option(
+        "--crop-size", help="Training crop of both students (0: whole image).")] = None,
+    qat_epochs: Annotated[Optional[int], typer.Option("--qat-epochs", min=0)] = None,
+    prune: Annotated[Optional[float], typer.Option(
+        "--prune", help="Also prune this fraction of the channels of the best FP32 student (then fine-tune) before "
+        "quantizing.")] = None,
+    prune_epochs: Annotated[Optional[int], typer.Option(
+        "--prune-epochs", min=1, help="Fine-tuning epochs after pruning (a heavily pruned model needs more to "
+        "recover).")] = None,
+    distill: Annotated[Optional[bool], typer.Option(
+        "--distill/--no-distill", help="--no-distill: no distilled stage (when the teacher cannot beat the student "
+        "in the time there is).")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Name of the shipped package (default OUT-int8).")] = None,
+    until: Annotated[Optional[str], typer.Option(
+        "--until", help="Stop after this stage (teacher, student, distilled, pruned, qat, ptq, package, measure, "
+        "report).")] = None,
+    redo: Annotated[Optional[str], typer.Option(
+        "--redo", help="Redo this finished stage and all later ones (qat, ptq, package, measure or report), e.g. "
+        "after an exporter update.")] = None,
+    max_steps: MaxSteps = None,
+) -> None:
+    """Teacher -> student alone -> distilled student -> (pruned) -> QAT and PTQ INT8 -> model package, every stage
+    measured through the runtime, with report.md / report.json / report.png. Resumable stage by stage."""
+    import json
+
+    from inspector.data import DataError
+    from inspector.export import ExportError, PackageError
+    from inspector.pipeline import PipelineConfig, PipelineError, read_preset, run_pipeline
+    from inspector.pipeline.run import STATE_FILE
+
+    with user_errors(PipelineError, DataError, ExportError, PackageError, FileExistsError, FileNotFoundError,
+                     ValueError,
+                     interrupted=f"interrupted: finished stages are kept; run the same command to continue {out}"):
+        values = read_preset(config) if config else {}
+        if (out / STATE_FILE).is_file() and config is None and not data:
+            values = json.loads((out / STATE_FILE).read_text())["config"]  # continue with the saved settings
+        overrides = {"data": data_sources(data, weight) if data else None, "out": str(out),
+                     "format": value_of(format),
+                     "teacher_arch": teacher_arch, "student_arch": student_arch, "input_size": input_size,
+                     "head": value_of(head),
+                     "input_mode": value_of(input_mode),
+                     "teacher_run": str(teacher) if teacher else None, "student_run": str(student) if student else None,
+                     "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
+                     "crop_size": crop_size,
+                     "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,
+                     "max_steps_per_epoch": max_steps}
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        cfg = PipelineConfig.from_dict(values, source=str(config) if config else "command line")
+        run = run_pipeline(cfg, until=until, echo=typer.echo, redo=redo)
+    report = run / "report.md"
+    if report.is_file():
+        typer.echo(f"report: {report}")
+    typer.echo(f"done: {run}")
+
+
+def demo_command(
+    out: Annotated[Path, typer.Option(
+        "--out", help="Where the demo writes its predictions and pipeline.")] = Path("runs/demo"),
+) -> None:
+    """The main job on bundled data: the shipped model on real validation boards (eval, latency, annotated
+    images), then the retraining pipeline on synthetic boards with a tiny schedule."""
+    from inspector.demo import run_demo
+    from inspector.runtime import BackendError, PackageError
+
+    with user_errors(PackageError, BackendError):
+        run_demo(out)
+
+
+def serve_command(
+    source: Annotated[Optional[str], typer.Option(
+        "--source", help="Camera index, video file, rtsp/http(s) URL, hot-folder directory, or demo.")] = None,
+    model: Package = None,
+    line: Annotated[Optional[str], typer.Option(
+        "--line", help="Production line name (MQTT topics, records).")] = None,
+    db: Annotated[Optional[str], typer.Option(
+        "--db", help="postgresql://... record store. Default: SQLite in --data-dir.")] = None,
+    mqtt: Annotated[Optional[str], typer.Option(
+        "--mqtt", help="mqtt://host:port broker for results and alarms.")] = None,
+    http: Annotated[Optional[str], typer.Option(
+        "--http", help="HOST:PORT of the HTTP API (default 127.0.0.1:8080; empty: none). The bearer token comes "
+        "from the config or INSPECTOR_TOKEN.")] = None,
+    evidence: Annotated[Optional[Path], typer.Option("--evidence",
+                                                     help="Directory for JPEGs of NG frames.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="Records database, spool, hot-folder ledger.")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(
+        "--tls-cert", help="PEM certificate: the API is served over HTTPS only (with --tls-key).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML settings file (see deploy/service/); INSPECTOR_* variables and these options "
+        "override it.")] = None,
+    opcua: Annotated[Optional[str], typer.Option(
+        "--opcua", help="opc.tcp://HOST:PORT: OPC UA server for the PLC handshake; frames are then inspected on "
+        "trigger (deploy/plc/README.md).")] = None,
+    modbus: Annotated[Optional[str], typer.Option(
+        "--modbus", help="HOST:PORT: Modbus TCP server for the PLC handshake (trigger mode; register map in "
+        "deploy/plc/README.md).")] = None,
+    recipes: Annotated[Optional[Path], typer.Option(
+        "--recipes", help="Directory of recipe files (inspector recipe).")] = None,
+    recipe: Annotated[Optional[str], typer.Option(
+        "--recipe", help="Recipe to start with (default: the last active).")] = None,
+) -> None:
+    """Headless line service: inspect every frame, store and publish verdicts, serve health, metrics and results.
+    Runs until SIGTERM/SIGINT, then finishes the queued frames and exits 0."""
+    import logging
+
+    from inspector.service.run import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"source": source, "model": model, "line": line, "db": db, "mqtt": mqtt, "http": http,
+                 "evidence": evidence, "data_dir": data_dir, "opcua": opcua, "modbus": modbus, "recipes": recipes,
+                 "recipe": recipe, "tls_cert": tls_cert, "tls_key": tls_key}
+    raise typer.Exit(serve(config, overrides))
+
+
+def gui_command(
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="Model package. Default: the last one used, else the shipped package.")] = None,
+    source: Annotated[Optional[str], typer.Option(
+        "--source", help="demo | camera index (0, 1 ...) | video file | rtsp:// or http(s):// URL | folder of "
+        "images (hot folder). Default: the last one used, else demo.")] = None,
+    fps: Annotated[Optional[float], typer.Option(
+        "--fps", min=0.1, help="Pace of the demo and of video files (default: demo 2 frames/s, a video its own "
+        "rate).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="Settings file (default: $INSPECTOR_GUI_CONFIG, else "
+        "~/.config/pcb-inspector/gui.json).")] = None,
+    panel: Annotated[Optional[Path], typer.Option(
+        "--panel", help="Review one whole panel instead: its defect map; click a defect to see it at full "
+        "resolution beside the golden panel.")] = None,
+    template: Annotated[Optional[Path], typer.Option(
+        "--template", help="With --panel: the golden panel (default: X_temp beside X_test).")] = None,
+) -> None:
+    """The operator window: live inspection with PASS/NG, counters, defect log, review to labeled data."""
+    if panel is not None:
+        from gui.panel_view import main as review_panel
+
+        arguments = [str(panel)] + (["--template", str(template)] if template else []) + \
+            (["--model", str(model)] if model else [])
+        raise typer.Exit(review_panel(arguments))
+    from gui.app import run_gui
+
+    raise typer.Exit(run_gui(model=str(model) if model else None, source=source, fps=fps, config=config))

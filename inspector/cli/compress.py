@@ -1,0 +1,153 @@
+"""``inspector prune`` and ``inspector quantize``: make a trained detector smaller and faster, and measure what
+that cost in accuracy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from inspector.cli.common import fail, user_errors
+from inspector.cli.options import Batch, Criterion, Format, MaxSteps, QuantMethod, Seed, value_of
+
+
+def prune_command(
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="Run (its best/) or checkpoint directory to prune. Required unless --resume.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="The labeled data it was trained on. Required unless --resume.")] = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="New run directory (pruned and fine-tuned checkpoints, report).")] = ...,
+    criterion: Annotated[Criterion, typer.Option(
+        "--criterion", help="l1: keep the filters with the largest L1 norm; fpgm: remove those nearest the "
+        "geometric median of their layer.")] = Criterion.l1,
+    ratio: Annotated[Optional[float], typer.Option(
+        "--ratio", min=0.0, max=0.95, help="Remove this fraction of the channels of every channel group.")] = None,
+    auto_ratio: Annotated[bool, typer.Option(
+        "--auto-ratio", help="Instead of --ratio: per-group ratios from a sensitivity scan on validation "
+        "images.")] = False,
+    target_flops: Annotated[float, typer.Option(
+        "--target-flops", help="--auto-ratio: fraction of the FLOPs to remove.")] = 0.3,
+    max_drop: Annotated[float, typer.Option(
+        "--max-drop", help="--auto-ratio: largest mAP@0.5:0.95 drop (before fine-tuning) that pruning one group "
+        "may cost on the scan images.")] = 0.02,
+    scan_ratios: Annotated[str, typer.Option("--scan-ratios",
+                                             help="--auto-ratio: ratios tried per group.")] = "0.25,0.5,0.75",
+    scan_images: Annotated[int, typer.Option("--scan-images", min=1,
+                                             help="--auto-ratio: validation images scanned.")] = 64,
+    channel_multiple: Annotated[int, typer.Option(
+        "--channel-multiple", min=1, help="Round kept channels to multiples of this (8 suits ARM kernels).")] = 8,
+    epochs: Annotated[Optional[int], typer.Option(
+        "--epochs", min=1, help="Fine-tuning epochs (default 6; with --resume: the run's).")] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Fine-tuning peak learning rate (AdamW).")] = 5e-4,
+    batch: Annotated[Optional[int], typer.Option(
+        "--batch", min=1, help="Images per step (default: the source run's).")] = None,
+    format: Format = None,
+    seed: Seed = 0,
+    max_steps: MaxSteps = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the fine-tuning in --out from its last checkpoint.")] = False,
+) -> None:
+    """Structured channel pruning of a trained detector, then fine-tuning: a new run with best/ and last/
+    (usable by eval and export), pruning.json (parameters, FLOPs, mAP before and after) and, with
+    --auto-ratio, sensitivity.json."""
+    from inspector.data import DataError
+
+    with user_errors(DataError, FileExistsError, FileNotFoundError, ValueError,
+                     interrupted=f"interrupted: if fine-tuning had started, {out}/last holds it; continue with "
+                                 "--resume"):
+        if resume:
+            from inspector.compression.prune import resume_pruning
+
+            run = resume_pruning(out, epochs=epochs)
+        else:
+            missing = [name for name, value in (("--model", model), ("--data", data)) if value is None]
+            if missing:
+                fail(f"error: {', '.join(missing)} needed (unless --resume)")
+            if (ratio is None) == (not auto_ratio):
+                fail("error: give exactly one of --ratio R and --auto-ratio")
+            try:
+                ratios = tuple(float(r) for r in scan_ratios.split(","))
+            except ValueError:
+                fail(f"error: --scan-ratios {scan_ratios!r}: expected comma-separated numbers such as 0.25,0.5")
+            from inspector.compression.prune import PruneConfig, prune
+
+            cfg = PruneConfig(model=str(model), data=str(data), out=str(out), criterion=criterion.value, ratio=ratio,
+                              target_flops_reduction=target_flops, max_drop=max_drop, scan_ratios=ratios,
+                              scan_images=scan_images, channel_multiple=channel_multiple,
+                              format=value_of(format), epochs=epochs or 6, lr=lr, batch_size=batch,
+                              seed=seed, max_steps_per_epoch=max_steps)
+            run = prune(cfg)
+    from inspector.compression.prune import REPORT_FILE, format_report
+
+    typer.echo(format_report(json.loads((run / REPORT_FILE).read_text())))
+    typer.echo(f"done: {run}")
+
+
+def quantize_command(
+    model: Annotated[Path, typer.Option(
+        "--model", help="FP32 training run (its best/) or checkpoint directory.")],
+    data: Annotated[Path, typer.Option(
+        "--data", help="The labeled data it was trained on (its split.json is reused).")],
+    method: Annotated[QuantMethod, typer.Option(
+        "--method", help="ptq: calibrate the INT8 scales on training images; qat: then fine-tune through the "
+        "quantization.")] = QuantMethod.qat,
+    out: Annotated[Path, typer.Option(
+        "--out", help="New run directory (INT8 and FP32 inference models, metrics).")] = ...,
+    format: Format = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=0,
+                                        help="QAT fine-tuning epochs (0: calibration only).")] = 3,
+    lr: Annotated[float, typer.Option("--lr", help="QAT peak learning rate (AdamW, cosine to 0).")] = 1e-4,
+    batch: Batch = 8,
+    crop_size: Annotated[Optional[int], typer.Option(
+        "--crop-size", help="QAT training crop (0: whole image); default: the source run's.")] = None,
+    calibration_images: Annotated[int, typer.Option(
+        "--calibration-images", min=1, help="Training images that set the activation scales.")] = 64,
+    skip_layers: Annotated[Optional[str], typer.Option(
+        "--skip-layers", help="Comma-separated convolutions or blocks kept in FP32 (mixed precision), e.g. "
+        "head.predictions.")] = None,
+    sensitivity: Annotated[bool, typer.Option(
+        "--sensitivity", help="Rank the layers by the mAP their quantization costs (sensitivity.json).")] = False,
+    sensitivity_images: Annotated[int, typer.Option("--sensitivity-images", min=1,
+                                                    help="Validation images it uses.")] = 32,
+    skip_most_sensitive: Annotated[int, typer.Option(
+        "--skip-most-sensitive", min=0, help="With --sensitivity: also keep the K most sensitive layers in "
+        "FP32.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, help="Paddle Inference threads for the evaluation (default: OMP_NUM_THREADS).")] = None,
+    lite_x86_safe: Annotated[bool, typer.Option(
+        "--lite-x86-safe", help="Also keep in FP32 the layers Paddle Lite's x86 INT8 kernels cannot run (stem, "
+        "depthwise), so one INT8 model serves x86 Lite, ARM and oneDNN.")] = False,
+    seed: Seed = 0,
+    max_steps: Annotated[Optional[int], typer.Option(
+        "--max-steps", help="Cap QAT steps per epoch (smoke tests).")] = None,
+) -> None:
+    """INT8 quantization (QAT or PTQ) of a trained detector, exported as a Paddle inference model for
+    `inspector export`; FP32 and INT8 accuracy measured through Paddle Inference (metrics.json)."""
+    from inspector.data import DataError
+
+    with user_errors(DataError, FileExistsError, FileNotFoundError, ValueError):
+        from inspector.compression.quantize import QuantizeConfig, quantize
+
+        cfg = QuantizeConfig(model=str(model), data=str(data), out=str(out), method=method.value,
+                             format=value_of(format), epochs=epochs, lr=lr, batch_size=batch,
+                             crop_size=crop_size, calibration_images=calibration_images,
+                             skip_layers=[s.strip() for s in (skip_layers or "").split(",") if s.strip()],
+                             sensitivity=sensitivity, sensitivity_images=sensitivity_images,
+                             skip_most_sensitive=skip_most_sensitive, threads=threads, seed=seed,
+                             lite_x86_safe=lite_x86_safe,
+                             max_steps_per_epoch=max_steps)
+        run = quantize(cfg)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name in ("fp32", "int8", "int8_onednn"):
+        row = metrics[name]
+        typer.echo(f"{name:11s} ({row['runtime']['precision']}, {row['model_bytes'] / 1e6:.2f} MB): official AP "
+                   f"{row['official_ap']:.4f}  F {row['official_f']:.4f}  mAP@0.5 {row['map50']:.4f}  "
+                   f"mAP@0.5:0.95 {row['map50_95']:.4f}  F(IoU>0.33) {row['f1_iou033']:.4f}")
+    for key, label in (("drop", "INT8 model"), ("drop_onednn", "oneDNN INT8 kernels")):
+        drop = metrics[key]
+        typer.echo(f"drop ({label}) on {metrics['n_images']} validation images: official AP "
+                   f"{drop['official_ap']:+.4f}  F {drop['official_f']:+.4f}  mAP@0.5 {drop['map50']:+.4f}  "
+                   f"mAP@0.5:0.95 {drop['map50_95']:+.4f}  F(IoU>0.33) {drop['f1_iou033']:+.4f}")
+    typer.echo(f"done: {run}")

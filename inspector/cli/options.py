@@ -1,0 +1,104 @@
+"""The choices and the options several commands share, declared once.
+
+An option that means the same on every command (``--format``, ``--weight``, ``--nproc`` ...) is an ``Annotated``
+alias here; a command writes ``format: Format = None`` and its default stays visible in its signature. Options that
+share a spelling but not a meaning (``--out`` is a run directory for ``train`` and a package directory for
+``export``) are declared beside their command, with their own help.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class DataFormat(str, Enum):
+    deeppcb = "deeppcb"
+    voc = "voc"
+    coco = "coco"
+
+
+class Arch(str, Enum):
+    ppyolo_r18 = "ppyolo-r18"
+    ppyolo_r34 = "ppyolo-r34"
+    ppyolo_r50 = "ppyolo-r50"
+    ppyolo_r50_dcn = "ppyolo-r50-dcn"
+    mbv3_small = "mbv3-small"
+    mbv3_large = "mbv3-large"
+
+
+class InputMode(str, Enum):
+    image = "image"
+    image_template = "image+template"
+    gray_diff_s2d = "gray-diff-s2d"
+
+
+class Head(str, Enum):
+    yolo = "yolo"
+    gfl = "gfl"
+
+
+class Backend(str, Enum):
+    lite = "lite"
+    paddle = "paddle"
+
+
+class Split(str, Enum):
+    all = "all"
+    train = "train"
+    val = "val"
+
+
+class Criterion(str, Enum):
+    l1 = "l1"
+    fpgm = "fpgm"
+
+
+class QuantMethod(str, Enum):
+    qat = "qat"
+    ptq = "ptq"
+
+
+def value_of(choice: Optional[Enum]) -> Optional[str]:
+    """An optional choice as the plain string the configs take (None stays None: "not given")."""
+    return choice.value if choice is not None else None
+
+
+# Data
+Format = Annotated[Optional[DataFormat], typer.Option("--format", help="Override format auto-detection.")]
+Weight = Annotated[Optional[list[float]], typer.Option(
+    "--weight", help="Per --data source, in order: each of its training boards is seen this many times per epoch "
+    "(default 1).")]
+
+# Training runs (train, distill; some also prune and quantize)
+Batch = Annotated[int, typer.Option("--batch", min=1, help="Images per step.")]
+PeakLr = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")]
+Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, 90-degree turns, lighting, noise.")]
+Seed = Annotated[int, typer.Option("--seed")]
+EvalEvery = Annotated[int, typer.Option("--eval-every", min=1, help="Validate every N epochs.")]
+MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", help="Cap steps per epoch (smoke tests).")]
+Init = Annotated[Optional[Path], typer.Option(
+    "--init", help="Start from this trained run's (best/) or checkpoint's weights instead of random ones: "
+    "fine-tuning, e.g. on new boards.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
+Nproc = Annotated[int, typer.Option(
+    "--nproc", min=1, help="Train data-parallel in N processes on this node under paddle.distributed.launch (GPUs: "
+    "one per card; CPU: gloo, the cores split among them). --batch is the global batch, a multiple of N.")]
+Ips = Annotated[Optional[str], typer.Option(
+    "--ips", help="Several nodes: their IPs, comma-separated, the same command on each (see "
+    "docs/distributed-training.md).")]
+
+# Model packages (bench, predict, serve)
+Package = Annotated[Optional[Path], typer.Option("--model", help="Model package. Default: the shipped package.")]
+EngineBackend = Annotated[Backend, typer.Option("--backend", help="Paddle Lite or Paddle Inference.")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")]
+
+# Recipes (the `recipe` verbs)
+RecipesDir = Annotated[Path, typer.Option("--dir", envvar="INSPECTOR_RECIPES", help="Recipes directory.")]
+
+# Model registry (the `models` verbs)
+RegistryDir = Annotated[Path, typer.Option("--registry", envvar="INSPECTOR_REGISTRY",
+                                           help="Registry directory (created on first use).")]
+By = Annotated[Optional[str], typer.Option("--by", help="Who does this (default: the login name); recorded.")]

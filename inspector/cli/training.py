@@ -1,0 +1,197 @@
+"""``inspector train`` and ``inspector distill``: a detector, or a small student taught by a trained teacher."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from inspector.cli.common import check_multiple_of_32, data_sources, fail, launch_ranks_if_asked, user_errors
+from inspector.cli.options import (Arch, Augment, Batch, EvalEvery, Format, Head, InputMode, Init, Ips, MaxSteps,
+                                   Nproc, PeakLr, Resume, Seed, Weight, value_of)
+
+
+def _interrupted(out: Path) -> str:
+    return f"interrupted: last checkpoint saved in {out}/last; continue with --resume"
+
+
+def train_command(
+    arch: Annotated[Arch, typer.Option("--arch", help="Detector: a PP-YOLO teacher or a MobileNetV3 student.")],
+    data: Annotated[list[Path], typer.Option(
+        "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON. Repeat for several sources (e.g. the "
+        "base set and reviewed boards): one class list, a fixed validation split each (split.json, split-1.json, "
+        "...).")],
+    weight: Weight = None,
+    out: Annotated[Path, typer.Option("--out", help="Run directory (checkpoints, metrics, plots).")] = ...,
+    format: Format = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    batch: Batch = 8,
+    input_size: Annotated[int, typer.Option("--input-size", help="Network input side (multiple of 32).")] = 320,
+    crop_size: Annotated[int, typer.Option("--crop-size", help="Train on random crops of this side of the resized "
+                                           "image (0: whole image). Validation always sees whole images.")] = 256,
+    input_mode: Annotated[InputMode, typer.Option(
+        "--input-mode", help="image, or image and golden template stacked as channels.")] = InputMode.image_template,
+    head: Annotated[Head, typer.Option(
+        "--head", help="yolo: anchor-based PP-YOLO head; gfl: anchor-free PicoDet/PP-YOLOE-style head (quality "
+        "scores, box distributions, task-aligned assignment).")] = Head.yolo,
+    augment: Augment = True,
+    dihedral: Annotated[bool, typer.Option(
+        "--dihedral/--no-dihedral", help="Each image, template and boxes in one of the 8 exact dihedral "
+        "orientations, drawn uniformly (replaces the flips/turns).")] = False,
+    copy_paste: Annotated[float, typer.Option(
+        "--copy-paste", min=0.0, max=1.0, help="Probability that a training image gets labeled defects of other "
+        "boards pasted where its template matches.")] = 0.0,
+    copy_paste_count: Annotated[int, typer.Option("--copy-paste-count", min=1,
+                                                  help="Pastes tried per such image.")] = 2,
+    copy_paste_balance: Annotated[bool, typer.Option(
+        "--copy-paste-balance/--copy-paste-by-frequency",
+        help="Paste every class equally often (favours rare classes).")] = False,
+    aug_off_epochs: Annotated[int, typer.Option(
+        "--aug-off-epochs", min=0, help="Train the last N epochs on whole letterboxed images without crops, pastes "
+        "or any augmentation.")] = 0,
+    lr: PeakLr = 2e-3,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9)] = 0.2,
+    split_seed: Annotated[int, typer.Option("--split-seed",
+                                            help="Seed of the train/val split (kept in split.json).")] = 0,
+    seed: Seed = 0,
+    eval_every: EvalEvery = 1,
+    max_steps: MaxSteps = None,
+    init: Init = None,
+    resume: Resume = False,
+    nproc: Nproc = 1,
+    ips: Ips = None,
+) -> None:
+    """Train a detector; per-epoch validation, best/last checkpoints, metrics.csv and plots in --out."""
+    launch_ranks_if_asked(nproc, ips, out)
+    check_multiple_of_32((input_size, "--input-size"), (crop_size, "--crop-size"))
+    from inspector.training.config import TrainConfig
+    from inspector.training.trainer import train
+
+    cfg = TrainConfig(arch=arch.value, data=data_sources(data, weight), out=str(out), format=value_of(format),
+                      epochs=epochs, batch_size=batch, input_size=input_size, crop_size=crop_size or None,
+                      input_mode=input_mode.value, head=head.value, augment=augment, lr=lr, val_fraction=val_fraction,
+                      split_seed=split_seed,
+                      seed=seed, eval_every=eval_every, max_steps_per_epoch=max_steps,
+                      init=str(init) if init else None, dihedral=dihedral, copy_paste=copy_paste,
+                      copy_paste_count=copy_paste_count, copy_paste_balance=copy_paste_balance,
+                      aug_off_epochs=aug_off_epochs)
+    with user_errors(FileExistsError, FileNotFoundError, ValueError, interrupted=_interrupted(out)):
+        run = train(cfg, resume=resume)
+    typer.echo(f"done: {run}")
+
+
+def distill_command(
+    teacher: Annotated[Optional[Path], typer.Option(
+        "--teacher", help="Teacher: a training run (its best/) or a checkpoint directory. Required unless "
+        "--resume.")] = None,
+    student_arch: Annotated[Optional[str], typer.Option(
+        "--student-arch", help="Student architecture: mbv3-small, mbv3-large (optionally -x0.75 etc.). Required "
+        "unless --resume.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option(
+        "--data", help="Labeled data: DeepPCB / VOC directory or COCO JSON; repeat for several sources. Required "
+        "unless --resume.")] = None,
+    weight: Weight = None,
+    out: Annotated[Path, typer.Option("--out", help="Run directory (student checkpoints, metrics, plots).")] = ...,
+    format: Format = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1,
+                                                  help="Default 30 (with --resume: the run's).")] = None,
+    batch: Batch = 8,
+    input_size: Annotated[Optional[int], typer.Option(
+        "--input-size", help="Default and only allowed value: the teacher's (the student must see the teacher's "
+        "input).")] = None,
+    crop_size: Annotated[Optional[int], typer.Option(
+        "--crop-size", help="Train on random crops of this side (0: whole image); default: the teacher "
+        "run's.")] = None,
+    input_mode: Annotated[Optional[InputMode], typer.Option(
+        "--input-mode", help="Default and only allowed value: the teacher's.")] = None,
+    augment: Augment = True,
+    lr: PeakLr = 2e-3,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", min=0.0, max=0.9, help="Used only when the teacher's split.json does not cover "
+        "DATA.")] = 0.2,
+    split_seed: Annotated[int, typer.Option(
+        "--split-seed", help="Used only when the teacher's split.json does not cover DATA (otherwise the student "
+        "keeps the teacher's split).")] = 0,
+    seed: Seed = 0,
+    eval_every: EvalEvery = 1,
+    max_steps: MaxSteps = None,
+    temperature: Annotated[float, typer.Option("--temperature",
+                                               help="T softening the class scores (loss x T^2).")] = 2.0,
+    alpha_start: Annotated[float, typer.Option(
+        "--alpha-start", help="Weight of the teacher terms in the first epoch; the label loss gets 1 - "
+        "alpha.")] = 0.7,
+    alpha_end: Annotated[float, typer.Option(
+        "--alpha-end", help="Weight of the teacher terms in the last epoch (linear in between).")] = 0.3,
+    confidence: Annotated[float, typer.Option(
+        "--confidence", help="Teacher objectness above which its boxes are targets.")] = 0.5,
+    cls_weight: Annotated[float, typer.Option("--cls-weight",
+                                              help="Weight of the softened class-score term.")] = 1.0,
+    obj_weight: Annotated[float, typer.Option("--obj-weight", help="Weight of the objectness term.")] = 1.0,
+    box_weight: Annotated[float, typer.Option("--box-weight", help="Weight of the confident-box term.")] = 1.0,
+    feature_weight: Annotated[float, typer.Option(
+        "--feature-weight", help="Weight of the neck-feature (FitNets) term; 0 turns it off.")] = 1.0,
+    feature_normalize: Annotated[bool, typer.Option(
+        "--feature-normalize/--no-feature-normalize",
+        help="Standardise feature maps per channel before the MSE.")] = True,
+    schedule: Annotated[str, typer.Option(
+        "--schedule", help="How alpha moves from --alpha-start to --alpha-end: linear or cosine.")] = "linear",
+    feature_method: Annotated[str, typer.Option(
+        "--feature-method", help="gfl head's neck term: pkd (Pearson correlation) or cwd (channel-wise "
+        "distillation).")] = "pkd",
+    feature_temperature: Annotated[float, typer.Option("--feature-temperature",
+                                                       help="cwd's softmax temperature.")] = 1.0,
+    teacher_cache: Annotated[bool, typer.Option(
+        "--teacher-cache/--no-teacher-cache", help="Compute the teacher's outputs once per board and orientation "
+        "and crop them (crops aligned to its coarsest stride; needs --dihedral or --no-augment).")] = False,
+    teacher_cache_mb: Annotated[int, typer.Option("--teacher-cache-mb", min=1,
+                                                  help="Memory bound of --teacher-cache.")] = 2048,
+    dihedral: Annotated[bool, typer.Option(
+        "--dihedral/--no-dihedral", help="The 8 exact dihedral transforms of each crop (replacing --augment's "
+        "flips and turns).")] = False,
+    init: Init = None,
+    resume: Resume = False,
+    nproc: Nproc = 1,
+    ips: Ips = None,
+) -> None:
+    """Distill a trained teacher into a small student: a training run whose loss adds the teacher's outputs
+    and neck features; best/ and last/ hold the student alone (usable by eval and export)."""
+    launch_ranks_if_asked(nproc, ips, out)
+    from inspector.data import DataError
+
+    with user_errors(DataError, FileExistsError, FileNotFoundError, ValueError, interrupted=_interrupted(out)):
+        if resume:
+            from inspector.compression.distill import resume_distillation
+
+            run = resume_distillation(out, epochs=epochs)
+        else:
+            missing = [name for name, value in (("--teacher", teacher), ("--student-arch", student_arch),
+                                                ("--data", data or None)) if value is None]
+            if missing:
+                fail(f"error: {', '.join(missing)} needed (unless --resume)")
+            from inspector.compression.distill import DistillConfig, distill
+            from inspector.models import parse_arch
+            from inspector.training.checkpoint import load_checkpoint
+            from inspector.training.config import TrainConfig
+
+            parse_arch(student_arch)
+            teacher_checkpoint = load_checkpoint(teacher)
+            teacher_model = teacher_checkpoint.model_config
+            teacher_train = teacher_checkpoint.info.get("train_config") or {}
+            if crop_size is None:
+                crop_size = teacher_train.get("crop_size") or 0
+            check_multiple_of_32((input_size, "--input-size"), (crop_size, "--crop-size"))
+            config = DistillConfig(teacher=str(teacher), temperature=temperature, alpha_start=alpha_start,
+                                   alpha_end=alpha_end, confidence_threshold=confidence, cls_weight=cls_weight,
+                                   obj_weight=obj_weight, box_weight=box_weight, feature_weight=feature_weight,
+                                   feature_normalize=feature_normalize, schedule=schedule,
+                                   feature_method=feature_method, feature_temperature=feature_temperature,
+                                   teacher_cache=teacher_cache, teacher_cache_mb=teacher_cache_mb)
+            cfg = TrainConfig(arch=student_arch, data=data_sources(data, weight), out=str(out),
+                              format=value_of(format), epochs=epochs or 30, batch_size=batch,
+                              input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,
+                              input_mode=value_of(input_mode) or teacher_model.input_mode, augment=augment,
+                              lr=lr, val_fraction=val_fraction, split_seed=split_seed, seed=seed,
+                              eval_every=eval_every, max_steps_per_epoch=max_steps,
+                              init=str(init) if init else None, dihedral=dihedral)
+            run = distill(cfg, config)
+    typer.echo(f"done: {run}")
