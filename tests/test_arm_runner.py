@@ -30,7 +30,6 @@ from inspector.export.manifest import PackageError, read_manifest
 from inspector.models.nms import select_detections
 from inspector.runtime import Detector
 from inspector.runtime.package import DEFAULT_PACKAGE, lite_target_for_this_machine
-from tiny_package import tiny_package
 
 pytestmark = pytest.mark.slow  # exports the tiny package when no other test has yet
 
@@ -74,7 +73,7 @@ def checker(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module", params=["tiny", "tiny-gray-diff-s2d", "default"])
-def package(request, tmp_path_factory) -> Path:
+def package(request) -> Path:
     """The tiny exported packages (input 64; RGB image+template, and the grey space-to-depth layout)
     always; the shipped models/default when it is installed."""
     if request.param == "default":
@@ -82,8 +81,8 @@ def package(request, tmp_path_factory) -> Path:
             pytest.skip(f"{DEFAULT_PACKAGE} is not installed (it is not in git)")
         return DEFAULT_PACKAGE
     if request.param == "tiny-gray-diff-s2d":
-        return tiny_package(tmp_path_factory, "gray-diff-s2d").package
-    return tiny_package(tmp_path_factory).package
+        return request.getfixturevalue("tiny_grey_package").package
+    return request.getfixturevalue("tiny_package").package
 
 
 @pytest.fixture(scope="module")
@@ -319,9 +318,9 @@ def test_cpp_refuses_what_the_python_runtime_refuses(checker, detector, frames, 
     assert run.returncode == 1 and "template is 591x387 but the image is 640x640" in run.stderr
 
 
-def test_cpp_and_python_refuse_colour_frames_for_a_grey_model(checker, tmp_path_factory, frames, tmp_path):
+def test_cpp_and_python_refuse_colour_frames_for_a_grey_model(checker, tiny_grey_package, frames, tmp_path):
     """A grey-layout model is not silently fed a colour camera's frames, on either side."""
-    package = tiny_package(tmp_path_factory, "gray-diff-s2d").package
+    package = tiny_grey_package.package
     detector = Detector.load(package, backend="lite", threads=1)
     image, template = cv2.imread(str(frames[0].image)), cv2.imread(str(frames[0].template))
     colour = image.copy()

@@ -19,11 +19,10 @@ from inspector.export.legacy_program import ProgramInfo
 from inspector.export.lite import check_converter_output, convert_to_lite
 from inspector.export.manifest import sha256_file
 from inspector.runtime import Detector
-from tiny_package import INPUT_SIZE, tiny_package
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_package(tmp_path_factory)
+def tiny(tiny_package):
+    return tiny_package  # tests/conftest.py: trained and exported once per session
 
 
 @pytest.fixture
@@ -41,7 +40,8 @@ def test_export_writes_a_complete_self_describing_package(tiny):
 
     assert manifest.format_version == 1 and manifest.name == "package"
     assert manifest.class_names == list(DEEPPCB_CLASSES)
-    assert (manifest.input.size, manifest.input.mode, manifest.input.channels) == (INPUT_SIZE, "image+template", 6)
+    assert (manifest.input.size, manifest.input.mode, manifest.input.channels) == \
+        (tiny.input_size, "image+template", 6)
     assert (manifest.input.layout, manifest.input.color, manifest.input.letterbox_pad_value) == ("NCHW", "RGB", 0)
     assert manifest.input.scale == pytest.approx(1 / 255)
     assert manifest.precision == "fp32"
@@ -227,7 +227,7 @@ def test_an_inference_model_directory_exports_with_metrics_measured_through_the_
     assert manifest.provenance["checkpoint"] == str((tmp_path / "run" / "best").resolve())
     assert set(manifest.targets) == {"paddle", "lite-x86"} and manifest.precision == "fp32"
     assert manifest.files["model.pdmodel"].sha256 == sha256_file(tiny.package / "model.pdmodel")
-    assert manifest.class_names == list(DEEPPCB_CLASSES) and manifest.input.size == INPUT_SIZE
+    assert manifest.class_names == list(DEEPPCB_CLASSES) and manifest.input.size == tiny.input_size
     metrics = manifest.metrics
     assert metrics["n_images"] == 8 and (metrics["backend"], metrics["precision_ran"]) == ("lite", "fp32")
     assert set(metrics["per_class"]) == set(DEEPPCB_CLASSES)

@@ -16,7 +16,6 @@ from inspector.data.loader import BatchLoader
 from inspector.data.transforms import AugmentConfig, to_input, unletterbox_boxes
 from inspector.export.manifest import PackageError, read_manifest
 from inspector.models import ModelConfig
-from tiny_package import tiny_package
 
 
 def _board(seed: int, size: int = 16) -> np.ndarray:
@@ -82,8 +81,8 @@ def test_loader_keeps_native_pixels_and_maps_boxes_back_exactly():
 
 
 @pytest.fixture(scope="module")
-def grey_package(tmp_path_factory):
-    return tiny_package(tmp_path_factory, "gray-diff-s2d").package
+def grey_package(tiny_grey_package):
+    return tiny_grey_package.package
 
 
 def test_grey_package_manifest_records_the_layout_and_unknown_layouts_are_refused(grey_package, tmp_path):
@@ -104,7 +103,7 @@ def test_grey_package_manifest_records_the_layout_and_unknown_layouts_are_refuse
         assert str(bad / "manifest.json") in str(refused.value)
 
 
-def test_runtime_refuses_frames_in_the_wrong_colour_format_or_size(grey_package, tmp_path_factory):
+def test_runtime_refuses_frames_in_the_wrong_colour_format_or_size(grey_package, tiny_package):
     from inspector.runtime import Detector
 
     sample = load_dataset(BUNDLED_DEEPPCB).samples[0]
@@ -123,7 +122,7 @@ def test_runtime_refuses_frames_in_the_wrong_colour_format_or_size(grey_package,
     with pytest.raises(ValueError, match="template is 320x640 but the image is 640x640"):
         grey.detect(image, template[:, :320])
 
-    rgb = Detector.load(tiny_package(tmp_path_factory).package, backend="lite", threads=1)
+    rgb = Detector.load(tiny_package.package, backend="lite", threads=1)
     with pytest.raises(ValueError, match=r"expects colour BGR \(H, W, 3\) frames"):
         rgb.detect(image[..., 0], template[..., 0])
 

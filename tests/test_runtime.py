@@ -15,14 +15,13 @@ from inspector.data import load_dataset
 from inspector.export.manifest import PackageError
 from inspector.runtime import AlignmentError, Detections, Detector
 from inspector.runtime import package as package_module
-from tiny_package import INPUT_SIZE, tiny_package
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_package(tmp_path_factory)
+def tiny(tiny_package):
+    return tiny_package  # tests/conftest.py: trained and exported once per session
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def test_round_trip_reproduces_the_trained_model(tiny, lite, pair):
     assert (info.backend, info.target, info.precision, info.threads) == ("lite", "lite-x86", "fp32", 1)
     assert info.package_id == lite.manifest.package_id and info.package == str(tiny.package)
     image, template = pair
-    batch = to_input(letterbox(image, INPUT_SIZE)[0], letterbox(template, INPUT_SIZE)[0])[None]
+    batch = to_input(letterbox(image, tiny.input_size)[0], letterbox(template, tiny.input_size)[0])[None]
     model = DecodedDetector(load_checkpoint(tiny.run).build())
     expected = [t.numpy() for t in model(paddle.to_tensor(batch))]
     for got, want in zip(lite.infer(batch), expected):
@@ -159,7 +158,7 @@ def test_bench_writes_the_promised_json(tiny, tmp_path):
         assert key in bench, key
     assert 0 < bench["p50_ms"] <= bench["p99_ms"] and bench["fps"] > 0
     assert (bench["backend"], bench["precision"], bench["threads"], bench["input_size"]) == ("lite", "fp32", 1,
-                                                                                             INPUT_SIZE)
+                                                                                             tiny.input_size)
     assert bench["model_bytes"] == (tiny.package / "model_x86.nb").stat().st_size
     assert bench["frame_size"] == [640, 640] and bench["peak_rss_mb"] > 10
 

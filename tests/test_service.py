@@ -1,8 +1,8 @@
 """`inspector serve`: the pipeline, its faults and its HTTP API, against a real Mosquitto broker and a real
 PostgreSQL server started here as subprocesses (on free ports, in temporary directories).
 
-The tiny test package (tests/tiny_package.py) stands in for the real model: detection quality does not
-matter here, only that every frame becomes exactly one record that reaches every sink.
+The tiny test package (the session fixture in tests/conftest.py) stands in for the real model: detection
+quality does not matter here, only that every frame becomes exactly one record that reaches every sink.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 from fastapi import Request  # resolved at module level: FastAPI reads the annotation of a test's endpoint
 
-from tiny_package import tiny_package
 
 from inspector.capture import CorruptFrame, Frame, FrameSource, Ledger, SourceEnded, SourceError
 from inspector.service import ConfigError, Service, ServiceConfig, ServiceError, load_config
@@ -309,8 +308,8 @@ class BurstSource(FrameSource):
 # ----------------------------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_package(tmp_path_factory)
+def tiny(tiny_package):
+    return tiny_package  # tests/conftest.py: trained and exported once per session
 
 
 @pytest.fixture(scope="module")
