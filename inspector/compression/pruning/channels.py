@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspector.compression.pruning.groups import channel_groups, input_keys, output_keys
+from inspector.compression.pruning.groups import channel_groups
+from inspector.compression.pruning.layer_channels import input_keys, output_keys
 from inspector.models import build_model
 from inspector.models.detector import YOLODetector
 from inspector.training.checkpoint import apply_pruned_shapes, resize_parameters

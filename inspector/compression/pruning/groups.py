@@ -34,21 +34,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import paddle
 import paddle.nn as nn
 
+from inspector.compression.pruning.layer_channels import input_keys, out_channels
 from inspector.models.backbones import Bottleneck, InvertedResidual, MobileNetV3, ResNetVd
 from inspector.models.detector import YOLODetector
 from inspector.models.gfl_head import GFLHead
 from inspector.models.head import YOLOHead
-from inspector.models.layers import (
-    SPP,
-    ConvBNAct,
-    CoordConv,
-    DeformableConvBNAct,
-    DepthwiseSeparableConv,
-    SqueezeExcite,
-)
+from inspector.models.layers import SPP, ConvBNAct, DepthwiseSeparableConv, SqueezeExcite
 from inspector.models.necks import PPYOLOFPN, LiteFPN
 
 
@@ -91,7 +84,7 @@ def _mobilenet_groups(backbone: MobileNetV3, neck_inputs: list[list[tuple[str, i
     block adds its projection to it, so those projections write the same channels. A block without an
     expansion conv (the first one) runs its depthwise conv and SE directly on the trunk.
     """
-    trunk = ChannelGroup("backbone.stem.out", _out_channels(backbone.stem), ["backbone.stem"])
+    trunk = ChannelGroup("backbone.stem.out", out_channels(backbone.stem), ["backbone.stem"])
     groups = [trunk]
     for index, block in enumerate(backbone.blocks):
         path = f"backbone.blocks.{index}"
@@ -100,20 +93,20 @@ def _mobilenet_groups(backbone: MobileNetV3, neck_inputs: list[list[tuple[str, i
             inner = trunk
         else:
             trunk.consumers.append((f"{path}.body.{expand}", 0))
-            inner = ChannelGroup(f"{path}.expanded", _out_channels(block.body[expand]), [f"{path}.body.{expand}"])
+            inner = ChannelGroup(f"{path}.expanded", out_channels(block.body[expand]), [f"{path}.body.{expand}"])
             groups.append(inner)
         inner.producers.append(f"{path}.body.{depthwise}")
         if squeeze_excite is not None:
             se = f"{path}.body.{squeeze_excite}"
             inner.producers.append(f"{se}.expand")  # its gate scales channel i of the map
             inner.consumers.append((f"{se}.reduce", 0))
-            groups.append(ChannelGroup(f"{path}.se", _out_channels(block.body[squeeze_excite].reduce),
+            groups.append(ChannelGroup(f"{path}.se", out_channels(block.body[squeeze_excite].reduce),
                                        [f"{se}.reduce"], [(f"{se}.expand", 0)]))
         inner.consumers.append((f"{path}.body.{project}", 0))
         if block.use_residual:
             trunk.producers.append(f"{path}.body.{project}")
         else:
-            trunk = ChannelGroup(f"{path}.out", _out_channels(block.body[project]), [f"{path}.body.{project}"])
+            trunk = ChannelGroup(f"{path}.out", out_channels(block.body[project]), [f"{path}.body.{project}"])
             groups.append(trunk)
         if index in backbone.output_indices:
             trunk.consumers.extend(neck_inputs[backbone.output_indices.index(index)])
@@ -154,7 +147,7 @@ def _lite_fpn_groups(neck: LiteFPN, head: YOLOHead | GFLHead) -> list[ChannelGro
     groups = []
     for level, producers, consumers in spaces:
         head_producers, head_consumers = _head_inputs(head, level)
-        size = _out_channels(layers[producers[0]])
+        size = out_channels(layers[producers[0]])
         groups.append(ChannelGroup(f"neck.out_stride{8 * 2 ** level}", size, producers + head_producers,
                                    [(path, 0) for path in consumers] + head_consumers))
     return groups
@@ -163,17 +156,17 @@ def _lite_fpn_groups(neck: LiteFPN, head: YOLOHead | GFLHead) -> list[ChannelGro
 def _resnet_groups(backbone: ResNetVd) -> list[ChannelGroup]:
     """The stem's first two convs and the inner channels of every block (the residual trunks stay)."""
     groups = [
-        ChannelGroup(f"backbone.stem.{i}.out", _out_channels(backbone.stem[i]), [f"backbone.stem.{i}"],
+        ChannelGroup(f"backbone.stem.{i}.out", out_channels(backbone.stem[i]), [f"backbone.stem.{i}"],
                      [(f"backbone.stem.{i + 1}", 0)])
         for i in (0, 1)
     ]
     for s, stage in enumerate(backbone.stages):
         for b, block in enumerate(stage):
             path = f"backbone.stages.{s}.{b}"
-            groups.append(ChannelGroup(f"{path}.conv1.out", _out_channels(block.conv1), [f"{path}.conv1"],
+            groups.append(ChannelGroup(f"{path}.conv1.out", out_channels(block.conv1), [f"{path}.conv1"],
                                        [(f"{path}.conv2", 0)]))
             if isinstance(block, Bottleneck):
-                groups.append(ChannelGroup(f"{path}.conv2.out", _out_channels(block.conv2), [f"{path}.conv2"],
+                groups.append(ChannelGroup(f"{path}.conv2.out", out_channels(block.conv2), [f"{path}.conv2"],
                                            [(f"{path}.conv3", 0)]))
     return groups
 
@@ -189,7 +182,7 @@ def _ppyolo_fpn_groups(neck: PPYOLOFPN, head: YOLOHead | GFLHead) -> list[Channe
     for j, block in enumerate(neck.blocks):  # j = 0 is stride 32
         path = f"neck.blocks.{j}"
         body = [f"{path}.body.{i}" for i in range(4)]
-        wide = _out_channels(block.body[1])
+        wide = out_channels(block.body[1])
         if isinstance(block.body[2], SPP):
             spp_inputs = [(body[2], k * wide) for k in range(len(block.body[2].pool_sizes) + 1)]
         else:
@@ -197,16 +190,16 @@ def _ppyolo_fpn_groups(neck: PPYOLOFPN, head: YOLOHead | GFLHead) -> list[Channe
         route_readers = [(f"{path}.tip", 0)] + ([(f"neck.laterals.{j}", 0)] if j < len(neck.laterals) else [])
         head_producers, head_consumers = _head_inputs(head, len(neck.blocks) - 1 - j)
         groups += [
-            ChannelGroup(f"{body[0]}.out", _out_channels(block.body[0]), [body[0]], [(body[1], 0)]),
+            ChannelGroup(f"{body[0]}.out", out_channels(block.body[0]), [body[0]], [(body[1], 0)]),
             ChannelGroup(f"{body[1]}.out", wide, [body[1]], spp_inputs),
-            ChannelGroup(f"{body[2]}.out", _out_channels(block.body[2]), [body[2]], [(body[3], 0)]),
-            ChannelGroup(f"{body[3]}.out", _out_channels(block.body[3]), [body[3]], [(f"{path}.route", 0)]),
-            ChannelGroup(f"{path}.route.out", _out_channels(block.route), [f"{path}.route"], route_readers),
-            ChannelGroup(f"{path}.tip.out", _out_channels(block.tip), [f"{path}.tip", *head_producers],
+            ChannelGroup(f"{body[2]}.out", out_channels(block.body[2]), [body[2]], [(body[3], 0)]),
+            ChannelGroup(f"{body[3]}.out", out_channels(block.body[3]), [body[3]], [(f"{path}.route", 0)]),
+            ChannelGroup(f"{path}.route.out", out_channels(block.route), [f"{path}.route"], route_readers),
+            ChannelGroup(f"{path}.tip.out", out_channels(block.tip), [f"{path}.tip", *head_producers],
                          head_consumers),
         ]
     for step, lateral in enumerate(neck.laterals):
-        groups.append(ChannelGroup(f"neck.laterals.{step}.out", _out_channels(lateral), [f"neck.laterals.{step}"],
+        groups.append(ChannelGroup(f"neck.laterals.{step}.out", out_channels(lateral), [f"neck.laterals.{step}"],
                                    [(f"neck.blocks.{step + 1}.body.0", 0)]))
     return groups
 
@@ -249,29 +242,12 @@ def _head_hidden_groups(head: YOLOHead | GFLHead) -> list[ChannelGroup]:
                 producers, consumers = [], [(f"head.predictions.{level}", 0)]
             name = f"head.blocks.{level}.hidden" if len(tower) == 1 else f"{path}.out"
             writer = layer.pointwise if isinstance(layer, DepthwiseSeparableConv) else layer
-            groups.append(ChannelGroup(name, _out_channels(writer), [producer, *producers], consumers))
+            groups.append(ChannelGroup(name, out_channels(writer), [producer, *producers], consumers))
     return groups
 
 
 def _is_depthwise(layer: nn.Layer) -> bool:
     return isinstance(layer, ConvBNAct) and layer.conv._groups > 1
-
-
-def _out_channels(layer: nn.Layer) -> int:
-    return int(_weight(layer).shape[0])
-
-
-def _weight(layer: nn.Layer) -> paddle.Tensor:
-    """The convolution weight that defines ``layer``'s output channels."""
-    if isinstance(layer, (ConvBNAct, DeformableConvBNAct)):
-        return layer.conv.weight
-    if isinstance(layer, CoordConv):
-        return layer.conv.conv.weight
-    if isinstance(layer, SPP):
-        return layer.fuse.conv.weight
-    if isinstance(layer, nn.Conv2D):
-        return layer.weight
-    raise TypeError(f"no convolution weight known for a {type(layer).__name__}")
 
 
 def _check_groups(model: YOLODetector, groups: list[ChannelGroup]) -> None:
@@ -280,8 +256,8 @@ def _check_groups(model: YOLODetector, groups: list[ChannelGroup]) -> None:
     state = model.state_dict()
     for group in groups:
         for path in group.producers:
-            if _out_channels(layers[path]) != group.size:
-                raise ValueError(f"channel group {group.name}: {path} writes {_out_channels(layers[path])} "
+            if out_channels(layers[path]) != group.size:
+                raise ValueError(f"channel group {group.name}: {path} writes {out_channels(layers[path])} "
                                  f"channels, expected {group.size}")
         for path, offset in group.consumers:
             for key in input_keys(path, layers[path]):
@@ -289,34 +265,3 @@ def _check_groups(model: YOLODetector, groups: list[ChannelGroup]) -> None:
                 if offset + group.size > in_channels:
                     raise ValueError(f"channel group {group.name}: {key} reads {in_channels} channels, fewer than "
                                      f"offset {offset} + {group.size}")
-
-
-def output_keys(path: str, layer: nn.Layer) -> list[str]:
-    """State-dict entries whose first axis is ``layer``'s output channels (the weight first)."""
-    if isinstance(layer, (ConvBNAct, DeformableConvBNAct)):
-        conv = [f"{path}.conv.weight"] + ([f"{path}.conv.bias"] if layer.conv.bias is not None else [])
-        return conv + [f"{path}.bn.{name}" for name in ("weight", "bias", "_mean", "_variance")]
-    if isinstance(layer, CoordConv):
-        return output_keys(f"{path}.conv", layer.conv)
-    if isinstance(layer, SPP):
-        return output_keys(f"{path}.fuse", layer.fuse)
-    if isinstance(layer, nn.Conv2D):
-        return [f"{path}.weight"] + ([f"{path}.bias"] if layer.bias is not None else [])
-    raise TypeError(f"{path}: cannot prune the outputs of a {type(layer).__name__}")
-
-
-def input_keys(path: str, layer: nn.Layer) -> list[str]:
-    """State-dict entries whose second axis is ``layer``'s input channels."""
-    if isinstance(layer, ConvBNAct):
-        if layer.conv._groups != 1:
-            raise ValueError(f"{path}: a depthwise convolution carries its channels; list it as a producer")
-        return [f"{path}.conv.weight"]
-    if isinstance(layer, DeformableConvBNAct):  # the offset/mask predictor reads the same input
-        return [f"{path}.offset_mask.weight", f"{path}.conv.weight"]
-    if isinstance(layer, CoordConv):
-        return input_keys(f"{path}.conv", layer.conv)
-    if isinstance(layer, SPP):
-        return input_keys(f"{path}.fuse", layer.fuse)
-    if isinstance(layer, nn.Conv2D):
-        return [f"{path}.weight"]
-    raise TypeError(f"{path}: cannot prune the inputs of a {type(layer).__name__}")
