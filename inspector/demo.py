@@ -21,6 +21,7 @@ import typer
 
 from inspector.capture import DEMO_DIR
 from inspector.data import check_dataset, format_report, load_dataset
+from inspector.data.check import CheckReport
 from inspector.data.synth import write_deeppcb
 from inspector.pipeline import PipelineConfig, run_pipeline
 from inspector.runtime import Detector
@@ -32,7 +33,7 @@ from inspector.runtime.evaluate import evaluate_detector
 def run_demo(out: Path, boards: int = 12) -> dict:
     out = Path(out)
     typer.secho(f"[1/3] data check of the bundled real validation pairs: {DEMO_DIR}", bold=True)
-    typer.echo(format_report(check_dataset(DEMO_DIR)))
+    typer.echo(_check_summary(check_dataset(DEMO_DIR)))
 
     typer.secho("[2/3] the shipped model package on them, through the runtime", bold=True)
     shipped = _shipped_model(out / "predictions")
@@ -49,8 +50,23 @@ def run_demo(out: Path, boards: int = 12) -> dict:
                                 qat_epochs=1, calibration_images=4, max_steps_per_epoch=3, bench_runs=10,
                                 val_fraction=0.25, package_name="demo-synthetic-int8"),
                  echo=typer.echo)
-    typer.echo(f"pipeline report: {pipeline_dir / 'report.md'} (models trained for a few steps on synthetic boards)")
+    typer.secho("open next:", bold=True)
+    typer.echo(f"  {out / 'predictions'}/  the shipped model's annotated boards (detections.json beside them)")
+    typer.echo(f"  {pipeline_dir / 'report.md'}  the pipeline report, with report.png (models trained for a "
+               "few steps on synthetic boards)")
     return shipped
+
+
+def _check_summary(report: CheckReport) -> str:
+    """`data check`'s counts in three lines when the data is clean (the demo's output fits on two screens);
+    the whole report, box sizes and every problem, when it is not."""
+    if report.n_errors or report.n_warnings:
+        return format_report(report)
+    classes = ", ".join(f"{name} {count}" for name, count in report.class_counts.items())
+    return (f"images     {report.num_images} ({report.images_without_labels} without labels), templates "
+            f"{report.templates_present} present, {report.templates_missing} missing\n"
+            f"boxes      {report.num_boxes}: {classes}\n"
+            f"errors: none, warnings: none (the whole report with box sizes: inspector data check {report.path})")
 
 
 def _shipped_model(predictions: Path) -> dict:

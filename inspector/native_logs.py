@@ -6,7 +6,8 @@ Two kinds of noise, two means:
   read their level from the environment once, when the shared library loads: ``quiet_native_logs`` sets it
   before any command imports paddle (the ``inspector`` command line calls it first thing). Variables the user
   set are left as they are. Python warnings that paddle raises about itself (no ccache, its own deprecations)
-  are ignored the same way; the project's own warnings and every error still show.
+  and its loggers' deprecation notices are dropped the same way; the project's own warnings and every error
+  still show.
 - The pass log Paddle Inference and oneDNN write straight to the process's stderr while a predictor is built
   (``--- Running IR pass``, ``---    quantized 70 fused_conv2d ops`` ... about 35 lines per INT8 predictor),
   which no setting turns off: ``pass_log_filtered`` drops exactly those lines from what is written to file
@@ -14,6 +15,7 @@ Two kinds of noise, two means:
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -32,6 +34,10 @@ QUIET_ENVIRONMENT = {
 
 # Warnings these modules raise about themselves, not about our data or models.
 QUIET_WARNING_MODULES = (r"paddle(\..*)?$", r"_distutils_hack(\..*)?$")
+
+# Paddle's own Python loggers that report paddle's deprecations ("The old way to load inference model is
+# deprecated"): warnings and below are dropped, errors still show.
+QUIET_PADDLE_LOGGERS = ("paddle.static.io", "paddle.static.pir_io")
 
 # A pass-log line: optional colour codes, then "---" (Paddle's PrettyLog), or a glog INFO line.
 _PASS_LOG_LINE = re.compile(rb"^(\x1b\[[0-9;]*m)*---|^I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]")
@@ -53,6 +59,15 @@ def quiet_native_logs(verbose_requested: bool) -> None:
         os.environ.setdefault(name, value)
     for module in QUIET_WARNING_MODULES:
         warnings.filterwarnings("ignore", module=module)
+    for name in QUIET_PADDLE_LOGGERS:  # a filter, not a level: paddle sets the level when it loads
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _ErrorsOnly) for existing in logger.filters):
+            logger.addFilter(_ErrorsOnly())
+
+
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 @contextmanager
