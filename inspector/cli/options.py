@@ -3,7 +3,8 @@
 An option that means the same on every command (``--format``, ``--weight``, ``--nproc`` ...) is an ``Annotated``
 alias here; a command writes ``format: Format = None`` and its default stays visible in its signature. Options that
 share a spelling but not a meaning (``--out`` is a run directory for ``train`` and a package directory for
-``export``) are declared beside their command, with their own help.
+``export``) are declared beside their command, with their own help. A required option that --help lists after
+optional ones is written ``out: Annotated[Path, typer.Option("--out", ...)] = ...`` (typer's "required").
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ def recipe_list_command(directory: RecipesDir = RECIPES_DEFAULT) -> None:
     for path in paths:
         try:
             recipe = load_recipe(path, read_template=False)
-            typer.echo(f"{recipe.name:24s} v{recipe.version:8s} model {recipe.spec.model}  trigger {recipe.spec.trigger}")
+            typer.echo(f"{recipe.name:24s} v{recipe.version:8s} model {recipe.spec.model}  "
+                       f"trigger {recipe.spec.trigger}")
         except RecipeError as error:  # listed as invalid, the others still listed
             typer.echo(f"{path.stem:24s} INVALID: {str(error).splitlines()[0]}")
 
