@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 PYTHON310 ?= $(shell for c in python3.10 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10; do "$$c" -c "import sys; assert sys.version_info[:2] == (3, 10)" 2>/dev/null && { echo "$$c"; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sysdeps genicam run test arm-check clean-venv
+.PHONY: setup sysdeps genicam run test test-fast arm-check clean-venv
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -51,6 +51,11 @@ genicam: $(STAMP) sysdeps
 
 test: $(STAMP) sysdeps genicam
 	OMP_NUM_THREADS=$$(nproc) QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# The edit-test loop: every test but the slow ones (they train, export, need the exported tiny package or run the
+# product end to end; tests/conftest.py). Under a minute on an idle 2-core machine; `make test` runs everything.
+test-fast: $(STAMP) sysdeps genicam
+	OMP_NUM_THREADS=$$(nproc) QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
 
 # The ARM model on aarch64 under qemu-user, against the x86 package (deploy/arm/emulated_check.sh; not part of
 # `make test`: a cold run builds Paddle Lite for armv8 from source, see deploy/arm/README.md).

@@ -124,6 +124,7 @@ def test_resnet_convs_use_kaiming_init_and_residual_blocks_start_as_identity():
     np.testing.assert_allclose(block(x).numpy(), x.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dcn_only_in_last_stage_starts_with_zero_offsets_and_trains():
     backbone = ResNetVd(18, dcn_last_stage=True)
     deformable = [
@@ -267,6 +268,7 @@ EXPORT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_export_to_legacy_pdmodel(tmp_path):
     # FLAGS_enable_pir_api must be set before paddle is imported, hence a fresh interpreter.
     script = tmp_path / "export_backbones.py"  # to_static needs the model source in a real file

@@ -94,6 +94,7 @@ def test_build_model_every_arch_gives_the_shared_head_layout(arch):
     assert [o.shape for o in outputs] == [[1, 3 * 12, s, s] for s in (8, 4, 2)]
 
 
+@pytest.mark.slow
 def test_parameter_counts_order_the_architectures():
     counts = {arch: count_parameters(build_model(ModelConfig(arch=arch))) for arch in ARCH_NAMES}
     order = ["mbv3-small", "mbv3-large", "ppyolo-r18", "ppyolo-r34", "ppyolo-r50", "ppyolo-r50-dcn"]

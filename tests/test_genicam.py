@@ -106,6 +106,7 @@ def test_bad_specs_are_refused_by_name():
         open_source("genicam://127.0.0.1?exposure=5")
 
 
+@pytest.mark.slow
 def test_plc_triggered_camera_killed_and_restarted(camera, tmp_path):
     from inspector.service import Service, ServiceConfig
     from test_plc import Plc

@@ -233,6 +233,7 @@ def test_a_student_started_from_another_layout_is_refused(teacher_run, synth_dat
                                load_checkpoint(tmp_path / "init"))
 
 
+@pytest.mark.slow
 def test_cli_distills_a_gfl_teacher_into_a_checkpointed_student(teacher_run, synth_data, tmp_path):
     out = tmp_path / "student"
     result = CliRunner().invoke(app, ["distill", "--teacher", str(teacher_run), "--student-arch", "mbv3-small",
@@ -435,6 +436,7 @@ def test_pasted_or_flipped_rows_have_no_view(synth_data):
     assert all(v is None for batch in flipped for v in batch.views)
 
 
+@pytest.mark.slow
 def test_a_cached_distillation_run_trains_reuses_the_teacher_and_writes_a_checkpoint(teacher_run, synth_data,
                                                                                       tmp_path):
     cfg = run_config(synth_data, tmp_path / "cached", "mbv3-small", epochs=3, crop_size=32, dihedral=True,

@@ -251,6 +251,7 @@ def test_a_bad_package_keeps_the_running_model(qtbot, open_window, tmp_path):
     wait_for_inspections(qtbot, window, before + 2)  # still inspecting with the previous model
 
 
+@pytest.mark.slow
 def test_a_slow_model_drops_frames_and_the_window_stays_responsive(qtbot, open_window, monkeypatch):
     from gui.workers import InferenceThread
 
@@ -326,6 +327,7 @@ def test_a_hot_folder_is_never_dropped_and_files_count_as_done_once_stored(qtbot
         assert again.read() is None
 
 
+@pytest.mark.slow
 def test_inspector_gui_on_a_real_x_server_shows_detections(tmp_path):
     """`python -m gui.screenshot` starts Xvfb and `inspector gui --source demo`, grabs the X screen."""
     import re
@@ -347,6 +349,7 @@ def test_inspector_gui_on_a_real_x_server_shows_detections(tmp_path):
     assert ng_red.sum() > 20_000, f"{ng_red.sum()} NG-red pixels"
 
 
+@pytest.mark.slow
 def test_golden_template_for_a_camera_alignment_and_overlay(qtbot, open_window, tmp_path):
     camera = BoardSource(boards=[3], fps=10.0, shift=(7, -5))
     window = open_window("fake-camera", source_factory=lambda spec: camera)
@@ -368,6 +371,7 @@ def test_golden_template_for_a_camera_alignment_and_overlay(qtbot, open_window, 
     assert load_settings(tmp_path / "gui.json")[0].template == str(golden)
 
 
+@pytest.mark.slow
 def test_a_crashed_model_process_is_restarted_with_its_model(qtbot, open_window):
     import signal
 

@@ -158,6 +158,7 @@ def test_without_overlap_an_aligned_panel_reproduces_its_tiles_exactly(detector,
     np.testing.assert_array_equal(found.boxes, found.template_boxes)  # identity registration
 
 
+@pytest.mark.slow
 def test_a_panel_of_validation_pairs_scores_like_its_tiles_one_by_one(detector, demo_pairs):
     pairs = demo_pairs[:9]
     panel = assemble_panel(pairs, 3, 3)
@@ -205,6 +206,7 @@ def test_defects_lying_across_tile_seams_are_reported_once(detector, demo_pairs)
     assert seam_hits >= 2, seam_hits
 
 
+@pytest.mark.slow
 def test_a_misregistered_panel_finds_what_the_aligned_panel_finds(detector, demo_pairs):
     pairs = demo_pairs[:4]
     inspector = PanelInspector(detector)
@@ -227,6 +229,7 @@ def test_a_misregistered_panel_finds_what_the_aligned_panel_finds(detector, demo
     assert recall >= recall_straight - 0.05, (recall, recall_straight)
 
 
+@pytest.mark.slow
 def test_ignore_regions_apply_in_golden_panel_pixels(detector, demo_pairs):
     pairs = demo_pairs[:4]
     panel = assemble_panel(pairs, 2, 2, misregistration=Misregistration(6.0, 4.0, 0.0, 1.0))
@@ -246,6 +249,7 @@ def test_ignore_regions_apply_in_golden_panel_pixels(detector, demo_pairs):
 # ------------------------------------------------------------------------------ the CLI
 
 
+@pytest.mark.slow
 def test_synth_panel_then_eval_and_predict_on_it(tmp_path):
     out = tmp_path / "panels"
     runner = CliRunner()
@@ -278,6 +282,7 @@ def test_synth_panel_then_eval_and_predict_on_it(tmp_path):
     assert cv2.imread(str(predictions / record["annotated"])).shape[:2] == (2 * TILE + 64,) * 2
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_panel_result_as_one(detector, demo_pairs):
     panel = assemble_panel(demo_pairs[:4], 2, 2, misregistration=Misregistration(3.0, -2.0, 0.1, 1.0))
     one = PanelInspector(detector).inspect(panel.tested, panel.template)
@@ -296,6 +301,7 @@ def test_a_panel_without_defects_is_ok_and_a_grey_small_frame_is_accepted(detect
     assert not small.is_panel and len(small) > 0
 
 
+@pytest.mark.slow
 def test_a_panel_that_is_not_rigid_is_corrected_tile_by_tile(detector, demo_pairs):
     """Each board of the tested panel sits 3-5 px off on its own (a stretched or bowed panel): no single map
     fits, the registration says so (RMS), and each tile's own correction recovers the defects."""

@@ -45,6 +45,7 @@ def panel_folder(tmp_path) -> tuple[Path, object]:
     return folder, panel
 
 
+@pytest.mark.slow
 def test_a_panel_from_the_hot_folder_is_one_record_with_every_defect_in_panel_pixels(tmp_path, panel_folder):
     folder, panel = panel_folder
     detector = Detector.load(None, threads=1)

@@ -117,6 +117,7 @@ def records(data_dir: Path) -> list[sqlite3.Row]:
 
 # ------------------------------------------------------------------------------ a running `inspector serve`
 
+@pytest.mark.slow
 def test_100_triggered_parts_through_inspector_serve(tmp_path):
     port = free_port()
     data_dir = tmp_path / "data"
@@ -229,6 +230,7 @@ def test_capture_timeout_gives_an_error_part_and_an_alarm(line):
     assert plc.inspect("AFTER-1") == ("OK", 0)
 
 
+@pytest.mark.slow
 def test_missing_ack_times_out_and_the_station_is_ready_again(line):
     service, plc, folder = line
     drop_board(folder, "noack1", golden=True)
@@ -251,6 +253,7 @@ def test_heartbeat_counts(line):
 
 # ------------------------------------------------------------------------------ Modbus TCP
 
+@pytest.mark.slow
 def test_modbus_handshake_with_a_pymodbus_client(tmp_path):
     from pymodbus.client import ModbusTcpClient
 

@@ -178,6 +178,7 @@ def test_pruned_checkpoint_rebuilds_with_identical_outputs(student, tmp_path):
         load_checkpoint(tmp_path / "broken").build()
 
 
+@pytest.mark.slow
 def test_sensitivity_scan_and_choice_spare_the_sensitive_groups(student):
     model = copy.deepcopy(student)
     full = {group.name: group.size for group in channel_groups(model)}

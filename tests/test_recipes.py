@@ -83,6 +83,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path):
     from fastapi.testclient import TestClient
 
@@ -157,6 +158,7 @@ def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path)
         restarted.detector.close()
 
 
+@pytest.mark.slow
 def test_recipe_cli(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -39,6 +39,7 @@ def _run(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_worse_model_with_the_numbers_force_is_recorded_and_rollback_restores(tmp_path, packages):
     good, worse = packages
     registry = str(tmp_path / "registry")
@@ -174,6 +175,7 @@ def _distinct_package(target: Path, name: str) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_the_service_follows_promotion_and_rollback_between_parts_with_no_lost_record(tmp_path):
     """A recipe whose model is registry:DIR: the running service switches on promote and back on rollback."""
     if not DEFAULT_PACKAGE.exists():

@@ -699,6 +699,7 @@ def _journal_record(captured_at: float, error: str | None = None):
                   package_id="p", latency_ms=1.0, error=error)
 
 
+@pytest.mark.slow
 def test_sqlite_retention_by_age_and_size_deletes_only_what_every_sink_has(tmp_path):
     from inspector.service.records import Journal
 

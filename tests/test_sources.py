@@ -76,6 +76,7 @@ def test_fixed_split_per_source_and_weights(sources, tmp_path):
     assert [s.key for s in val_again.samples] == [s.key for s in val.samples]
 
 
+@pytest.mark.slow
 def test_train_on_two_sources_from_the_cli(sources, tmp_path):
     first, _, reviewed = sources
     out = tmp_path / "run"
@@ -92,6 +93,7 @@ def test_train_on_two_sources_from_the_cli(sources, tmp_path):
     assert bad.exit_code == 2 and "--weight given 1 times for 2 --data sources" in bad.output
 
 
+@pytest.mark.slow
 def test_distill_and_pipeline_take_several_sources(sources, tmp_path, monkeypatch):
     """The CLI hands the sources and weights on (the runs themselves are the trainer's, tested above)."""
     import inspector.compression.distill as distill_module
