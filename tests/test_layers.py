@@ -245,6 +245,14 @@ def test_every_module_has_a_layer(architecture, modules):
                          + "\n  ".join(missing))
 
 
+def test_a_package_root_outside_the_table_imports_nothing_of_the_project(architecture, imports):
+    """``import inspector.anything`` runs inspector/__init__.py first: an import there would put its target
+    under every layer at once."""
+    layers = layer_table(architecture)
+    offending = [imp.where() for imp in imports if imp.importer in PACKAGES and layer_of(imp.importer, layers) is None]
+    assert not offending, "package roots in no layer import project modules:\n  " + "\n  ".join(offending)
+
+
 def test_no_upward_import(architecture, imports):
     layers = layer_table(architecture)
     allowed = {(e.importer, e.target) for e in allowed_exceptions(architecture)}
