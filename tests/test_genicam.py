@@ -109,7 +109,7 @@ def test_bad_specs_are_refused_by_name():
 @pytest.mark.slow
 def test_plc_triggered_camera_killed_and_restarted(camera, tmp_path):
     from inspector.service import Service, ServiceConfig
-    from test_plc import Plc
+    from line_helpers import Plc
 
     golden = open_source("genicam://127.0.0.1?trigger=software&exposure_us=20000")
     golden.open()

@@ -21,89 +21,18 @@ from pathlib import Path
 
 import pytest
 
-asyncua_sync = pytest.importorskip("asyncua.sync")
+pytest.importorskip("asyncua.sync")
 
-from inspector.capture import DEMO_DIR  # noqa: E402
 from inspector.service import Service, ServiceConfig  # noqa: E402
+from line_helpers import Plc, demo_pairs, drop_board, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-NAMESPACE = "urn:pcb-inspector"
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-class Plc:
-    """A PLC as seen from its OPC UA client: the variables under Objects/Inspector/<line>/."""
-
-    def __init__(self, endpoint: str, line: str = "line1"):
-        self.client = asyncua_sync.Client(endpoint, timeout=10)
-        self.client.connect()
-        index = self.client.get_namespace_index(NAMESPACE)
-        self.line = self.client.nodes.objects.get_child([f"{index}:Inspector", f"{index}:{line}"])
-        self._nodes = {}
-        self._index = index
-
-    def node(self, name: str):
-        if name not in self._nodes:
-            self._nodes[name] = self.line.get_child(f"{self._index}:{name}")
-        return self._nodes[name]
-
-    def read(self, name: str):
-        return self.node(name).read_value()
-
-    def write(self, name: str, value) -> None:
-        self.node(name).write_value(value)
-
-    def trigger(self, part_id: str) -> None:
-        self.write("PartId", part_id)
-        self.write("Trigger", True)
-
-    def wait(self, name: str, value, timeout: float = 30.0) -> None:
-        wait_for(lambda: self.read(name) == value, timeout, f"{name} == {value!r}")
-
-    def inspect(self, part_id: str, ack: bool = True, timeout: float = 30.0) -> tuple[str, int]:
-        """One full handshake; returns (Verdict, DefectCount) as the PLC read them."""
-        self.trigger(part_id)
-        self.wait("ResultValid", True, timeout)
-        verdict, count, result_part = self.read("Verdict"), self.read("DefectCount"), self.read("ResultPartId")
-        assert result_part == part_id
-        if ack:
-            self.write("Ack", True)
-            self.wait("Ready", True)
-            assert self.read("ResultValid") is False
-        return verdict, count
-
-    def close(self) -> None:
-        self.client.disconnect()
-
-
-def demo_pairs() -> list[tuple[Path, Path]]:
-    tests = sorted(DEMO_DIR.rglob("*_test.jpg"))
-    return [(test, test.with_name(test.name.replace("_test", "_temp"))) for test in tests]
-
-
-def drop_board(folder: Path, name: str, golden: bool = False) -> None:
-    """A board pair in the hot folder, template first, old modification time (taken at once)."""
-    test, temp = demo_pairs()[0]
-    shutil.copy2(temp, folder / f"{name}_temp.jpg")
-    shutil.copy2(temp if golden else test, folder / f"{name}_test.jpg")
-    old = time.time() - 60
-    for suffix in ("_temp.jpg", "_test.jpg"):
-        os.utime(folder / f"{name}{suffix}", (old, old))
 
 
 def records(data_dir: Path) -> list[sqlite3.Row]:

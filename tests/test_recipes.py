@@ -89,7 +89,7 @@ def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path)
 
     from inspector.service import Service, ServiceConfig
     from inspector.service.api import create_app
-    from test_plc import Plc, drop_board, wait_for
+    from line_helpers import Plc, drop_board, wait_for
 
     recipes = tmp_path / "recipes"
     recipes.mkdir()
@@ -187,7 +187,7 @@ def test_recipe_load_over_modbus(tmp_path):
 
     from inspector.service import Service, ServiceConfig
     from inspector.service.plc.modbus import registers_to_text, text_to_registers
-    from test_plc import wait_for
+    from line_helpers import wait_for
 
     recipes = tmp_path / "recipes"
     recipes.mkdir()

@@ -180,10 +180,7 @@ def test_the_service_follows_promotion_and_rollback_between_parts_with_no_lost_r
     """A recipe whose model is registry:DIR: the running service switches on promote and back on rollback."""
     if not DEFAULT_PACKAGE.exists():
         pytest.skip("no shipped model package in this checkout")
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_plc import drop_board, wait_for
+    from line_helpers import drop_board, wait_for
 
     from inspector.service import Service, ServiceConfig
 
