@@ -189,8 +189,9 @@ def distill_command(
             cfg = TrainConfig(arch=student_arch, data=data_sources(data, weight), out=str(out),
                               format=value_of(format), epochs=epochs or 30, batch_size=batch,
                               input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,
-                              input_mode=value_of(input_mode) or teacher_model.input_mode, augment=augment,
-                              lr=lr, val_fraction=val_fraction, split_seed=split_seed, seed=seed,
+                              input_mode=value_of(input_mode) or teacher_model.input_mode,
+                              head=teacher_model.head, augment=augment, lr=lr, val_fraction=val_fraction,
+                              split_seed=split_seed, seed=seed,
                               eval_every=eval_every, max_steps_per_epoch=max_steps,
                               init=str(init) if init else None, dihedral=dihedral)
             run = distill(cfg, config)
