@@ -46,8 +46,8 @@ def assert_pyramid(maps: list[paddle.Tensor], channels: list[int], size: int) ->
     "arch, backbone_channels, neck_channels",
     [
         ("resnet18", [128, 256, 512], [64, 128, 256]),
-        ("resnet34", [128, 256, 512], [64, 128, 256]),
-        ("resnet50", [512, 1024, 2048], [64, 128, 256]),
+        pytest.param("resnet34", [128, 256, 512], [64, 128, 256], marks=pytest.mark.slow),
+        pytest.param("resnet50", [512, 1024, 2048], [64, 128, 256], marks=pytest.mark.slow),
         ("mobilenetv3_small", [24, 48, 96], [96, 96, 96]),
         ("mobilenetv3_large", [40, 112, 160], [96, 96, 96]),
     ],

@@ -175,6 +175,7 @@ def teacher_run(synth_data, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_teacher_is_frozen_and_only_the_student_and_adapters_learn(teacher_run, synth_data):
     teacher_checkpoint = load_checkpoint(teacher_run)
     objective = DistillationObjective(teacher_checkpoint, DistillConfig(teacher=str(teacher_run)), epochs=4)

@@ -354,6 +354,7 @@ def test_the_lru_bound_evicts_old_boards():
     assert len(cache) == 1 and cache.stats.evictions == 2 and cache.stats.misses == 3
 
 
+@pytest.mark.slow
 def test_a_resnet_teacher_s_cached_crop_is_its_board_output_close_to_a_fresh_crop_pass(teacher_run):
     """The real PP-YOLO teacher: a cached crop is the teacher on the whole board, sliced. At the whole board it is
     exact; on a crop it differs where the crop's edges and PP-YOLO's CoordConv (coordinates relative to the map)
@@ -486,6 +487,7 @@ def test_the_gpu_preset_runs_and_resumes_across_the_distilled_stage_on_a_cpu(tmp
     assert len(json.loads((out / "distilled" / "metrics.json").read_text())) == 2  # continued, not retrained
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["gfl", "yolo"])
 def test_either_head_s_objective_serves_whole_board_views_from_the_cache_as_the_teacher_computes_them(
         synth_data, tmp_path, head):

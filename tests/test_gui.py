@@ -147,6 +147,7 @@ def _demo_path(frame_id: str) -> Path:
     return next((DEMO_DIR / group).glob(f"*/{stem}_test.jpg"))
 
 
+@pytest.mark.slow
 def test_source_failure_shows_the_banner_and_recovers(qtbot, open_window):
     camera = BoardSource(fps=20.0)
     window = open_window("fake-camera", source_factory=lambda spec: camera, reconnect_backoff=(0.05, 0.2))
@@ -235,6 +236,7 @@ def test_review_round_trip_writes_voc_that_the_data_layer_reads(qtbot, open_wind
     assert window.review is None and not view.draw_mode
 
 
+@pytest.mark.slow
 def test_a_bad_package_keeps_the_running_model(qtbot, open_window, tmp_path):
     window = open_window("fake-camera", source_factory=lambda spec: BoardSource(fps=20.0))
     wait_for_inspections(qtbot, window, 1)
@@ -299,6 +301,7 @@ def test_reset_asks_first(qtbot, open_window, monkeypatch):
     assert path is not None and path.is_file() and path.with_suffix(".json").is_file()
 
 
+@pytest.mark.slow
 def test_a_hot_folder_is_never_dropped_and_files_count_as_done_once_stored(qtbot, open_window, tmp_path, monkeypatch):
     from gui.evidence import read_records
     from gui.workers import InferenceThread
@@ -387,6 +390,7 @@ def test_a_crashed_model_process_is_restarted_with_its_model(qtbot, open_window)
     qtbot.waitUntil(lambda: window.message_banner.isHidden(), timeout=WAIT_MS)
 
 
+@pytest.mark.slow
 def test_a_defect_log_row_shows_its_frame_even_once_it_is_only_on_disk(qtbot, open_window):
     window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[4, 5, 6], fps=10.0))
     window.session.frames_in_memory = 1  # older NG frames are read back from the evidence folder

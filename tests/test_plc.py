@@ -108,6 +108,7 @@ def alarms_of(service, kind: str) -> list:
     return [alarm for alarm in service.recent_alarms if alarm.kind == kind]
 
 
+@pytest.mark.slow
 def test_golden_board_is_ok_and_ack_clears_result(line):
     service, plc, folder = line
     drop_board(folder, "golden1", golden=True)
@@ -120,6 +121,7 @@ def test_golden_board_is_ok_and_ack_clears_result(line):
     assert page.items[0].package_id == service.package_id
 
 
+@pytest.mark.slow
 def test_trigger_while_busy_is_refused_and_the_part_goes_on(line):
     service, plc, folder = line
     rejected = plc.read("TriggersRejected")
@@ -144,6 +146,7 @@ def test_trigger_while_busy_is_refused_and_the_part_goes_on(line):
     wait_for(lambda: len(alarms_of(service, "plc_trigger_rejected")) >= 2, 5, "two plc_trigger_rejected alarms")
 
 
+@pytest.mark.slow
 def test_capture_timeout_gives_an_error_part_and_an_alarm(line):
     service, plc, folder = line
     started = time.monotonic()
@@ -174,6 +177,7 @@ def test_missing_ack_times_out_and_the_station_is_ready_again(line):
     assert plc.inspect("NOACK-2") == ("OK", 0)
 
 
+@pytest.mark.slow
 def test_heartbeat_counts(line):
     _, plc, _ = line
     first = plc.read("Heartbeat")
@@ -228,6 +232,7 @@ def test_modbus_handshake_with_a_pymodbus_client(tmp_path):
         assert by_part[part_id].verdict == verdict == "NG" and len(by_part[part_id].defects) == count
 
 
+@pytest.mark.slow
 def test_results_by_part_id_over_http(line):
     from fastapi.testclient import TestClient
 
@@ -249,6 +254,7 @@ def test_results_by_part_id_over_http(line):
                         headers={"Authorization": f"Bearer {token}"}).json()["total"] == 0
 
 
+@pytest.mark.slow
 def test_serial_read_from_a_qr_code_without_a_plc(tmp_path):
     import cv2
 
