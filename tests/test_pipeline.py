@@ -210,3 +210,20 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert json.loads((out / "report.json").read_text())["rows"][1]["bench"]["lite-1"]["runs"] == 5
     with pytest.raises(PipelineError, match="--redo: expected one of"):
         run_pipeline(config(), redo="student")
+
+    # Runs trained elsewhere (e.g. on a GPU, imported by tools/torch_twin/import_run.py) stand in for all three
+    # training stages of a new pipeline, if they are what it asks for.
+    elsewhere = tmp_path / "pipe-reusing"
+    runs = dict(teacher_run=str(out / "teacher"), student_run=str(out / "student"), distilled_run=str(out / "distilled"))
+    lines.clear()
+    run_pipeline(tiny_config(data, elsewhere, **runs), until="distilled", echo=lines.append)
+    assert any(line.startswith("teacher: reusing") for line in lines)
+    assert any(line.startswith("student alone: reusing") for line in lines)
+    assert any(line.startswith("distilled: reusing") for line in lines)
+    state = json.loads((elsewhere / "pipeline.json").read_text())
+    assert state["stages"]["distilled"]["run"] == str(out / "distilled") and state["stages"]["distilled"]["reused"]
+    assert not (elsewhere / "distilled").exists()  # nothing retrained
+    with pytest.raises(PipelineError, match=r"distill_config.json: distilled with other settings.*temperature"):
+        run_pipeline(tiny_config(data, tmp_path / "pipe-other", temperature=3.0, **runs), echo=lines.append)
+    with pytest.raises(PipelineError, match=r"train_config.json: trained with another schedule.*lr"):
+        run_pipeline(tiny_config(data, tmp_path / "pipe-lr", lr=0.01, **runs), echo=lines.append)

@@ -39,6 +39,9 @@ def pipeline_command(
     student: Annotated[Optional[Path], typer.Option(
         "--student", help="Reuse this student-alone run as the baseline (it must have the pipeline's schedule and "
         "split).")] = None,
+    distilled: Annotated[Optional[Path], typer.Option(
+        "--distilled", help="Reuse this distilled run (the students' schedule and split, distilled from the "
+        "pipeline's teacher with its settings), e.g. one trained on a GPU and imported.")] = None,
     teacher_epochs: Annotated[Optional[int], typer.Option("--teacher-epochs", min=1)] = None,
     epochs: Annotated[Optional[int], typer.Option(
         "--epochs", min=1, help="Epochs of the student alone and of the distilled student (the same schedule, so "
@@ -86,6 +89,7 @@ def pipeline_command(
                      "head": value_of(head),
                      "input_mode": value_of(input_mode),
                      "teacher_run": str(teacher) if teacher else None, "student_run": str(student) if student else None,
+                     "distilled_run": str(distilled) if distilled else None,
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
                      "crop_size": crop_size,
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,

@@ -48,6 +48,9 @@ class PipelineConfig:
     student_arch: str = "mbv3-small"
     head: str = "yolo"  # teacher's and students' head: "yolo" (anchor-based) | "gfl" (anchor-free; both distill)
     student_run: str | None = None  # an existing student-alone run with this schedule, reused as the baseline
+    # An existing distilled run (e.g. trained on a GPU by tools/torch_twin) reused as the distilled stage: the
+    # students' schedule, teacher_run's teacher and these distillation settings, or it is refused.
+    distilled_run: str | None = None
     epochs: int = 16
     crop_size: int | None = 256
     lr: float = 2e-3

@@ -232,6 +232,8 @@ def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
     config = DistillConfig(teacher=str(teacher_run), temperature=cfg.temperature, alpha_start=cfg.alpha_start,
                            alpha_end=cfg.alpha_end, feature_weight=cfg.feature_weight,
                            teacher_cache=cfg.teacher_cache)
+    if cfg.distilled_run is not None:
+        return _reused_distilled(Path(cfg.distilled_run), train_cfg, config, out, echo)
     run = Path(train_cfg.out)
     if (run / "last").exists():
         saved = DistillConfig.load(run / DISTILL_CONFIG_FILE)
@@ -245,6 +247,29 @@ def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
         distill(train_cfg, config)
     _with_split(run, out / SPLIT_FILE)
     return {"run": str(run), **_best_metrics(run)}
+
+
+def _reused_distilled(run: Path, train_cfg, config, out: Path, echo: Echo) -> dict:
+    """An existing distilled run stands in for the stage only if it is the distillation this pipeline asks for:
+    the students' schedule and split, the same teacher run, the same settings."""
+    from dataclasses import replace
+
+    from inspector.compression.distill import DISTILL_CONFIG_FILE, DistillConfig
+
+    _check_run_matches(run, train_cfg, out / SPLIT_FILE)
+    settings_file = run / DISTILL_CONFIG_FILE
+    if not settings_file.is_file():
+        raise PipelineError(f"{settings_file}: missing; distilled_run {run} is not a distillation run")
+    saved = DistillConfig.load(settings_file)
+    if not _same_path(saved.teacher, config.teacher):
+        raise PipelineError(f"{settings_file}: distilled from {saved.teacher}, the pipeline's teacher is {config.teacher}")
+    wanted = replace(config, teacher=saved.teacher).to_dict()
+    changed = [f"{name}: {value!r} (run) vs {wanted[name]!r} (pipeline)" for name, value in saved.to_dict().items()
+               if value != wanted[name] and name != "teacher_cache_mb"]
+    if changed:
+        raise PipelineError(f"{settings_file}: distilled with other settings than this pipeline's: {'; '.join(changed)}")
+    echo(f"distilled: reusing {run} (same schedule, teacher and settings)")
+    return {"run": str(run), "reused": True, **_best_metrics(run)}
 
 
 def _pruned(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
