@@ -64,7 +64,15 @@ def paddle_weights(model_config: ModelConfig, arrays: dict[str, np.ndarray], sou
     return model.state_dict()
 
 
-def import_run(device_run: Path, weights: Path, out: Path, data: str, split: Path, note: str = "") -> Path:
+def import_run(device_run: Path, weights: Path, out: Path, data: str, split: Path, note: str = "",
+               teacher_run: Path | None = None, distill: dict | None = None) -> Path:
+    """``teacher_run``: for a distilled run, the imported teacher it was distilled from (its path here replaces
+    the GPU machine's in distill_config.json); ``distill``: the settings, for a run that did not record them."""
+    settings = distill
+    if settings is None and (device_run / "distill_config.json").is_file():
+        settings = json.loads((device_run / "distill_config.json").read_text())
+    if settings is not None and teacher_run is None:
+        raise ValueError(f"{device_run}: a distilled run; --teacher-run (the imported teacher) is needed")
     model_config = ModelConfig.from_dict(json.loads((device_run / "model_config.json").read_text()))
     config = TrainConfig.from_dict(json.loads((device_run / "train_config.json").read_text()))
     history = json.loads((device_run / "metrics.json").read_text())
@@ -84,6 +92,10 @@ def import_run(device_run: Path, weights: Path, out: Path, data: str, split: Pat
                   "metrics_measured_on": "the GPU machine, by the twin, on a pixel-identical copy of the data",
                   "note": note}
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    if settings is not None:
+        from inspector.compression.distill import DISTILL_CONFIG_FILE, DistillConfig
+
+        DistillConfig.from_dict({**settings, "teacher": str(teacher_run)}).save(out / DISTILL_CONFIG_FILE)
     save_checkpoint(out / "best", weights_dict, model_config, dataset.class_names,
                     {"epoch": best["epoch"], "metrics": best["metrics"], "train_config": config.to_dict(),
                      "provenance": provenance})
@@ -106,8 +118,11 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", type=Path, required=True)
     p.add_argument("--note", default="")
+    p.add_argument("--teacher-run", type=Path, default=None, help="a distilled run's teacher, imported here")
+    p.add_argument("--distill", default=None, help="JSON of the distillation settings, if the run lacks them")
     args = p.parse_args()
-    print(import_run(args.device_run, args.weights, args.out, args.data, args.split, args.note))
+    print(import_run(args.device_run, args.weights, args.out, args.data, args.split, args.note, args.teacher_run,
+                     json.loads(args.distill) if args.distill else None))
 
 
 if __name__ == "__main__":

@@ -336,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     stream = iter(batches)  # the workers fork now, before this process touches CUDA
     val_images, frames, _ = prepare_validation(val_set, cfg, device)
 
+    if args.teacher is not None:  # what inspector.compression.distill.DistillConfig reads back (import_run)
+        (out / "distill_config.json").write_text(json.dumps({"teacher": str(args.teacher),
+                                                              **json.loads(args.distill)}, indent=2))
     model = build_torch_model(model_config).to(device)
     objective = (Distillation(model_config, args.teacher, json.loads(args.distill), device)
                  if args.teacher is not None else Objective(model_config))
