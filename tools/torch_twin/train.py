@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=None, help="fixed schedule (else --seconds decides)")
     p.add_argument("--epochs-from", type=Path, default=None,
                    help="wait for this run's train_config.json and take its epochs (distilled = alone's schedule)")
-    p.add_argument("--seconds", type=float, default=None, help="time budget for the whole schedule")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="time budget for the whole schedule (the epochs that fit, timed on the second epoch)")
     p.add_argument("--max-epochs", type=int, default=400)
     p.add_argument("--aug-off-fraction", type=float, default=0.1)
     p.add_argument("--dihedral", action="store_true")
@@ -379,17 +380,19 @@ def main(argv: list[str] | None = None) -> None:
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(elapsed, 2),
                "train_img_per_s": round(seen / elapsed, 1), "elapsed": round(time.perf_counter() - started, 1)}
         row.update({f"train_{k}": round(v / steps, 5) for k, v in sums.items()})
-        if schedule.epochs is None:  # the warm-up epoch is timed: fix the schedule to what fits the budget
+        if schedule.epochs is None and epoch == 1:  # fix the schedule to what fits the budget, timed on the
+            # second epoch: the first also pays for the workers' start and cuDNN's autotuning (on the H200 it took
+            # 32 s against 4-6 s for the next ones, and a schedule fitted on it used a third of the time it had)
             budget = (args.seconds or 60.0) - (time.perf_counter() - started) - 10.0
-            fit = int(budget / elapsed) + 1
+            fit = int(budget / elapsed) + 2
             schedule.epochs = max(2, min(args.max_epochs, fit))
             aug_off = max(1, round(schedule.epochs * args.aug_off_fraction)) if args.aug_off_fraction > 0 else 0
             schedule.plain_from = schedule.epochs - aug_off if aug_off else None
             cfg.epochs, cfg.aug_off_epochs = schedule.epochs, aug_off
             cfg.save(out / "train_config.json")
-            log(out, f"epoch 1 took {elapsed:.1f} s: schedule fixed at {schedule.epochs} epochs "
+            log(out, f"epoch 2 took {elapsed:.1f} s: schedule fixed at {schedule.epochs} epochs "
                      f"(last {aug_off} without augmentation)")
-        elif epoch == 0:
+        elif epoch == 0 and schedule.epochs is not None:
             cfg.epochs, cfg.aug_off_epochs = schedule.epochs, aug_off or 0
             cfg.save(out / "train_config.json")
         last = epoch + 1 == schedule.epochs
