@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runner", type=Path, required=True, help="the cross-built pcb_inspect")
     parser.add_argument("--sysroot", type=Path, required=True, help="the aarch64 root qemu loads libraries from")
     parser.add_argument("--qemu-cpu", default="max")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="Paddle Lite threads of the ARM runs")
+    parser.add_argument("--thread-check", type=int, default=2,
+                        help="also run the demo boards with this many ARM threads and compare (0: skip)")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json")
     parser.add_argument("--lite-build-seconds", type=float, default=0.0)
     parser.add_argument("--limit", type=int, default=0, help="first N validation boards only (0: all)")
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from inspector.runtime.evaluate import evaluate_detector
 
     package = args.package.resolve()
-    detector = Detector.load(package, backend="lite", threads=args.threads)
+    detector = Detector.load(package, backend="lite", threads=2)
     class_names = detector.class_names
     print(f"package {package.name} ({detector.info.package_precision}); x86: {detector.info.engine}, "
           f"precision {detector.info.precision}")
@@ -179,6 +181,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{demo_total['boards_identical']}/{len(demo)}; max |d box| {demo_total['max_box_px']:.2f} px, "
           f"max |d score| {demo_total['max_score']:.4f}")
     print(f"  emulated time: {seconds:.1f} s for {len(demo)} boards incl. loading (qemu; not an ARM speed figure)")
+    thread_check = None
+    if args.thread_check and args.thread_check != args.threads:
+        _, arm_threads, _ = run_pcb_inspect(args.runner, args.sysroot, args.qemu_cpu, package, demo_images, None,
+                                            args.thread_check)
+        print(f"\nDemo boards, ARM {args.thread_check} threads vs ARM {args.threads} thread(s):")
+        thread_check = compare_boards([s.image_path.stem for s in demo], arm_demo, arm_threads, class_names,
+                                      list_all=False)
+        impossible = sum(int((f.scores > 1).sum()) for f in arm_threads)
+        thread_check["scores_above_1"] = impossible
+        print(f"  matched {thread_check['matched']} of {thread_check['x86']} / {thread_check['arm']} boxes; boards "
+              f"identical {thread_check['boards_identical']}/{len(demo)}; max |d box| {thread_check['max_box_px']:.2f} "
+              f"px, max |d score| {thread_check['max_score']:.4f}; scores > 1 (impossible): {impossible}")
+        for line in thread_check["only_arm"][:8]:
+            print(f"    only with {args.thread_check} threads: {line}")
 
     # --- validation split ---
     dataset = load_dataset(args.data)
@@ -230,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "val": {"n_images": len(val.samples), "arm": arm_result.to_dict(), "x86": x86_result.to_dict(),
                 "box_by_box": val_total},
         "demo": {"n_images": len(demo), "box_by_box": demo_total},
+        "arm_threads": args.threads, "thread_check": {"threads": args.thread_check, "vs_threads": args.threads,
+                                                      "box_by_box": thread_check},
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     print(f"\nresults: {args.out / 'results.json'}")
