@@ -142,4 +142,4 @@ def test_cli_rejects_sizes_that_are_not_multiples_of_32(synth_data, tmp_path):
     result = CliRunner().invoke(app, ["train", "--arch", "mbv3-small", "--data", str(synth_data), "--out",
                                       str(tmp_path / "x"), "--input-size", "300"])
     assert result.exit_code == 2
-    assert "--input-size 300 is not a multiple of 32" in result.output
+    assert "--input-size: 300 is not a multiple of 32" in result.output

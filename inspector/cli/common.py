@@ -44,11 +44,14 @@ def data_sources(data: list[Path], weight: Optional[list[float]]):
     return [{"path": str(path), "weight": w} for path, w in zip(data, weight or [1.0] * len(data))]
 
 
-def check_multiple_of_32(*sizes: tuple[Optional[int], str]) -> None:
-    """Refuse network input and crop sides the detector's strides cannot tile (0 and None: not given)."""
-    for size, name in sizes:
-        if size and size % 32:
-            fail(f"error: {name} {size} is not a multiple of 32")
+def config_from_options(config_class, flags: dict[str, str], **values):
+    """A config (``inspector.config_base.ConfigBase``) from command-line VALUES; a bad one ends the command
+    with "error: --flag: what was expected" (FLAGS: the flag of each field not spelled --field-name)."""
+    origins = {name: flags.get(name, "--" + name.replace("_", "-")) for name in values}
+    try:
+        return config_class.from_dict(values, source="command line", origins=origins)
+    except ValueError as error:
+        fail(f"error: {error}")
 
 
 def launch_ranks_if_asked(nproc: int, ips: Optional[str], out: Path) -> None:

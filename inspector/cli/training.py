@@ -6,9 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from inspector.cli.common import check_multiple_of_32, data_sources, fail, launch_ranks_if_asked, user_errors
+from inspector.cli.common import config_from_options, data_sources, fail, launch_ranks_if_asked, user_errors
 from inspector.cli.options import (Arch, Augment, Batch, EvalEvery, Format, Head, InputMode, Init, Ips, MaxSteps,
                                    Nproc, PeakLr, Resume, Seed, Weight, value_of)
+
+
+# The flags of TrainConfig's fields whose names differ from the field's (the others: --field-name).
+TRAIN_FLAGS = {"batch_size": "--batch", "max_steps_per_epoch": "--max-steps"}
 
 
 def _interrupted(out: Path) -> str:
@@ -63,18 +67,16 @@ def train_command(
 ) -> None:
     """Train a detector; per-epoch validation, best/last checkpoints, metrics.csv and plots in --out."""
     launch_ranks_if_asked(nproc, ips, out)
-    check_multiple_of_32((input_size, "--input-size"), (crop_size, "--crop-size"))
     from inspector.training.config import TrainConfig
     from inspector.training.trainer import train
 
-    cfg = TrainConfig(arch=arch.value, data=data_sources(data, weight), out=str(out), format=value_of(format),
-                      epochs=epochs, batch_size=batch, input_size=input_size, crop_size=crop_size or None,
-                      input_mode=input_mode.value, head=head.value, augment=augment, lr=lr, val_fraction=val_fraction,
-                      split_seed=split_seed,
-                      seed=seed, eval_every=eval_every, max_steps_per_epoch=max_steps,
-                      init=str(init) if init else None, dihedral=dihedral, copy_paste=copy_paste,
-                      copy_paste_count=copy_paste_count, copy_paste_balance=copy_paste_balance,
-                      aug_off_epochs=aug_off_epochs)
+    cfg = config_from_options(
+        TrainConfig, TRAIN_FLAGS, arch=arch.value, data=data_sources(data, weight), out=str(out),
+        format=value_of(format), epochs=epochs, batch_size=batch, input_size=input_size, crop_size=crop_size or None,
+        input_mode=input_mode.value, head=head.value, augment=augment, lr=lr, val_fraction=val_fraction,
+        split_seed=split_seed, seed=seed, eval_every=eval_every, max_steps_per_epoch=max_steps,
+        init=str(init) if init else None, dihedral=dihedral, copy_paste=copy_paste,
+        copy_paste_count=copy_paste_count, copy_paste_balance=copy_paste_balance, aug_off_epochs=aug_off_epochs)
     with user_errors(FileExistsError, FileNotFoundError, ValueError, interrupted=_interrupted(out)):
         run = train(cfg, resume=resume)
     typer.echo(f"done: {run}")
@@ -179,20 +181,19 @@ def distill_command(
             teacher_train = teacher_checkpoint.info.get("train_config") or {}
             if crop_size is None:
                 crop_size = teacher_train.get("crop_size") or 0
-            check_multiple_of_32((input_size, "--input-size"), (crop_size, "--crop-size"))
             config = DistillConfig(teacher=str(teacher), temperature=temperature, alpha_start=alpha_start,
                                    alpha_end=alpha_end, confidence_threshold=confidence, cls_weight=cls_weight,
                                    obj_weight=obj_weight, box_weight=box_weight, feature_weight=feature_weight,
                                    feature_normalize=feature_normalize, schedule=schedule,
                                    feature_method=feature_method, feature_temperature=feature_temperature,
                                    teacher_cache=teacher_cache, teacher_cache_mb=teacher_cache_mb)
-            cfg = TrainConfig(arch=student_arch, data=data_sources(data, weight), out=str(out),
-                              format=value_of(format), epochs=epochs or 30, batch_size=batch,
-                              input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,
-                              input_mode=value_of(input_mode) or teacher_model.input_mode,
-                              head=teacher_model.head, augment=augment, lr=lr, val_fraction=val_fraction,
-                              split_seed=split_seed, seed=seed,
-                              eval_every=eval_every, max_steps_per_epoch=max_steps,
-                              init=str(init) if init else None, dihedral=dihedral)
+            cfg = config_from_options(
+                TrainConfig, {**TRAIN_FLAGS, "arch": "--student-arch"}, arch=student_arch,
+                data=data_sources(data, weight), out=str(out), format=value_of(format), epochs=epochs or 30,
+                batch_size=batch, input_size=input_size or teacher_model.input_size, crop_size=crop_size or None,
+                input_mode=value_of(input_mode) or teacher_model.input_mode, head=teacher_model.head,
+                augment=augment, lr=lr, val_fraction=val_fraction, split_seed=split_seed, seed=seed,
+                eval_every=eval_every, max_steps_per_epoch=max_steps, init=str(init) if init else None,
+                dihedral=dihedral)
             run = distill(cfg, config)
     typer.echo(f"done: {run}")
