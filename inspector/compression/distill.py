@@ -73,9 +73,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import paddle
 import paddle.nn as nn
@@ -85,6 +84,7 @@ from paddleslim.dygraph.dist.losses.distillation_loss import ShapeAlign
 from inspector.compression.gfl_distill import (FEATURE_METHODS, SCHEDULES, check_gfl_pair, gfl_feature_loss,
                                                gfl_response_losses, scheduled_weight)
 from inspector.compression.teacher_cache import TeacherCache, TeacherView
+from inspector.config_base import ConfigBase, setting
 from inspector.data import DataError, Dataset, load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import relative_key, write_split
@@ -101,66 +101,31 @@ RESPONSE_KEYS = ("distill_cls", "distill_obj", "distill_box")
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(ConfigBase):
     """The teacher and the distillation loss settings (see the module docstring); saved in the run."""
 
+    KIND = "distillation option"
+    SOURCE = "distill config"
+
     teacher: str  # teacher training run (its best/) or checkpoint directory
-    temperature: float = 2.0  # T: softens the class scores
-    alpha_start: float = 0.7  # weight of the teacher terms in the first epoch (the labels get 1 - alpha)
-    alpha_end: float = 0.3  # ... in the last epoch, linear in between
-    confidence_threshold: float = 0.5  # teacher objectness above which its boxes are targets
-    cls_weight: float = 1.0
-    obj_weight: float = 1.0
-    box_weight: float = 1.0
-    feature_weight: float = 1.0  # 0 turns feature distillation (and its adapters) off
+    temperature: float = setting(2.0, above=0.0)  # T: softens the class scores
+    # weight of the teacher terms in the first epoch (the labels get 1 - alpha)
+    alpha_start: float = setting(0.7, at_least=0.0, at_most=1.0)
+    alpha_end: float = setting(0.3, at_least=0.0, at_most=1.0)  # ... in the last epoch, linear in between
+    # teacher objectness above which its boxes are targets
+    confidence_threshold: float = setting(0.5, at_least=0.0, at_most=1.0)
+    cls_weight: float = setting(1.0, at_least=0.0)
+    obj_weight: float = setting(1.0, at_least=0.0)
+    box_weight: float = setting(1.0, at_least=0.0)
+    feature_weight: float = setting(1.0, at_least=0.0)  # 0 turns feature distillation (and its adapters) off
     feature_normalize: bool = True  # standardise feature maps before the MSE (YOLO head)
-    schedule: str = "linear"  # how alpha moves from alpha_start to alpha_end: "linear" | "cosine"
-    feature_method: str = "pkd"  # GFL head's neck term: "pkd" (Pearson) | "cwd" (channel-wise softmax KL)
-    feature_temperature: float = 1.0  # cwd's softmax temperature over the positions
+    # how alpha moves from alpha_start to alpha_end: "linear" | "cosine"
+    schedule: str = setting("linear", choices=SCHEDULES)
+    # GFL head's neck term: "pkd" (Pearson) | "cwd" (channel-wise softmax KL)
+    feature_method: str = setting("pkd", choices=FEATURE_METHODS)
+    feature_temperature: float = setting(1.0, above=0.0)  # cwd's softmax temperature over the positions
     teacher_cache: bool = False  # reuse the teacher's whole-board outputs (teacher_cache.py); crops stride-aligned
-    teacher_cache_mb: int = 2048  # its memory bound (least recently used boards are dropped)
-
-    def __post_init__(self) -> None:
-        for name in ("temperature", "feature_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
-        if self.feature_method not in FEATURE_METHODS:
-            raise ValueError(f"feature_method: expected one of {FEATURE_METHODS}, got {self.feature_method!r}")
-        if self.teacher_cache_mb < 1:
-            raise ValueError(f"teacher_cache_mb: expected at least 1, got {self.teacher_cache_mb}")
-        for name in ("alpha_start", "alpha_end", "confidence_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)}")
-        for name in ("cls_weight", "obj_weight", "box_weight", "feature_weight"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"{name}: expected a weight >= 0, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "distill config") -> "DistillConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown distillation option(s) {unknown}; expected some of {sorted(known)}")
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{source}: {error}") from error
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> "DistillConfig":
-        try:
-            values = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
-        return cls.from_dict(values, source=str(path))
+    teacher_cache_mb: int = setting(2048, at_least=1)  # its memory bound (least recently used boards are dropped)
 
 
 def teacher_weight(epoch: int, epochs: int, alpha_start: float, alpha_end: float) -> float:
