@@ -25,6 +25,7 @@ from inspector.compression.pruning.channels import CRITERIA, prune_model, pruned
 from inspector.compression.pruning.groups import channel_groups
 from inspector.compression.pruning.sensitivity import choose_ratios, sensitivity_scan
 from inspector.compression.pruning.size import measure
+from inspector.config_base import ConfigBase, setting
 from inspector.data import DataError, Dataset, load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
@@ -49,55 +50,38 @@ SENSITIVITY_FILE = "sensitivity.json"
 
 
 @dataclass
-class PruneConfig:
+class PruneConfig(ConfigBase):
     """``inspector prune`` options, saved as prune_config.json in the run."""
+
+    KIND = "prune option"
+    SOURCE = "prune config"
 
     model: str  # run or checkpoint directory to prune (a run's best/)
     data: str  # the labeled data it was trained on
     out: str  # new run directory
-    criterion: str = "l1"  # l1 | fpgm
-    ratio: float | None = None  # the same ratio for every group; None: sensitivity scan (auto)
-    target_flops_reduction: float = 0.3  # auto: fraction of FLOPs to remove
-    max_drop: float = 0.02  # auto: largest mAP@0.5:0.95 drop one group's pruning may cost (before fine-tuning)
-    scan_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)  # auto: ratios tried per group
-    scan_images: int = 64  # auto: validation images the scan evaluates on (the first ones of the val split)
-    channel_multiple: int = 8  # kept channels are rounded to multiples of this
+    criterion: str = setting("l1", choices=CRITERIA)  # l1 | fpgm
+    # the same ratio for every group; None: sensitivity scan (auto)
+    ratio: float | None = setting(None, at_least=0.0, below=1.0)
+    target_flops_reduction: float = setting(0.3, above=0.0, below=1.0)  # auto: fraction of FLOPs to remove
+    # auto: largest mAP@0.5:0.95 drop one group's pruning may cost (before fine-tuning)
+    max_drop: float = setting(0.02, at_least=0.0)
+    # auto: ratios tried per group
+    scan_ratios: tuple[float, ...] = setting((0.25, 0.5, 0.75), above=0.0, below=1.0, non_empty=True)
+    # auto: validation images the scan evaluates on (the first ones of the val split)
+    scan_images: int = setting(64, at_least=1)
+    channel_multiple: int = setting(8, at_least=1)  # kept channels are rounded to multiples of this
     format: str | None = None
-    epochs: int = 6  # fine-tuning
-    lr: float = 5e-4  # fine-tuning peak learning rate (training from scratch uses 2e-3)
-    warmup_epochs: float = 0.3
-    batch_size: int | None = None  # default: the source run's
+    epochs: int = setting(6, at_least=1)  # fine-tuning
+    lr: float = setting(5e-4, above=0.0)  # fine-tuning peak learning rate (training from scratch uses 2e-3)
+    warmup_epochs: float = setting(0.3, at_least=0.0)
+    batch_size: int | None = setting(None, at_least=1)  # default: the source run's
     seed: int = 0
-    workers: int = 2
-    max_steps_per_epoch: int | None = None
+    workers: int = setting(2, at_least=0)
+    max_steps_per_epoch: int | None = setting(None, at_least=1)
 
-    def __post_init__(self) -> None:
-        self.scan_ratios = tuple(float(r) for r in self.scan_ratios)
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"criterion: expected one of {CRITERIA}, got {self.criterion!r}")
-        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"ratio: expected a value in [0, 1), got {self.ratio}")
-        if not 0.0 < self.target_flops_reduction < 1.0:
-            raise ValueError(f"target_flops_reduction: expected a value in (0, 1), got {self.target_flops_reduction}")
-        if self.max_drop < 0.0:
-            raise ValueError(f"max_drop: expected a value >= 0, got {self.max_drop}")
-        if not self.scan_ratios or any(not 0.0 < r < 1.0 for r in self.scan_ratios):
-            raise ValueError(f"scan_ratios: expected values in (0, 1), got {list(self.scan_ratios)}")
-        for name in ("scan_images", "channel_multiple", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected at least 1, got {getattr(self, name)}")
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> "PruneConfig":
-        values = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown prune option(s) {unknown}")
-        return cls(**values)
+    def _prepare(self) -> None:
+        if isinstance(self.scan_ratios, list):  # as saved in JSON
+            self.scan_ratios = tuple(self.scan_ratios)
 
 
 class PrunedFineTuning(Objective):
