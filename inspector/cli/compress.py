@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from inspector.cli.common import fail, user_errors
+from inspector.cli.common import config_from_options, fail, user_errors
 from inspector.cli.options import Batch, Criterion, Format, MaxSteps, QuantMethod, Seed, value_of
 
 
@@ -73,11 +73,13 @@ def prune_command(
                 fail(f"error: --scan-ratios {scan_ratios!r}: expected comma-separated numbers such as 0.25,0.5")
             from inspector.compression.prune import PruneConfig, prune
 
-            cfg = PruneConfig(model=str(model), data=str(data), out=str(out), criterion=criterion.value, ratio=ratio,
-                              target_flops_reduction=target_flops, max_drop=max_drop, scan_ratios=ratios,
-                              scan_images=scan_images, channel_multiple=channel_multiple,
-                              format=value_of(format), epochs=epochs or 6, lr=lr, batch_size=batch,
-                              seed=seed, max_steps_per_epoch=max_steps)
+            cfg = config_from_options(
+                PruneConfig, {"target_flops_reduction": "--target-flops", "batch_size": "--batch",
+                              "max_steps_per_epoch": "--max-steps"},
+                model=str(model), data=str(data), out=str(out), criterion=criterion.value, ratio=ratio,
+                target_flops_reduction=target_flops, max_drop=max_drop, scan_ratios=ratios, scan_images=scan_images,
+                channel_multiple=channel_multiple, format=value_of(format), epochs=epochs or 6, lr=lr,
+                batch_size=batch, seed=seed, max_steps_per_epoch=max_steps)
             run = prune(cfg)
     from inspector.compression.prune import REPORT_FILE, format_report
 
@@ -130,14 +132,13 @@ def quantize_command(
     with user_errors(DataError, FileExistsError, FileNotFoundError, ValueError):
         from inspector.compression.quantize import QuantizeConfig, quantize
 
-        cfg = QuantizeConfig(model=str(model), data=str(data), out=str(out), method=method.value,
-                             format=value_of(format), epochs=epochs, lr=lr, batch_size=batch,
-                             crop_size=crop_size, calibration_images=calibration_images,
-                             skip_layers=[s.strip() for s in (skip_layers or "").split(",") if s.strip()],
-                             sensitivity=sensitivity, sensitivity_images=sensitivity_images,
-                             skip_most_sensitive=skip_most_sensitive, threads=threads, seed=seed,
-                             lite_x86_safe=lite_x86_safe,
-                             max_steps_per_epoch=max_steps)
+        cfg = config_from_options(
+            QuantizeConfig, {"batch_size": "--batch", "max_steps_per_epoch": "--max-steps"},
+            model=str(model), data=str(data), out=str(out), method=method.value, format=value_of(format),
+            epochs=epochs, lr=lr, batch_size=batch, crop_size=crop_size, calibration_images=calibration_images,
+            skip_layers=[s.strip() for s in (skip_layers or "").split(",") if s.strip()], sensitivity=sensitivity,
+            sensitivity_images=sensitivity_images, skip_most_sensitive=skip_most_sensitive, threads=threads,
+            seed=seed, lite_x86_safe=lite_x86_safe, max_steps_per_epoch=max_steps)
         run = quantize(cfg)
     metrics = json.loads((run / "metrics.json").read_text())
     for name in ("fp32", "int8", "int8_onednn"):

@@ -20,7 +20,8 @@ class TrainConfig(ConfigBase):
     SOURCE = "training config"
 
     arch: str  # e.g. ppyolo-r18, mbv3-small (see inspector.models.ARCHS)
-    data: str | list[Any]  # dataset directory or COCO JSON; or sources (inspector.data.sources: paths or {path, weight})
+    # dataset directory or COCO JSON; or several sources (inspector.data.sources: paths or {path, weight})
+    data: str | list[Any]
     out: str  # run directory
     format: str | None = None  # deeppcb | voc | coco; auto-detected when None
     epochs: int = setting(30, at_least=1)
