@@ -8,6 +8,8 @@ a token, and they are an open door on a factory network. Load the schema into a 
 - ``GET /stats``: yield per hour and defects per type over a time range.
 - ``GET /frames/latest.jpg``: the last inspected frame with its defects drawn.
 - ``GET /audit``: the audit trail (admins; ``format=csv`` exports it).
+- ``/review``: the verification queue (with ``review: true``; ``service/review_api.py``): operators list and
+  decide boards, engineers export the decided ones as training data.
 
 Everything but /health needs ``Authorization: Bearer <token>`` of a configured user; reads need the
 operator role, changes engineer, /audit admin (``auth.required_role``); every change is audited. No
@@ -379,6 +381,12 @@ def create_app(service, token: Optional[str] = None, users: Optional[list[User]]
             return JSONResponse(status_code=409, content={"detail": reason})
         return {"name": request.name, "status": reason}
 
+    feed = getattr(service, "review", None)
+    if feed is not None:  # review: true; the verification queue for a review station (service/review_api.py)
+        from inspector.service.review_api import review_router
+
+        export_dir = service.config.review_export or service.config.data_dir / "review-export"
+        app.include_router(review_router(feed.queue, authorized, export_dir))
     return app
 
 

@@ -2,8 +2,9 @@
 
 Roles, each including the ones before it:
 
-- ``operator``: view results, frames, stats, metrics, the schema; confirm reviews.
-- ``engineer``: change things (thresholds, recipes, review decisions, model selection): every request that
+- ``operator``: view results, frames, stats, metrics, the schema, the verification queue; confirm reviews
+  and decide queued boards (``POST /review/items/{id}/decision``).
+- ``engineer``: change things (thresholds, recipes, review exports, model selection): every request that
   is not a read needs it unless a rule below says otherwise.
 - ``admin``: users, tokens, model promotion, the audit trail.
 
@@ -32,6 +33,8 @@ ROLE_RULES: tuple[tuple[str, str, str], ...] = (
     (r".*", r"^/(audit|users|tokens)(/|$)", "admin"),
     (r".*", r"/promot", "admin"),  # promoting a model to the line
     (r"^POST$", r"/confirm$", "operator"),  # an operator confirms a review
+    (r"^POST$", r"^/review/items/\d+/decision$", "operator"),  # an operator verifies a queued board
+    (r"^POST$", r"^/review/export$", "engineer"),  # an engineer turns the verdicts into training data
     (r"^(GET|HEAD|OPTIONS)$", r".*", "operator"),
     (r".*", r".*", "engineer"),
 )

@@ -111,6 +111,18 @@ class ServiceConfig(BaseModel):
     read_serial_code: bool = Field(False, description="read the board's serial from a QR code in the frame when "
                                    "the PLC gives no PartId (records' part_id)")
 
+    # verification queue (inspector/review_queue.py, inspector/service/review_feed.py; GET /review)
+    review: bool = Field(False, description="queue NG boards, boards with a detection near the threshold and "
+                         "boards with unknown-change flags for review (data_dir/review.sqlite3, /review)")
+    review_near_band: float = Field(0.15, ge=0.0, le=0.5, description="a detection this close to the score "
+                                    "threshold (above or below) makes the board uncertain: queued first")
+    review_unknown_changes: bool = Field(False, description="flag where a board differs from its golden template "
+                                         "and no detection explains it (a few OpenCV passes per frame)")
+    review_max_pending: int = Field(5000, ge=1, description="boards waiting for review; further ones are skipped "
+                                    "(counted in inspector_review_skipped_total)")
+    review_export: Optional[Path] = Field(None, description="POST /review/export writes the reviewed boards here "
+                                          "as Pascal VOC (default: data_dir/review-export)")
+
     @field_validator("opcua")
     @classmethod
     def _opcua_endpoint(cls, value: Optional[str]) -> Optional[str]:

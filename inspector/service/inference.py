@@ -84,12 +84,14 @@ class DetectorProcess:
         return input_layout(self.manifest.input.mode).needs_template
 
     def detect(self, image: np.ndarray, template: np.ndarray | None = None, *, align: bool = False,
-               score_threshold: float | None = None):
+               score_threshold: float | None = None, unknown_changes: bool = False):
+        """``unknown_changes``: also flag template differences no detection explains (frames of a tile's
+        size with a template; a panel comes back without flags)."""
         with self._lock:
             if not self._process.is_alive():
                 self._restart()
             try:
-                self._connection.send(("detect", image, template, align, score_threshold))
+                self._connection.send(("detect", image, template, align, score_threshold, unknown_changes))
                 reply = self._connection.recv()
             except (EOFError, OSError, BrokenPipeError) as error:
                 self._process.join(timeout=5)
@@ -146,10 +148,15 @@ def _child_main(connection: Connection, package: str | None, backend: str, threa
             return  # the parent is gone
         if request[0] == "stop" or os.getppid() != parent:
             return
-        _, image, template, align, score_threshold = request
+        _, image, template, align, score_threshold, unknown_changes = request
         try:
-            reply: tuple[Any, ...] = ("ok", panels.inspect(image, template, align=align,
-                                                           score_threshold=score_threshold).as_detections())
+            if unknown_changes and template is not None and not panels.is_panel(image):
+                # a tile-sized frame: PanelInspector would call this same detect, without the flags
+                found = detector.detect(image, template, align=align, score_threshold=score_threshold,
+                                        unknown_changes=True)
+            else:
+                found = panels.inspect(image, template, align=align, score_threshold=score_threshold).as_detections()
+            reply: tuple[Any, ...] = ("ok", found)
         except Exception as error:  # AlignmentError, ValueError ...: the frame's fault, not the detector's
             reply = ("error", f"{type(error).__name__}: {error}")
         connection.send(reply)

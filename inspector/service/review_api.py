@@ -2,7 +2,7 @@
 
     app.include_router(review_router(queue, app.state.authorized))
 
-``GET /review/queue`` the pending boards, most instructive first; ``GET /review/items/{id}`` one board
+``GET /review`` (or ``/review/queue``) the pending boards, most instructive first; ``GET /review/items/{id}`` one board
 with its decisions; ``GET /review/items/{id}/image`` and ``/template`` its pictures; ``POST
 /review/items/{id}/decision`` a verdict on every detection plus the defects missed (who decided is the
 authenticated user; without authentication, the ``by`` field); ``POST /review/export`` writes the
@@ -51,6 +51,7 @@ def review_router(queue: ReviewQueue, authorized: Optional[Callable] = None,
         except ReviewError as error:
             raise HTTPException(status_code=404, detail=str(error)) from error
 
+    @router.get("")
     @router.get("/queue")
     def pending(limit: int = Query(30, ge=1, le=500), offset: int = Query(0, ge=0)) -> dict:
         return {"items": [item.to_dict() for item in queue.pending(limit, offset)], "counts": queue.counts()}

@@ -103,6 +103,17 @@ class Service:
                 raise ServiceError(f"evidence: cannot write into {config.evidence} ({error.strerror or error}); "
                                    "give a writable directory, or no evidence setting") from error
 
+        self.review = None  # the verification queue's feed (review: true)
+        if config.review:
+            from inspector.service.review_feed import ReviewFeed
+
+            try:
+                self.review = ReviewFeed(config.data_dir, self.metrics.registry, config.line, config.review_near_band,
+                                         config.review_max_pending)
+            except Exception as error:  # OSError, sqlite3.Error: the folder or the database cannot be used
+                raise ServiceError(f"review: the verification queue in {config.data_dir} cannot be used "
+                                   f"({getattr(error, 'strerror', None) or error})") from error
+
         raw_source = source if source is not None else _open_configured_source(config)
         if self.detector.needs_template and raw_source.kind in ("camera", "stream", "video") \
                 and config.template is None and getattr(raw_source, "template", None) is None:
@@ -208,6 +219,8 @@ class Service:
             self.postgres.close()
         if not self._worker_thread.is_alive():
             self.journal.close()
+            if self.review is not None:
+                self.review.close()
         self.state = "stopped"
         log.info("line %s: stopped", self.line)
 
@@ -323,11 +336,24 @@ class Service:
             template = active.recipe.template
         threshold = self.config.score_threshold if active is None or active.recipe.lowest_threshold() is None \
             else active.recipe.lowest_threshold()
+        candidates, decision_threshold = None, None  # with review: every detection a review may want
         try:
             if detector.needs_template and template is None:
                 raise ValueError("no golden template for this frame: name the files X_test.jpg + X_temp.jpg, "
                                  "or set template: in the configuration")
-            detections = detector.detect(frame.image, template, align=self.config.align, score_threshold=threshold)
+            if self.review is None:
+                detections = detector.detect(frame.image, template, align=self.config.align, score_threshold=threshold)
+            else:
+                # Asked for near_band below the threshold, so a barely missed defect can be confirmed; the
+                # record keeps only what reaches the threshold, exactly as without review.
+                decision_threshold = threshold if threshold is not None else \
+                    float(detector.manifest.postprocess.score_threshold)
+                changes = {"unknown_changes": True} if self.config.review_unknown_changes and template is not None \
+                    else {}
+                candidates = detector.detect(frame.image, template, align=self.config.align,
+                                             score_threshold=max(0.0, decision_threshold - self.config.review_near_band),
+                                             **changes)
+                detections = _at_least(candidates, decision_threshold)
             if active is not None:
                 detections = active.recipe.keep(detections)  # per-class thresholds, ignore regions
         except DetectorCrashed as failure:
@@ -352,12 +378,23 @@ class Service:
         if part is not None:
             self.plc.result(part, record.verdict, len(record.defects))  # committed first, then shown to the PLC
         self._ack(frame)
+        if candidates is not None:
+            self._offer_for_review(frame, template, candidates, decision_threshold, record, detector)
         latency = time.monotonic() - frame.captured_monotonic
         self.metrics.latency.observe(latency)
         if detections is not None:
             self.metrics.inference.observe(detections.timing.total_ms / 1e3)
         self._latest = _latest_frame(frame.image, detections, record)
         self._after_commit(record, latency)
+
+    def _offer_for_review(self, frame: Frame, template, candidates, threshold: float, record: Record,
+                          detector) -> None:
+        """Hand the judged board to the verification queue's writer (in memory; it never blocks the line)."""
+        detections = [{"box": [float(v) for v in box], "score": float(score), "class_name": name}
+                      for box, score, name in zip(candidates.boxes, candidates.scores, candidates.class_names)]
+        changes = [change.to_dict() for change in (getattr(candidates, "unknown_changes", None) or [])]
+        self.review.offer(record.record_id, frame.frame_id, frame.image, template, detections, changes, threshold,
+                          list(detector.manifest.class_names), f"{record.model_name} ({record.package_id})")
 
     def _commit(self, record: Record) -> None:
         """Append to the journal; retried until it works (a full disk is an alarm, not a lost record)."""
@@ -630,6 +667,16 @@ def _latest_frame(image: np.ndarray, detections, record: Record) -> _Latest:
             detections = SimpleNamespace(boxes=np.asarray(detections.boxes) * scale, scores=detections.scores,
                                          class_ids=detections.class_ids, class_names=detections.class_names)
     return _Latest(image, detections, record)
+
+
+def _at_least(detections, threshold: float):
+    """The detections scoring ``threshold`` or more (same type back): what the record and verdict see."""
+    from dataclasses import replace
+
+    keep = np.flatnonzero(np.asarray(detections.scores, np.float64) >= threshold)
+    return replace(detections, boxes=detections.boxes[keep], scores=detections.scores[keep],
+                   class_ids=detections.class_ids[keep], class_names=[detections.class_names[i] for i in keep],
+                   unknown_changes=None)
 
 
 def _load_detector(config: ServiceConfig) -> DetectorProcess:

@@ -1,0 +1,179 @@
+"""Feeding the verification queue (``inspector.review_queue``) from the line, without slowing it.
+
+The inspection worker hands every judged board to ``ReviewFeed.offer``, which only decides whether a
+review would teach something (NG, a detection within ``near_band`` of the decision threshold, or an
+unknown-change flag) and puts the board on a small in-memory queue: no disk access on the worker thread.
+A thread of its own then writes the board's picture (PNG, lossless: the queue must outlive the hot
+folder's files and a camera's frames have no file at all), its golden template (once per distinct
+template, named by its content hash) and the queue row. A failure there (full disk, a locked database)
+is logged and counted (``inspector_review_failures_total``), never raised into the line; when the
+writer falls behind, or ``max_pending`` boards already wait for a person, new boards are skipped and
+counted (``inspector_review_skipped_total``), so neither memory nor disk grows without bound.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+from prometheus_client import Counter
+
+from inspector.review_queue import ReviewQueue, rank
+
+log = logging.getLogger(__name__)
+QUEUE_FILE = "review.sqlite3"
+IMAGES_DIR = "review-images"
+BACKLOG = 64  # boards waiting for the writer thread; more are skipped (counted), the line never waits
+
+
+@dataclass(frozen=True)
+class _Offer:
+    record_id: str
+    frame_id: str
+    image: np.ndarray
+    template: Optional[np.ndarray]
+    detections: list[dict]
+    unknown_changes: list[dict]
+    score_threshold: float
+    class_names: list[str]
+    model: str
+
+
+class ReviewFeed:
+    """The service's writer into the verification queue at ``data_dir/review.sqlite3``."""
+
+    def __init__(self, data_dir: Path, registry, line: str, near_band: float, max_pending: int) -> None:
+        self.directory = Path(data_dir)
+        self.images = self.directory / IMAGES_DIR
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.queue = ReviewQueue(self.directory / QUEUE_FILE)
+        self.near_band = float(near_band)
+        self.max_pending = int(max_pending)
+        labels = {"line": line}
+        self.enqueued = Counter("inspector_review_enqueued_total", "Boards put into the verification queue",
+                                ["line"], registry=registry).labels(**labels)
+        self.skipped = Counter("inspector_review_skipped_total", "Boards that wanted review but were skipped "
+                               "(writer behind, or max pending reached)", ["line"], registry=registry).labels(**labels)
+        self.failures = Counter("inspector_review_failures_total", "Boards that could not be written into the "
+                                "verification queue (logged)", ["line"], registry=registry).labels(**labels)
+        self._backlog: queue.Queue[Optional[_Offer]] = queue.Queue(maxsize=BACKLOG)
+        self._idle = threading.Condition()
+        self._busy = 0  # offers accepted and not yet written (or failed)
+        self.boards_seen = 0  # every board offered, queued or not: how far the line has handed boards over
+        self._thread = threading.Thread(target=self._write_loop, name="review-feed", daemon=True)
+        self._thread.start()
+
+    def offer(self, record_id: str, frame_id: str, image: np.ndarray, template: Optional[np.ndarray],
+              detections: list[dict], unknown_changes: list[dict], score_threshold: float,
+              class_names: list[str], model: str) -> bool:
+        """Queue a judged board for writing when a review would teach something; True when accepted.
+        Never blocks and never raises: this runs on the inspection worker."""
+        try:
+            return self._accept(record_id, frame_id, image, template, detections, unknown_changes, score_threshold,
+                                class_names, model)
+        finally:
+            with self._idle:
+                self.boards_seen += 1
+                self._idle.notify_all()
+
+    def _accept(self, record_id, frame_id, image, template, detections, unknown_changes, score_threshold,
+                class_names, model) -> bool:
+        try:
+            if rank(detections, unknown_changes, score_threshold, self.near_band) is None:
+                return False
+            with self._idle:
+                self._busy += 1
+            try:
+                self._backlog.put_nowait(_Offer(record_id, frame_id, image, template, detections, unknown_changes,
+                                                float(score_threshold), list(class_names), model))
+            except queue.Full:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+                self.skipped.inc()
+                log.warning("review queue writer is behind: %s not queued for review", frame_id)
+                return False
+            return True
+        except Exception:  # a bug here must not cost the line a board
+            self.failures.inc()
+            log.exception("%s: not offered for review", frame_id)
+            return False
+
+    def wait_idle(self, timeout: float, boards: int = 0) -> bool:
+        """True once at least ``boards`` boards were offered and every accepted one is written or has
+        failed (tests, shutdown)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self.boards_seen >= boards and self._busy == 0, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what was accepted (up to ``timeout``), then close the database."""
+        self.wait_idle(timeout)
+        self._backlog.put(None)
+        self._thread.join(timeout=timeout)
+        if not self._thread.is_alive():
+            self.queue.close()
+
+    # ------------------------------------------------------------------ the writer thread
+
+    def _write_loop(self) -> None:
+        while True:
+            offer = self._backlog.get()
+            if offer is None:
+                return
+            try:
+                if self._count_pending() >= self.max_pending:
+                    self.skipped.inc()
+                    log.warning("%s: not queued for review: %d boards already wait (review_max_pending)",
+                                offer.frame_id, self.max_pending)
+                elif self._write(offer):
+                    self.enqueued.inc()
+            except Exception as error:
+                self.failures.inc()
+                log.error("%s: not written into the verification queue %s: %s", offer.frame_id, self.queue.path,
+                          error)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+    def _write(self, offer: _Offer) -> bool:
+        image_path = self.images / f"{offer.record_id}.png"
+        _write_png(image_path, offer.image)
+        template_path = None
+        if offer.template is not None:
+            digest = hashlib.sha1(np.ascontiguousarray(offer.template).tobytes()).hexdigest()[:20]
+            template_path = self.images / f"template-{digest}.png"
+            if not template_path.is_file():
+                _write_png(template_path, offer.template)
+        item = self.queue.offer(image_path, offer.detections, offer.score_threshold, offer.class_names,
+                                template_path, offer.unknown_changes, source=offer.frame_id, model=offer.model,
+                                near_band=self.near_band)
+        if item is None:  # the queue ranks it the same way; nothing to keep
+            image_path.unlink(missing_ok=True)
+        return item is not None
+
+    def _count_pending(self) -> int:
+        return sum(self.queue.counts()["pending"].values())
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """Written whole or not at all (temporary file, then renamed)."""
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"{path.name}: the image could not be encoded as PNG")
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(encoded.tobytes())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
