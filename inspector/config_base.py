@@ -170,6 +170,8 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(_type_name(option) for option in typing.get_args(annotation))
     if annotation is type(None):
         return "null"
+    if annotation is Any:
+        return "values"
     if origin is not None:
         return f"a {origin.__name__} of {', '.join(_type_name(a) for a in typing.get_args(annotation))}"
     return getattr(annotation, "__name__", str(annotation))
@@ -233,13 +235,13 @@ class ConfigBase:
         if not isinstance(values, Mapping):
             raise cls.ERROR(f"{source}: expected a mapping of options (key: value), got {type(values).__name__}")
         cls.check_keys(values, source)
+        missing = [f.name for f in fields(cls)  # type: ignore[arg-type]
+                   if values.get(f.name) is None and f.default is MISSING and f.default_factory is MISSING]
+        if missing:  # a required field absent or null
+            raise cls.ERROR(f"{source}: {', '.join(missing)} missing")
         try:
             return cls(**values)
-        except TypeError as error:  # a required field missing
-            missing = [f.name for f in fields(cls) if f.name not in values  # type: ignore[arg-type]
-                       and f.default is MISSING and f.default_factory is MISSING]
-            if missing:
-                raise cls.ERROR(f"{source}: {', '.join(missing)} missing") from error
+        except TypeError as error:
             raise cls.ERROR(f"{source}: {error}") from error
         except (ValueError, cls.ERROR) as error:
             field = getattr(error, "field", None)

@@ -27,7 +27,7 @@ def test_presets_are_valid_configs_and_unknown_options_are_named(tmp_path):
         PipelineConfig.from_dict({**read_preset(preset), "data": "d", "out": "o"}, source=str(preset))
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 3\nteacher_epoch: 2\n")
-    with pytest.raises(PipelineError, match=r"bad.yaml: unknown option\(s\) \['teacher_epoch'\]"):
+    with pytest.raises(PipelineError, match=r"bad.yaml: unknown option 'teacher_epoch'; did you mean 'teacher_epochs'\?"):
         read_preset(bad)
     with pytest.raises(PipelineError, match="crop_size: 100 is not a multiple of 32"):
         PipelineConfig(data="d", out="o", crop_size=100)

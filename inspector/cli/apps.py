@@ -95,7 +95,11 @@ def pipeline_command(
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,
                      "max_steps_per_epoch": max_steps}
         values.update({key: value for key, value in overrides.items() if value is not None})
-        cfg = PipelineConfig.from_dict(values, source=str(config) if config else "command line")
+        flags = {"teacher_run": "--teacher", "student_run": "--student", "distilled_run": "--distilled",
+                 "prune_ratio": "--prune", "package_name": "--name", "max_steps_per_epoch": "--max-steps"}
+        cfg = PipelineConfig.from_dict(values, source=str(config) if config else "command line",
+                                       origins={key: flags.get(key, "--" + key.replace("_", "-"))
+                                                for key, value in overrides.items() if value is not None})
         run = run_pipeline(cfg, until=until, echo=typer.echo, redo=redo)
     report = run / "report.md"
     if report.is_file():

@@ -7,18 +7,19 @@ later run of the same directory must ask for the same results (``RESULT_FIELDS``
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from inspector.models.config import HEADS
-
+from inspector.config_base import ConfigBase, setting
 from inspector.data.layouts import INPUT_MODES
+from inspector.models.config import HEADS
 
 LITE_TARGETS = ("x86", "arm")
 PRUNE_CRITERIA = ("l1", "fpgm")
+STRIDE_NOTE = "the detector's largest stride"
 
 
 class PipelineError(Exception):
@@ -26,132 +27,98 @@ class PipelineError(Exception):
 
 
 @dataclass
-class PipelineConfig:
-    data: str  # labeled data: DeepPCB / VOC directory or COCO JSON
+class PipelineConfig(ConfigBase):
+    KIND = "option"
+    SOURCE = "pipeline config"
+    ERROR = PipelineError
+
+    data: str | list[Any]  # labeled data: DeepPCB / VOC directory or COCO JSON (or sources: inspector.data.sources)
     out: str  # pipeline directory: one sub-directory per stage, report.md/json/png
     format: str | None = None  # deeppcb | voc | coco; auto-detected when None
-    input_size: int = 320  # DeepPCB's 640 px boards at 320: defects of 12-23 px, enough for stride 8
-    input_mode: str = "image+template"
-    val_fraction: float = 0.2  # the fixed validation split every stage is measured on
+    # DeepPCB's 640 px boards at 320: defects of 12-23 px, enough for stride 8
+    input_size: int = setting(320, above=0, multiple_of=32, note=STRIDE_NOTE)
+    input_mode: str = setting("image+template", choices=INPUT_MODES)
+    # the fixed validation split every stage is measured on
+    val_fraction: float = setting(0.2, at_least=0.0, below=1.0)
     split_seed: int = 0
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = setting(8, at_least=1)
 
     # Teacher: trained here, or an existing run reused (e.g. trained once on a GPU).
     teacher_arch: str = "ppyolo-r18"
     teacher_run: str | None = None
-    teacher_epochs: int = 8
-    teacher_crop_size: int | None = 160
-    teacher_lr: float = 2e-3
+    teacher_epochs: int = setting(8, at_least=1)
+    teacher_crop_size: int | None = setting(160, above=0, multiple_of=32, note=STRIDE_NOTE)  # 0 or None: whole images
+    teacher_lr: float = setting(2e-3, above=0.0)
 
     # Students: the baseline (alone) and the distilled one train with exactly this schedule.
     student_arch: str = "mbv3-small"
-    head: str = "yolo"  # teacher's and students' head: "yolo" (anchor-based) | "gfl" (anchor-free; both distill)
+    head: str = setting("yolo", choices=HEADS)  # teacher's and students' head: "yolo" (anchor-based) | "gfl" (anchor-free; both distill)
     student_run: str | None = None  # an existing student-alone run with this schedule, reused as the baseline
     # An existing distilled run (e.g. trained on a GPU by tools/torch_twin) reused as the distilled stage: the
     # students' schedule, teacher_run's teacher and these distillation settings, or it is refused.
     distilled_run: str | None = None
-    epochs: int = 16
-    crop_size: int | None = 256
-    lr: float = 2e-3
-    eval_every: int = 2
+    epochs: int = setting(16, at_least=1)
+    crop_size: int | None = setting(256, above=0, multiple_of=32, note=STRIDE_NOTE)  # 0 or None: whole images
+    lr: float = setting(2e-3, above=0.0)
+    eval_every: int = setting(2, at_least=1)
 
     # Pair augmentation of every training stage (teacher and students; inspector.data.augment): off by default.
     dihedral: bool = False  # the 8 exact dihedral orientations, uniformly
-    copy_paste: float = 0.0  # probability that a training image gets defects pasted from other boards
-    copy_paste_count: int = 2  # pastes tried on such an image
+    # probability that a training image gets defects pasted from other boards
+    copy_paste: float = setting(0.0, at_least=0.0, at_most=1.0)
+    copy_paste_count: int = setting(2, at_least=1)  # pastes tried on such an image
     copy_paste_balance: bool = False  # paste classes uniformly instead of by frequency
-    aug_off_epochs: int = 0  # each stage's last N epochs: whole letterboxed images, no crop, no augmentation
+    # each stage's last N epochs: whole letterboxed images, no crop, no augmentation
+    aug_off_epochs: int = setting(0, at_least=0)
 
     # Distillation (see inspector.compression.distill). false: no distilled stage, for when the teacher cannot
     # beat the student in the time there is (a CPU-only session); the report then says so.
     distill: bool = True
-    temperature: float = 2.0
-    alpha_start: float = 0.7
-    alpha_end: float = 0.3
-    feature_weight: float = 1.0
+    temperature: float = setting(2.0, above=0.0)
+    alpha_start: float = setting(0.7, at_least=0.0, at_most=1.0)
+    alpha_end: float = setting(0.3, at_least=0.0, at_most=1.0)
+    feature_weight: float = setting(1.0, at_least=0.0)
     # The teacher's outputs computed once per board and orientation and cropped (inspector.compression.
     # teacher_cache): for a CPU, where the teacher's pass costs more than the student's step. Needs dihedral: true.
     teacher_cache: bool = False
 
     # Pruning: a stage only when prune_ratio is set
-    prune_ratio: float | None = None
-    prune_criterion: str = "l1"
-    prune_epochs: int = 4
+    prune_ratio: float | None = setting(None, above=0.0, below=0.95)
+    prune_criterion: str = setting("l1", choices=PRUNE_CRITERIA)
+    prune_epochs: int = setting(4, at_least=1)
 
     # Quantization: QAT ships; PTQ is the baseline it is compared with
-    qat_epochs: int = 2
-    qat_lr: float = 1e-4
-    calibration_images: int = 64
+    qat_epochs: int = setting(2, at_least=0)
+    qat_lr: float = setting(1e-4, above=0.0)
+    calibration_images: int = setting(64, at_least=1)
     # Kept in FP32 (--skip-layers of `inspector quantize`). The 1x1 prediction convolutions write the box
     # offsets and scores themselves: 3 small layers whose INT8 cost the DeepPCB student 1.8 pt mAP@0.5:0.95
     # (QAT, oneDNN: 0.509 all-INT8 vs 0.527 with them FP32; FP32 model 0.535) for ~27 KB of ARM .nb.
-    qat_skip_layers: list[str] = field(default_factory=lambda: ["head.predictions"])
+    qat_skip_layers: list[str] = setting(default_factory=lambda: ["head.predictions"])
 
     # Export and measurement
     package_name: str | None = None  # default: "<out name>-int8"
-    targets: list[str] = field(default_factory=lambda: list(LITE_TARGETS))
-    bench_threads: list[int] = field(default_factory=lambda: [1, 2])
-    bench_runs: int = 50
+    targets: list[str] = setting(default_factory=lambda: list(LITE_TARGETS), choices=LITE_TARGETS, non_empty=True)
+    bench_threads: list[int] = setting(default_factory=lambda: [1, 2], at_least=1, non_empty=True)
+    bench_runs: int = setting(50, at_least=1)
 
-    max_steps_per_epoch: int | None = None  # smoke tests only
+    max_steps_per_epoch: int | None = setting(None, at_least=1)  # smoke tests only
 
-    def __post_init__(self) -> None:
+    def _prepare(self) -> None:
         for name in ("crop_size", "teacher_crop_size"):
             if getattr(self, name) == 0:  # 0 on the command line: whole images
                 setattr(self, name, None)
-        if self.input_mode not in INPUT_MODES:
-            raise PipelineError(f"input_mode: expected one of {INPUT_MODES}, got {self.input_mode!r}")
-        for name in ("input_size", "crop_size", "teacher_crop_size"):
-            value = getattr(self, name)
-            if value is not None and value % 32:
-                raise PipelineError(f"{name}: {value} is not a multiple of 32 (the detector's largest stride)")
-        for name in ("teacher_epochs", "epochs", "prune_epochs", "batch_size", "eval_every", "calibration_images",
-                     "bench_runs"):
-            if getattr(self, name) < 1:
-                raise PipelineError(f"{name}: expected at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.copy_paste <= 1.0:
-            raise PipelineError(f"copy_paste: expected a probability in [0, 1], got {self.copy_paste}")
-        if self.copy_paste_count < 1:
-            raise PipelineError(f"copy_paste_count: expected at least 1, got {self.copy_paste_count}")
-        if self.aug_off_epochs < 0:
-            raise PipelineError(f"aug_off_epochs: expected >= 0, got {self.aug_off_epochs}")
-        if self.qat_epochs < 0:
-            raise PipelineError(f"qat_epochs: expected >= 0, got {self.qat_epochs}")
-        if self.prune_ratio is not None and not 0.0 < self.prune_ratio < 0.95:
-            raise PipelineError(f"prune_ratio: expected a value in (0, 0.95), got {self.prune_ratio}")
-        if self.head not in HEADS:
-            raise PipelineError(f"head: expected one of {HEADS}, got {self.head!r}")
+        if isinstance(self.qat_skip_layers, (list, tuple)):
+            self.qat_skip_layers = [str(name) for name in self.qat_skip_layers]
+        for name in ("targets", "bench_threads"):
+            if isinstance(getattr(self, name), tuple):
+                setattr(self, name, list(getattr(self, name)))
+
+    def _check(self) -> None:
         if self.teacher_cache and self.distill and not self.dihedral:
-            raise PipelineError("teacher_cache: true needs dihedral: true (the augmentation's own flips and turns are "
-                                "not recorded per crop, so the cache could serve none)")
-        if self.prune_criterion not in PRUNE_CRITERIA:
-            raise PipelineError(f"prune_criterion: expected one of {PRUNE_CRITERIA}, got {self.prune_criterion!r}")
-        self.qat_skip_layers = [str(name) for name in self.qat_skip_layers]
-        self.targets = list(self.targets)
-        unknown = [t for t in self.targets if t not in LITE_TARGETS]
-        if unknown or not self.targets:
-            raise PipelineError(f"targets: expected some of {list(LITE_TARGETS)}, got {self.targets}")
-        self.bench_threads = [int(t) for t in self.bench_threads]
-        if not self.bench_threads or min(self.bench_threads) < 1:
-            raise PipelineError(f"bench_threads: expected thread counts >= 1, got {self.bench_threads}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "pipeline config") -> "PipelineConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PipelineError(f"{source}: unknown option(s) {unknown}; expected some of {sorted(known)}")
-        missing = [name for name in ("data", "out") if values.get(name) is None]
-        if missing:
-            raise PipelineError(f"{source}: {', '.join(missing)} missing")
-        try:
-            return cls(**values)
-        except TypeError as error:
-            raise PipelineError(f"{source}: {error}") from error
+            raise self._invalid(None, "teacher_cache: true needs dihedral: true (the augmentation's own flips and "
+                                "turns are not recorded per crop, so the cache could serve none)")
 
     @property
     def name(self) -> str:
@@ -177,10 +144,7 @@ def read_preset(path: Path | str) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise PipelineError(f"{path}: expected a mapping of options (key: value), got {type(values).__name__}")
-    known = {f.name for f in fields(PipelineConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise PipelineError(f"{path}: unknown option(s) {unknown}; expected some of {sorted(known)}")
+    PipelineConfig.check_keys(values, str(path))
     return values
 
 
