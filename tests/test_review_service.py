@@ -10,6 +10,7 @@ score) carries an unknown-change flag. Each expectation is checked against the r
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -162,6 +163,23 @@ def test_review_api_roles_decision_export_and_training_data(tmp_path, tiny_packa
     # `inspector train --data BASE --data EXPORT --weight ...` reads both as one dataset (one class list).
     both = load_dataset([{"path": str(tiny_package.data), "weight": 1}, {"path": str(folder), "weight": 3}])
     assert len(both) == len(load_dataset(tiny_package.data)) + 1
+
+    # The same from a shell (a station without the API), reading the queue while the service runs.
+    from typer.testing import CliRunner
+
+    from inspector.cli import app
+
+    runner = CliRunner()
+    queue_file = str(service.config.data_dir / "review.sqlite3")
+    listed = runner.invoke(app, ["review", "list", "--queue", queue_file, "--limit", "2"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output)["counts"] == after["counts"] and len(json.loads(listed.output)["items"]) == 2
+    shell_export = runner.invoke(app, ["review", "export", str(tmp_path / "from-shell"), "--queue", queue_file])
+    assert shell_export.exit_code == 0 and "1 reviewed board(s)" in shell_export.output
+    again = load_dataset(tmp_path / "from-shell")
+    assert again.samples[0].boxes.tolist() == sample.boxes.tolist()
+    missing = runner.invoke(app, ["review", "export", str(tmp_path / "x"), "--queue", str(tmp_path / "nope.sqlite3")])
+    assert missing.exit_code == 2 and "nope.sqlite3: no such file" in missing.output
 
 
 def test_review_off_by_default_and_an_unusable_queue_is_a_start_up_error(tmp_path, tiny_package):

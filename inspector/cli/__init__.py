@@ -21,6 +21,7 @@ from inspector.cli.data import data_app
 from inspector.cli.models import models_app
 from inspector.native_logs import VERBOSE_ENV, quiet_native_logs
 from inspector.cli.recipe import recipe_app
+from inspector.cli.review import review_app
 
 app = typer.Typer(
     help="PCB defect inspector: import labeled data, train, compress, export and run a defect detector.",
@@ -60,6 +61,7 @@ for _name, _command in COMMANDS:
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(recipe_app, name="recipe")
+app.add_typer(review_app, name="review")
 
 
 def main() -> None:
