@@ -379,7 +379,11 @@ class Service:
             self.plc.result(part, record.verdict, len(record.defects))  # committed first, then shown to the PLC
         self._ack(frame)
         if candidates is not None:
-            self._offer_for_review(frame, template, candidates, decision_threshold, record, detector)
+            try:
+                self._offer_for_review(frame, template, candidates, decision_threshold, record, detector, active)
+            except Exception:  # the record is committed; the review is extra and never stops what follows
+                self.review.failures.inc()
+                log.exception("%s: not offered for review", frame.frame_id)
         latency = time.monotonic() - frame.captured_monotonic
         self.metrics.latency.observe(latency)
         if detections is not None:
@@ -388,10 +392,15 @@ class Service:
         self._after_commit(record, latency)
 
     def _offer_for_review(self, frame: Frame, template, candidates, threshold: float, record: Record,
-                          detector) -> None:
-        """Hand the judged board to the verification queue's writer (in memory; it never blocks the line)."""
+                          detector, active) -> None:
+        """Hand the judged board to the verification queue's writer (in memory; it never blocks the line).
+        A recipe's ignore regions hold nothing to review; its per-class thresholds are not the band's
+        reference (``threshold`` is the lowest one the detector was asked for)."""
+        ignore = [] if active is None else list(active.recipe.spec.ignore_regions)
         detections = [{"box": [float(v) for v in box], "score": float(score), "class_name": name}
-                      for box, score, name in zip(candidates.boxes, candidates.scores, candidates.class_names)]
+                      for box, score, name in zip(candidates.boxes, candidates.scores, candidates.class_names)
+                      if not any(x1 <= (box[0] + box[2]) / 2 <= x2 and y1 <= (box[1] + box[3]) / 2 <= y2
+                                 for x1, y1, x2, y2 in ignore)]
         changes = [change.to_dict() for change in (getattr(candidates, "unknown_changes", None) or [])]
         self.review.offer(record.record_id, frame.frame_id, frame.image, template, detections, changes, threshold,
                           list(detector.manifest.class_names), f"{record.model_name} ({record.package_id})")
