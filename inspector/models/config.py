@@ -17,9 +17,10 @@ numpy/stdlib only, so the runtime can read a package's config without paddle.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from inspector.config_base import ConfigBase, setting
 from inspector.data.layouts import InputLayout, input_layout
 from inspector.models.anchors import Anchor, default_anchors
 ARCH_NAMES = ("ppyolo-r18", "ppyolo-r34", "ppyolo-r50", "ppyolo-r50-dcn", "mbv3-small", "mbv3-large")
@@ -61,84 +62,83 @@ def parse_arch(arch: str) -> ArchSpec:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigBase):
     """A detector's architecture, input and loss settings.
 
     ``anchors`` are (width, height) in input pixels, one list per stride; left empty they default to
-    the DeepPCB set scaled to ``input_size`` (``anchors.default_anchors``).
+    the DeepPCB set scaled to ``input_size`` (``anchors.default_anchors``). Saved in every checkpoint and
+    package: a new field's default must give the old behaviour (``from_dict`` fills a missing field with it).
     """
 
+    KIND = "model config field"
+    SOURCE = "model config"
+
     arch: str = "ppyolo-r50"
-    num_classes: int = 6
+    num_classes: int = setting(6, at_least=1)
     input_size: int = 640
     input_mode: str = "image"  # one of inspector.data.layouts.INPUT_MODES (what the channels are)
     strides: tuple[int, ...] = (8, 16, 32)
     anchors: list[list[Anchor]] = field(default_factory=list)
     iou_aware: bool = True  # predict the IoU of each box and use it in the score (PP-YOLO)
-    iou_aware_factor: float = 0.5  # score = obj^(1-a) * iou^a * cls
-    scale_x_y: float = 1.05  # grid-sensitive decoding: centres can reach the cell borders
+    iou_aware_factor: float = setting(0.5, at_least=0.0, at_most=1.0)  # score = obj^(1-a) * iou^a * cls
+    # grid-sensitive decoding: centres can reach the cell borders
+    scale_x_y: float = setting(1.05, at_least=1.0)
     # Loss settings (see loss.py for what each does).
     anchor_match_threshold: float = 0.5
     ignore_threshold: float = 0.7
     iou_loss_weight: float = 2.5
     iou_aware_loss_weight: float = 1.0
     # Head family; the gfl settings below are read only when head == "gfl" (see gfl_head.py, gfl_loss.py).
-    head: str = "yolo"  # "yolo" (anchor-based) | "gfl" (anchor-free, quality score + box distribution)
-    reg_max: int = 7  # each box side is a distribution over reg_max + 1 bins of 0..reg_max strides
-    gfl_tower_depth: int = 1  # conv layers per level before the prediction conv (PicoDet-S: 2, 5x5)
-    gfl_tower_kernel: int = 3  # their kernel: depthwise k x k (student) or k x k conv (teacher)
-    gfl_cls_loss: str = "vfl"  # "vfl" (varifocal, PP-YOLOE) | "qfl" (quality focal, GFL / PicoDet)
-    gfl_cls_weight: float = 1.0
-    gfl_iou_weight: float = 2.0  # GIoU loss (PicoDet's weights and normalisation: 1.0 / 2.0 / 0.25)
-    gfl_dfl_weight: float = 0.25  # distribution focal loss
-    tal_topk: int = 13  # task-aligned assignment: positives per GT box at most
-    tal_alpha: float = 1.0  # alignment = score^alpha * IoU^beta
-    tal_beta: float = 6.0
-    tal_center_radius: float = 2.5  # a box holding no point: candidates within this many strides of its centre
+    # "yolo" (anchor-based) | "gfl" (anchor-free, quality score + box distribution)
+    head: str = setting("yolo", choices=HEADS)
+    # each box side is a distribution over reg_max + 1 bins of 0..reg_max strides
+    reg_max: int = setting(7, at_least=1, at_most=32, note="bins per box side minus one")
+    # conv layers per level before the prediction conv (PicoDet-S: 2, 5x5)
+    gfl_tower_depth: int = setting(1, at_least=1, at_most=4)
+    # their kernel: depthwise k x k (student) or k x k conv (teacher)
+    gfl_tower_kernel: int = setting(3, choices=(1, 3, 5, 7))
+    # "vfl" (varifocal, PP-YOLOE) | "qfl" (quality focal, GFL / PicoDet)
+    gfl_cls_loss: str = setting("vfl", choices=GFL_CLS_LOSSES)
+    gfl_cls_weight: float = setting(1.0, at_least=0.0)
+    # GIoU loss (PicoDet's weights and normalisation: 1.0 / 2.0 / 0.25)
+    gfl_iou_weight: float = setting(2.0, at_least=0.0)
+    gfl_dfl_weight: float = setting(0.25, at_least=0.0)  # distribution focal loss
+    tal_topk: int = setting(13, at_least=1)  # task-aligned assignment: positives per GT box at most
+    tal_alpha: float = setting(1.0, at_least=0.0)  # alignment = score^alpha * IoU^beta
+    tal_beta: float = setting(6.0, at_least=0.0)
+    # a box holding no point: candidates within this many strides of its centre
+    tal_center_radius: float = setting(2.5, at_least=0.0)
 
-    def __post_init__(self) -> None:
-        parse_arch(self.arch)  # raises with the accepted names
+    def _prepare(self) -> None:
+        if isinstance(self.strides, (list, tuple)):
+            self.strides = tuple(self.strides)
+        if isinstance(self.anchors, (list, tuple)):
+            self.anchors = [[tuple(anchor) if isinstance(anchor, list) else anchor for anchor in level]
+                            if isinstance(level, (list, tuple)) else level for level in self.anchors]
+
+    def _check(self) -> None:
+        try:
+            parse_arch(self.arch)
+        except ValueError as error:  # names what is accepted
+            raise self._invalid("arch", str(error).removeprefix("arch: ")) from error
         input_layout(self.input_mode)  # raises with the known layouts
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes: expected at least 1, got {self.num_classes}")
-        self.strides = tuple(int(s) for s in self.strides)
+        if not self.strides or min(self.strides) < 1:
+            raise self._invalid("strides", f"expected positive strides, got {list(self.strides)}")
         if self.input_size <= 0 or self.input_size % max(self.strides) != 0:
-            raise ValueError(f"input_size: expected a positive multiple of {max(self.strides)}, got {self.input_size}")
+            raise self._invalid("input_size", f"expected a positive multiple of {max(self.strides)}, "
+                                f"got {self.input_size}")
         if not self.anchors:
             self.anchors = default_anchors(self.input_size)
         self.anchors = [[(float(w), float(h)) for w, h in level] for level in self.anchors]
         if len(self.anchors) != len(self.strides):
-            raise ValueError(f"anchors: expected one list per stride {self.strides}, got {len(self.anchors)} lists")
+            raise self._invalid("anchors", f"expected one list per stride {self.strides}, "
+                                f"got {len(self.anchors)} lists")
         per_level = {len(level) for level in self.anchors}
         if len(per_level) != 1 or 0 in per_level:
-            raise ValueError(f"anchors: every level needs the same, non-zero number of anchors, got {self.anchors}")
+            raise self._invalid("anchors", f"every level needs the same, non-zero number of anchors, "
+                                f"got {self.anchors}")
         if any(w <= 0 or h <= 0 for level in self.anchors for w, h in level):
-            raise ValueError(f"anchors: widths and heights must be positive, got {self.anchors}")
-        if not 0.0 <= self.iou_aware_factor <= 1.0:
-            raise ValueError(f"iou_aware_factor: expected a value in [0, 1], got {self.iou_aware_factor}")
-        if self.scale_x_y < 1.0:
-            raise ValueError(f"scale_x_y: expected >= 1.0, got {self.scale_x_y}")
-        self._check_head()
-
-    def _check_head(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"head: expected one of {HEADS}, got {self.head!r}")
-        if isinstance(self.reg_max, bool) or not isinstance(self.reg_max, int) or not 1 <= self.reg_max <= 32:
-            raise ValueError(f"reg_max: expected an integer in [1, 32] (bins per box side minus one), "
-                             f"got {self.reg_max!r}")
-        if isinstance(self.gfl_tower_depth, bool) or self.gfl_tower_depth not in range(1, 5):
-            raise ValueError(f"gfl_tower_depth: expected an integer in [1, 4], got {self.gfl_tower_depth!r}")
-        if isinstance(self.gfl_tower_kernel, bool) or self.gfl_tower_kernel not in (1, 3, 5, 7):
-            raise ValueError(f"gfl_tower_kernel: expected 1, 3, 5 or 7, got {self.gfl_tower_kernel!r}")
-        if self.gfl_cls_loss not in GFL_CLS_LOSSES:
-            raise ValueError(f"gfl_cls_loss: expected one of {GFL_CLS_LOSSES}, got {self.gfl_cls_loss!r}")
-        for name in ("gfl_cls_weight", "gfl_iou_weight", "gfl_dfl_weight", "tal_alpha", "tal_beta",
-                     "tal_center_radius"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-        if isinstance(self.tal_topk, bool) or not isinstance(self.tal_topk, int) or self.tal_topk < 1:
-            raise ValueError(f"tal_topk: expected an integer >= 1, got {self.tal_topk!r}")
+            raise self._invalid("anchors", f"widths and heights must be positive, got {self.anchors}")
 
     @property
     def layout(self) -> InputLayout:
@@ -160,19 +160,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (lists instead of tuples); ``from_dict`` reverses it exactly."""
-        data = asdict(self)
+        data = super().to_dict()
         data["strides"] = list(self.strides)
         data["anchors"] = [[[w, h] for w, h in level] for level in self.anchors]
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "model config") -> "ModelConfig":
-        """Rebuild from ``to_dict`` output; ``source`` (e.g. the checkpoint path) prefixes errors."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown model config field(s) {unknown}; expected some of {sorted(known)}")
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{source}: {error}") from error
