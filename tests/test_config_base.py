@@ -112,3 +112,70 @@ def test_a_config_raises_its_own_error_type():
         WithOwnError.from_dict({"size": 33}, source="c.yaml")
     with pytest.raises(OwnError, match="^c.yaml: unknown option 'sise'; did you mean 'size'\\?$"):
         WithOwnError.from_dict({"sise": 32}, source="c.yaml")
+
+
+# --------------------------------------------------------------------------- the configs built on the base
+
+
+def _configs():
+    from inspector.compression.distill import DistillConfig
+    from inspector.compression.prune import PruneConfig
+    from inspector.compression.quantize import QuantizeConfig
+    from inspector.models.config import ModelConfig
+    from inspector.pipeline.config import PipelineConfig
+    from inspector.training.config import TrainConfig
+
+    return [TrainConfig(arch="mbv3-small", data="d", out="o"), DistillConfig(teacher="t"),
+            PruneConfig(model="m", data="d", out="o"), QuantizeConfig(model="m", data="d", out="o"),
+            PipelineConfig(data="d", out="o"), ModelConfig(arch="mbv3-small", head="gfl")]
+
+
+def test_every_config_saves_and_loads_unchanged_and_names_its_file_on_a_typo(tmp_path):
+    for config in _configs():
+        assert isinstance(config, ConfigBase)
+        path = tmp_path / f"{type(config).__name__}.json"
+        config.save(path)
+        assert type(config).load(path) == config
+        values = json.loads(path.read_text())
+        name = next(key for key in values if key not in ("data", "out", "model", "teacher", "arch"))
+        values[name[:-1]] = values.pop(name)  # a typo: the last letter dropped
+        path.write_text(json.dumps(values))
+        with pytest.raises(Exception, match=f"^{path}: unknown .*'{name[:-1]}'; did you mean '{name}'\\?$"):
+            type(config).load(path)
+
+
+def test_a_run_saved_before_a_field_existed_loads_with_its_default(tmp_path):
+    from inspector.training.config import TrainConfig
+
+    old = TrainConfig(arch="mbv3-small", data="d", out="o").to_dict()
+    del old["aug_off_epochs"], old["copy_paste"]
+    (tmp_path / "train_config.json").write_text(json.dumps(old))
+    loaded = TrainConfig.load(tmp_path / "train_config.json")
+    assert loaded.aug_off_epochs == 0 and loaded.copy_paste == 0.0
+
+
+@pytest.mark.parametrize("command, message", [
+    (["train", "--arch", "mbv3-small", "--crop-size", "100"],
+     "error: --crop-size: 100 is not a multiple of 32 (the detector's largest stride)"),
+    (["train", "--arch", "mbv3-small", "--lr", "0"], "error: --lr: expected more than 0.0, got 0.0"),
+    (["pipeline", "--epochs", "2", "--crop-size", "100"], "error: --crop-size: 100 is not a multiple of 32"),
+])
+def test_a_bad_command_line_value_names_its_flag(tmp_path, command, message):
+    from typer.testing import CliRunner
+
+    from inspector.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_preset_value_is_named_with_the_preset_file(tmp_path):
+    from inspector.pipeline.config import PipelineConfig, PipelineError, read_preset
+
+    preset = tmp_path / "pipeline-x.yaml"
+    preset.write_text("epochs: 0\n")
+    with pytest.raises(PipelineError, match=f"^{preset}: epochs: expected at least 1, got 0$"):
+        PipelineConfig.from_dict({**read_preset(preset), "data": "d", "out": "o"}, source=str(preset),
+                                 origins={"data": "--data", "out": "--out"})

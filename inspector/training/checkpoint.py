@@ -90,7 +90,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     directory = resolve_checkpoint_dir(path)
     try:
         info = json.loads((directory / INFO_FILE).read_text())
-        model_config = ModelConfig.from_dict(info.pop("model_config"))
+        model_config = ModelConfig.from_dict(info.pop("model_config"), source=str(directory / INFO_FILE))
         class_names = list(info.pop("class_names"))
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{directory / INFO_FILE}: not a valid checkpoint description ({error})") from error
