@@ -211,3 +211,22 @@ def test_a_failing_queue_write_is_counted_and_logged_and_the_line_goes_on(tmp_pa
     assert service.health()["ready"] and service.worker_alive
     with sqlite3.connect(service.config.records_path) as db:
         assert db.execute("SELECT COUNT(*) FROM records WHERE verdict = 'NG'").fetchone()[0] == boards + 2
+
+
+def test_a_recipes_ignore_regions_hold_nothing_to_review(tmp_path, tiny_package, running):
+    import yaml
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "left-ignored.yaml").write_text(yaml.safe_dump({
+        "name": "left-ignored", "version": "1", "model": str(tiny_package.package), "score_threshold": 0.0,
+        "ignore_regions": [[0, 0, 80, 10000]]}))
+    service = start_service(tmp_path, tiny_package, running, recipes=recipes, recipe="left-ignored",
+                            review_near_band=0.01)
+    queued = service.review.queue.pending(limit=100)
+    assert len(queued) == len(board_pairs(tiny_package.data))  # every board still has boxes right of x = 80
+    centres = [(d["box"][0] + d["box"][2]) / 2 for item in queued for d in item.detections]
+    assert centres and min(centres) > 80
+    records = service.journal.query(line=service.line, limit=100).items
+    assert all((d["box"][0] + d["box"][2]) / 2 > 80 for r in records for d in r.defects)
+    assert {item.model.split(" ")[0] for item in queued} == {service.model_name}
