@@ -27,6 +27,8 @@ from typing import Callable, NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from inspector.config_base import ConfigBase, setting
+
 # Element e = transpose (when e >= 4) followed by (e % 4) counter-clockwise quarter turns.
 DIHEDRAL_NAMES: tuple[str, ...] = (
     "identity", "rotate 90", "rotate 180", "rotate 270",
@@ -93,29 +95,25 @@ def dihedral(
 
 
 @dataclass(frozen=True)
-class PairAugmentConfig:
+class PairAugmentConfig(ConfigBase):
     """The pair augmentations of a training run. All off by default (today's behaviour)."""
 
-    dihedral: bool = False  # one of the 8 dihedral transforms, uniformly, per training sample
-    copy_paste: float = 0.0  # probability that a training sample receives pasted defects
-    copy_paste_count: int = 2  # pastes tried on such a sample (each may be skipped: no matching place)
-    copy_paste_balance: bool = False  # donor class drawn uniformly (favours rare classes), not by frequency
-    copy_paste_margin: int = 3  # pixels of the donor board around the defect box cut with it
-    copy_paste_max_mismatch: float = 0.02  # templates' mean squared difference (0..1) at an accepted place
-    copy_paste_tolerance: float = 0.01  # fraction of disagreeing test/template pixels allowed under a paste
-    copy_paste_searches: int = 6  # (donor, orientation) searches per paste before it is skipped
+    KIND = "pair augmentation option"
+    SOURCE = "pair augmentation"
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.copy_paste <= 1.0:
-            raise ValueError(f"copy_paste: a probability in [0, 1] expected, got {self.copy_paste}")
-        for name in ("copy_paste_count", "copy_paste_searches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: at least 1 expected, got {getattr(self, name)}")
-        if self.copy_paste_margin < 0:
-            raise ValueError(f"copy_paste_margin: at least 0 expected, got {self.copy_paste_margin}")
-        for name in ("copy_paste_max_mismatch", "copy_paste_tolerance"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}: a fraction in [0, 1] expected, got {getattr(self, name)}")
+    dihedral: bool = False  # one of the 8 dihedral transforms, uniformly, per training sample
+    # probability that a training sample receives pasted defects
+    copy_paste: float = setting(0.0, at_least=0.0, at_most=1.0)
+    # pastes tried on such a sample (each may be skipped: no matching place)
+    copy_paste_count: int = setting(2, at_least=1)
+    copy_paste_balance: bool = False  # donor class drawn uniformly (favours rare classes), not by frequency
+    copy_paste_margin: int = setting(3, at_least=0)  # pixels of the donor board around the defect box cut with it
+    # templates' mean squared difference (0..1) at an accepted place
+    copy_paste_max_mismatch: float = setting(0.02, at_least=0.0, at_most=1.0)
+    # fraction of disagreeing test/template pixels allowed under a paste
+    copy_paste_tolerance: float = setting(0.01, at_least=0.0, at_most=1.0)
+    # (donor, orientation) searches per paste before it is skipped
+    copy_paste_searches: int = setting(6, at_least=1)
 
     @property
     def active(self) -> bool:
