@@ -123,8 +123,9 @@ def test_review_api_roles_decision_export_and_training_data(tmp_path, tiny_packa
     page = client.get("/review", headers=AS_ROLE["operator"]).json()
     assert page["counts"]["pending"] == {"ng": len(board_pairs(tiny_package.data))}
     item = page["items"][0]
-    assert client.get(f"/review/items/{item['id']}/image", headers=AS_ROLE["operator"]).headers["content-type"] == \
-        "image/png"
+    picture = client.get(f"/review/items/{item['id']}/image", headers=AS_ROLE["operator"])
+    original = Path(service.config.source) / item["source"]
+    assert picture.headers["content-type"] == "image/jpeg" and picture.content == original.read_bytes()
 
     count = len(item["detections"])
     first = item["detections"][0]
@@ -230,3 +231,39 @@ def test_a_recipes_ignore_regions_hold_nothing_to_review(tmp_path, tiny_package,
     records = service.journal.query(line=service.line, limit=100).items
     assert all((d["box"][0] + d["box"][2]) / 2 > 80 for r in records for d in r.defects)
     assert {item.model.split(" ")[0] for item in queued} == {service.model_name}
+
+
+def test_the_writer_copies_an_unchanged_file_and_writes_the_judged_pixels_otherwise(tmp_path):
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from inspector.service.review_feed import ReviewFeed
+
+    feed = ReviewFeed(tmp_path / "data", CollectorRegistry(), "line1", near_band=0.15, max_pending=2)
+    try:
+        image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+        template = np.zeros_like(image)
+        scan = tmp_path / "board_test.jpg"
+        scan.write_bytes(cv2.imencode(".jpg", image)[1].tobytes())
+        stat = scan.stat()
+        version = f"{stat.st_size}:{stat.st_mtime_ns}"
+        near = [{"box": [1, 2, 10, 12], "score": 0.45, "class_name": "open"}]
+        common = dict(template=template, unknown_changes=[], score_threshold=0.5, class_names=["open", "short"],
+                      model="m (p)")
+        assert feed.offer("r1", "board_test.jpg", image, detections=near, file=scan, file_version=version, **common)
+        assert feed.offer("r2", "board_test.jpg", image, detections=near, file=scan, file_version="1:2", **common)
+        confident_ok = [{"box": [1, 2, 10, 12], "score": 0.2, "class_name": "open"}]
+        assert not feed.offer("r3", "x", image, detections=confident_ok, **common)  # nothing to learn
+        assert feed.offer("r4", "x", image, detections=near, **common)  # over max_pending: skipped
+        assert feed.wait_idle(30, boards=4)
+        first, second = sorted(feed.queue.pending(), key=lambda item: item.id)
+        assert Path(first.image_path).name == "r1.jpg" and Path(first.image_path).read_bytes() == scan.read_bytes()
+        assert Path(second.image_path).name == "r2.png"  # not the version judged: the judged pixels, lossless
+        assert np.array_equal(cv2.imread(second.image_path), image)
+        assert first.template_path == second.template_path  # one copy per distinct template
+        assert (feed.enqueued._value.get(), feed.skipped._value.get(), feed.failures._value.get()) == (2, 1, 0)
+        assert feed.offer("r5", "x", image, detections=near, template=template, unknown_changes=[],
+                          score_threshold="not a number", class_names=["open"], model="m") is False
+        assert feed.failures._value.get() == 1  # refused and counted, never raised into the line
+    finally:
+        feed.close()

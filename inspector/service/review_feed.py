@@ -3,9 +3,10 @@
 The inspection worker hands every judged board to ``ReviewFeed.offer``, which only decides whether a
 review would teach something (NG, a detection within ``near_band`` of the decision threshold, or an
 unknown-change flag) and puts the board on a small in-memory queue: no disk access on the worker thread.
-A thread of its own then writes the board's picture (PNG, lossless: the queue must outlive the hot
-folder's files and a camera's frames have no file at all), its golden template (once per distinct
-template, named by its content hash) and the queue row. A failure there (full disk, a locked database)
+A thread of its own, at the lowest CPU priority, then writes the board's picture (the queue must
+outlive the hot folder's files: a hot-folder file is copied as it is when it is still the version
+judged; a camera frame, which has no file, is written as PNG, lossless), its golden template (once per
+distinct template, named by its content hash) and the queue row. A failure there (full disk, a locked database)
 is logged and counted (``inspector_review_failures_total``), never raised into the line; when the
 writer falls behind, or ``max_pending`` boards already wait for a person, new boards are skipped and
 counted (``inspector_review_skipped_total``), so neither memory nor disk grows without bound.
@@ -45,6 +46,8 @@ class _Offer:
     score_threshold: float
     class_names: list[str]
     model: str
+    file: Optional[Path]  # the hot-folder file the frame was read from: copied as it is when unchanged
+    file_version: Optional[str]  # its "size:mtime_ns" when it was judged
 
 
 class ReviewFeed:
@@ -73,38 +76,41 @@ class ReviewFeed:
 
     def offer(self, record_id: str, frame_id: str, image: np.ndarray, template: Optional[np.ndarray],
               detections: list[dict], unknown_changes: list[dict], score_threshold: float,
-              class_names: list[str], model: str) -> bool:
+              class_names: list[str], model: str, file: Optional[Path] = None,
+              file_version: Optional[str] = None) -> bool:
         """Queue a judged board for writing when a review would teach something; True when accepted.
         Never blocks and never raises: this runs on the inspection worker."""
         try:
-            return self._accept(record_id, frame_id, image, template, detections, unknown_changes, score_threshold,
-                                class_names, model)
+            return self._accept(_Offer(record_id, frame_id, image, template, detections, unknown_changes,
+                                       float(score_threshold), list(class_names), model, file, file_version))
+        except Exception:  # a bug here must not cost the line a board
+            self.failures.inc()
+            log.exception("%s: not offered for review", frame_id)
+            return False
         finally:
             with self._idle:
                 self.boards_seen += 1
                 self._idle.notify_all()
 
-    def _accept(self, record_id, frame_id, image, template, detections, unknown_changes, score_threshold,
-                class_names, model) -> bool:
+    def _accept(self, offer: _Offer) -> bool:
         try:
-            if rank(detections, unknown_changes, score_threshold, self.near_band) is None:
+            if rank(offer.detections, offer.unknown_changes, offer.score_threshold, self.near_band) is None:
                 return False
             with self._idle:
                 self._busy += 1
             try:
-                self._backlog.put_nowait(_Offer(record_id, frame_id, image, template, detections, unknown_changes,
-                                                float(score_threshold), list(class_names), model))
+                self._backlog.put_nowait(offer)
             except queue.Full:
                 with self._idle:
                     self._busy -= 1
                     self._idle.notify_all()
                 self.skipped.inc()
-                log.warning("review queue writer is behind: %s not queued for review", frame_id)
+                log.warning("review queue writer is behind: %s not queued for review", offer.frame_id)
                 return False
             return True
         except Exception:  # a bug here must not cost the line a board
             self.failures.inc()
-            log.exception("%s: not offered for review", frame_id)
+            log.exception("%s: not offered for review", offer.frame_id)
             return False
 
     def wait_idle(self, timeout: float, boards: int = 0) -> bool:
@@ -124,6 +130,10 @@ class ReviewFeed:
     # ------------------------------------------------------------------ the writer thread
 
     def _write_loop(self) -> None:
+        try:  # Linux threads have a nice value of their own: the writer takes CPU the line leaves idle
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError) as error:
+            log.info("review writer keeps the normal priority (%s)", error)
         while True:
             offer = self._backlog.get()
             if offer is None:
@@ -145,8 +155,10 @@ class ReviewFeed:
                     self._idle.notify_all()
 
     def _write(self, offer: _Offer) -> bool:
-        image_path = self.images / f"{offer.record_id}.png"
-        _write_png(image_path, offer.image)
+        image_path = _copy_unchanged(offer.file, offer.file_version, self.images / offer.record_id)
+        if image_path is None:  # a camera frame, or the file changed since: the judged pixels, losslessly
+            image_path = self.images / f"{offer.record_id}.png"
+            _write_png(image_path, offer.image)
         template_path = None
         if offer.template is not None:
             digest = hashlib.sha1(np.ascontiguousarray(offer.template).tobytes()).hexdigest()[:20]
@@ -164,15 +176,45 @@ class ReviewFeed:
         return sum(self.queue.counts()["pending"].values())
 
 
+def _copy_unchanged(file: Optional[Path], version: Optional[str], stem: Path) -> Optional[Path]:
+    """The judged file's bytes as ``stem`` + its suffix (no re-encoding: the scanner's own file), when it is
+    still the version that was judged (size and mtime before and after reading); else None."""
+    if file is None or version is None:
+        return None
+
+    def current() -> Optional[str]:
+        try:
+            stat = os.stat(file)
+        except OSError:
+            return None
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    if current() != version:
+        return None
+    try:
+        data = Path(file).read_bytes()
+    except OSError:
+        return None
+    if current() != version:
+        return None
+    target = stem.with_name(stem.name + Path(file).suffix.lower())
+    _write_bytes(target, data)
+    return target
+
+
 def _write_png(path: Path, image: np.ndarray) -> None:
-    """Written whole or not at all (temporary file, then renamed)."""
     ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise ValueError(f"{path.name}: the image could not be encoded as PNG")
+    _write_bytes(path, encoded.tobytes())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Written whole or not at all (temporary file, then renamed)."""
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(encoded.tobytes())
+            stream.write(data)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -403,7 +403,8 @@ class Service:
                                  for x1, y1, x2, y2 in ignore)]
         changes = [change.to_dict() for change in (getattr(candidates, "unknown_changes", None) or [])]
         self.review.offer(record.record_id, frame.frame_id, frame.image, template, detections, changes, threshold,
-                          list(detector.manifest.class_names), f"{record.model_name} ({record.package_id})")
+                          list(detector.manifest.class_names), f"{record.model_name} ({record.package_id})",
+                          file=frame.path if record.file_version is not None else None, file_version=record.file_version)
 
     def _commit(self, record: Record) -> None:
         """Append to the journal; retried until it works (a full disk is an alarm, not a lost record)."""
