@@ -9,8 +9,8 @@ the boards queued per reason, and how long the writer thread took to catch up af
 (what the line would have waited, had the writes been on its thread, is the sum of their times).
 
 Measured 2026-12-04 on the shared 2-core box (load average 5-7 from other jobs: noisy), models/default,
-60 trainval boards (every one NG; queued: 45 near the threshold, 15 NG), four runs each:
-  off:              19.0-24.6 boards/s, latency p50 138-199 ms, inference 21.5-32.2 ms
+60 trainval boards (every one NG; queued: 45 near the threshold, 15 NG), 4-7 runs each:
+  off:              18.8-24.6 boards/s, latency p50 138-199 ms, inference 21.5-32.2 ms
   review:           14.0-17.5 boards/s, latency p50 209-271 ms, inference 30.0-39.7 ms
   review + changes:  8.5-12.2 boards/s, latency p50 316-467 ms, inference 57.7-85.2 ms (the flags run in
                     the detector process: ~30 ms a 640 px board, as benchmarks/unknown_changes.py says)
