@@ -65,8 +65,8 @@ def expected_reasons(tiny, threshold: float, band: float, changes: bool) -> dict
     detector = Detector.load(tiny.package)
     reasons = {}
     for test, temp in board_pairs(tiny.data):
-        found = detector.detect(cv2.imread(str(test)), cv2.imread(str(temp)), score_threshold=max(0.0, threshold - band),
-                                unknown_changes=changes)
+        found = detector.detect(cv2.imread(str(test)), cv2.imread(str(temp)),
+                                score_threshold=max(0.0, threshold - band), unknown_changes=changes)
         detections = [{"score": float(s)} for s in found.scores]
         flags = [c.to_dict() for c in (found.unknown_changes or [])]
         place = rank(detections, flags, threshold, band)
@@ -103,7 +103,8 @@ def test_the_line_queues_ng_uncertain_and_unknown_change_boards(tmp_path, tiny_p
     for name, item in queued.items():
         # Its own copy of the frame and template (the hot folder's files may go), named by the record.
         assert Path(item.image_path).parent == service.config.data_dir / "review-images"
-        assert cv2.imread(item.image_path).shape == cv2.imread(str(tiny_package.data.rglob(f"{name}.jpg").__next__())).shape
+        original = next(tiny_package.data.rglob(f"{name}.jpg"))
+        assert Path(item.image_path).read_bytes() == original.read_bytes()  # the scanner's file, as it was
         assert item.template_path and Path(item.template_path).is_file()
         assert item.model.startswith(service.model_name) and item.score_threshold == threshold
         if reason == "unknown_change":

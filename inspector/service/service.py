@@ -350,8 +350,8 @@ class Service:
                     float(detector.manifest.postprocess.score_threshold)
                 changes = {"unknown_changes": True} if self.config.review_unknown_changes and template is not None \
                     else {}
-                candidates = detector.detect(frame.image, template, align=self.config.align,
-                                             score_threshold=max(0.0, decision_threshold - self.config.review_near_band),
+                lowered = max(0.0, decision_threshold - self.config.review_near_band)
+                candidates = detector.detect(frame.image, template, align=self.config.align, score_threshold=lowered,
                                              **changes)
                 detections = _at_least(candidates, decision_threshold)
             if active is not None:
@@ -404,7 +404,8 @@ class Service:
         changes = [change.to_dict() for change in (getattr(candidates, "unknown_changes", None) or [])]
         self.review.offer(record.record_id, frame.frame_id, frame.image, template, detections, changes, threshold,
                           list(detector.manifest.class_names), f"{record.model_name} ({record.package_id})",
-                          file=frame.path if record.file_version is not None else None, file_version=record.file_version)
+                          file=frame.path if record.file_version is not None else None,
+                          file_version=record.file_version)
 
     def _commit(self, record: Record) -> None:
         """Append to the journal; retried until it works (a full disk is an alarm, not a lost record)."""
