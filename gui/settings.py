@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from gui.evidence import atomic_write_json
+from inspector.config_base import ConfigBase
 
 CONFIG_ENV = "INSPECTOR_GUI_CONFIG"
 
@@ -33,7 +34,10 @@ def _default_threads() -> int:
 
 
 @dataclass
-class GuiSettings:
+class GuiSettings(ConfigBase):
+    """Checked against the annotations on construction (``ConfigBase``): a saved value of the wrong type is
+    refused with the field's name."""
+
     source: str = "demo"  # camera index, video file, stream URL, image folder, or "demo"
     model: str = ""  # model package folder; "" = the shipped default
     backend: str = "lite"
@@ -47,9 +51,6 @@ class GuiSettings:
     evidence_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "evidence"))
     review_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "reviews"))
     window_geometry: str = ""  # Qt's saveGeometry(), base64
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def load_settings(path: Path) -> tuple[GuiSettings, str]:
@@ -73,22 +74,9 @@ def load_settings(path: Path) -> tuple[GuiSettings, str]:
 
 
 def _from_dict(content: dict) -> GuiSettings:
-    defaults = GuiSettings()
-    values = {}
-    for spec in fields(GuiSettings):
-        if spec.name not in content:
-            continue
-        value, default = content[spec.name], getattr(defaults, spec.name)
-        if spec.name == "global_threshold":
-            if value is not None and not isinstance(value, (int, float)):
-                raise ValueError(f"global_threshold: expected a number or null, got {value!r}")
-        elif spec.name == "per_class_thresholds":
-            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
-                raise ValueError(f"per_class_thresholds: expected {{class name: number}}, got {value!r}")
-        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
-            raise ValueError(f"{spec.name}: expected {type(default).__name__}, got {value!r}")
-        values[spec.name] = value
-    return GuiSettings(**values)
+    """The saved values (a key this version does not know, e.g. from a newer one, is ignored)."""
+    known = {spec.name for spec in fields(GuiSettings)}
+    return GuiSettings(**{name: value for name, value in content.items() if name in known})
 
 
 def save_settings(path: Path, settings: GuiSettings) -> None:

@@ -158,7 +158,13 @@ def _type_problem(value: Any, annotation: Any) -> str | None:
                 return f"expected {_type_name(annotation)}, got {value!r}"
         return None
     elif origin is dict or annotation is dict:
-        ok = isinstance(value, dict)
+        if not isinstance(value, dict):
+            return f"expected {_type_name(annotation)}, got {value!r}"
+        key_type, value_type = typing.get_args(annotation) or (Any, Any)
+        if any(_type_problem(k, key_type) is not None or _type_problem(v, value_type) is not None
+               for k, v in value.items()):
+            return f"expected {_type_name(annotation)}, got {value!r}"
+        return None
     else:
         return None  # an annotation this check does not read (a class, a Literal): the field's own checks apply
     return None if ok else f"expected {_type_name(annotation)}, got {value!r}"
@@ -172,6 +178,9 @@ def _type_name(annotation: Any) -> str:
         return "null"
     if annotation is Any:
         return "values"
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation)
+        return f"a mapping of {_type_name(key_type)} to {_type_name(value_type)}"
     if origin is not None:
         return f"a {origin.__name__} of {', '.join(_type_name(a) for a in typing.get_args(annotation))}"
     return getattr(annotation, "__name__", str(annotation))
