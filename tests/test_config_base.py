@@ -179,3 +179,14 @@ def test_a_preset_value_is_named_with_the_preset_file(tmp_path):
     with pytest.raises(PipelineError, match=f"^{preset}: epochs: expected at least 1, got 0$"):
         PipelineConfig.from_dict({**read_preset(preset), "data": "d", "out": "o"}, source=str(preset),
                                  origins={"data": "--data", "out": "--out"})
+
+
+@dataclass
+class WithMapping(ConfigBase):
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+def test_a_mapping_field_checks_its_keys_and_values():
+    assert WithMapping(thresholds={"short": 0.3, "open": 1}).thresholds["open"] == 1
+    with pytest.raises(ConfigError, match=r"^thresholds: expected a mapping of str to float, got \{'short': 'high'\}$"):
+        WithMapping(thresholds={"short": "high"})
