@@ -428,10 +428,12 @@ def test_parse_arch_names():
 
 
 def test_config_and_numpy_nms_import_without_paddle():
+    # head_layout, yolo_targets and assign too: the torch twin (tools/torch_twin/) runs them where paddle is absent.
     code = (
         "import sys\n"
         "from inspector.models import ModelConfig, nms_numpy, select_detections, kmeans_anchors\n"
         "import inspector.models.nms, inspector.models.config, inspector.models.anchors\n"
+        "import inspector.models.head_layout, inspector.models.yolo_targets, inspector.models.assign\n"
         "assert 'paddle' not in sys.modules, 'paddle was imported'\n"
         "ModelConfig(arch='mbv3-small')\n"
     )

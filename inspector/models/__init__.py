@@ -2,12 +2,14 @@
 
 Modules, top-down:
 - ``config``: ``ModelConfig`` and the architecture names; ``anchors``: default and k-means anchors;
-  ``nms``: numpy NMS. These three need no paddle, so the runtime can use them on their own.
+  ``nms``: numpy NMS; ``head_layout``: the heads' channel layouts and numpy decoding constants;
+  ``yolo_targets``: the PP-YOLO loss's target assignment (numpy); ``assign``: task-aligned assignment (numpy).
+  These need no paddle, so the runtime (and the torch twin, ``tools/torch_twin/``) can use them on their own.
 - ``layers``, ``backbones``, ``necks``: ResNet-vd / MobileNetV3 and the PP-YOLO / light FPNs.
 - ``head``: the YOLO head and its output layout; ``postprocess``: decoding and NMS;
   ``loss``: the PP-YOLO loss; ``detector``: ``YOLODetector``, ``build_model``.
 - ``gfl_head``: the anchor-free GFL head (``ModelConfig.head == "gfl"``) and its decoding;
-  ``assign``: task-aligned assignment (numpy); ``gfl_loss``: varifocal/quality focal, GIoU and DFL.
+  ``gfl_loss``: varifocal/quality focal, GIoU and DFL.
 
 Importing this package does not import paddle: the paddle-based names below are loaded on first
 use, so ``from inspector.models import ModelConfig, nms_numpy`` stays light for the runtime.

@@ -48,11 +48,11 @@ from paddle.framework import in_dynamic_or_pir_mode
 from paddle.nn.initializer import Normal
 
 from inspector.models.config import ModelConfig
+from inspector.models.head_layout import anchor_points, gfl_channels, gfl_constant_arrays  # noqa: F401 (re-exported)
 from inspector.models.layers import ConvBNAct, DepthwiseSeparableConv, sigmoid
 
-def gfl_channels(num_classes: int, reg_max: int) -> int:
-    """Channels of one level's raw map: C class logits then 4 distributions of reg_max + 1 bins."""
-    return num_classes + 4 * (reg_max + 1)
+# ``gfl_channels`` (the channels of one level's map), ``gfl_constant_arrays`` and ``anchor_points`` are numpy
+# without paddle and live in ``head_layout.py`` (shared with the torch twin); importable from here as before.
 
 
 class GFLHead(nn.Layer):
@@ -137,24 +137,6 @@ class GFLLevelConstants:
 
     points: paddle.Tensor
     projection: paddle.Tensor
-
-
-def gfl_constant_arrays(height: int, width: int, stride: int, reg_max: int) -> tuple[np.ndarray, np.ndarray]:
-    """The numpy values of ``GFLLevelConstants`` for a level of ``height`` x ``width`` cells."""
-    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    points = (np.stack([columns.reshape(-1), rows.reshape(-1)]) + 0.5) * stride
-    projection = np.arange(reg_max + 1, dtype=np.float64) * stride
-    return points.reshape(1, 2, -1).astype(np.float32), projection.reshape(1, 1, -1, 1).astype(np.float32)
-
-
-def anchor_points(grid_sizes: list[tuple[int, int]], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """All levels' anchor points (N, 2) xy input pixels and their strides (N,), in decode order."""
-    points, point_strides = [], []
-    for (height, width), stride in zip(grid_sizes, strides):
-        level_points, _ = gfl_constant_arrays(height, width, stride, 1)
-        points.append(level_points[0].T)
-        point_strides.append(np.full(height * width, stride, dtype=np.float32))
-    return np.concatenate(points), np.concatenate(point_strides)
 
 
 def split_gfl_level(output: paddle.Tensor, num_classes: int, reg_max: int) -> tuple[paddle.Tensor, paddle.Tensor]:

@@ -21,15 +21,11 @@ import paddle.nn as nn
 from paddle import ParamAttr
 from paddle.nn.initializer import Normal
 
+from inspector.models.head_layout import IOU, OBJ, TH, TW, TX, TY, channels_per_anchor
 from inspector.models.layers import ConvBNAct, DepthwiseSeparableConv
 
-# Channel offsets inside one anchor's group.
-TX, TY, TW, TH, OBJ, IOU = 0, 1, 2, 3, 4, 5
-
-
-def channels_per_anchor(num_classes: int, iou_aware: bool) -> int:
-    """K in the layout above."""
-    return (6 if iou_aware else 5) + num_classes
+# The channel offsets inside one anchor's group and ``channels_per_anchor`` (K in the layout above) live in the
+# paddle-free ``head_layout.py``; importable from here as before.
 
 
 @dataclass

@@ -26,12 +26,10 @@ import paddle
 
 from inspector.models.anchors import Anchor
 from inspector.models.config import ModelConfig
-from inspector.models.head import LevelPrediction, channels_per_anchor
+from inspector.models.head import LevelPrediction
+from inspector.models.head_layout import MAX_LOG_SCALE, channels_per_anchor, level_constant_arrays
 from inspector.models.layers import exp, sigmoid  # legacy-program-safe (export for Paddle Lite)
 from inspector.models.nms import NmsMethod, select_detections
-
-# exp(8) ~ 3000 x the anchor: far beyond any real box, but keeps a wild logit from overflowing.
-MAX_LOG_SCALE = 8.0
 
 
 @dataclass
@@ -44,17 +42,6 @@ class LevelConstants:
 
     offsets: paddle.Tensor
     half_anchors: paddle.Tensor
-
-
-def level_constant_arrays(
-    height: int, width: int, anchors: list[Anchor], stride: int, scale_x_y: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The numpy values of ``LevelConstants`` for a level of ``height`` x ``width`` cells."""
-    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")  # row-major cells
-    cells = np.stack([columns.reshape(-1), rows.reshape(-1)])  # (2, H*W): x, y
-    offsets = (cells - (scale_x_y - 1.0) / 2.0) * stride
-    half_anchors = np.asarray(anchors, dtype=np.float64).reshape(1, len(anchors), 2, 1) * 0.5
-    return offsets.reshape(1, 1, 2, -1).astype(np.float32), half_anchors.astype(np.float32)
 
 
 def level_constants(output: paddle.Tensor, anchors: list[Anchor], stride: int, scale_x_y: float) -> LevelConstants:
