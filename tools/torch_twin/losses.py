@@ -14,8 +14,9 @@ another objective. Mirrored:
   kept for logging (``_combined``). ``FeatureAdapters`` mirrors ``distill.FeatureAdapters`` (PaddleSlim's
   ``ShapeAlign("1x1conv")`` per level) with the Paddle parameter names ``levels.{i}.align_op.weight/bias``.
 
-Only torch, numpy and the paddle-free parts of ``inspector`` are imported. The numpy helpers that live in
-paddle modules (``gfl_head.anchor_points``, ``split_gfl_level``) are re-implemented here; the tests compare them.
+Only torch, numpy and the paddle-free parts of ``inspector`` are imported. The numpy layout helpers
+(``gfl_channels``, ``anchor_points``) come from the paddle-free ``inspector.models.head_layout`` that
+``gfl_head.py`` uses too; ``split_gfl_level`` is paddle graph code, mirrored here in torch; the tests compare it.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 
 from inspector.models.assign import task_aligned_assign
 from inspector.models.config import ModelConfig
+from inspector.models.head_layout import anchor_points, gfl_channels
+from tools.torch_twin.model import as_numpy
 
 GFL_LOSS_KEYS = ("loss_cls", "loss_iou", "loss_dfl")
 VFL_ALPHA, VFL_GAMMA = 0.75, 2.0
@@ -41,23 +44,6 @@ GFL_RESPONSE_KEYS = ("distill_quality", "distill_ld")
 
 
 # --------------------------------------------------------------------------- layout (gfl_head.py)
-
-
-def gfl_channels(num_classes: int, reg_max: int) -> int:
-    """Channels of one level's raw map: C class logits then 4 distributions of reg_max + 1 bins."""
-    return num_classes + 4 * (reg_max + 1)
-
-
-def anchor_points(grid_sizes: list[tuple[int, int]], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """All levels' anchor points (N, 2) xy input pixels (cell centres, rows major) and their strides (N,),
-    in decode order: ``gfl_head.anchor_points``."""
-    points, point_strides = [], []
-    for (height, width), stride in zip(grid_sizes, strides):
-        rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-        level = ((np.stack([columns.reshape(-1), rows.reshape(-1)]) + 0.5) * stride).astype(np.float32)
-        points.append(level.T)
-        point_strides.append(np.full(height * width, stride, dtype=np.float32))
-    return np.concatenate(points), np.concatenate(point_strides)
 
 
 def split_gfl_level(output: torch.Tensor, num_classes: int, reg_max: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,10 +114,6 @@ def distances_to_boxes(distances: torch.Tensor, points: torch.Tensor, strides: t
     return torch.cat([points - scaled[..., :2], points + scaled[..., 2:]], dim=-1)
 
 
-def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-
-
 def gfl_loss(
     outputs: list[torch.Tensor],
     gt_boxes: torch.Tensor | np.ndarray,
@@ -145,8 +127,8 @@ def gfl_loss(
     """
     batch = int(outputs[0].shape[0])
     device = outputs[0].device
-    gt_boxes_np = _as_numpy(gt_boxes).astype(np.float32).reshape(batch, -1, 4)
-    gt_classes_np = _as_numpy(gt_classes).astype(np.int64).reshape(batch, -1)
+    gt_boxes_np = as_numpy(gt_boxes).astype(np.float32).reshape(batch, -1, 4)
+    gt_classes_np = as_numpy(gt_classes).astype(np.int64).reshape(batch, -1)
 
     grid_sizes = [(int(o.shape[2]), int(o.shape[3])) for o in outputs]
     points_np, strides_np = anchor_points(grid_sizes, cfg.strides)
@@ -157,7 +139,7 @@ def gfl_loss(
     pred_boxes = distances_to_boxes(distances, points, strides)
 
     assignment = task_aligned_assign(
-        _as_numpy(torch.sigmoid(cls_logits)), _as_numpy(pred_boxes), points_np, strides_np, gt_boxes_np,
+        as_numpy(torch.sigmoid(cls_logits)), as_numpy(pred_boxes), points_np, strides_np, gt_boxes_np,
         gt_classes_np, topk=cfg.tal_topk, alpha=cfg.tal_alpha, beta=cfg.tal_beta,
         center_radius=cfg.tal_center_radius,
     )

@@ -34,13 +34,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from inspector.models.config import ModelConfig
+from inspector.models.head_layout import (  # noqa: F401 (anchor_points re-exported for the twin's callers)
+    MAX_LOG_SCALE, OBJ, anchor_points, channels_per_anchor, gfl_channels, gfl_constant_arrays, level_constant_arrays,
+)
 from inspector.models.nms import NmsMethod, select_detections
 
-# The constants of ``inspector.models.detector`` / ``postprocess`` / ``head`` (those modules import paddle).
+# The constants of ``inspector.models.detector`` / ``necks`` / ``layers`` (those modules import paddle). The heads'
+# layouts and decoding constants are not copied: they come from the paddle-free ``inspector.models.head_layout``.
 PPYOLO_FPN_WIDTHS = {18: (64, 128, 256), 34: (64, 128, 256), 50: (128, 256, 512)}
 LITE_FPN_WIDTH = 96
-MAX_LOG_SCALE = 8.0
-TX, TY, TW, TH, OBJ, IOU = 0, 1, 2, 3, 4, 5
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "hardswish", "none")
 PADDLE_BN_MOMENTUM = 0.9  # paddle.nn.BatchNorm2D defaults
 PADDLE_BN_EPSILON = 1e-5
@@ -517,16 +519,6 @@ class LiteFPN(nn.Module):
 # ------------------------------------------------------------------------------------------------------ heads
 
 
-def gfl_channels(num_classes: int, reg_max: int) -> int:
-    """``gfl_head.gfl_channels``: C class logits then 4 distributions of reg_max + 1 bins."""
-    return num_classes + 4 * (reg_max + 1)
-
-
-def channels_per_anchor(num_classes: int, iou_aware: bool) -> int:
-    """``head.channels_per_anchor``: K = 5 or 6 (iou-aware) + C."""
-    return (6 if iou_aware else 5) + num_classes
-
-
 def _prediction_conv(in_channels: int, out_channels: int, bias: np.ndarray) -> nn.Conv2d:
     """A 1x1 prediction conv: N(0, 0.01) weights (Paddle ``Normal(0.0, 0.01)``) and the given bias."""
     conv = nn.Conv2d(in_channels, out_channels, 1)
@@ -752,6 +744,12 @@ def load_paddle_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray], stric
             target.copy_(torch.as_tensor(np.asarray(arrays[paddle_name])).to(target.device, target.dtype))
 
 
+def as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A tensor (on any device) or an array -> a CPU numpy array: the losses build their targets with the numpy
+    assigners of ``inspector.models`` (``yolo_targets``, ``assign``), shared with Paddle."""
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
 # ----------------------------------------------------------------------------------------------------- decoding
 
 
@@ -760,22 +758,8 @@ def gfl_constant_tensors(height: int, width: int, stride: int, reg_max: int, dev
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """``gfl_head.gfl_constant_arrays`` as tensors: points (1, 2, H*W) x then y, projection (1, 1, R+1, 1).
     Cached per shape and device (validation decodes the same shapes every batch); never modified."""
-    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    points = (np.stack([columns.reshape(-1), rows.reshape(-1)]) + 0.5) * stride
-    projection = np.arange(reg_max + 1, dtype=np.float64) * stride
-    return (torch.from_numpy(points.reshape(1, 2, -1).astype(np.float32)).to(device),
-            torch.from_numpy(projection.reshape(1, 1, -1, 1).astype(np.float32)).to(device))
-
-
-def anchor_points(grid_sizes: list[tuple[int, int]], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``gfl_head.anchor_points``: all levels' points (N, 2) xy input pixels and strides (N,), decode order."""
-    points, point_strides = [], []
-    for (height, width), stride in zip(grid_sizes, strides):
-        rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-        level = ((np.stack([columns.reshape(-1), rows.reshape(-1)]) + 0.5) * stride).astype(np.float32)
-        points.append(level.T)
-        point_strides.append(np.full(height * width, stride, dtype=np.float32))
-    return np.concatenate(points), np.concatenate(point_strides)
+    points, projection = gfl_constant_arrays(height, width, stride, reg_max)
+    return torch.from_numpy(points).to(device), torch.from_numpy(projection).to(device)
 
 
 def decode_gfl_outputs(outputs: list[torch.Tensor], cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -802,12 +786,8 @@ def level_constant_tensors(height: int, width: int, anchors: tuple[tuple[float, 
                            scale_x_y: float, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """``postprocess.level_constant_arrays`` as tensors: offsets (1, 1, 2, H*W), half anchors (1, A, 2, 1).
     Cached per shape, anchors and device; never modified."""
-    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    cells = np.stack([columns.reshape(-1), rows.reshape(-1)])
-    offsets = (cells - (scale_x_y - 1.0) / 2.0) * stride
-    half_anchors = np.asarray(anchors, dtype=np.float64).reshape(1, len(anchors), 2, 1) * 0.5
-    return (torch.from_numpy(offsets.reshape(1, 1, 2, -1).astype(np.float32)).to(device),
-            torch.from_numpy(half_anchors.astype(np.float32)).to(device))
+    offsets, half_anchors = level_constant_arrays(height, width, list(anchors), stride, scale_x_y)
+    return torch.from_numpy(offsets).to(device), torch.from_numpy(half_anchors).to(device)
 
 
 def decode_yolo_outputs(outputs: list[torch.Tensor], cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,9 +9,11 @@ with the ignore threshold and per-class sigmoid BCE, the same per-image sums ave
 returned keys (``LOSS_KEYS`` and their sum ``loss``). The module docstring of ``inspector/models/loss.py`` says
 what each term is and why.
 
-``inspector/models/loss.py``, ``head.py`` and ``postprocess.py`` import paddle, so their numpy and layout helpers
-(``valid_gt_mask``, ``LevelTargets``, ``build_targets``, ``split_level``, ``level_constant_arrays``) are
-re-implemented here line for line; ``tests/tools/test_torch_twin_yolo_loss.py`` compares them with the originals.
+The numpy parts are not copies: the target assignment (``build_targets``, ``valid_gt_mask``, ``LevelTargets``)
+comes from the paddle-free ``inspector/models/yolo_targets.py`` and the channel layout and decoding constants
+from ``inspector/models/head_layout.py``, both used by the Paddle loss too. ``head.split_level`` and
+``postprocess.decode_level_boxes`` are paddle graph code, mirrored here in torch;
+``tests/tools/test_torch_twin_yolo_loss.py`` compares them (and the whole loss, with gradients) with the originals.
 Targets are built with numpy on the CPU and moved to the outputs' device, so the loss runs on CPU or CUDA tensors.
 Only torch, numpy and the paddle-free parts of ``inspector`` are imported.
 """
@@ -23,115 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inspector.models.anchors import Anchor, shape_iou
+from inspector.models.anchors import Anchor
 from inspector.models.config import ModelConfig
+from inspector.models.head_layout import IOU, MAX_LOG_SCALE, OBJ, TH, TW, TX, TY, channels_per_anchor
+from inspector.models.yolo_targets import LevelTargets, build_targets, valid_gt_mask  # noqa: F401 (re-exported)
+from tools.torch_twin.model import as_numpy, level_constant_tensors
 
 LOSS_KEYS = ("loss_xy", "loss_wh", "loss_iou", "loss_iou_aware", "loss_obj", "loss_cls")
-
-# Channel offsets inside one anchor's group of the raw head map (``inspector/models/head.py``).
-TX, TY, TW, TH, OBJ, IOU = 0, 1, 2, 3, 4, 5
-# ``postprocess.MAX_LOG_SCALE``: exp(8) ~ 3000 x the anchor keeps a wild logit from overflowing.
-MAX_LOG_SCALE = 8.0
-
-
-@dataclass
-class LevelTargets:
-    """Training targets of one level, numpy, laid out like ``split_level``: (B, A, H*W[, ...])."""
-
-    positive: np.ndarray  # float32 1 where this anchor of this cell is responsible for a GT box
-    offset_x: np.ndarray  # centre offset inside the cell, [0, 1)
-    offset_y: np.ndarray
-    log_w: np.ndarray  # log(box width / anchor width)
-    log_h: np.ndarray
-    scale: np.ndarray  # 2 - w*h / input area
-    classes: np.ndarray  # (B, A, H*W, C) one-hot
-    boxes: np.ndarray  # (B, A, H*W, 4) the GT box, xyxy input pixels
-
-
-def valid_gt_mask(gt_boxes: np.ndarray, gt_classes: np.ndarray) -> np.ndarray:
-    """(B, M) bool: real boxes (class >= 0, positive width and height), not batch padding."""
-    wh = gt_boxes[..., 2:] - gt_boxes[..., :2]
-    return (gt_classes >= 0) & (wh[..., 0] > 0) & (wh[..., 1] > 0)
-
-
-def build_targets(
-    gt_boxes: np.ndarray,
-    gt_classes: np.ndarray,
-    grid_sizes: list[tuple[int, int]],
-    cfg: ModelConfig,
-) -> list[LevelTargets]:
-    """Assign GT boxes (B, M, 4) xyxy input pixels / classes (B, M) (-1 = padding) to anchor cells.
-
-    ``grid_sizes`` are the (H, W) of each level's output map. The numpy assignment of ``loss.build_targets``,
-    unchanged (the twin must produce the very same targets).
-    """
-    gt_boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(len(gt_boxes), -1, 4)
-    gt_classes = np.asarray(gt_classes, dtype=np.int64).reshape(len(gt_boxes), -1)
-    batch, num_anchors, num_classes = len(gt_boxes), cfg.num_anchors, cfg.num_classes
-    input_h = grid_sizes[0][0] * cfg.strides[0]
-    input_w = grid_sizes[0][1] * cfg.strides[0]
-
-    image_index, box_index = np.nonzero(valid_gt_mask(gt_boxes, gt_classes))
-    boxes = gt_boxes[image_index, box_index]
-    classes = gt_classes[image_index, box_index]
-    if np.any(classes >= num_classes):
-        raise ValueError(f"gt_classes: class id {int(classes.max())} out of range for num_classes={num_classes}")
-    wh = boxes[:, 2:] - boxes[:, :2]
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
-
-    anchors = np.array([a for level in cfg.anchors for a in level], dtype=np.float32)  # (L*A, 2)
-    similarity = shape_iou(wh, anchors)  # (G, L*A)
-    matched = similarity > cfg.anchor_match_threshold
-    matched[np.arange(len(boxes)), similarity.argmax(axis=1)] = True
-    gt_of_match, anchor_of_match = np.nonzero(matched)
-
-    targets = []
-    for level, (grid_h, grid_w) in enumerate(grid_sizes):
-        stride = cfg.strides[level]
-        in_level = anchor_of_match // num_anchors == level
-        g = gt_of_match[in_level]
-        a = anchor_of_match[in_level] % num_anchors
-        b = image_index[g]
-        cell_x = np.clip(np.floor(centre[g, 0] / stride), 0, grid_w - 1).astype(np.int64)
-        cell_y = np.clip(np.floor(centre[g, 1] / stride), 0, grid_h - 1).astype(np.int64)
-        cell = cell_y * grid_w + cell_x
-        # Several boxes on one (image, anchor, cell): keep the best shape fit (sort by slot, then by
-        # similarity, and take the last of each slot).
-        slot = (b * num_anchors + a) * (grid_h * grid_w) + cell
-        fit = similarity[g, anchor_of_match[in_level]]
-        order = np.lexsort((fit, slot))
-        last_of_slot = np.ones(len(order), dtype=bool)
-        last_of_slot[:-1] = slot[order][1:] != slot[order][:-1]
-        keep = order[last_of_slot]
-        g, a, b, cell_x, cell_y, cell = g[keep], a[keep], b[keep], cell_x[keep], cell_y[keep], cell[keep]
-
-        shape = (batch, num_anchors, grid_h * grid_w)
-        t = LevelTargets(
-            positive=np.zeros(shape, np.float32),
-            offset_x=np.zeros(shape, np.float32),
-            offset_y=np.zeros(shape, np.float32),
-            log_w=np.zeros(shape, np.float32),
-            log_h=np.zeros(shape, np.float32),
-            scale=np.zeros(shape, np.float32),
-            classes=np.zeros(shape + (num_classes,), np.float32),
-            boxes=np.zeros(shape + (4,), np.float32),
-        )
-        level_anchors = np.asarray(cfg.anchors[level], dtype=np.float32)
-        t.positive[b, a, cell] = 1.0
-        t.offset_x[b, a, cell] = centre[g, 0] / stride - cell_x
-        t.offset_y[b, a, cell] = centre[g, 1] / stride - cell_y
-        t.log_w[b, a, cell] = np.log(wh[g, 0] / level_anchors[a, 0])
-        t.log_h[b, a, cell] = np.log(wh[g, 1] / level_anchors[a, 1])
-        t.scale[b, a, cell] = 2.0 - wh[g, 0] * wh[g, 1] / (input_w * input_h)
-        t.classes[b, a, cell, classes[g]] = 1.0
-        t.boxes[b, a, cell] = boxes[g]
-        targets.append(t)
-    return targets
-
-
-def channels_per_anchor(num_classes: int, iou_aware: bool) -> int:
-    """K of the head layout: [tx, ty, tw, th, obj, (iou,) cls_0 ... cls_{C-1}]."""
-    return (6 if iou_aware else 5) + num_classes
 
 
 @dataclass
@@ -163,26 +63,13 @@ def split_level(output: torch.Tensor, num_anchors: int, num_classes: int, iou_aw
     )
 
 
-def level_constant_arrays(
-    height: int, width: int, anchors: list[Anchor], stride: int, scale_x_y: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """``postprocess.level_constant_arrays``: cell offsets (1, 1, 2, H*W) ``(cell - (k - 1) / 2) * stride``, x
-    then y, and half anchor sizes (1, A, 2, 1), float32."""
-    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")  # row-major cells
-    cells = np.stack([columns.reshape(-1), rows.reshape(-1)])  # (2, H*W): x, y
-    offsets = (cells - (scale_x_y - 1.0) / 2.0) * stride
-    half_anchors = np.asarray(anchors, dtype=np.float64).reshape(1, len(anchors), 2, 1) * 0.5
-    return offsets.reshape(1, 1, 2, -1).astype(np.float32), half_anchors.astype(np.float32)
-
-
 def decode_level_boxes(
     prediction: LevelPrediction, output: torch.Tensor, anchors: list[Anchor], stride: int, scale_x_y: float
 ) -> torch.Tensor:
     """``postprocess.decode_level_boxes``: boxes (B, A, H*W, 4) xyxy input pixels, grid-sensitive centres."""
-    offsets, half_anchors = level_constant_arrays(int(output.shape[2]), int(output.shape[3]), anchors, stride,
-                                                  scale_x_y)
-    offsets_t = torch.from_numpy(offsets).to(output.device)
-    half_anchors_t = torch.from_numpy(half_anchors).to(output.device)
+    offsets_t, half_anchors_t = level_constant_tensors(int(output.shape[2]), int(output.shape[3]),
+                                                       tuple(map(tuple, anchors)), stride, scale_x_y,
+                                                       str(output.device))
     xy = torch.stack([prediction.tx, prediction.ty], dim=2)
     wh = torch.stack([prediction.tw, prediction.th], dim=2)
     centres = torch.sigmoid(xy) * (scale_x_y * stride) + offsets_t
@@ -223,11 +110,6 @@ def _per_image_mean(term: torch.Tensor) -> torch.Tensor:
     return term.reshape(term.shape[0], -1).sum(dim=1).mean()
 
 
-def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    """GT given as a tensor (on any device) or an array -> a CPU numpy array, for the numpy target builder."""
-    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-
-
 def yolo_loss(
     outputs: list[torch.Tensor],
     gt_boxes: torch.Tensor | np.ndarray,
@@ -238,8 +120,8 @@ def yolo_loss(
     (B, M) class ids (-1 = padding): ``{"loss_xy", "loss_wh", "loss_iou", "loss_iou_aware", "loss_obj",
     "loss_cls", "loss"}``, 0-d float32 tensors on the outputs' device, ``loss`` their sum."""
     device = outputs[0].device
-    gt_boxes_np = _as_numpy(gt_boxes).astype(np.float32).reshape(len(outputs[0]), -1, 4)
-    gt_classes_np = _as_numpy(gt_classes).astype(np.int64).reshape(len(outputs[0]), -1)
+    gt_boxes_np = as_numpy(gt_boxes).astype(np.float32).reshape(len(outputs[0]), -1, 4)
+    gt_classes_np = as_numpy(gt_classes).astype(np.int64).reshape(len(outputs[0]), -1)
     grid_sizes = [(int(o.shape[2]), int(o.shape[3])) for o in outputs]
     targets = build_targets(gt_boxes_np, gt_classes_np, grid_sizes, cfg)
     gt_valid = torch.from_numpy(valid_gt_mask(gt_boxes_np, gt_classes_np).astype(np.float32)).to(device)
