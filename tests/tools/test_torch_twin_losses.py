@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from twin_harness import run_torch_side, torch_python
 
-REPO = Path(__file__).resolve().parents[2]
 RTOL, ATOL = 1e-4, 1e-6
 
 # The torch side: for every case in the folder, the twin's losses and gradients, written next to it.
@@ -66,16 +63,6 @@ for meta_file in sorted(folder.glob("*.json")):
     result.update({name: tensor.grad.numpy() for name, tensor in zip(names, differentiated)})
     np.savez(folder / (meta_file.stem + ".torch.npz"), **result)
 '''
-
-
-def _torch_python() -> str:
-    python = os.environ.get("TORCH_TWIN_PYTHON")
-    if not python:
-        pytest.skip("TORCH_TWIN_PYTHON is not set (the interpreter of a venv with torch; the twin is a dev tool)")
-    probe = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"TORCH_TWIN_PYTHON={python} cannot import torch: {probe.stderr.strip()[-300:]}")
-    return python
 
 
 paddle = pytest.importorskip("paddle")
@@ -185,7 +172,7 @@ def _distill_case(name, folder, cfg, rng, config: DistillConfig, epoch: int, epo
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     """name -> (Paddle's values, the twin's values) for every case, the twin's from one torch subprocess."""
-    python = _torch_python()
+    python = torch_python()
     folder = tmp_path_factory.mktemp("twin_losses")
     rng = np.random.default_rng(7)
     expected = {}
@@ -208,9 +195,7 @@ def cases(tmp_path_factory):
         "distill_cwd_cosine", folder, _cfg("qfl"), rng,
         DistillConfig(teacher="unused", temperature=3.0, schedule="cosine", feature_method="cwd",
                       feature_temperature=2.0, alpha_start=0.9, alpha_end=0.2), epoch=4, epochs=6)
-    run = subprocess.run([python, "-c", TORCH_SIDE, str(folder)], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert run.returncode == 0, f"torch side failed:\n{run.stderr[-4000:]}"
+    run_torch_side(python, ["-c", TORCH_SIDE, str(folder)])
     return {name: (values, dict(np.load(folder / f"{name}.torch.npz"))) for name, values in expected.items()}
 
 

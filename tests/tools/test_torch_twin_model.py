@@ -8,13 +8,12 @@ Skipped, with the reason, when ``TORCH_TWIN_PYTHON`` is unset or cannot import t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from twin_harness import run_torch_side, torch_python
 
 paddle = pytest.importorskip("paddle")
 
@@ -23,7 +22,6 @@ from inspector.models.detector import build_model  # noqa: E402
 from inspector.models.gfl_head import anchor_points  # noqa: E402
 from inspector.models.layers import DropBlock  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 SIDE_SCRIPT = Path(__file__).with_name("torch_twin_model_side.py")
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 BATCH = 2
@@ -42,20 +40,6 @@ CASES: dict[str, dict] = {
 # Architectures whose parameter names and shapes are compared without running them (the code paths are
 # the cases' above with other depths and widths).
 SHAPE_ONLY = [("ppyolo-r34", "gfl"), ("mbv3-large", "gfl"), ("mbv3-large-x0.5", "yolo")]
-
-
-def _torch_python() -> str:
-    interpreter = os.environ.get("TORCH_TWIN_PYTHON")
-    if not interpreter:
-        pytest.skip("TORCH_TWIN_PYTHON is unset: it names a Python with torch for the torch twin's parity tests")
-    probe = subprocess.run([interpreter, "-c", "import torch"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"TORCH_TWIN_PYTHON={interpreter} cannot import torch: {probe.stderr.strip()[-300:]}")
-    return interpreter
-
-
-def _torch_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 def _without_drop_block(model: paddle.nn.Layer) -> None:
@@ -99,7 +83,7 @@ def _paddle_case(seed: int, settings: dict) -> dict:
 @pytest.fixture(scope="module")
 def parity(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     """(Paddle results per case, the torch side's result arrays)."""
-    interpreter = _torch_python()
+    interpreter = torch_python()
     paddle_results: dict[str, dict] = {}
     job: dict[str, np.ndarray] = {"cases": np.asarray(json.dumps(list(CASES))),
                                   "shape_only": np.asarray(json.dumps(SHAPE_ONLY))}
@@ -117,9 +101,7 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
             job[f"{case}/projection/{level}"] = value
     folder = tmp_path_factory.mktemp("torch_twin_model")
     np.savez(folder / "job.npz", **job)
-    completed = subprocess.run([interpreter, str(SIDE_SCRIPT), str(folder / "job.npz"), str(folder / "result.npz")],
-                               cwd=REPO, env=_torch_env(), capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    run_torch_side(interpreter, [str(SIDE_SCRIPT), str(folder / "job.npz"), str(folder / "result.npz")])
     with np.load(folder / "result.npz") as data:
         torch_results = {key: data[key] for key in data.files}
     return paddle_results, torch_results

@@ -9,15 +9,12 @@ never installed together), all cases in one subprocess.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from twin_harness import run_torch_side, torch_python
 
-REPO = Path(__file__).resolve().parents[2]
 RTOL, ATOL = 1e-4, 1e-6
 
 # The torch side: for every case in the folder, the twin's targets, decoded boxes, losses and gradients.
@@ -60,16 +57,6 @@ for meta_file in sorted(folder.glob("*.json")):
     result.update({f"grad_out{i}": o.grad.numpy() for i, o in enumerate(outputs)})
     np.savez(folder / (meta_file.stem + ".torch.npz"), **result)
 '''
-
-
-def _torch_python() -> str:
-    python = os.environ.get("TORCH_TWIN_PYTHON")
-    if not python:
-        pytest.skip("TORCH_TWIN_PYTHON is not set (the interpreter of a venv with torch; the twin is a dev tool)")
-    probe = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"TORCH_TWIN_PYTHON={python} cannot import torch: {probe.stderr.strip()[-300:]}")
-    return python
 
 
 paddle = pytest.importorskip("paddle")
@@ -163,7 +150,7 @@ def _maps_matching_gt(rng, cfg, gt_boxes, gt_classes) -> tuple[list[np.ndarray],
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     """name -> (Paddle's values, the twin's values) for every case, the twin's from one torch subprocess."""
-    python = _torch_python()
+    python = torch_python()
     folder = tmp_path_factory.mktemp("twin_yolo_loss")
     rng = np.random.default_rng(11)
     cfg64, cfg96 = _cfg(64), _cfg(96)
@@ -196,9 +183,7 @@ def cases(tmp_path_factory):
         build_targets(GT_BOXES_64, bad_classes, [(8, 8), (4, 4), (2, 2)], cfg64)
     expected["bad_class"] = {"error": np.array([str(paddle_error.value)])}
 
-    run = subprocess.run([python, "-c", TORCH_SIDE, str(folder)], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert run.returncode == 0, f"torch side failed:\n{run.stderr[-4000:]}"
+    run_torch_side(python, ["-c", TORCH_SIDE, str(folder)])
     return {name: (values, dict(np.load(folder / f"{name}.torch.npz"))) for name, values in expected.items()}
 
 
