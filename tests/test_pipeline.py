@@ -211,11 +211,17 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     with pytest.raises(PipelineError, match="--redo: expected one of"):
         run_pipeline(config(), redo="student")
 
-    # Runs trained elsewhere (e.g. on a GPU, imported by tools/torch_twin/import_run.py) stand in for all three
-    # training stages of a new pipeline, if they are what it asks for.
+
+@pytest.mark.slow
+def test_runs_trained_elsewhere_stand_in_for_the_training_stages_only_if_they_match(tmp_path):
+    """Runs trained elsewhere (e.g. on a GPU, imported by tools/torch_twin/import_run.py) stand in for all three
+    training stages of a new pipeline, if they are what it asks for."""
+    data = write_deeppcb(tmp_path / "boards", n=8, seed=4, size=160)
+    out = tmp_path / "pipe"
+    run_pipeline(tiny_config(data, out), until="distilled", echo=lambda line: None)
     elsewhere = tmp_path / "pipe-reusing"
     runs = dict(teacher_run=str(out / "teacher"), student_run=str(out / "student"), distilled_run=str(out / "distilled"))
-    lines.clear()
+    lines: list[str] = []
     run_pipeline(tiny_config(data, elsewhere, **runs), until="distilled", echo=lines.append)
     assert any(line.startswith("teacher: reusing") for line in lines)
     assert any(line.startswith("student alone: reusing") for line in lines)
