@@ -81,8 +81,10 @@ def pipeline_command(
                      ValueError,
                      interrupted=f"interrupted: finished stages are kept; run the same command to continue {out}"):
         values = read_preset(config) if config else {}
+        source = str(config) if config else "command line"
         if (out / STATE_FILE).is_file() and config is None and not data:
             values = json.loads((out / STATE_FILE).read_text())["config"]  # continue with the saved settings
+            source = str(out / STATE_FILE)
         overrides = {"data": data_sources(data, weight) if data else None, "out": str(out),
                      "format": value_of(format),
                      "teacher_arch": teacher_arch, "student_arch": student_arch, "input_size": input_size,
@@ -97,7 +99,7 @@ def pipeline_command(
         values.update({key: value for key, value in overrides.items() if value is not None})
         flags = {"teacher_run": "--teacher", "student_run": "--student", "distilled_run": "--distilled",
                  "prune_ratio": "--prune", "package_name": "--name", "max_steps_per_epoch": "--max-steps"}
-        cfg = PipelineConfig.from_dict(values, source=str(config) if config else "command line",
+        cfg = PipelineConfig.from_dict(values, source=source,
                                        origins={key: flags.get(key, "--" + key.replace("_", "-"))
                                                 for key, value in overrides.items() if value is not None})
         run = run_pipeline(cfg, until=until, echo=typer.echo, redo=redo)
