@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from inspector.models.assign import task_aligned_assign
 from inspector.models.config import ModelConfig
 from inspector.models.head_layout import anchor_points, gfl_channels
-from tools.torch_twin.model import as_numpy
+from tools.torch_twin.model import as_numpy, intersection_and_union
 
 GFL_LOSS_KEYS = ("loss_cls", "loss_iou", "loss_dfl")
 VFL_ALPHA, VFL_GAMMA = 0.75, 2.0
@@ -68,13 +68,7 @@ def flatten_outputs(outputs: list[torch.Tensor], cfg: ModelConfig) -> tuple[torc
 
 def giou(boxes_a: torch.Tensor, boxes_b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     """Generalized IoU of corresponding xyxy boxes (..., 4) -> (...), in [-1, 1]."""
-    top_left = torch.maximum(boxes_a[..., :2], boxes_b[..., :2])
-    bottom_right = torch.minimum(boxes_a[..., 2:], boxes_b[..., 2:])
-    wh = torch.clamp(bottom_right - top_left, min=0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (boxes_a[..., 2] - boxes_a[..., 0]) * (boxes_a[..., 3] - boxes_a[..., 1])
-    area_b = (boxes_b[..., 2] - boxes_b[..., 0]) * (boxes_b[..., 3] - boxes_b[..., 1])
-    union = area_a + area_b - inter
+    inter, union = intersection_and_union(boxes_a, boxes_b)
     hull_wh = torch.maximum(boxes_a[..., 2:], boxes_b[..., 2:]) - torch.minimum(boxes_a[..., :2], boxes_b[..., :2])
     hull = hull_wh[..., 0] * hull_wh[..., 1]
     return inter / (union + eps) - (hull - union) / (hull + eps)

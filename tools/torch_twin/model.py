@@ -744,6 +744,18 @@ def load_paddle_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray], stric
             target.copy_(torch.as_tensor(np.asarray(arrays[paddle_name])).to(target.device, target.dtype))
 
 
+def intersection_and_union(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersection and union areas of corresponding xyxy boxes (..., 4) -> (...), (...), differentiable: the
+    common part of the YOLO loss's IoU (``yolo_loss.aligned_iou``) and the GFL loss's GIoU (``losses.giou``)."""
+    top_left = torch.maximum(boxes_a[..., :2], boxes_b[..., :2])
+    bottom_right = torch.minimum(boxes_a[..., 2:], boxes_b[..., 2:])
+    wh = torch.clamp(bottom_right - top_left, min=0.0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (boxes_a[..., 2] - boxes_a[..., 0]) * (boxes_a[..., 3] - boxes_a[..., 1])
+    area_b = (boxes_b[..., 2] - boxes_b[..., 0]) * (boxes_b[..., 3] - boxes_b[..., 1])
+    return inter, area_a + area_b - inter
+
+
 def as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
     """A tensor (on any device) or an array -> a CPU numpy array: the losses build their targets with the numpy
     assigners of ``inspector.models`` (``yolo_targets``, ``assign``), shared with Paddle."""

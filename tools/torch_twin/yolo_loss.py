@@ -29,7 +29,7 @@ from inspector.models.anchors import Anchor
 from inspector.models.config import ModelConfig
 from inspector.models.head_layout import IOU, MAX_LOG_SCALE, OBJ, TH, TW, TX, TY, channels_per_anchor
 from inspector.models.yolo_targets import LevelTargets, build_targets, valid_gt_mask  # noqa: F401 (re-exported)
-from tools.torch_twin.model import as_numpy, level_constant_tensors
+from tools.torch_twin.model import as_numpy, intersection_and_union, level_constant_tensors
 
 LOSS_KEYS = ("loss_xy", "loss_wh", "loss_iou", "loss_iou_aware", "loss_obj", "loss_cls")
 
@@ -90,13 +90,8 @@ def soft_bce_with_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
 
 def aligned_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
     """IoU of corresponding xyxy boxes (..., 4) -> (...), differentiable."""
-    top_left = torch.maximum(boxes_a[..., :2], boxes_b[..., :2])
-    bottom_right = torch.minimum(boxes_a[..., 2:], boxes_b[..., 2:])
-    wh = torch.clamp(bottom_right - top_left, min=0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (boxes_a[..., 2] - boxes_a[..., 0]) * (boxes_a[..., 3] - boxes_a[..., 1])
-    area_b = (boxes_b[..., 2] - boxes_b[..., 0]) * (boxes_b[..., 3] - boxes_b[..., 1])
-    return inter / (area_a + area_b - inter + 1e-9)
+    inter, union = intersection_and_union(boxes_a, boxes_b)
+    return inter / (union + 1e-9)
 
 
 def best_gt_iou(pred_boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_valid: torch.Tensor) -> torch.Tensor:
