@@ -8,30 +8,20 @@ venv: the two frameworks are never installed together), all cases in one subproc
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 
 import numpy as np
 import pytest
-from twin_harness import run_torch_side, torch_python
+from twin_harness import TORCH_CASE_LOOP, run_torch_cases, torch_python, write_case
 
 RTOL, ATOL = 1e-4, 1e-6
 
 # The torch side: for every case in the folder, the twin's losses and gradients, written next to it.
-TORCH_SIDE = r'''
-import json, sys
-from pathlib import Path
-import numpy as np
-import torch
-from inspector.models.config import ModelConfig
+TORCH_SIDE = TORCH_CASE_LOOP + r'''
 from tools.torch_twin import losses as twin
 
-folder = Path(sys.argv[1])
-for meta_file in sorted(folder.glob("*.json")):
-    meta = json.loads(meta_file.read_text())
-    data = np.load(folder / (meta_file.stem + ".npz"))
-    cfg = ModelConfig.from_dict(meta["cfg"])
+for meta, data, cfg, save in cases():
     levels = meta["levels"]
     outputs = [torch.tensor(data[f"out{i}"], requires_grad=True) for i in range(levels)]
     result = {}
@@ -61,7 +51,7 @@ for meta_file in sorted(folder.glob("*.json")):
     losses["loss"].backward()
     result.update({f"loss/{key}": value.detach().numpy() for key, value in losses.items()})
     result.update({name: tensor.grad.numpy() for name, tensor in zip(names, differentiated)})
-    np.savez(folder / (meta_file.stem + ".torch.npz"), **result)
+    save(result)
 '''
 
 
@@ -124,9 +114,8 @@ class _GivenTeacherObjective(DistillationObjective):
 
 
 def _gfl_case(name, folder, cfg, maps, gt_boxes, gt_classes):
-    np.savez(folder / f"{name}.npz", gt_boxes=gt_boxes, gt_classes=gt_classes,
-             **{f"out{i}": m for i, m in enumerate(maps)})
-    (folder / f"{name}.json").write_text(json.dumps({"kind": "gfl", "cfg": cfg.to_dict(), "levels": len(maps)}))
+    write_case(folder, name, {"kind": "gfl", "cfg": cfg.to_dict(), "levels": len(maps)},
+               gt_boxes=gt_boxes, gt_classes=gt_classes, **{f"out{i}": m for i, m in enumerate(maps)})
     outputs = _leaves(maps)
     losses = gfl_loss(outputs, paddle.to_tensor(gt_boxes), gt_classes, cfg)
     losses["loss"].backward()
@@ -148,13 +137,12 @@ def _distill_case(name, folder, cfg, rng, config: DistillConfig, epoch: int, epo
     for parameter in adapters.parameters():  # non-zero biases, so a dropped bias would show
         parameter.set_value(rng.standard_normal(parameter.shape).astype(np.float32) * 0.3)
     adapter_state = {f"adapter/{key}": value.numpy() for key, value in adapters.state_dict().items()}
-    np.savez(folder / f"{name}.npz", gt_boxes=GT_BOXES, gt_classes=GT_CLASSES, **adapter_state,
-             **{f"out{i}": m for i, m in enumerate(maps)}, **{f"teacher{i}": m for i, m in enumerate(teacher_maps)},
-             **{f"sfeat{i}": f for i, f in enumerate(student_features)},
-             **{f"tfeat{i}": f for i, f in enumerate(teacher_features)})
-    (folder / f"{name}.json").write_text(json.dumps({"kind": "distill", "cfg": cfg.to_dict(), "levels": len(maps),
-                                                     "distill_config": config.to_dict(), "epoch": epoch,
-                                                     "epochs": epochs}))
+    write_case(folder, name, {"kind": "distill", "cfg": cfg.to_dict(), "levels": len(maps),
+                              "distill_config": config.to_dict(), "epoch": epoch, "epochs": epochs},
+               gt_boxes=GT_BOXES, gt_classes=GT_CLASSES, **adapter_state,
+               **{f"out{i}": m for i, m in enumerate(maps)}, **{f"teacher{i}": m for i, m in enumerate(teacher_maps)},
+               **{f"sfeat{i}": f for i, f in enumerate(student_features)},
+               **{f"tfeat{i}": f for i, f in enumerate(teacher_features)})
     outputs, features = _leaves(maps), _leaves(student_features)
     objective = _GivenTeacherObjective(config, epochs, adapters, [paddle.to_tensor(f) for f in teacher_features],
                                        [paddle.to_tensor(m) for m in teacher_maps])
@@ -195,8 +183,8 @@ def cases(tmp_path_factory):
         "distill_cwd_cosine", folder, _cfg("qfl"), rng,
         DistillConfig(teacher="unused", temperature=3.0, schedule="cosine", feature_method="cwd",
                       feature_temperature=2.0, alpha_start=0.9, alpha_end=0.2), epoch=4, epochs=6)
-    run_torch_side(python, ["-c", TORCH_SIDE, str(folder)])
-    return {name: (values, dict(np.load(folder / f"{name}.torch.npz"))) for name, values in expected.items()}
+    twin = run_torch_cases(python, folder, TORCH_SIDE)
+    return {name: (values, twin[name]) for name, values in expected.items()}
 
 
 def _assert_same(expected: dict, actual: dict, case: str) -> None:

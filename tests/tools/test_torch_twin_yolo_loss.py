@@ -8,29 +8,19 @@ never installed together), all cases in one subprocess.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
 import pytest
-from twin_harness import run_torch_side, torch_python
+from twin_harness import TORCH_CASE_LOOP, run_torch_cases, torch_python, write_case
 
 RTOL, ATOL = 1e-4, 1e-6
 
 # The torch side: for every case in the folder, the twin's targets, decoded boxes, losses and gradients.
-TORCH_SIDE = r'''
-import json, sys
-from pathlib import Path
-import numpy as np
-import torch
-from inspector.models.config import ModelConfig
+TORCH_SIDE = TORCH_CASE_LOOP + r'''
 from tools.torch_twin import yolo_loss as twin
 
-folder = Path(sys.argv[1])
-for meta_file in sorted(folder.glob("*.json")):
-    meta = json.loads(meta_file.read_text())
-    data = np.load(folder / (meta_file.stem + ".npz"))
-    cfg = ModelConfig.from_dict(meta["cfg"])
+for meta, data, cfg, save in cases():
     levels = len(cfg.strides)
     result = {}
     if meta["kind"] == "bad_class":
@@ -38,7 +28,7 @@ for meta_file in sorted(folder.glob("*.json")):
             twin.build_targets(data["gt_boxes"], data["gt_classes"], [(8, 8), (4, 4), (2, 2)], cfg)
         except ValueError as error:
             result["error"] = np.array([str(error)])
-        np.savez(folder / (meta_file.stem + ".torch.npz"), **result)
+        save(result)
         continue
     outputs = [torch.tensor(data[f"out{i}"], requires_grad=True) for i in range(levels)]
     grid_sizes = [tuple(o.shape[2:]) for o in outputs]
@@ -55,7 +45,7 @@ for meta_file in sorted(folder.glob("*.json")):
     losses["loss"].backward()
     result.update({f"loss/{key}": value.detach().numpy() for key, value in losses.items()})
     result.update({f"grad_out{i}": o.grad.numpy() for i, o in enumerate(outputs)})
-    np.savez(folder / (meta_file.stem + ".torch.npz"), **result)
+    save(result)
 '''
 
 
@@ -98,10 +88,8 @@ def _paddle_losses(cfg: ModelConfig, maps: list[np.ndarray], gt_boxes, gt_classe
 
 
 def _case(name, folder, cfg, maps, gt_boxes, gt_classes, gt_as_tensors=False):
-    np.savez(folder / f"{name}.npz", gt_boxes=gt_boxes, gt_classes=gt_classes,
-             **{f"out{i}": m for i, m in enumerate(maps)})
-    (folder / f"{name}.json").write_text(json.dumps({"kind": "loss", "cfg": cfg.to_dict(),
-                                                     "gt_as_tensors": gt_as_tensors}))
+    write_case(folder, name, {"kind": "loss", "cfg": cfg.to_dict(), "gt_as_tensors": gt_as_tensors},
+               gt_boxes=gt_boxes, gt_classes=gt_classes, **{f"out{i}": m for i, m in enumerate(maps)})
     outputs, losses = _paddle_losses(cfg, maps, gt_boxes, gt_classes)
     losses["loss"].backward()
     expected = {f"loss/{key}": value.numpy() for key, value in losses.items()}
@@ -177,14 +165,14 @@ def cases(tmp_path_factory):
 
     bad_classes = GT_CLASSES_64.copy()
     bad_classes[1, 0] = 6
-    np.savez(folder / "bad_class.npz", gt_boxes=GT_BOXES_64, gt_classes=bad_classes)
-    (folder / "bad_class.json").write_text(json.dumps({"kind": "bad_class", "cfg": cfg64.to_dict()}))
+    write_case(folder, "bad_class", {"kind": "bad_class", "cfg": cfg64.to_dict()}, gt_boxes=GT_BOXES_64,
+               gt_classes=bad_classes)
     with pytest.raises(ValueError) as paddle_error:
         build_targets(GT_BOXES_64, bad_classes, [(8, 8), (4, 4), (2, 2)], cfg64)
     expected["bad_class"] = {"error": np.array([str(paddle_error.value)])}
 
-    run_torch_side(python, ["-c", TORCH_SIDE, str(folder)])
-    return {name: (values, dict(np.load(folder / f"{name}.torch.npz"))) for name, values in expected.items()}
+    twin = run_torch_cases(python, folder, TORCH_SIDE)
+    return {name: (values, twin[name]) for name, values in expected.items()}
 
 
 def _assert_same(expected: dict, actual: dict, case: str) -> None:
