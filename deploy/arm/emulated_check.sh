@@ -11,6 +11,7 @@
 #      (paddle_lite_opt --record_tailoring_info on model.pdmodel). No step downloads anything: the
 #      source comes from PADDLE_LITE_SRC (a Paddle-Lite checkout or bare git directory holding the
 #      v2.13-rc tag), and only the light-API "tiny publish" is built, which needs no third-party code.
+#      One fix is applied to that source first (patch_paddle_lite.py: the ARM pow kernel's thread race).
 #   2. The aarch64 libraries pcb_inspect links against (OpenCV core/imgproc/imgcodecs, libcrypto),
 #      from Debian's arm64 packages (dpkg --add-architecture arm64; as root).
 #   3. deploy/arm/cpp cross-compiled against both.
@@ -96,7 +97,9 @@ build_lite() {
   tailoring_info "$tmp"
   local key
   key=$(cat "$tmp"/model/.tailored_* | sha256sum | cut -c1-12)
-  LITE_BUILD=$CACHE/lite-armv8-$key
+  # "-powerfix": built with patch_paddle_lite.py (the pow kernel's thread race fixed); an unpatched
+  # build of the same model is never reused.
+  LITE_BUILD=$CACHE/lite-armv8-$key-powerfix
   LITE_LIB=$LITE_BUILD/inference_lite_lib.armlinux.armv8
   if [ -f "$LITE_LIB/cxx/lib/libpaddle_light_api_shared.so" ]; then
     say "Paddle Lite armv8 (tailored $key): cached in $LITE_BUILD ($(cat "$LITE_BUILD/build_seconds" 2>/dev/null || echo ?) s to build)"
@@ -113,6 +116,7 @@ build_lite() {
   touch "$build/lite/gen_code/__generated_code__.cc"
   cp "$src/lite/tools/debug/analysis_tool.py" "$build/lite/tools/debug/"
   rm -f "$src/lite/api/paddle_use_ops.h" "$src/lite/api/paddle_use_kernels.h"
+  python3 "$REPO_ROOT/deploy/arm/patch_paddle_lite.py" "$src" >&2 || die "could not patch the Paddle Lite source in $src"
   say "building Paddle Lite $LITE_TAG light API for armv8, tailored to $(wc -l < "$LITE_BUILD/tailor/model/.tailored_kernels_list") kernels (log: $LITE_BUILD/build.log)"
   local start=$SECONDS
   (
