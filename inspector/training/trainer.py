@@ -30,7 +30,7 @@ from inspector.data.loader import BatchLoader
 from inspector.data.transforms import AugmentConfig
 from inspector.data.split import split_dataset
 from inspector.evaluation import improves
-from inspector.models import ModelConfig, build_model, count_parameters, kmeans_anchors
+from inspector.models import ModelConfig, build_model, count_parameters
 from inspector.training.checkpoint import PRUNED_SHAPES, STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from inspector.training.config import TrainConfig
 from inspector.training.distributed import (
@@ -46,7 +46,8 @@ from inspector.training.distributed import (
 )
 from inspector.training.ema import ModelEMA
 from inspector.training.plots import plot_training
-from inspector.training.validate import SELECTION_KEYS, box_sizes_at_input, describe_validation, epoch_metrics, validate
+from inspector.training.records import SELECTION_KEYS, describe_validation, epoch_metrics, make_model_config
+from inspector.training.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     paddle.seed(seed)
-
-
-def make_model_config(cfg: TrainConfig, train_set: Dataset) -> ModelConfig:
-    """Model configuration for a new run; anchors fitted to the training boxes at the input size."""
-    wh = box_sizes_at_input(train_set, cfg.input_size)
-    anchors = kmeans_anchors(wh, n=9, seed=cfg.seed) if len(wh) >= 9 else None
-    kwargs = dict(arch=cfg.arch, num_classes=len(train_set.class_names), input_size=cfg.input_size,
-                  input_mode=cfg.input_mode, head=cfg.head)
-    if anchors is not None:
-        kwargs["anchors"] = anchors
-    return ModelConfig(**kwargs)
 
 
 def build_lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> paddle.optimizer.lr.LRScheduler:
