@@ -31,22 +31,7 @@ from inspector.data.split import split_dataset
 from inspector.models import ModelConfig, build_model
 from inspector.training.checkpoint import save_checkpoint
 from inspector.training.config import TrainConfig
-
-
-def load_arrays(weights: Path) -> dict[str, np.ndarray]:
-    """best.npz or its parts, float16 widened back to float32."""
-    arrays: dict[str, np.ndarray] = {}
-    paths = sorted(weights.glob("best*.npz"))
-    if not paths:
-        raise FileNotFoundError(f"{weights}: no best.npz or best.part*.npz")
-    for path in paths:
-        with np.load(path) as data:
-            for key in data.files:
-                if key in arrays:
-                    raise ValueError(f"{path}: {key} also appears in another part")
-                value = data[key]
-                arrays[key] = value.astype(np.float32) if value.dtype == np.float16 else value
-    return arrays
+from tools.torch_twin.arrays import load_arrays
 
 
 def paddle_weights(model_config: ModelConfig, arrays: dict[str, np.ndarray], source: Path) -> dict:

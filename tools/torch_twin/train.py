@@ -27,7 +27,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,21 +36,15 @@ import numpy as np
 import torch
 
 from inspector.data import load_dataset
-from inspector.data.augment import PairAugmentConfig
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
 from inspector.data.transforms import AugmentConfig, unletterbox_boxes
-from inspector.evaluation import ImageDetections, ImageGT, evaluate, improves
-from inspector.models.anchors import kmeans_anchors
+from inspector.evaluation import ImageDetections, evaluate_samples, improves
 from inspector.models.config import ModelConfig
 from inspector.training.config import TrainConfig
+from inspector.training.records import SELECTION_KEYS, epoch_metrics, make_model_config
+from tools.torch_twin.arrays import load_arrays
 from tools.torch_twin.model import build_torch_model, load_paddle_arrays, postprocess, to_paddle_arrays
-
-# The columns a validated epoch records; the same names as inspector.training.validate.EPOCH_METRIC_KEYS
-# (that module imports paddle).
-EPOCH_METRIC_KEYS = ("map50", "map50_95", "precision", "recall", "f1_iou033", "score_threshold",
-                     "official_ap", "official_f", "official_threshold")
-SELECTION_KEYS = ("official_ap", "map50_95")
 
 
 def log(out: Path, message: str) -> None:
@@ -59,31 +52,6 @@ def log(out: Path, message: str) -> None:
     print(f"[{out.name}] {line}", flush=True)
     with (out / "train.log").open("a") as f:
         f.write(line + "\n")
-
-
-def box_sizes_at_input(samples, input_size: int) -> np.ndarray:
-    """(N, 2) box sizes after letterboxing to ``input_size`` (as inspector.training.validate computes them)."""
-    from PIL import Image
-
-    sizes = []
-    for sample in samples:
-        if len(sample) == 0:
-            continue
-        width, height = sample.width, sample.height
-        if not (width and height):
-            with Image.open(sample.image_path) as image:
-                width, height = image.size
-        sizes.append((sample.boxes[:, 2:] - sample.boxes[:, :2]) * (input_size / max(width, height)))
-    return np.concatenate(sizes).astype(np.float32) if sizes else np.zeros((0, 2), np.float32)
-
-
-def make_model_config(cfg: TrainConfig, train_set) -> ModelConfig:
-    wh = box_sizes_at_input(train_set.samples, cfg.input_size)
-    kwargs = dict(arch=cfg.arch, num_classes=len(train_set.class_names), input_size=cfg.input_size,
-                  input_mode=cfg.input_mode, head=cfg.head)
-    if len(wh) >= 9:
-        kwargs["anchors"] = kmeans_anchors(wh, n=9, seed=cfg.seed)
-    return ModelConfig(**kwargs)
 
 
 class Schedule(torch.utils.data.Sampler):
@@ -174,8 +142,7 @@ def validate(model, model_config: ModelConfig, val_images, frames, val_set) -> d
         for (boxes, scores, classes), (scale, pad) in zip(
                 postprocess(outputs, model_config, 0.01, 0.5, 100), frames[start:start + 50]):
             detections.append(ImageDetections(unletterbox_boxes(boxes, scale, pad), scores, classes))
-    gts = [ImageGT(s.boxes, s.classes) for s in val_set.samples]
-    return evaluate(gts, detections, val_set.class_names).to_dict()
+    return evaluate_samples(val_set.samples, detections, val_set.class_names).to_dict()
 
 
 def save_arrays(path: Path, model: torch.nn.Module, half: bool = False) -> None:
@@ -208,7 +175,7 @@ class Objective:
 class Distillation(Objective):
     """GFL distillation from a trained teacher (its Paddle-named arrays), as inspector.compression.distill."""
 
-    def __init__(self, model_config: ModelConfig, teacher_dir: Path, settings: dict, device):
+    def __init__(self, model, model_config: ModelConfig, teacher_dir: Path, settings: dict, device):
         super().__init__(model_config)
         from tools.torch_twin.losses import FeatureAdapters, GFLDistillSettings, gfl_distill_losses
 
@@ -219,15 +186,8 @@ class Distillation(Objective):
             p.requires_grad_(False)
         self.settings = GFLDistillSettings.from_dict(settings)
         self._distill = gfl_distill_losses
-        self.adapters = None
-        if self.settings.feature_weight > 0:
-            probe = torch.zeros(1, teacher_config_channels(model_config), model_config.input_size,
-                                model_config.input_size, device=device)
-            with torch.no_grad():
-                student_channels = [f.shape[1] for f in build_probe_features(model_config, probe, device)]
-                teacher_channels = [f.shape[1] for f in self.teacher.features(probe)]
-            self.adapters = FeatureAdapters(student_channels, teacher_channels).to(device)
-        self.teacher_dir = teacher_dir
+        self.adapters = (FeatureAdapters(model.neck.out_channels, self.teacher.neck.out_channels).to(device)
+                         if self.settings.feature_weight > 0 else None)
 
     def parameters(self) -> list:
         return list(self.adapters.parameters()) if self.adapters is not None else []
@@ -240,27 +200,6 @@ class Distillation(Objective):
         student_outputs = model.head(student_features)
         return self._distill(student_outputs, teacher_outputs, student_features, teacher_features, self.adapters,
                              boxes, classes, self.cfg, epoch, epochs, self.settings)
-
-
-def teacher_config_channels(model_config: ModelConfig) -> int:
-    from inspector.data.layouts import input_layout
-
-    return input_layout(model_config.input_mode).channels
-
-
-def build_probe_features(model_config: ModelConfig, probe, device) -> list:
-    return build_torch_model(model_config).to(device).eval().features(probe)
-
-
-def load_arrays(run_dir: Path) -> dict[str, np.ndarray]:
-    """A run's best weights: best.npz, or its parts best.part*.npz (files travel back at most 16 MiB each)."""
-    arrays: dict[str, np.ndarray] = {}
-    for path in sorted(run_dir.glob("best*.npz")):
-        with np.load(path) as data:
-            arrays.update({k: data[k].astype(np.float32) if data[k].dtype == np.float16 else data[k] for k in data})
-    if not arrays:
-        raise FileNotFoundError(f"{run_dir}: no best*.npz")
-    return arrays
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -341,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         (out / "distill_config.json").write_text(json.dumps({"teacher": str(args.teacher),
                                                               **json.loads(args.distill)}, indent=2))
     model = build_torch_model(model_config).to(device)
-    objective = (Distillation(model_config, args.teacher, json.loads(args.distill), device)
+    objective = (Distillation(model, model_config, args.teacher, json.loads(args.distill), device)
                  if args.teacher is not None else Objective(model_config))
     params = list(model.parameters()) + objective.parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -398,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         last = epoch + 1 == schedule.epochs
         if last or time.perf_counter() - last_eval >= args.eval_seconds:
             metrics = validate(ema.model, model_config, val_images, frames, val_set)
-            row.update({k: metrics[k] for k in EPOCH_METRIC_KEYS})
+            row.update(epoch_metrics(metrics))
             last_eval = time.perf_counter()
             if improves(row, best):
                 best = {k: row[k] for k in SELECTION_KEYS}
