@@ -22,7 +22,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -236,10 +235,7 @@ def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
         return _reused_distilled(Path(cfg.distilled_run), train_cfg, config, out, echo)
     run = Path(train_cfg.out)
     if (run / "last").exists():
-        saved = DistillConfig.load(run / DISTILL_CONFIG_FILE)
-        if not _same_path(saved.teacher, config.teacher) or replace(saved, teacher=config.teacher) != config:
-            raise PipelineError(f"{run / DISTILL_CONFIG_FILE}: distilled with other settings ({saved.to_dict()}) "
-                                f"than this pipeline's ({config.to_dict()})")
+        saved = _matching_distill_settings(run / DISTILL_CONFIG_FILE, config)
         teacher = load_checkpoint(teacher_run)
         check_student_input(train_cfg, teacher)
         _train_stage(train_cfg, lambda: DistillationObjective(teacher, saved, train_cfg.epochs))
@@ -252,24 +248,30 @@ def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
 def _reused_distilled(run: Path, train_cfg, config, out: Path, echo: Echo) -> dict:
     """An existing distilled run stands in for the stage only if it is the distillation this pipeline asks for:
     the students' schedule and split, the same teacher run, the same settings."""
-    from dataclasses import replace
-
-    from inspector.compression.distill import DISTILL_CONFIG_FILE, DistillConfig
+    from inspector.compression.distill import DISTILL_CONFIG_FILE
 
     _check_run_matches(run, train_cfg, out / SPLIT_FILE)
-    settings_file = run / DISTILL_CONFIG_FILE
+    _matching_distill_settings(run / DISTILL_CONFIG_FILE, config)
+    echo(f"distilled: reusing {run} (same schedule, teacher and settings)")
+    return {"run": str(run), "reused": True, **_best_metrics(run)}
+
+
+def _matching_distill_settings(settings_file: Path, config):
+    """The distillation settings a run saved, if they are ``config``'s (the teacher compared as a path);
+    otherwise a PipelineError naming each difference."""
+    from inspector.compression.distill import DistillConfig
+
     if not settings_file.is_file():
-        raise PipelineError(f"{settings_file}: missing; distilled_run {run} is not a distillation run")
+        raise PipelineError(f"{settings_file}: missing; {settings_file.parent} is not a distillation run")
     saved = DistillConfig.load(settings_file)
     if not _same_path(saved.teacher, config.teacher):
         raise PipelineError(f"{settings_file}: distilled from {saved.teacher}, the pipeline's teacher is {config.teacher}")
-    wanted = replace(config, teacher=saved.teacher).to_dict()
+    wanted = config.to_dict()
     changed = [f"{name}: {value!r} (run) vs {wanted[name]!r} (pipeline)" for name, value in saved.to_dict().items()
-               if value != wanted[name] and name != "teacher_cache_mb"]
+               if name != "teacher" and value != wanted[name]]
     if changed:
         raise PipelineError(f"{settings_file}: distilled with other settings than this pipeline's: {'; '.join(changed)}")
-    echo(f"distilled: reusing {run} (same schedule, teacher and settings)")
-    return {"run": str(run), "reused": True, **_best_metrics(run)}
+    return saved
 
 
 def _pruned(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
