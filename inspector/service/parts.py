@@ -1,0 +1,84 @@
+"""Trigger mode and traceability: the PLC front end (OPC UA, Modbus TCP) asks for parts, the recipe manager
+decides model, template and thresholds, and every record names its part and recipe.
+
+A mixin of ``Service`` (``inspector/service/service.py``).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from typing import Any, Optional
+
+import cv2
+
+from inspector.capture import Frame
+from inspector.service.config import ServiceConfig
+from inspector.service.errors import ServiceError
+from inspector.service.records import Record, new_record_id
+
+log = logging.getLogger("inspector.service.service")
+
+
+class PartsMixin:
+    """PLC trigger mode, recipes, and the traceability fields of a record."""
+
+    def _set_up_plc(self, config: ServiceConfig) -> None:
+        """With a PLC front end configured (OPC UA, Modbus TCP) frames are captured on trigger only."""
+        from inspector.service.plc import PlcLink
+
+        self.recipe_name: Optional[str] = None
+        self.recipe_version: Optional[str] = None
+        self.triggers: queue.Queue = queue.Queue()
+        self.parts: dict[str, Any] = {}  # frame_id -> PartRequest, between capture and inspection
+        self.plc_link = PlcLink.from_config(self, config)
+        self.plc = None if self.plc_link is None else self.plc_link.handshake
+        self.trigger_mode = self.plc_link is not None
+        self.recipes = None
+        if config.recipes is not None:
+            from inspector.service.recipes import STATE_FILE, RecipeError, RecipeManager
+
+            self.recipes = RecipeManager(self, config.recipes, config.data_dir / STATE_FILE)
+            try:
+                self.recipes.load_initial(config.recipe)
+            except RecipeError as error:
+                raise ServiceError(f"recipe: {error}") from error
+
+    def request_inspection(self, request) -> None:
+        """An accepted PLC trigger: the capture thread takes the next frame for this part."""
+        self.triggers.put(request)
+
+    def commit_unjudged_part(self, request, error: str) -> Record:
+        """A triggered part that got no frame: an ERROR record with its PartId, and ERROR to the PLC."""
+        record = Record(record_id=new_record_id(), line=self.line, source=self.source.name,
+                        frame_id=f"part:{request.part_id}:{request.number}", frame_file=None, file_version=None,
+                        captured_at=time.time(), verdict="ERROR", defects=[], model_name=self.model_name,
+                        package_id=self.package_id,
+                        latency_ms=round((time.monotonic() - request.triggered_monotonic) * 1e3, 3), error=error,
+                        **self._trace(request))
+        self._commit(record)
+        self.plc.result(request, "ERROR", 0)
+        self._after_commit(record, 0.0)
+        return record
+
+    def _trace(self, part, active=None, serial: Optional[str] = None) -> dict[str, Any]:
+        """Traceability fields of a record: the PLC's PartId (else the serial read from the board's code) and
+        the recipe the frame was judged with."""
+        name, version = (self.recipe_name, self.recipe_version) if active is None else \
+            (active.recipe.name, active.recipe.version)
+        part_id = None if part is None else (part.part_id or None)
+        return {"part_id": part_id or serial, "recipe": name, "recipe_version": version}
+
+    def _serial_from_code(self, frame: Frame, part) -> Optional[str]:
+        """With ``read_serial_code``: the board's serial from a QR code in the frame (OpenCV's detector),
+        when the PLC gave none. None when off, when the PLC named the part, or when no code is readable."""
+        if not self.config.read_serial_code or (part is not None and part.part_id):
+            return None
+        try:
+            text, _, _ = cv2.QRCodeDetector().detectAndDecode(frame.image)
+        except cv2.error as error:
+            log.warning("%s: QR code not read: %s", frame.frame_id, error)
+            return None
+        from inspector.service.plc.handshake import _clean_part_id
+
+        return _clean_part_id(text) or None
