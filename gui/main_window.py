@@ -10,24 +10,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QPoint, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import (
-    QFileDialog,
-    QLabel,
-    QMainWindow,
-    QMenu,
-    QMessageBox,
-    QSplitter,
-    QTabWidget,
-    QToolBar,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import QLabel, QMainWindow, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
-from gui.evidence import EvidenceStore, load_ng_evidence
 from gui.frame_view import FrameView, Shown
-from gui.palette import ERROR_BANNER, INFO_BANNER, NG_COLOUR, PASS_COLOUR, WARNING_BANNER
+from gui.palette import ERROR_BANNER, WARNING_BANNER
 from gui.panels import (
     Banner,
     CountersPanel,
@@ -36,36 +24,29 @@ from gui.panels import (
     LiveNumbers,
     ModelPanel,
     ReviewPanel,
-    SourceBar,
     ThresholdPanel,
     VerdictIndicator,
 )
-from gui.review import MODEL, OPERATOR, ReviewState, write_voc_review
-from gui.session import (
-    NOT_JUDGED,
-    Inspection,
-    InspectionSession,
-    LogEntry,
-    RateMeter,
-    RecentValues,
-    Thresholds,
-    ThresholdError,
-    judge,
-)
-from gui.settings import GuiSettings, save_settings
+from gui.review import ReviewState
+from gui.session import Inspection, InspectionSession, RateMeter, RecentValues, ThresholdError, Thresholds, judge
+from gui.settings import GuiSettings
 from gui.inference_process import ModelSummary
-from gui.workers import CaptureThread, EvidenceThread, FrameSlot, InferenceOptions, InferenceThread
+from gui.window_actions import ActionsMixin
+from gui.window_review import ReviewMixin
+from gui.window_settings import SettingsMixin
+from gui.workers import CaptureThread, EvidenceThread, FrameSlot, InferenceThread
 from inspector.capture import FrameSource, SourceError
 from inspector.capture.base import read_template_file
-from inspector.data import DataError
-from inspector.runtime.draw import draw_detections
 
 NUMBERS_REFRESH_MS = 250
 SETTINGS_SAVE_DELAY_MS = 600  # thresholds are saved once the operator stops turning the knob
 DRAIN_TIMEOUT_S = 10.0  # longest a stop waits for a hot-folder frame in flight to be stored
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ActionsMixin, SettingsMixin, ReviewMixin, QMainWindow):
+    """The window; its actions, settings and review live in the mixins (``window_actions``,
+    ``window_settings``, ``window_review``), the live inspection loop here."""
+
     def __init__(self, settings: GuiSettings, config_path: Path, *, fps: float | None = None,
                  source_factory: Callable[[str], FrameSource] | None = None,
                  reconnect_backoff: tuple[float, float] = (0.5, 30.0), startup_message: str = "",
@@ -201,80 +182,6 @@ class MainWindow(QMainWindow):
         self.view.box_drawn.connect(self._add_missed)
         self.view.box_menu.connect(self._box_menu)
 
-    def _build_actions(self) -> None:
-        def action(text: str, shortcut: str | QKeySequence.StandardKey | None, slot, tip: str = "",
-                   checkable: bool = False) -> QAction:
-            act = QAction(text, self)
-            if shortcut:
-                act.setShortcut(QKeySequence(shortcut))
-                act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            act.setToolTip(f"{tip or text} ({act.shortcut().toString()})" if shortcut else (tip or text))
-            act.setCheckable(checkable)
-            act.triggered.connect(slot)
-            self.addAction(act)  # shortcuts work with the menus closed
-            return act
-
-        self.start_action = action("Stop", "Space", self.toggle_running, "Start or stop inspecting")
-        self.snapshot_action = action("Snapshot", "S", self.snapshot, "Save the frame on screen with its detections")
-        self.template_action = action("Golden template…", "T", self.choose_template,
-                                      "Load the golden board image for sources whose frames carry none")
-        self.overlay_action = action("Template overlay", "O", self._set_overlay,
-                                     "Draw the golden template's edges where the alignment puts them", checkable=True)
-        self.overlay_action.setChecked(self.settings.show_overlay)
-        self.changes_action = action("Unknown changes", "U", self._set_flag_changes,
-                                     "Flag where the board differs from its golden template and no detection "
-                                     "explains it (dashed yellow)", checkable=True)
-        self.changes_action.setChecked(self.settings.flag_changes)
-        self.align_action = action("Align frames to the template", None, self._set_align, checkable=True)
-        self.align_action.setChecked(self.settings.align)
-        self.model_action = action("Load model package…", "Ctrl+O", self.choose_model)
-        self.folder_action = action("Watch a folder…", None, self.choose_folder, "Inspect images a scanner writes "
-                                    "into a folder (hot folder)")
-        self.video_action = action("Open a video file…", None, self.choose_video)
-        self.evidence_folder_action = action("Evidence folder…", None, self.choose_evidence_folder,
-                                             "Where NG frames, snapshots and the inspection record are written")
-        self.review_folder_action = action("Review folder…", None, self.choose_review_folder,
-                                           "Where reviewed frames are saved as Pascal VOC for retraining")
-        self.review_action = action("Review this frame", "F", self.review_current_frame)
-        self.draw_action = action("Draw missed defect", "D", lambda: self.review_panel.draw_button.toggle())
-        self.save_review_action = action("Save review", "Ctrl+S", self.save_review)
-        self.live_action = action("Back to live", "Esc", self.back_to_live)
-        self.reset_action = action("Reset counters…", "Ctrl+R", self.ask_reset_counters)
-        self.fullscreen_action = action("Full screen", "F11", self._toggle_fullscreen, checkable=True)
-        self.quit_action = action("Quit", "Ctrl+Q", self.close)
-        self.shortcuts_action = action("Keyboard shortcuts", "F1", self._show_shortcuts)
-
-        toolbar = QToolBar("Inspection")
-        toolbar.setMovable(False)
-        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        self.source_bar = SourceBar()
-        self.source_bar.set_source(self.settings.source)
-        self.source_bar.apply.connect(self.set_source)
-        toolbar.addWidget(self.source_bar)
-        for act in (self.start_action, self.snapshot_action, self.template_action, self.overlay_action):
-            toolbar.addAction(act)
-        self.addToolBar(toolbar)
-
-        menus = self.menuBar()
-        file_menu = menus.addMenu("&File")
-        for act in (self.model_action, self.template_action, self.folder_action, self.video_action):
-            file_menu.addAction(act)
-        file_menu.addSeparator()
-        file_menu.addAction(self.evidence_folder_action)
-        file_menu.addAction(self.review_folder_action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
-        inspect_menu = menus.addMenu("&Inspect")
-        for act in (self.start_action, self.snapshot_action, self.overlay_action, self.align_action,
-                    self.reset_action):
-            inspect_menu.addAction(act)
-        review_menu = menus.addMenu("&Review")
-        for act in (self.review_action, self.draw_action, self.save_review_action, self.live_action):
-            review_menu.addAction(act)
-        view_menu = menus.addMenu("&View")
-        view_menu.addAction(self.fullscreen_action)
-        menus.addMenu("&Help").addAction(self.shortcuts_action)
-
     def _connect_workers(self) -> None:
         self.inference.inspected.connect(self.on_inspected)
         self.inference.model_loading.connect(self._model_loading)
@@ -367,60 +274,7 @@ class MainWindow(QMainWindow):
         self.stop()
         self.source_banner.show_message(f"Source stopped: {message}", ERROR_BANNER)
 
-    # ================================================================== model
-
-    def load_model(self, path: str | None) -> None:
-        self.inference.load_model(path, self.settings.backend, self.settings.threads)
-
-    def choose_model(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Model package folder (with manifest.json)",
-                                                  self.settings.model or str(Path.cwd()))
-        if folder:
-            self.load_model(folder)
-
-    def _model_loading(self, path: str) -> None:
-        self._loading_path = path
-        self.model_panel.set_state(f"loading {path or 'the shipped default'}…")
-        self.statusBar().showMessage(f"Loading model {path or '(shipped default)'}…")
-
-    def _model_loaded(self, summary: ModelSummary) -> None:
-        self.model = summary
-        self.settings.model = self._loading_path  # what was asked for ("" = the shipped default, whatever it is)
-        if self.settings.global_threshold is None:
-            thresholds = Thresholds(summary.default_threshold, self.thresholds.per_class)
-        else:
-            thresholds = self.thresholds
-        self.thresholds = thresholds.restricted_to(summary.class_names)
-        self.threshold_panel.set_model(summary.class_names, self.thresholds, summary.default_threshold)
-        self.counters.set_class_names(summary.class_names)
-        self.review_panel.set_class_names(summary.class_names)
-        self.model_panel.show_model(summary)
-        self.model_panel.set_state("running", PASS_COLOUR)
-        self._push_options()
-        if self.message_banner.text().startswith("Model"):
-            self.message_banner.clear_message()
-        self.statusBar().showMessage(f"Model {summary.name} loaded in {summary.load_seconds:.1f} s", 8000)
-        self.view.set_placeholder("Waiting for frames…")
-        self.counters.show_counters(self.session.counters)
-        self._update_title()
-        self.save_settings()
-
-    def _model_failed(self, path: str, error: str) -> None:
-        still = f"still running {self.model.name}" if self.model else "no model is running: load one (Ctrl+O)"
-        self.message_banner.show_message(f"Model {path or '(shipped default)'} not loaded: {error} — {still}",
-                                         WARNING_BANNER if self.model else ERROR_BANNER)
-        self.model_panel.set_state(f"load failed; {still}", NG_COLOUR)
-        if self.model is None:
-            self.view.set_placeholder("No model loaded")
-
     # ================================================================== inspections
-
-    def _options(self) -> InferenceOptions:
-        return InferenceOptions(self.thresholds, self.golden, self.settings.align, self.settings.show_overlay,
-                                self.settings.flag_changes)
-
-    def _push_options(self) -> None:
-        self.inference.options = self._options()  # one assignment: the worker sees old or new, never half
 
     def on_inspected(self, inspection: Inspection) -> None:
         if inspection.candidates is not None:
@@ -494,257 +348,6 @@ class MainWindow(QMainWindow):
 
     def _class_names(self) -> list[str]:
         return self.model.class_names if self.model is not None else []
-
-    # ================================================================== thresholds, template, overlay
-
-    def set_thresholds(self, thresholds: Thresholds) -> None:
-        self.thresholds = thresholds
-        self._push_options()
-        model_default = self.model.default_threshold if self.model is not None else None
-        self.settings.global_threshold = None if model_default is not None and abs(
-            thresholds.global_threshold - model_default) < 5e-3 else thresholds.global_threshold
-        self.settings.per_class_thresholds = dict(thresholds.per_class)
-        self._save_timer.start()
-        if self.review is None and self.current is not None:
-            self._show_live(self.current)  # the frame on screen re-judged at once
-
-    def choose_template(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Golden template image", self.settings.template or str(Path.cwd()),
-                                              "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff)")
-        if path:
-            self.set_template(path)
-
-    def set_template(self, path: str) -> None:
-        try:
-            self.golden = read_template_file(path)
-        except SourceError as error:
-            self.message_banner.show_message(f"Golden template not loaded: {error}", ERROR_BANNER)
-            return
-        self.settings.template = path
-        self._push_options()
-        self.save_settings()
-        self.statusBar().showMessage(f"Golden template {path} ({self.golden.shape[1]}x{self.golden.shape[0]})", 8000)
-
-    def _set_overlay(self, on: bool) -> None:
-        self.settings.show_overlay = bool(on)
-        self._push_options()
-        self.save_settings()
-
-    def _set_flag_changes(self, on: bool) -> None:
-        self.settings.flag_changes = bool(on)
-        self._push_options()
-        self.save_settings()
-
-    def _set_align(self, on: bool) -> None:
-        self.settings.align = bool(on)
-        self._push_options()
-        self.save_settings()
-
-    # ================================================================== review
-
-    def review_current_frame(self) -> None:
-        if self.current is None:
-            self.statusBar().showMessage("No frame to review yet", 5000)
-            return
-        _, defects = judge(self.current.candidates, self.thresholds)
-        self._start_review(self.current.frame_id, self.current.captured_at, self.current.image, self.current.template,
-                           defects)
-
-    def review_log_row(self, row: int) -> None:
-        if row < 0 or row >= self.log_model.rowCount():
-            return
-        entry: LogEntry = self.log_model.entry(row)
-        if self.review is not None and self.review.frame_id == entry.frame_id:
-            return  # the same row again (rows above it were added): keep the operator's marks
-        image, template = entry.image, entry.template
-        if image is None:
-            if not entry.evidence_image:
-                self.statusBar().showMessage(f"NG #{entry.number}: its frame is no longer in memory and was not "
-                                             "saved (see the banner)", 8000)
-                return
-            try:
-                image, template = load_ng_evidence(Path(entry.evidence_image))
-            except (OSError, ValueError, DataError) as error:
-                self.message_banner.show_message(f"Cannot read back NG #{entry.number}: {error}", ERROR_BANNER)
-                return
-        self._start_review(entry.frame_id, entry.captured_at, image, template, entry.defects)
-        self.verdict.set_verdict("NG")
-
-    def _start_review(self, frame_id: str, captured_at: float, image: np.ndarray, template: np.ndarray | None,
-                      defects) -> None:
-        self.review = ReviewState.from_detections(frame_id, captured_at, image, template, defects,
-                                                  self._class_names())
-        self.review_defects = defects
-        self.review_panel.set_active(True)
-        self._show_review()
-
-    def _show_review(self) -> None:
-        review = self.review
-        self.view.show_frame(Shown(review.image, self.review_defects, review.class_names, review=review,
-                                   caption=f"REVIEW {review.frame_id} — Esc: back to live"))
-        self.review_panel.status.setText(
-            f"Reviewing {review.frame_id}: {len(review.boxes) - review.n_false_calls - review.n_missed} confirmed, "
-            f"{review.n_false_calls} false call(s), {review.n_missed} missed defect(s) added.")
-
-    def _set_draw_mode(self, on: bool) -> None:
-        if on and self.review is None:
-            self.review_current_frame()
-        self.view.draw_mode = bool(on) and self.review is not None
-        if on and self.review is None:
-            self.review_panel.draw_button.setChecked(False)
-
-    def _toggle_false_call(self, index: int) -> None:
-        if self.review is None:
-            return
-        box = self.review.boxes[index]
-        if box.origin == MODEL:
-            self.review.toggle_false_call(index)
-            self._show_review()
-
-    def _add_missed(self, xyxy) -> None:
-        if self.review is None:
-            return
-        class_name = self.review_panel.class_box.currentText()
-        try:
-            self.review.add_missed(tuple(float(v) for v in xyxy), class_name)
-        except ValueError as error:
-            self.statusBar().showMessage(f"Box not added: {error}", 8000)
-            return
-        self._show_review()
-
-    def _box_menu(self, index: int, position: QPoint) -> None:
-        box = self.review.boxes[index]
-        menu = QMenu(self)
-        if box.origin == MODEL:
-            menu.addAction("Not a false call" if box.false_call else "False call",
-                           lambda: self._toggle_false_call(index))
-        else:
-            change = menu.addMenu("Class")
-            for name in self.review.class_names:
-                change.addAction(name, lambda name=name: self._set_box_class(index, name))
-            menu.addAction("Remove", lambda: self._remove_box(index))
-        menu.exec(position)
-
-    def _set_box_class(self, index: int, name: str) -> None:
-        self.review.boxes[index].class_name = name
-        self._show_review()
-
-    def _remove_box(self, index: int) -> None:
-        if self.review.boxes[index].origin == OPERATOR:
-            self.review.remove(index)
-            self._show_review()
-
-    def save_review(self) -> Path | None:
-        if self.review is None:
-            self.statusBar().showMessage("Nothing under review: press F or pick a defect log row first", 5000)
-            return None
-        try:
-            path = write_voc_review(Path(self.settings.review_dir), self.review)
-        except OSError as error:
-            self.message_banner.show_message(f"Review not saved to {self.settings.review_dir}: {error}", ERROR_BANNER)
-            return None
-        labels = self.review.labels()
-        self.statusBar().showMessage(f"Saved {len(labels)} labeled defect(s) to {path}", 10_000)
-        self.message_banner.show_message(f"Review saved: {path.name} ({len(labels)} defect(s))", INFO_BANNER)
-        QTimer.singleShot(4000, self, self._clear_saved_notice)  # with the window as context: cancelled with it
-        return path
-
-    def _clear_saved_notice(self) -> None:
-        if self.message_banner.text().startswith("Review saved"):
-            self.message_banner.clear_message()
-
-    def back_to_live(self) -> None:
-        if self.review is None:
-            return
-        self.review = None
-        self.review_defects = None
-        self.review_panel.set_active(False)
-        self.review_panel.status.setText("Not reviewing.")
-        self.view.draw_mode = False
-        self.log_view.clearSelection()
-        self.log_view.setCurrentIndex(self.log_model.index(-1, -1))
-        if self.current is not None:
-            self._show_live(self.current)
-
-    # ================================================================== snapshot, counters, settings
-
-    def snapshot(self) -> Path | None:
-        """The frame on screen with its detections drawn, saved beside the evidence."""
-        shown = self.view.shown
-        if shown is None:
-            self.statusBar().showMessage("No frame to snapshot yet", 5000)
-            return None
-        defects = shown.defects
-        if defects is None:
-            annotated, detections_for_file, verdict = shown.image.copy(), None, NOT_JUDGED
-        else:
-            annotated, detections_for_file = draw_detections(shown.image, defects), defects
-            verdict = "NG" if len(defects) else "PASS"
-        inspection = shown.token if isinstance(shown.token, Inspection) else None
-        frame_id = inspection.frame_id if inspection else (self.review.frame_id if self.review else "frame")
-        captured_at = inspection.captured_at if inspection else (self.review.captured_at if self.review else time.time())
-        try:
-            path = EvidenceStore(Path(self.settings.evidence_dir)).save_snapshot(
-                frame_id=frame_id, captured_at=captured_at, image=shown.image, annotated=annotated,
-                detections=detections_for_file, verdict=verdict, thresholds=self.thresholds.to_dict(),
-                package_id=self.model.package_id if self.model else "")
-        except OSError as error:
-            self.message_banner.show_message(f"Snapshot not saved: {error}", ERROR_BANNER)
-            return None
-        self.statusBar().showMessage(f"Snapshot saved: {path}", 10_000)
-        return path
-
-    def ask_reset_counters(self) -> None:
-        answer = QMessageBox.question(
-            self, "Reset counters",
-            f"Start a new shift? The counters ({self.session.counters.inspected} inspected, "
-            f"{self.session.counters.ng} NG) go back to zero. The defect log and saved evidence are kept.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-        if answer == QMessageBox.StandardButton.Yes:
-            self.session.reset_counters()
-            self.counters.show_counters(self.session.counters)
-
-    def save_settings(self) -> None:
-        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
-        try:
-            save_settings(self.config_path, self.settings)
-        except OSError as error:
-            self.statusBar().showMessage(f"Settings not saved to {self.config_path}: {error}", 10_000)
-
-    def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder the scanner writes board images into")
-        if folder:
-            self.set_source(folder)
-
-    def choose_video(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Video file", str(Path.cwd()),
-                                              "Videos (*.mp4 *.avi *.mkv *.mov *.m4v *.webm);;All files (*)")
-        if path:
-            self.set_source(path)
-
-    def choose_evidence_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Evidence folder", self.settings.evidence_dir)
-        if folder:
-            self.set_evidence_folder(folder)
-
-    def set_evidence_folder(self, folder: str) -> None:
-        self.settings.evidence_dir = folder
-        self.evidence.store = EvidenceStore(Path(folder))  # one assignment: the writer uses old or new
-        self.save_settings()
-
-    def choose_review_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Review folder (Pascal VOC)", self.settings.review_dir)
-        if folder:
-            self.settings.review_dir = folder
-            self.review_panel.folder.setText(f"Reviews are saved in {folder}")
-            self.save_settings()
-
-    def _toggle_fullscreen(self, on: bool) -> None:
-        self.showFullScreen() if on else self.showNormal()
-
-    def _show_shortcuts(self) -> None:
-        lines = [f"{act.shortcut().toString():10s} {act.text()}" for act in self.actions() if not act.shortcut().isEmpty()]
-        QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
 
     def _update_title(self) -> None:
         model = self.model.name if self.model else "no model"

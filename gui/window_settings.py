@@ -1,0 +1,113 @@
+"""What the operator sets and the window keeps: the model, thresholds, golden template, overlay and
+alignment switches, the evidence folder, and saving all of it. A mixin of ``MainWindow``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gui.evidence import EvidenceStore
+from gui.inference_process import ModelSummary
+from gui.palette import ERROR_BANNER, NG_COLOUR, PASS_COLOUR, WARNING_BANNER
+from gui.session import Thresholds
+from gui.settings import save_settings
+from gui.workers import InferenceOptions
+from inspector.capture import SourceError
+from inspector.capture.base import read_template_file
+
+
+class SettingsMixin:
+    """Model loading, thresholds and template: each change is pushed to the inference worker as one
+    ``InferenceOptions`` and saved."""
+
+    def load_model(self, path: str | None) -> None:
+        self.inference.load_model(path, self.settings.backend, self.settings.threads)
+
+    def _model_loading(self, path: str) -> None:
+        self._loading_path = path
+        self.model_panel.set_state(f"loading {path or 'the shipped default'}…")
+        self.statusBar().showMessage(f"Loading model {path or '(shipped default)'}…")
+
+    def _model_loaded(self, summary: ModelSummary) -> None:
+        self.model = summary
+        self.settings.model = self._loading_path  # what was asked for ("" = the shipped default, whatever it is)
+        if self.settings.global_threshold is None:
+            thresholds = Thresholds(summary.default_threshold, self.thresholds.per_class)
+        else:
+            thresholds = self.thresholds
+        self.thresholds = thresholds.restricted_to(summary.class_names)
+        self.threshold_panel.set_model(summary.class_names, self.thresholds, summary.default_threshold)
+        self.counters.set_class_names(summary.class_names)
+        self.review_panel.set_class_names(summary.class_names)
+        self.model_panel.show_model(summary)
+        self.model_panel.set_state("running", PASS_COLOUR)
+        self._push_options()
+        if self.message_banner.text().startswith("Model"):
+            self.message_banner.clear_message()
+        self.statusBar().showMessage(f"Model {summary.name} loaded in {summary.load_seconds:.1f} s", 8000)
+        self.view.set_placeholder("Waiting for frames…")
+        self.counters.show_counters(self.session.counters)
+        self._update_title()
+        self.save_settings()
+
+    def _model_failed(self, path: str, error: str) -> None:
+        still = f"still running {self.model.name}" if self.model else "no model is running: load one (Ctrl+O)"
+        self.message_banner.show_message(f"Model {path or '(shipped default)'} not loaded: {error} — {still}",
+                                         WARNING_BANNER if self.model else ERROR_BANNER)
+        self.model_panel.set_state(f"load failed; {still}", NG_COLOUR)
+        if self.model is None:
+            self.view.set_placeholder("No model loaded")
+
+    def _options(self) -> InferenceOptions:
+        return InferenceOptions(self.thresholds, self.golden, self.settings.align, self.settings.show_overlay,
+                                self.settings.flag_changes)
+
+    def _push_options(self) -> None:
+        self.inference.options = self._options()  # one assignment: the worker sees old or new, never half
+
+    def set_thresholds(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+        self._push_options()
+        model_default = self.model.default_threshold if self.model is not None else None
+        self.settings.global_threshold = None if model_default is not None and abs(
+            thresholds.global_threshold - model_default) < 5e-3 else thresholds.global_threshold
+        self.settings.per_class_thresholds = dict(thresholds.per_class)
+        self._save_timer.start()
+        if self.review is None and self.current is not None:
+            self._show_live(self.current)  # the frame on screen re-judged at once
+
+    def set_template(self, path: str) -> None:
+        try:
+            self.golden = read_template_file(path)
+        except SourceError as error:
+            self.message_banner.show_message(f"Golden template not loaded: {error}", ERROR_BANNER)
+            return
+        self.settings.template = path
+        self._push_options()
+        self.save_settings()
+        self.statusBar().showMessage(f"Golden template {path} ({self.golden.shape[1]}x{self.golden.shape[0]})", 8000)
+
+    def _set_overlay(self, on: bool) -> None:
+        self.settings.show_overlay = bool(on)
+        self._push_options()
+        self.save_settings()
+
+    def _set_flag_changes(self, on: bool) -> None:
+        self.settings.flag_changes = bool(on)
+        self._push_options()
+        self.save_settings()
+
+    def _set_align(self, on: bool) -> None:
+        self.settings.align = bool(on)
+        self._push_options()
+        self.save_settings()
+
+    def save_settings(self) -> None:
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
+        try:
+            save_settings(self.config_path, self.settings)
+        except OSError as error:
+            self.statusBar().showMessage(f"Settings not saved to {self.config_path}: {error}", 10_000)
+
+    def set_evidence_folder(self, folder: str) -> None:
+        self.settings.evidence_dir = folder
+        self.evidence.store = EvidenceStore(Path(folder))  # one assignment: the writer uses old or new
+        self.save_settings()
