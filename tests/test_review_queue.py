@@ -143,3 +143,64 @@ def test_http_review_station(tmp_path, demo_pairs):
     exported = client.post("/review/export", headers=headers).json()
     assert exported["boards"] == 1
     assert len(load_dataset(tmp_path / "export")) == 1
+
+
+def test_per_class_bands_decide_which_detections_are_near_their_threshold(tmp_path):
+    from inspector.review_queue import ReviewBands
+
+    queue = ReviewQueue(tmp_path / "queue.db")
+    threshold = 0.6
+    bands = ReviewBands(near_band=0.05, per_class={"spur": 0.3})
+    # 0.4 below the threshold: outside the default band, inside spur's.
+    spur = queue.offer("spur.jpg", [_det(0.4, "spur")], threshold, CLASSES, near_band=bands)
+    assert queue.offer("open.jpg", [_det(0.4, "open")], threshold, CLASSES, near_band=bands) is None
+    # A confident open call next to a barely made spur call: near, ranked by the spur's distance.
+    both = queue.offer("both.jpg", [_det(0.99, "open"), _det(0.75, "spur")], threshold, CLASSES, near_band=bands)
+    close_open = queue.offer("close.jpg", [_det(0.63, "open")], threshold, CLASSES, near_band=bands)
+    # With one band (the old behaviour) the open at 0.4 is not near, and neither is the spur.
+    assert queue.offer("spur2.jpg", [_det(0.4, "spur")], threshold, CLASSES, near_band=0.05) is None
+    assert [(i.id, i.reason, round(i.rank_value, 3)) for i in queue.pending()] == [
+        (close_open, "near_threshold", 0.03), (both, "near_threshold", 0.15), (spur, "near_threshold", 0.2)]
+    assert bands.widest == 0.3 and bands.band("open") == 0.05 and bands.band("spur") == 0.3
+
+
+@pytest.mark.parametrize("per_class, message", [
+    ({"spur": 0.7}, r"review_near_band_per_class\.spur: expected 0\.0 <= band <= 0\.5, got 0\.7"),
+    ({"spur": "wide"}, r"review_near_band_per_class: expected a mapping of str to float"),
+    ({"spur": True}, r"review_near_band_per_class: expected a mapping of str to float"),
+])
+def test_a_bad_per_class_band_is_refused_naming_the_setting_and_class(tmp_path, per_class, message):
+    from prometheus_client import CollectorRegistry
+
+    from inspector.service.review_feed import ReviewFeed
+
+    with pytest.raises(ReviewError, match=message):
+        ReviewFeed(tmp_path / "data", CollectorRegistry(), "line1", near_band=0.1, max_pending=10,
+                   near_band_per_class=per_class)
+
+
+def test_the_feed_asks_for_the_widest_band_and_refuses_a_class_the_model_lacks(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from inspector.review_queue import ReviewBands
+    from inspector.service.review_feed import ReviewFeed
+
+    with pytest.raises(ReviewError, match=r"near_band: expected a value in \[0\.0, 0\.5\], got 0\.9"):
+        ReviewBands(near_band=0.9)
+    feed = ReviewFeed(tmp_path / "data", CollectorRegistry(), "line1", near_band=0.1, max_pending=10,
+                      near_band_per_class={"spur": 0.25, "short": 0.05})
+    try:
+        assert feed.candidate_threshold(0.5) == pytest.approx(0.25)  # spur's band is the widest
+        assert feed.candidate_threshold(0.2) == 0.0
+        feed.check_classes(CLASSES)
+        with pytest.raises(ReviewError, match=r"review_near_band_per_class: no class 'spur' in the model; "
+                                              r"expected some of \['open', 'short'\]"):
+            feed.check_classes(["open", "short"])
+        image = np.zeros((32, 32, 3), np.uint8)
+        common = dict(template=None, unknown_changes=[], score_threshold=0.5, class_names=CLASSES, model="m")
+        assert feed.offer("r1", "a", image, detections=[_det(0.3, "spur")], **common)  # within spur's 0.25
+        assert not feed.offer("r2", "b", image, detections=[_det(0.3, "open")], **common)  # beyond open's 0.1
+        assert feed.wait_idle(30, boards=2)
+        assert [item.source for item in feed.queue.pending()] == ["a"]
+    finally:
+        feed.close()

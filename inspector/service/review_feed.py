@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from prometheus_client import Counter
 
-from inspector.review_queue import ReviewQueue, rank
+from inspector.review_queue import ReviewBands, ReviewError, ReviewQueue, rank
 
 log = logging.getLogger(__name__)
 QUEUE_FILE = "review.sqlite3"
@@ -53,12 +53,14 @@ class _Offer:
 class ReviewFeed:
     """The service's writer into the verification queue at ``data_dir/review.sqlite3``."""
 
-    def __init__(self, data_dir: Path, registry, line: str, near_band: float, max_pending: int) -> None:
+    def __init__(self, data_dir: Path, registry, line: str, near_band: ReviewBands | float, max_pending: int,
+                 near_band_per_class: Optional[dict[str, float]] = None) -> None:
         self.directory = Path(data_dir)
         self.images = self.directory / IMAGES_DIR
         self.images.mkdir(parents=True, exist_ok=True)
         self.queue = ReviewQueue(self.directory / QUEUE_FILE)
-        self.near_band = float(near_band)
+        # One band, or per class over it (ReviewBands checks both, naming the field of a bad value).
+        self.bands = service_bands(near_band, near_band_per_class)
         self.max_pending = int(max_pending)
         labels = {"line": line}
         self.enqueued = Counter("inspector_review_enqueued_total", "Boards put into the verification queue",
@@ -94,7 +96,7 @@ class ReviewFeed:
 
     def _accept(self, offer: _Offer) -> bool:
         try:
-            if rank(offer.detections, offer.unknown_changes, offer.score_threshold, self.near_band) is None:
+            if rank(offer.detections, offer.unknown_changes, offer.score_threshold, self.bands) is None:
                 return False
             with self._idle:
                 self._busy += 1
@@ -112,6 +114,14 @@ class ReviewFeed:
             self.failures.inc()
             log.exception("%s: not offered for review", offer.frame_id)
             return False
+
+    def candidate_threshold(self, decision_threshold: float) -> float:
+        """The score the detector must be asked for so every class's band below ``decision_threshold`` is seen."""
+        return max(0.0, float(decision_threshold) - self.bands.widest)
+
+    def check_classes(self, class_names: list[str]) -> None:
+        """ReviewError when a per-class band names a class the model does not have (call on a model load)."""
+        self.bands.check_classes(class_names, "review_near_band_per_class")
 
     def wait_idle(self, timeout: float, boards: int = 0) -> bool:
         """True once at least ``boards`` boards were offered and every accepted one is written or has
@@ -167,13 +177,27 @@ class ReviewFeed:
                 _write_png(template_path, offer.template)
         item = self.queue.offer(image_path, offer.detections, offer.score_threshold, offer.class_names,
                                 template_path, offer.unknown_changes, source=offer.frame_id, model=offer.model,
-                                near_band=self.near_band)
+                                near_band=self.bands)
         if item is None:  # the queue ranks it the same way; nothing to keep
             image_path.unlink(missing_ok=True)
         return item is not None
 
     def _count_pending(self) -> int:
         return sum(self.queue.counts()["pending"].values())
+
+
+def service_bands(near_band: ReviewBands | float, per_class: Optional[dict[str, float]] = None) -> ReviewBands:
+    """The service's ``review_near_band`` and ``review_near_band_per_class`` as one ``ReviewBands``; a bad
+    value is refused naming the service's setting (``review_near_band_per_class.spur: expected ...``)."""
+    bands = ReviewBands.of(near_band)
+    if not per_class:
+        return bands
+    try:
+        return ReviewBands(near_band=bands.near_band, per_class={**bands.per_class, **per_class})
+    except ReviewError as error:
+        field = getattr(error, "field", None) or "per_class"
+        setting = "review_near_band" if field == "near_band" else "review_near_band_" + field
+        raise ReviewError(f"{setting}: {getattr(error, 'problem', error)}") from None
 
 
 def _copy_unchanged(file: Optional[Path], version: Optional[str], stem: Path) -> Optional[Path]:

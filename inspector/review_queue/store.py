@@ -1,39 +1,17 @@
-"""Verification queue: the boards a person should look at, the most instructive first, and their verdicts.
-
-A board is queued when a review can teach the model something:
-
-* group 0: a detection within ``near_band`` of its score threshold (above: a call the model barely made;
-  below: a defect it barely missed), closest to the threshold first;
-* group 1: unknown-change flags (``inspector.runtime.changes``): the board differs from its golden
-  template where no detection explains it; largest unexplained area first;
-* group 2: any other NG board (every call confident), least confident first.
-
-The reviewer confirms or rejects each stored detection (fixing its class or box when needed), adds the
-defects the model missed, and the decision is stored with who and when; the latest decision of each board
-is its truth. ``export_voc`` writes the reviewed boards as Pascal VOC (image, template, boxes) that
-``inspector train --data`` reads. Everything is in one SQLite file (WAL, so a review station can read
-while the line writes), and every change is one transaction: nothing saved is lost on a crash.
-"""
+"""The verification queue's store: one SQLite file (WAL, so a review station reads while the line writes),
+every change one transaction, so nothing saved is lost on a crash."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
 import threading
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-VERDICTS = ("confirm", "reject")
-DEFAULT_NEAR_BAND = 0.15
-NEAR_THRESHOLD, UNKNOWN_CHANGE, NG = 0, 1, 2
-REASONS = {NEAR_THRESHOLD: "near_threshold", UNKNOWN_CHANGE: "unknown_change", NG: "ng"}
+from inspector.review_queue.ranking import REASONS, VERDICTS, ReviewBands, ReviewError, rank
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -63,10 +41,6 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_item ON decisions (item_id, id);
 """
-
-
-class ReviewError(ValueError):
-    """A queue request that cannot be honoured; the message names the item and field."""
 
 
 @dataclass(frozen=True)
@@ -103,21 +77,6 @@ class Decision:
         return dict(self.__dict__)
 
 
-def rank(detections: list[dict], unknown_changes: list[dict], score_threshold: float,
-         near_band: float) -> tuple[int, float] | None:
-    """``(group, value)`` ordering a board in the queue (lower first), or None when it needs no review."""
-    scores = np.array([float(d["score"]) for d in detections], np.float64)
-    margins = np.abs(scores - score_threshold)
-    if len(scores) and margins.min() <= near_band:
-        return NEAR_THRESHOLD, float(margins.min())
-    if unknown_changes:
-        return UNKNOWN_CHANGE, -float(sum(float(c.get("area", 0)) for c in unknown_changes))
-    ng = scores[scores >= score_threshold]
-    if len(ng):
-        return NG, float(ng.min())
-    return None
-
-
 class ReviewQueue:
     """The queue in one SQLite file; safe to share between threads (one connection, one lock)."""
 
@@ -140,11 +99,12 @@ class ReviewQueue:
 
     def offer(self, image_path: Path | str, detections: list[dict], score_threshold: float, class_names: list[str],
               template_path: Path | str | None = None, unknown_changes: list[dict] | None = None, source: str = "",
-              model: str = "", near_band: float = DEFAULT_NEAR_BAND) -> int | None:
+              model: str = "", near_band: ReviewBands | float | None = None) -> int | None:
         """Queue a judged board if a review would teach something; returns its item id, or None.
 
-        ``detections`` should reach ``near_band`` below the threshold (run the detector with
-        ``score_threshold - near_band``), so barely missed defects can be confirmed.
+        ``near_band``: one band, or ``ReviewBands`` (per class); the default band when None. ``detections``
+        should reach the widest band below the threshold (run the detector with ``score_threshold -
+        ReviewBands.widest``), so barely missed defects can be confirmed.
         """
         detections = [_detection(d, class_names, f"detections[{i}]") for i, d in enumerate(detections)]
         changes = [dict(c) for c in unknown_changes or []]
@@ -162,7 +122,7 @@ class ReviewQueue:
 
     def offer_detections(self, image_path: Path | str, found, score_threshold: float, class_names: list[str],
                          template_path: Path | str | None = None, source: str = "", model: str = "",
-                         near_band: float = DEFAULT_NEAR_BAND) -> int | None:
+                         near_band: ReviewBands | float | None = None) -> int | None:
         """``offer`` for a runtime ``Detections`` (with its unknown changes when they were asked for)."""
         detections = [{"box": [float(v) for v in box], "score": float(score), "class_name": name}
                       for box, score, name in zip(found.boxes, found.scores, found.class_names)]
@@ -269,76 +229,13 @@ class ReviewQueue:
     def export_voc(self, out: Path | str) -> list[Path]:
         """Every reviewed board as Pascal VOC under ``out`` (Annotations/, JPEGImages/, templates/); returns
         the XML files. Re-exporting replaces a board's files with its latest decision."""
-        out = Path(out)
+        from inspector.review_queue.voc import export_voc
+
+        return export_voc(self, out)
+
+    def reviewed_ids(self) -> list[int]:
         with self._lock:
-            ids = [row["id"] for row in self._db.execute("SELECT id FROM items WHERE status = 'reviewed' ORDER BY id")]
-        written = []
-        for item_id in ids:
-            item = self.get(item_id)
-            image_path = Path(item.image_path)
-            if not image_path.is_file():
-                raise ReviewError(f"review item {item_id}: image {image_path} no longer exists")
-            name = f"review{item_id:06d}_{image_path.stem}"
-            image_target = out / "JPEGImages" / f"{name}{image_path.suffix}"
-            _copy_atomic(image_path, image_target)
-            template_text = None
-            if item.template_path:
-                template = Path(item.template_path)
-                if not template.is_file():
-                    raise ReviewError(f"review item {item_id}: template {template} no longer exists")
-                digest = hashlib.sha1(template.read_bytes()).hexdigest()
-                template_target = out / "templates" / f"{digest}{template.suffix}"
-                if not template_target.is_file():
-                    _copy_atomic(template, template_target)
-                template_text = f"../templates/{template_target.name}"
-            written.append(_write_annotation(out / "Annotations" / f"{name}.xml", image_target, template_text,
-                                             self.labels(item_id), item.source))
-        return written
-
-
-def _write_annotation(path: Path, image: Path, template_text: str | None, labels, source: str) -> Path:
-    import cv2
-
-    height, width = cv2.imread(str(image), cv2.IMREAD_UNCHANGED).shape[:2]
-    annotation = ET.Element("annotation")
-    ET.SubElement(annotation, "folder").text = "JPEGImages"
-    ET.SubElement(annotation, "filename").text = image.name
-    origin = ET.SubElement(annotation, "source")
-    ET.SubElement(origin, "database").text = "pcb-inspector verification queue"
-    ET.SubElement(origin, "frame_id").text = source
-    size = ET.SubElement(annotation, "size")
-    for tag, value in (("width", width), ("height", height), ("depth", 3)):
-        ET.SubElement(size, tag).text = str(value)
-    if template_text is not None:
-        ET.SubElement(annotation, "template").text = template_text
-    for box, class_name in labels:
-        obj = ET.SubElement(annotation, "object")
-        ET.SubElement(obj, "name").text = class_name
-        ET.SubElement(obj, "difficult").text = "0"
-        bndbox = ET.SubElement(obj, "bndbox")
-        x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-        x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
-        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))):
-            ET.SubElement(bndbox, tag).text = str(value)
-    ET.indent(annotation)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(ET.tostring(annotation, encoding="utf-8", xml_declaration=True) + b"\n")
-    os.replace(temp, path)
-    return path
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        shutil.copyfile(source, temp)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+            return [row["id"] for row in self._db.execute("SELECT id FROM items WHERE status = 'reviewed' ORDER BY id")]
 
 
 def _item(row: sqlite3.Row) -> QueueItem:
