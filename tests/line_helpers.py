@@ -66,13 +66,42 @@ class Plc:
             assert self.read("ResultValid") is False
         return verdict, count
 
+    def local_address(self) -> str:
+        """host:port of this client's end of the connection: the peer address the station sees."""
+        host, port = self.client.aio_obj.uaclient.protocol.transport.get_extra_info("sockname")[:2]
+        return f"{host}:{port}"
+
     def close(self) -> None:
         self.client.disconnect()
+
+
+def recipe_audit(http, headers) -> list[dict]:
+    """The audit trail's recipe entries, oldest first, as an admin reads them over HTTP (/audit)."""
+    page = http.get("/audit", params={"limit": 500}, headers=headers)
+    assert page.status_code == 200, page.text
+    return [entry for entry in reversed(page.json()["items"]) if entry["action"] == "select recipe"]
 
 
 def demo_pairs() -> list[tuple[Path, Path]]:
     tests = sorted(DEMO_DIR.rglob("*_test.jpg"))
     return [(test, test.with_name(test.name.replace("_test", "_temp"))) for test in tests]
+
+
+def drop_coded_board(folder: Path, name: str, code_text: str, age_s: float = 60.0) -> None:
+    """A defective board pair whose test image carries a QR code of ``code_text`` (the board's serial), as
+    PNG (lossless: the code stays readable), modified ``age_s`` ago (older files are read first)."""
+    import cv2
+
+    test, temp = demo_pairs()[0]
+    code = cv2.QRCodeEncoder.create().encode(code_text)
+    code = cv2.cvtColor(cv2.resize(code, None, fx=6, fy=6, interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+    board = cv2.imread(str(test))
+    board[20:20 + code.shape[0], 20:20 + code.shape[1]] = code
+    shutil.copy2(temp, folder / f"{name}_temp.jpg")
+    cv2.imwrite(str(folder / f"{name}_test.png"), board)
+    old = time.time() - age_s
+    for path in (folder / f"{name}_temp.jpg", folder / f"{name}_test.png"):
+        os.utime(path, (old, old))
 
 
 def drop_board(folder: Path, name: str, golden: bool = False) -> None:

@@ -50,6 +50,7 @@ def test_a_valid_recipe_loads(tmp_path):
     ({"trigger": "sometimes"}, "field 'trigger'"),
     ({"exposure": 5}, "field 'exposure'"),  # a misspelt key is an error, not a silent default
     ({"name": "other"}, "field 'name': 'other' differs from the file name"),
+    ({"part_id_pattern": "SN-(["}, "field 'part_id_pattern': expected a regular expression"),
 ])
 def test_validation_errors_name_file_and_field(tmp_path, fields, expected):
     path = write(tmp_path, "bad", **fields)
@@ -89,7 +90,8 @@ def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path)
 
     from inspector.service import Service, ServiceConfig
     from inspector.service.api import create_app
-    from line_helpers import Plc, drop_board, wait_for
+    from inspector.service.auth import LEGACY_TOKEN_USER
+    from line_helpers import Plc, drop_board, recipe_audit, wait_for
 
     recipes = tmp_path / "recipes"
     recipes.mkdir()
@@ -133,14 +135,36 @@ def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path)
         plc.wait("Recipe", "board-a")
         assert plc.read("RecipeStatus") == "accepted"
 
+        # For PLCs that cannot call methods: writing a name into RecipeRequest asks for it.
+        plc.write("RecipeRequest", "board-b")
+        plc.wait("Recipe", "board-b")
+
         token = "recipe-test-token-0123456789"
         headers = {"Authorization": f"Bearer {token}"}
         with TestClient(create_app(service, token)) as http:
             refused = http.post("/recipe", json={"name": "broken"}, headers=headers)
             assert refused.status_code == 409 and "scratch" in refused.json()["detail"]
-            assert http.post("/recipe", json={"name": "board-b"}, headers=headers).status_code == 200
+            assert http.post("/recipe", json={"name": "board-a"}, headers=headers).status_code == 200
             state = http.get("/recipe", headers=headers).json()
-            assert state["active"]["name"] == "board-b" and set(state["available"]) == {"board-a", "board-b", "broken"}
+            assert state["active"]["name"] == "board-a" and set(state["available"]) == {"board-a", "board-b", "broken"}
+
+            # Every request is in the audit trail: who (the PLC and its address, the HTTP user), old -> new.
+            opcua = f"PLC over OPC UA from {plc.local_address()}"
+            entries = [(e["who"], e["role"], e["old"], e["new"], e["outcome"]) for e in recipe_audit(http, headers)]
+            assert entries[:6] == [
+                ("configuration", None, None, "board-a version 1", "switched at start-up"),
+                (opcua, "plc", "board-a version 1", "board-b version 2", "switched"),
+                (opcua, "plc", "board-b version 2", "broken", entries[2][4]),
+                (opcua, "plc", "board-b version 2", "board-a version 1", "pending: applied after the current part"),
+                (opcua, "plc", "board-b version 2", "board-a version 1", "switched after the part in progress"),
+                (opcua, "plc", "board-a version 1", "board-b version 2", "switched"),
+            ]
+            assert entries[2][4].startswith("refused: ") and "scratch" in entries[2][4]
+            assert entries[6][:4] == (LEGACY_TOKEN_USER, "admin", "board-b version 2", "broken")
+            assert entries[6][4].startswith("refused: ")
+            assert entries[7:] == [(LEGACY_TOKEN_USER, "admin", "board-b version 2", "board-a version 1", "switched")]
+            # The HTTP requests are recorded once (by the recipe manager), not a second time by the middleware.
+            assert not [e for e in http.get("/audit", headers=headers).json()["items"] if e["action"] == "POST /recipe"]
     finally:
         plc.close()
         service.stop()
@@ -149,11 +173,11 @@ def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path)
     assert (by_part["P2"].recipe, by_part["P2"].recipe_version) == ("board-b", "2")
     assert by_part["P3"].recipe == "board-b"
 
-    # Restart without naming a recipe: the last active one (board-b, chosen over HTTP) comes back.
+    # Restart without naming a recipe: the last active one (board-a, chosen over HTTP) comes back.
     restarted = Service(ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None, line="line1",
                                       recipes=recipes))
     try:
-        assert (restarted.recipe_name, restarted.recipe_version) == ("board-b", "2")
+        assert (restarted.recipe_name, restarted.recipe_version) == ("board-a", "1")
     finally:
         restarted.detector.close()
 
@@ -183,11 +207,13 @@ def test_recipe_cli(tmp_path):
 
 
 def test_recipe_load_over_modbus(tmp_path):
+    from fastapi.testclient import TestClient
     from pymodbus.client import ModbusTcpClient
 
     from inspector.service import Service, ServiceConfig
+    from inspector.service.api import create_app
     from inspector.service.plc.modbus import registers_to_text, text_to_registers
-    from line_helpers import wait_for
+    from line_helpers import recipe_audit, wait_for
 
     recipes = tmp_path / "recipes"
     recipes.mkdir()
@@ -215,6 +241,112 @@ def test_recipe_load_over_modbus(tmp_path):
         wait_for(lambda: status()[0] == 2, 30, "broken refused")
         assert status()[1:] == ("board-b", "7")
         assert service.recipes.last_refusal and "scratch" in service.recipes.last_refusal
+
+        host, local_port = client.socket.getsockname()[:2]
+        who = f"PLC over Modbus TCP from {host}:{local_port}"
+        headers = {"Authorization": "Bearer modbus-audit-token-0123456789"}
+        with TestClient(create_app(service, "modbus-audit-token-0123456789")) as http:
+            entries = wait_for(lambda: recipe_audit(http, headers)[1:] or None, 10, "the Modbus requests audited")
+        assert [(e["who"], e["role"], e["old"], e["new"]) for e in entries] == [
+            (who, "plc", "board-a version 1", "board-b version 7"), (who, "plc", "board-b version 7", "broken")]
+        assert entries[0]["outcome"] == "switched" and entries[1]["outcome"].startswith("refused: ")
+        assert "scratch" in entries[1]["outcome"] and entries[1]["at"] >= entries[0]["at"]
     finally:
         client.close()
         service.stop()
+
+
+# ------------------------------------------------------------------------------ the recipe chosen by part id
+
+def test_recipe_by_part_id_needs_a_recipes_directory(tmp_path):
+    from pydantic import ValidationError
+
+    from inspector.service import ServiceConfig
+
+    with pytest.raises(ValidationError, match="recipe_by_part_id: needs recipes:"):
+        ServiceConfig(source="demo", http=None, data_dir=tmp_path, recipe_by_part_id=True)
+
+
+def pattern_recipes(directory: Path) -> None:
+    """board-a for A-nnnn; board-b (every defect ignored: OK) for B-nnnn; board-b9 overlaps board-b on B-9nnn."""
+    directory.mkdir()
+    write(directory, "board-a", part_id_pattern="A-[0-9]{4}")
+    write(directory, "board-b", version="2", ignore_regions=[[0, 0, 10000, 10000]], part_id_pattern="B-[0-9]{4}")
+    write(directory, "board-b9", part_id_pattern="B-9[0-9]{3}")
+    write(directory, "no-pattern")
+
+
+@pytest.mark.slow
+def test_recipe_chosen_by_the_plc_part_id_before_the_part_is_judged(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from inspector.service import Service, ServiceConfig
+    from inspector.service.api import create_app
+    from line_helpers import Plc, drop_board, recipe_audit
+
+    recipes = tmp_path / "recipes"
+    pattern_recipes(recipes)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    port = free_port()
+    service = Service(ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None, line="line1",
+                                    opcua=f"opc.tcp://127.0.0.1:{port}", recipes=recipes, recipe="board-a",
+                                    recipe_by_part_id=True))
+    service.start()
+    plc = Plc(f"opc.tcp://127.0.0.1:{port}")
+    seen = {}
+    try:
+        for number, part_id in enumerate(["B-0001", "A-0001", "X-1", "B-9001", "B-0002"]):
+            drop_board(folder, f"p{number}")  # the same defective board every time
+            seen[part_id] = (plc.inspect(part_id), plc.read("Recipe"))
+        kinds = [alarm.kind for alarm in service.recent_alarms]
+        headers = {"Authorization": "Bearer part-id-test-token-0123456789"}
+        with TestClient(create_app(service, "part-id-test-token-0123456789")) as http:
+            audited = [(e["who"], e["old"], e["new"], e["outcome"]) for e in recipe_audit(http, headers)]
+    finally:
+        plc.close()
+        service.stop()
+    # The match decides before judging: B-0001 is OK under board-b; no match / two matches keep board-a.
+    assert seen["B-0001"] == (("OK", 0), "board-b")
+    assert seen["A-0001"][0][0] == "NG" and seen["A-0001"][1] == "board-a"
+    assert seen["X-1"][0][0] == "NG" and seen["X-1"][1] == "board-a"
+    assert seen["B-9001"][0][0] == "NG" and seen["B-9001"][1] == "board-a"
+    assert seen["B-0002"] == (("OK", 0), "board-b")
+    assert kinds.count("recipe_no_match") == 1 and kinds.count("recipe_ambiguous") == 1
+    ambiguous = next(a for a in service.recent_alarms if a.kind == "recipe_ambiguous")
+    assert "board-b, board-b9" in ambiguous.message and ambiguous.detail["part_id"] == "B-9001"
+    by_part = {r.part_id: r for r in service.journal.query(limit=10).items}
+    assert {part: (r.recipe, r.recipe_version) for part, r in by_part.items()} == {
+        "B-0001": ("board-b", "2"), "A-0001": ("board-a", "1"), "X-1": ("board-a", "1"),
+        "B-9001": ("board-a", "1"), "B-0002": ("board-b", "2")}
+    who = "part id {} (PartId from the PLC) matching its part_id_pattern"
+    assert audited[1:] == [
+        (who.format("B-0001"), "board-a version 1", "board-b version 2", "switched"),
+        (who.format("A-0001"), "board-b version 2", "board-a version 1", "switched"),
+        (who.format("B-0002"), "board-a version 1", "board-b version 2", "switched")]
+
+
+@pytest.mark.slow
+def test_recipe_chosen_by_the_code_read_from_the_board(tmp_path):
+    from inspector.service import Service, ServiceConfig
+    from line_helpers import drop_board, drop_coded_board, wait_for
+
+    recipes = tmp_path / "recipes"
+    pattern_recipes(recipes)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    drop_coded_board(folder, "first", "B-0042", age_s=120)
+    drop_board(folder, "second")  # no code: no id, board-b stays
+    service = Service(ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None, recipes=recipes,
+                                    recipe="board-a", recipe_by_part_id=True))
+    service.start()
+    try:
+        wait_for(lambda: service.journal.count() == 2, 60, "two records", interval=0.05)
+    finally:
+        service.stop()
+    by_file = {r.frame_file: r for r in service.journal.query().items}
+    coded, plain = by_file["first_test.png"], by_file["second_test.jpg"]
+    assert (coded.part_id, coded.recipe, coded.verdict) == ("B-0042", "board-b", "OK")
+    assert (plain.part_id, plain.recipe, plain.verdict) == (None, "board-b", "OK")  # board-b ignores every defect
+    no_match = [alarm for alarm in service.recent_alarms if alarm.kind == "recipe_no_match"]
+    assert len(no_match) == 1 and "no id" in no_match[0].message

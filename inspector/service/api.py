@@ -269,6 +269,8 @@ def create_app(service, token: Optional[str] = None, users: Optional[list[User]]
         body = await request.body()
         response = await call_next(request)
         user = getattr(request.state, "user", None)
+        if getattr(request.state, "audited", False):
+            return response  # the endpoint recorded the change itself, with more than the body says
         if user is not None:  # unauthenticated attempts are answered 401/403 and logged by uvicorn only
             state = request.state
             audit.record(user.name, f"{request.method} {request.url.path}", getattr(state, "audit_target",
@@ -372,11 +374,15 @@ def create_app(service, token: Optional[str] = None, users: Optional[list[User]]
         **_UNAUTHORIZED, 400: {"model": Problem, "description": "the body is not parseable JSON"},
         409: {"model": Problem, "description": "no recipes directory configured, or the recipe failed validation "
               "(the active one stays; detail says why)"}})
-    def select_recipe(request: RecipeRequest):
+    def select_recipe(request: RecipeRequest, http: Request):
         """Switch to another recipe between parts (validated first; refused with the reason otherwise)."""
         if service.recipes is None:
             return JSONResponse(status_code=409, content={"detail": "no recipes directory configured (recipes:)"})
-        accepted, reason = service.recipes.request(request.name, source="http")
+        user = http.state.user
+        # The recipe manager records the request with the old and the new recipe and version (a pending
+        # switch a second time when it is applied): the middleware's generic entry would only repeat it.
+        http.state.audited = True
+        accepted, reason = service.recipes.request(request.name, source="http", who=user.name, role=user.role)
         if not accepted:
             return JSONResponse(status_code=409, content={"detail": reason})
         return {"name": request.name, "status": reason}

@@ -110,6 +110,9 @@ class ServiceConfig(BaseModel):
     recipe: Optional[str] = Field(None, description="recipe to start with (default: the last active one)")
     read_serial_code: bool = Field(False, description="read the board's serial from a QR code in the frame when "
                                    "the PLC gives no PartId (records' part_id)")
+    recipe_by_part_id: bool = Field(False, description="judge each part with the recipe whose part_id_pattern "
+                                    "matches its id (PLC PartId, else the QR code read from the frame); no match "
+                                    "or several: the active recipe stays, alarm")
 
     # verification queue (inspector/review_queue.py, inspector/service/review_feed.py; GET /review)
     review: bool = Field(False, description="queue NG boards, boards with a detection near the threshold and "
@@ -200,6 +203,8 @@ class ServiceConfig(BaseModel):
         for name in ("tls_cert", "tls_key"):
             if getattr(self, name) is not None and not getattr(self, name).is_file():
                 raise ValueError(f"{name}: {getattr(self, name)} is not a file")
+        if self.recipe_by_part_id and self.recipes is None:
+            raise ValueError("recipe_by_part_id: needs recipes: (the directory of the recipes with a part_id_pattern)")
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
         if self.template is not None and not self.template.is_file():

@@ -61,6 +61,11 @@ class InspectionMixin:
                 log.info("%s was recorded before the restart; acknowledging it", file_name)
                 self._ack(frame)
                 return
+        serial = self._serial_from_code(frame, part)
+        if self.recipe_patterns is not None:  # recipe_by_part_id: the part's recipe, before it is judged
+            from_plc = part is not None and bool(part.part_id)
+            self._choose_recipe(part.part_id if from_plc else serial,
+                                "PartId from the PLC" if from_plc else "code read from the board")
         detections, error = None, None
         active = self.recipes.active if self.recipes is not None else None  # one read: no switch splits a frame
         detector = self.detector if active is None else active.detector
@@ -104,7 +109,7 @@ class InspectionMixin:
             package_id=detector.manifest.package_id,
             latency_ms=round((time.monotonic() - frame.captured_monotonic) * 1e3, 3),
             inference_ms=None if detections is None else round(detections.timing.total_ms, 3), error=error,
-            **self._trace(part, active, self._serial_from_code(frame, part)))
+            **self._trace(part, active, serial))
         if verdict == "NG" and self.evidence is not None:
             record.evidence = self._save_evidence(frame, detections, record)
         self._commit(record)

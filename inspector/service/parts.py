@@ -36,13 +36,41 @@ class PartsMixin:
         self.trigger_mode = self.plc_link is not None
         self.recipes = None
         if config.recipes is not None:
-            from inspector.service.recipes import STATE_FILE, RecipeError, RecipeManager
+            from inspector.service.recipe_manager import STATE_FILE, RecipeManager
+            from inspector.service.recipes import RecipeError
 
             self.recipes = RecipeManager(self, config.recipes, config.data_dir / STATE_FILE)
             try:
                 self.recipes.load_initial(config.recipe)
             except RecipeError as error:
                 raise ServiceError(f"recipe: {error}") from error
+        self.recipe_patterns = None  # recipe_by_part_id: the part_id_pattern of each recipe (recipe_choice.py)
+        self._recipe_choice_problem: Optional[str] = None  # the alarmed reason no recipe was chosen
+        if config.recipe_by_part_id:
+            from inspector.service.recipe_choice import PartIdPatterns
+
+            self.recipe_patterns = PartIdPatterns(config.recipes)
+
+    def _choose_recipe(self, part_id: Optional[str], origin: str) -> None:
+        """recipe_by_part_id: before a part is judged, switch to the recipe whose part_id_pattern matches its
+        id. The worker judges one part at a time, so this is between parts by construction. No id, no match or
+        several matches: the active recipe stays and one alarm is raised (again only after a part was matched
+        in between, so a stream of unreadable codes does not flood the alarm channel; each record still names
+        the recipe it was judged with)."""
+        if self.recipe_patterns is None:
+            return
+        choice = self.recipe_patterns.choose(part_id)
+        if choice.recipe is None:
+            if self._recipe_choice_problem != choice.problem:
+                active = self.recipes.active
+                self.raise_alarm(choice.problem, "warning", f"{choice.reason}; judged with the active recipe "
+                                 f"{active.recipe.name if active else '(none)'}", part_id=part_id)
+            self._recipe_choice_problem = choice.problem
+            return
+        self._recipe_choice_problem = None
+        active = self.recipes.active
+        if active is None or active.recipe.name != choice.recipe:
+            self.recipes.switch_now(choice.recipe, who=f"part id {part_id} ({origin}) matching its part_id_pattern")
 
     def request_inspection(self, request) -> None:
         """An accepted PLC trigger: the capture thread takes the next frame for this part."""
@@ -70,9 +98,9 @@ class PartsMixin:
         return {"part_id": part_id or serial, "recipe": name, "recipe_version": version}
 
     def _serial_from_code(self, frame: Frame, part) -> Optional[str]:
-        """With ``read_serial_code``: the board's serial from a QR code in the frame (OpenCV's detector),
-        when the PLC gave none. None when off, when the PLC named the part, or when no code is readable."""
-        if not self.config.read_serial_code or (part is not None and part.part_id):
+        """With ``read_serial_code`` (or ``recipe_by_part_id``): the board's serial from a QR code in the frame
+        (OpenCV's detector), when the PLC gave none. None when off, when the PLC named the part, or when no code is readable."""
+        if not (self.config.read_serial_code or self.config.recipe_by_part_id) or (part is not None and part.part_id):
             return None
         try:
             text, _, _ = cv2.QRCodeDetector().detectAndDecode(frame.image)

@@ -18,31 +18,27 @@
       gain_db: 0.0
       pixel_format: Mono8
     trigger: software             # software | hardware | free-run
+    part_id_pattern: "SN-A[0-9]{6}"  # regular expression (whole id): with recipe_by_part_id, a part whose id
+                                  # (PLC PartId, else the code read from the board) matches is judged with
+                                  # this recipe; recipe_choice.py
 
 ``load_recipe`` validates with pydantic and then against the files: the model package's manifest, the
 template image, class names; every error names the file and the field. ``RecipeManager`` (the service)
 switches recipes between parts only, refuses one that fails validation (the active one stays, the reason
 is returned and alarmed), and keeps the active recipe's name in ``<data_dir>/active_recipe.json``
-(written atomically), so it survives a restart and a power loss.
+(written atomically), so it survives a restart and a power loss: ``recipe_manager.py``.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-if TYPE_CHECKING:
-    from inspector.service.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +46,6 @@ SHIPPED_PACKAGE = Path(__file__).resolve().parents[2] / "models" / "default"
 REGISTRY_PREFIX = "registry:"  # model: registry:DIR follows that registry's current (promoted) model
 RECIPE_SUFFIXES = (".yaml", ".yml")
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-STATE_FILE = "active_recipe.json"
 
 
 class RecipeError(ValueError):
@@ -80,6 +75,19 @@ class RecipeFile(BaseModel):
     thresholds: dict[str, float] = Field(default_factory=dict)
     camera: CameraSettings = Field(default_factory=CameraSettings)
     trigger: Literal["software", "hardware", "free-run"] = "software"
+    part_id_pattern: Optional[str] = Field(None, min_length=1, max_length=256,
+                                           description="regular expression the whole part id must match")
+
+    @field_validator("part_id_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: Optional[str]) -> Optional[str]:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"expected a regular expression (Python re), {pattern!r} is not one: {error}") \
+                    from None
+        return pattern
 
     @field_validator("version", mode="before")
     @classmethod
@@ -249,160 +257,3 @@ def write_recipe(directory: Path, spec: RecipeFile) -> Path:
     data["camera"] = {key: value for key, value in data["camera"].items() if value is not None}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-# ------------------------------------------------------------------------------------------ in the service
-
-def _write_state(path: Path, name: str, version: str) -> None:
-    """Atomically (temp file, fsync, rename, fsync of the directory): a power cut leaves the old or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".active-recipe-")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump({"name": name, "version": version}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-@dataclass
-class ActiveRecipe:
-    """What ``Service._inspect`` takes in one read: the recipe and the detector that goes with it."""
-
-    recipe: Recipe
-    detector: Any  # DetectorProcess
-
-
-class RecipeManager:
-    """Loads, validates and switches the service's recipe (PLC, HTTP). One load at a time."""
-
-    def __init__(self, service: "Service", directory: Path, state_file: Path):
-        self.service = service
-        self.directory = Path(directory)
-        self.state_file = Path(state_file)
-        self._lock = threading.Lock()
-        self._follow_lock = threading.Lock()
-        self.active: Optional[ActiveRecipe] = None
-        self.last_refusal: Optional[str] = None
-
-    def stored_name(self) -> Optional[str]:
-        try:
-            return json.loads(self.state_file.read_text()).get("name")
-        except (OSError, ValueError, AttributeError):
-            return None
-
-    def load_initial(self, name: Optional[str]) -> None:
-        """At start-up: ``name`` (configuration) or the stored active recipe. Raises RecipeError."""
-        name = name or self.stored_name()
-        if name is None:
-            return
-        active = self._prepare(recipe_path(self.directory, name))
-        self._activate(active)
-
-    def _prepare(self, path: Path) -> ActiveRecipe:
-        recipe = load_recipe(path)
-        current = self.active.detector if self.active is not None else self.service.detector
-        if recipe.package_id == current.manifest.package_id:
-            detector = current
-        else:
-            from inspector.service.inference import DetectorProcess, DetectorStartError
-
-            try:
-                detector = DetectorProcess(recipe.model_dir, backend=self.service.config.backend,
-                                           threads=self.service.config.threads)
-            except DetectorStartError as error:
-                raise RecipeError(f"{path}: field 'model': {error}") from None
-        if detector.needs_template and recipe.template is None and self.service.source.kind in ("camera", "stream",
-                                                                                                    "video") \
-                and getattr(self.service.source, "template", None) is None and self.service.config.template is None:
-            if detector is not current:
-                detector.close()
-            raise RecipeError(f"{path}: field 'template': the model compares each frame with a golden template "
-                              f"and this {self.service.source.kind} source has none")
-        return ActiveRecipe(recipe, detector)
-
-    def _activate(self, active: ActiveRecipe) -> None:
-        previous = self.active
-        self.active = active
-        service = self.service
-        old_detector = previous.detector if previous is not None else service.detector
-        service.detector = active.detector
-        service.model_name = active.detector.manifest.name
-        service.package_id = active.detector.manifest.package_id
-        service.recipe_name, service.recipe_version = active.recipe.name, active.recipe.version
-        _write_state(self.state_file, active.recipe.name, active.recipe.version)
-        if old_detector is not active.detector:
-            if service._owns_detector:
-                old_detector.close()  # between parts: nothing is being detected with it
-            service._owns_detector = True
-        if service.plc is not None:
-            service.plc.set_recipe(active.recipe.name, active.recipe.version)
-        camera = getattr(service.source, "source", None)  # inside the ReconnectingSource
-        settings = active.recipe.spec.camera
-        if hasattr(camera, "apply_settings") and (settings.exposure_us is not None or settings.gain_db is not None):
-            try:
-                camera.apply_settings(exposure_us=settings.exposure_us, gain_db=settings.gain_db)
-            except Exception as error:  # noqa: BLE001 - a camera gone now gets them when it is reopened
-                log.warning("recipe %s: camera settings not applied now: %s", active.recipe.name, error)
-        log.info("recipe %s version %s active (model %s)", active.recipe.name, active.recipe.version,
-                 service.model_name)
-
-    def follow_registry(self) -> Optional[tuple[bool, str]]:
-        """When the active recipe's model is ``registry:DIR`` and that registry's current model changed (a
-        promotion or a rollback), reload the recipe: the new model takes over between parts, like any recipe
-        switch (a model that fails to load is refused and alarmed; the running one stays). None: no change.
-        The service's monitor calls this every second."""
-        active = self.active
-        if active is None or not active.recipe.spec.model.startswith(REGISTRY_PREFIX):
-            return None
-        with self._follow_lock:  # the monitor and a caller at once must not switch twice
-            return self._follow_registry(active)
-
-    def _follow_registry(self, active: "ActiveRecipe") -> Optional[tuple[bool, str]]:
-        from inspector.registry import CurrentModelWatch, Registry
-
-        registry_dir = (active.recipe.file.parent / active.recipe.spec.model[len(REGISTRY_PREFIX):]).resolve()
-        watch = getattr(self, "_registry_watch", None)
-        if watch is None or watch.registry.root != registry_dir:
-            current = Registry(registry_dir).current()
-            watch = self._registry_watch = CurrentModelWatch(Registry(registry_dir), current and current["id"])
-        change = watch.changed()
-        if change is None:
-            return None
-        accepted, reason = self.request(active.recipe.name, source=f"registry {registry_dir} ({change[0]})")
-        watch.accept(change[0])  # handled: a refusal is alarmed once, not every second; the next promotion retries
-        return accepted, reason
-
-    def request(self, name: str, source: str = "http") -> tuple[bool, str]:
-        """Validate ``name`` and switch to it between parts. (accepted, reason); a refusal is alarmed and
-        the active recipe stays."""
-        plc = self.service.plc
-        with self._lock:
-            try:
-                active = self._prepare(recipe_path(self.directory, name))
-            except RecipeError as error:
-                reason = str(error)
-                self.last_refusal = reason
-                current = self.active.recipe.name if self.active else "(none)"
-                self.service.raise_alarm("recipe_refused", "warning", f"recipe {name!r} requested by {source} "
-                                         f"refused, {current} stays active: {reason}", recipe=name)
-                if plc is not None:
-                    plc.set_recipe_status(f"refused: {reason}")
-                return False, reason
-            self.last_refusal = None
-            if plc is None:
-                self._activate(active)
-                return True, "active"
-            pending = plc.state != "READY"
-            if pending:
-                plc.set_recipe_status("pending")
-            plc.between_parts(lambda: (self._activate(active), plc.set_recipe_status("accepted")))
-            return True, "pending: applied after the current part" if pending else "active"

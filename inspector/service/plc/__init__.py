@@ -18,11 +18,12 @@ if TYPE_CHECKING:
     from inspector.service.service import Service
 
 log = logging.getLogger(__name__)
+PLC_ROLE = "plc"  # the audit trail's role of a change a PLC made
 
 __all__ = ["BUSY", "READY", "RESULT", "VERDICT_CODES", "Handshake", "HandshakeTimings", "Outputs", "PartRequest",
            "PlcLink"]
 
-RecipeSelector = Callable[[str], tuple[bool, str]]  # name -> (accepted, reason)
+RecipeSelector = Callable[[str, str], tuple[bool, str]]  # (name, who asked) -> (accepted, reason)
 
 
 class PlcLink:
@@ -51,14 +52,15 @@ class PlcLink:
             link.front_ends.append(ModbusFrontEnd(config.modbus, handshake, link.select_recipe))
         return link
 
-    def select_recipe(self, name: str) -> tuple[bool, str]:
-        """The PLC's recipe request; the service's recipe manager decides (validation, between parts)."""
+    def select_recipe(self, name: str, who: str = "plc") -> tuple[bool, str]:
+        """The PLC's recipe request; the service's recipe manager decides (validation, between parts) and
+        records it in the audit trail as made by ``who`` (the front end and the PLC's address)."""
         manager = getattr(self.service, "recipes", None)
         if manager is None:
             reason = "no recipes directory configured (recipes: / --recipes)"
             self.handshake.set_recipe_status(f"refused: {reason}")
             return False, reason
-        return manager.request(name, source="plc")
+        return manager.request(name, source="plc", who=who, role=PLC_ROLE)
 
     def start(self) -> None:
         self.handshake.start()

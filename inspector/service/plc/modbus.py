@@ -26,9 +26,10 @@ the discrete inputs, so a PLC that sees ResultValid reads the matching Verdict.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 from inspector.service.plc.handshake import VERDICT_CODES, Handshake, Outputs
 from inspector.service.plc.server_thread import ServerThread
@@ -41,6 +42,9 @@ HR_PART_ID, HR_RECIPE_REQUEST, TEXT_REGISTERS = 0, 16, 16
 IR_VERDICT, IR_DEFECT_COUNT, IR_HEARTBEAT, IR_TRIGGERS_REJECTED, IR_RECIPE_STATUS = 0, 1, 2, 4, 5
 IR_RESULT_PART_ID, IR_RECIPE, IR_RECIPE_VERSION = 6, 22, 38
 RECIPE_STATUS_CODES = {"": 0, "accepted": 1, "refused": 2, "pending": 3}
+# The address of the PLC whose request is being executed: set per request task (see _peer_tracking_server),
+# read where its write reaches the handshake, for the audit trail.
+_REQUESTING_PEER: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("modbus_peer", default=None)
 
 
 def text_to_registers(text: str, registers: int) -> list[int]:
@@ -56,7 +60,7 @@ def registers_to_text(values) -> str:
 class ModbusFrontEnd(ServerThread):
     protocol = "modbus"
 
-    def __init__(self, address: str, handshake: Handshake, select_recipe: Callable[[str], tuple[bool, str]]):
+    def __init__(self, address: str, handshake: Handshake, select_recipe: Callable[[str, str], tuple[bool, str]]):
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self.handshake = handshake
@@ -77,7 +81,6 @@ class ModbusFrontEnd(ServerThread):
 
     async def _main(self) -> None:
         from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext, ModbusSlaveContext
-        from pymodbus.server import ModbusTcpServer
 
         logging.getLogger("pymodbus").setLevel(logging.ERROR)
         front_end = self
@@ -95,7 +98,8 @@ class ModbusFrontEnd(ServerThread):
                                hr=ModbusSequentialDataBlock(1, [0] * 32),
                                ir=ModbusSequentialDataBlock(1, [0] * 48))
         self._begin()
-        server = ModbusTcpServer(ModbusServerContext(slaves=self.context, single=True), address=(self.host, self.port))
+        server = _peer_tracking_server()(ModbusServerContext(slaves=self.context, single=True),
+                                         address=(self.host, self.port))
         if not await server.listen():
             raise OSError("the address is in use or not available here")
         self.handshake.add_listener(self._on_outputs)
@@ -140,11 +144,37 @@ class ModbusFrontEnd(ServerThread):
                 self.handshake.ack()
             else:
                 name = registers_to_text(holding.getValues(1 + HR_RECIPE_REQUEST, TEXT_REGISTERS))
+                who = f"PLC over Modbus TCP from {_REQUESTING_PEER.get() or 'unknown address'}"
                 # Loading a recipe's model takes seconds: not on the server's event loop.
-                threading.Thread(target=self._load_recipe, args=(name,), name="plc-modbus-recipe", daemon=True).start()
+                threading.Thread(target=self._load_recipe, args=(name, who), name="plc-modbus-recipe",
+                                 daemon=True).start()
 
-    def _load_recipe(self, name: str) -> None:
-        accepted, reason = self.select_recipe(name)
+    def _load_recipe(self, name: str, who: str) -> None:
+        accepted, reason = self.select_recipe(name, who)
         if not accepted:
-            log.warning("Modbus recipe request %r refused: %s", name, reason)
+            log.warning("Modbus recipe request %r from %s refused: %s", name, who, reason)
+
+
+def _peer_tracking_server():
+    """pymodbus' TCP server whose connections note the PLC's address for the request they execute.
+
+    pymodbus hands the datastore no connection; each request runs in a task of its own
+    (``ServerRequestHandler.handle_request``), so a context variable set there is seen by the datastore's
+    ``setValues`` of that request only, never by another connection's."""
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.server.requesthandler import ServerRequestHandler
+
+    class PeerTrackingHandler(ServerRequestHandler):
+        async def handle_request(self):
+            peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+            _REQUESTING_PEER.set(f"{peer[0]}:{peer[1]}" if peer else None)
+            await super().handle_request()
+
+    class PeerTrackingServer(ModbusTcpServer):
+        def callback_new_connection(self):
+            if self.trace_connect:
+                self.trace_connect(True)
+            return PeerTrackingHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+    return PeerTrackingServer
 

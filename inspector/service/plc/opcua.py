@@ -15,7 +15,8 @@ program can address them without browsing):
         ResultPartId    String   read         the PartId the result belongs to
         Recipe          String   read         active recipe name ('' without recipes)
         RecipeVersion   String   read
-        RecipeStatus    String   read         answer to the last SelectRecipe ('accepted', 'pending', 'refused: why')
+        RecipeRequest   String   PLC writes   a recipe name: load it (as SelectRecipe; for PLCs that cannot call methods)
+        RecipeStatus    String   read         answer to the last request ('accepted', 'pending', 'refused: why')
         Heartbeat       UInt32   read         +1 every second
         TriggersRejected UInt32  read         triggers refused because the station was not Ready
         LastAlarm       String   read         the last handshake alarm in words
@@ -48,6 +49,7 @@ VARIABLES: dict[str, tuple[Any, str, bool]] = {
     "DefectCount": (0, "Int32", False),
     "ResultPartId": ("", "String", False),
     "Recipe": ("", "String", False),
+    "RecipeRequest": ("", "String", True),
     "RecipeVersion": ("", "String", False),
     "RecipeStatus": ("", "String", False),
     "Heartbeat": (0, "UInt32", False),
@@ -75,7 +77,7 @@ class OpcUaFrontEnd(ServerThread):
     protocol = "opcua"
 
     def __init__(self, endpoint: str, line: str, handshake: Handshake,
-                 select_recipe: Callable[[str], tuple[bool, str]]):
+                 select_recipe: Callable[[str, str], tuple[bool, str]]):
         self.endpoint = endpoint
         self.line = line
         self.handshake = handshake
@@ -125,7 +127,7 @@ class OpcUaFrontEnd(ServerThread):
                 await node.set_writable()
             self._nodes[name] = node
         await line.add_method(ua.NodeId(f"Inspector.{self.line}.SelectRecipe", index),
-                              ua.QualifiedName("SelectRecipe", index), self._select_recipe,
+                              ua.QualifiedName("SelectRecipe", index), self._select_recipe_method,
                               [ua.VariantType.String], [ua.VariantType.Boolean])
         self._by_node_id = {node.nodeid: name for name, node in self._nodes.items()}
         self._server = server
@@ -187,13 +189,41 @@ class OpcUaFrontEnd(ServerThread):
             elif name == "Ack" and value:
                 await self._clear("Ack")
                 self.handshake.ack()
+            elif name == "RecipeRequest" and value:
+                # Loading a model takes seconds: in a worker thread, the PLC follows RecipeStatus.
+                who = self._who(event)
+                future = asyncio.get_running_loop().run_in_executor(None, self._select_recipe, str(value), who)
+                future.add_done_callback(_log_failure)
 
-    def _select_recipe(self, _parent, name) -> list:
-        """SelectRecipe(name) -> Boolean; runs in the server's executor (loading a model takes seconds)."""
+    def _who(self, event=None) -> str:
+        """Who asked, for the audit trail: the front end, the client's address and, when the client logged
+        in, its user. asyncua hands callbacks no session, but it serves each connection's requests in one
+        task of its own, so the running task tells which connection (peer address) this request came on."""
+        task = asyncio.current_task()
+        peer = "unknown address"
+        for client in list(getattr(getattr(self._server, "bserver", None), "clients", [])):
+            if getattr(client, "_task", None) is task and client.peer_name:
+                peer = f"{client.peer_name[0]}:{client.peer_name[1]}"
+                break
+        user = getattr(getattr(event, "user", None), "name", None)
+        return f"PLC over OPC UA from {peer}" + (f" (user {user})" if user else "")
+
+    async def _select_recipe_method(self, _parent, name) -> list:
+        """SelectRecipe(name) -> Boolean. Awaited in the connection's task (so the caller is known); the
+        loading runs in a worker thread (a model takes seconds to load) while other clients are served."""
         ua = self._ua
-        text = name.Value if hasattr(name, "Value") else name
-        accepted, reason = self.select_recipe(str(text or ""))
-        if not accepted:
-            log.warning("OPC UA SelectRecipe(%r) refused: %s", text, reason)
+        text = str((name.Value if hasattr(name, "Value") else name) or "")
+        who = self._who()
+        accepted = await asyncio.get_running_loop().run_in_executor(None, self._select_recipe, text, who)
         return [ua.Variant(bool(accepted), ua.VariantType.Boolean)]
 
+    def _select_recipe(self, name: str, who: str) -> bool:
+        accepted, reason = self.select_recipe(name, who)
+        if not accepted:
+            log.warning("OPC UA recipe request %r from %s refused: %s", name, who, reason)
+        return accepted
+
+
+def _log_failure(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("OPC UA recipe request failed", exc_info=future.exception())
