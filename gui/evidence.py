@@ -133,7 +133,8 @@ class EvidenceStore:
         return save_template_once(self.root / "templates", template)
 
     def save_ng(self, *, frame_id: str, captured_at: float, source: str, image: np.ndarray,
-                template: np.ndarray | None, defects: Detections, thresholds: dict, package_id: str) -> Path:
+                template: np.ndarray | None, defects: Detections, thresholds: dict, package_id: str,
+                part_id: str = "", recipe: str = "") -> Path:
         """The NG frame and its JSON; returns the image's path. The JSON is written last: when it exists,
         so does everything it names."""
         day, moment = stamp(captured_at)
@@ -142,7 +143,8 @@ class EvidenceStore:
         atomic_write_image(image_path, image)
         template_path = None if template is None else self.save_template(template)
         atomic_write_json(base.with_suffix(".json"), {
-            "frame_id": frame_id, "source": source, "captured_at": captured_at, "verdict": "NG",
+            "frame_id": frame_id, "part_id": part_id or None, "recipe": recipe or None, "source": source,
+            "captured_at": captured_at, "verdict": "NG",
             "image": image_path.name,
             "template": None if template_path is None else os.path.relpath(template_path, image_path.parent),
             "defects": detections_to_list(defects), "thresholds": thresholds, "package_id": package_id,
@@ -155,7 +157,8 @@ class EvidenceStore:
         append_line(self.root / f"inspections-{day}.jsonl", content, durable)
 
     def save_snapshot(self, *, frame_id: str, captured_at: float, image: np.ndarray, annotated: np.ndarray,
-                      detections: Detections, verdict: str, thresholds: dict, package_id: str) -> Path:
+                      detections: Detections, verdict: str, thresholds: dict, package_id: str,
+                      part_id: str = "") -> Path:
         """The frame with its detections drawn, the raw frame and a JSON; returns the drawn image's path."""
         _, moment = stamp(captured_at)
         base = self.root / "snapshots" / f"{stamp(captured_at)[0]}_{moment}_{safe_name(frame_id)}"
@@ -163,7 +166,8 @@ class EvidenceStore:
         annotated_path = base.with_suffix(".png")
         atomic_write_image(annotated_path, annotated)
         atomic_write_json(base.with_suffix(".json"), {
-            "frame_id": frame_id, "captured_at": captured_at, "verdict": verdict, "thresholds": thresholds,
+            "frame_id": frame_id, "part_id": part_id or None, "captured_at": captured_at, "verdict": verdict,
+            "thresholds": thresholds,
             "package_id": package_id, "detections": detections_to_list(detections),
         })
         return annotated_path

@@ -31,7 +31,9 @@ from gui.review import ReviewState
 from gui.session import Inspection, InspectionSession, RateMeter, RecentValues, ThresholdError, Thresholds, judge
 from gui.settings import GuiSettings
 from gui.inference_process import ModelSummary
+from gui.line_panels import PartPanel, RecipePanel
 from gui.window_actions import ActionsMixin
+from gui.window_recipes import RecipeMixin
 from gui.window_review import ReviewMixin
 from gui.window_settings import SettingsMixin
 from gui.workers import CaptureThread, EvidenceThread, FrameSlot, InferenceThread
@@ -43,9 +45,9 @@ SETTINGS_SAVE_DELAY_MS = 600  # thresholds are saved once the operator stops tur
 DRAIN_TIMEOUT_S = 10.0  # longest a stop waits for a hot-folder frame in flight to be stored
 
 
-class MainWindow(ActionsMixin, SettingsMixin, ReviewMixin, QMainWindow):
-    """The window; its actions, settings and review live in the mixins (``window_actions``,
-    ``window_settings``, ``window_review``), the live inspection loop here."""
+class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, ReviewMixin, QMainWindow):
+    """The window; its actions, settings, recipes and review live in the mixins (``window_actions``,
+    ``window_settings``, ``window_recipes``, ``window_review``), the live inspection loop here."""
 
     def __init__(self, settings: GuiSettings, config_path: Path, *, fps: float | None = None,
                  source_factory: Callable[[str], FrameSource] | None = None,
@@ -73,6 +75,9 @@ class MainWindow(ActionsMixin, SettingsMixin, ReviewMixin, QMainWindow):
         self._last_shown_at: float | None = None
         self._inspection_warning = ""
         self._loading_path = ""
+        self.recipe = None  # the active recipe (inspector.service.recipes.Recipe); None: set by hand
+        self._pending_recipe = None  # a recipe waiting for its model (window_recipes)
+        self.part_id = ""  # the id of the boards that follow, as scanned or typed
 
         problems = [startup_message] if startup_message else []
         try:
@@ -94,6 +99,7 @@ class MainWindow(ActionsMixin, SettingsMixin, ReviewMixin, QMainWindow):
 
         self._build_ui()
         self._build_actions()
+        self._init_recipes()
         self._connect_workers()
         self._save_timer = QTimer(self, singleShot=True, interval=SETTINGS_SAVE_DELAY_MS)
         self._save_timer.timeout.connect(self.save_settings)
@@ -109,7 +115,8 @@ class MainWindow(ActionsMixin, SettingsMixin, ReviewMixin, QMainWindow):
 
         self.evidence.start()
         self.inference.start()
-        self.load_model(settings.model or None)
+        if not self.restore_recipe():
+            self.load_model(settings.model or None)
         self.counters.show_counters(self.session.counters)
         self._update_title()
         if autostart:
@@ -145,17 +152,21 @@ class MainWindow(ActionsMixin, SettingsMixin, ReviewMixin, QMainWindow):
         self.review_panel.folder.setText(f"Reviews are saved in {self.settings.review_dir}")
         self.model_panel = ModelPanel()
         self.model_panel.load_requested.connect(self.choose_model)
+        self.recipe_panel = RecipePanel()
+        self.part_panel = PartPanel()
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.log_view, "Defect log")
         self.tabs.addTab(self.threshold_panel, "Thresholds")
         self.tabs.addTab(self.review_panel, "Review")
         self.tabs.addTab(self.model_panel, "Model")
+        self.tabs.addTab(self.recipe_panel, "Recipe")
 
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(6, 0, 0, 0)
         side_layout.addWidget(self.verdict)
+        side_layout.addWidget(self.part_panel)
         side_layout.addWidget(self.frame_info)
         side_layout.addWidget(self.numbers)
         side_layout.addWidget(self.counters)
@@ -297,6 +308,7 @@ class MainWindow(ActionsMixin, SettingsMixin, ReviewMixin, QMainWindow):
     def _show_live(self, inspection: Inspection) -> None:
         verdict, defects = judge(inspection.candidates, self.thresholds)
         self.verdict.set_verdict(verdict)
+        self.part_panel.show_part(inspection.part_id)
         when = time.strftime("%H:%M:%S", time.localtime(inspection.captured_at))
         aligned = inspection.candidates.alignment if inspection.candidates is not None else None
         self.frame_info.setText(f"{inspection.frame_id} · {when}" +

@@ -243,7 +243,7 @@ class ThresholdPanel(QWidget):
 class DefectLogModel(QAbstractTableModel):
     """The NG boards of the session, newest first."""
 
-    HEADERS = ["", "#", "time", "defects", "max score"]
+    HEADERS = ["", "#", "time", "defects", "max score", "part"]
     THUMB_COLUMN = 0
 
     def __init__(self, parent=None) -> None:
@@ -295,6 +295,8 @@ class DefectLogModel(QAbstractTableModel):
                 return entry.defect_summary()
             if column == 4:
                 return f"{entry.max_score:.2f}"
+            if column == 5:
+                return entry.part_id or "—"
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{entry.frame_id}\n{entry.evidence_image or 'evidence not written yet'}"
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (1, 4):
@@ -316,7 +318,7 @@ class DefectLogView(QTableView):
         header = self.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
         self.setColumnWidth(0, 72)
-        for column in (1, 2, 4):
+        for column in (1, 2, 4, 5):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
 

@@ -36,15 +36,18 @@ class ThresholdError(ValueError):
 
 @dataclass
 class Thresholds:
-    """Score thresholds: one global, and optional per-class overrides (by class name)."""
+    """Score thresholds: one global, and optional per-class overrides (by class name); and a recipe's ignore
+    regions (frame pixels x1, y1, x2, y2): a detection whose centre is inside one is never a defect."""
 
     global_threshold: float
     per_class: dict[str, float] = field(default_factory=dict)
+    ignore_regions: tuple[tuple[float, float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         _check_threshold("global threshold", self.global_threshold)
         for name, value in self.per_class.items():
             _check_threshold(f"threshold of class {name!r}", value)
+        self.ignore_regions = tuple(tuple(float(v) for v in region) for region in self.ignore_regions)
 
     def for_class(self, name: str) -> float:
         return self.per_class.get(name, self.global_threshold)
@@ -55,10 +58,14 @@ class Thresholds:
 
     def restricted_to(self, class_names: list[str]) -> "Thresholds":
         """These thresholds without overrides for classes a model does not have."""
-        return Thresholds(self.global_threshold, {k: v for k, v in self.per_class.items() if k in class_names})
+        return Thresholds(self.global_threshold, {k: v for k, v in self.per_class.items() if k in class_names},
+                          self.ignore_regions)
 
     def to_dict(self) -> dict:
-        return {"global": self.global_threshold, "per_class": dict(self.per_class)}
+        content = {"global": self.global_threshold, "per_class": dict(self.per_class)}
+        if self.ignore_regions:
+            content["ignore_regions"] = [list(region) for region in self.ignore_regions]
+        return content
 
 
 def _check_threshold(what: str, value: float) -> None:
@@ -69,7 +76,15 @@ def _check_threshold(what: str, value: float) -> None:
 def defect_mask(detections: Detections, thresholds: Thresholds) -> np.ndarray:
     """Which detections are defects: score at or above their class's threshold."""
     limits = np.array([thresholds.for_class(name) for name in detections.class_names], np.float32)
-    return np.asarray(detections.scores, np.float32) >= limits if len(limits) else np.zeros(0, bool)
+    if not len(limits):
+        return np.zeros(0, bool)
+    mask = np.asarray(detections.scores, np.float32) >= limits
+    if thresholds.ignore_regions:
+        boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        for x1, y1, x2, y2 in thresholds.ignore_regions:  # the same rule as the service's Recipe.keep
+            mask &= ~((cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2))
+    return mask
 
 
 def select(detections: Detections, mask: np.ndarray) -> Detections:
@@ -113,6 +128,8 @@ class Inspection:
     overlay: np.ndarray | None = None  # RGBA layer: the template's edges where they fall on the frame
     sequence: int = 0
     judged_monotonic: float = 0.0  # time.monotonic() when the worker finished with it
+    part_id: str = ""  # the board's id/serial: scanned or typed by the operator, or read from its QR code
+    recipe: str = ""  # "name version" of the recipe it was judged with; "" without one
 
     @classmethod
     def judged(cls, *, candidates: Detections | None, thresholds: Thresholds, **fields) -> "Inspection":
@@ -121,8 +138,8 @@ class Inspection:
 
     def record(self) -> dict:
         """The line for the inspection record (JSON-ready)."""
-        return {"frame_id": self.frame_id, "source": self.source, "captured_at": round(self.captured_at, 3),
-                "verdict": self.verdict, "error": self.error or None, "package_id": self.package_id,
+        return {"frame_id": self.frame_id, "part_id": self.part_id or None, "recipe": self.recipe or None,
+                "source": self.source, "captured_at": round(self.captured_at, 3), "verdict": self.verdict, "error": self.error or None, "package_id": self.package_id,
                 "thresholds": self.thresholds.to_dict(),
                 "defects": [] if self.defects is None else self.defects.to_dict()["detections"],
                 "unknown_changes": [c.to_dict() for c in (self.candidates.unknown_changes or [])]
@@ -142,6 +159,7 @@ class LogEntry:
     image: np.ndarray | None  # the frame, kept in memory for the most recent entries only
     template: np.ndarray | None
     evidence_image: str = ""  # where the frame was saved (filled in once written)
+    part_id: str = ""  # the board's id/serial ("" when none was known)
 
     @property
     def max_score(self) -> float:
@@ -194,7 +212,7 @@ class InspectionSession:
         self._numbered += 1
         entry = LogEntry(self._numbered, inspection.frame_id, inspection.captured_at, inspection.defects,
                          inspection.thresholds, make_thumbnail(inspection.image), inspection.image,
-                         inspection.template)
+                         inspection.template, part_id=inspection.part_id)
         self.log.append(entry)
         if len(self.log) > self.frames_in_memory:  # older frames are read back from the evidence folder
             stale = self.log[-self.frames_in_memory - 1]

@@ -51,6 +51,9 @@ class GuiSettings(ConfigBase):
     evidence_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "evidence"))
     review_dir: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "reviews"))
     window_geometry: str = ""  # Qt's saveGeometry(), base64
+    recipes_dir: str = ""  # folder of recipe files (inspector recipe list), as the service's ``recipes``
+    recipe: str = ""  # the active recipe's name: loaded again at start-up
+    read_serial_code: bool = False  # read a board's serial from a QR code in the frame when none was scanned
 
 
 def load_settings(path: Path) -> tuple[GuiSettings, str]:

@@ -154,7 +154,8 @@ class ActionsMixin:
             path = EvidenceStore(Path(self.settings.evidence_dir)).save_snapshot(
                 frame_id=frame_id, captured_at=captured_at, image=shown.image, annotated=annotated,
                 detections=detections_for_file, verdict=verdict, thresholds=self.thresholds.to_dict(),
-                package_id=self.model.package_id if self.model else "")
+                package_id=self.model.package_id if self.model else "",
+                part_id=inspection.part_id if inspection else "")
         except OSError as error:
             self.message_banner.show_message(f"Snapshot not saved: {error}", ERROR_BANNER)
             return None

@@ -46,6 +46,7 @@ class ReviewMixin:
                 return
         self._start_review(entry.frame_id, entry.captured_at, image, template, entry.defects)
         self.verdict.set_verdict("NG")
+        self.part_panel.show_part(entry.part_id)
 
     def _start_review(self, frame_id: str, captured_at: float, image: np.ndarray, template: np.ndarray | None,
                       defects) -> None:

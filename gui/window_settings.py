@@ -27,14 +27,19 @@ class SettingsMixin:
         self.statusBar().showMessage(f"Loading model {path or '(shipped default)'}…")
 
     def _model_loaded(self, summary: ModelSummary) -> None:
-        self.model = summary
         self.settings.model = self._loading_path  # what was asked for ("" = the shipped default, whatever it is)
-        if self.settings.global_threshold is None:
-            thresholds = Thresholds(summary.default_threshold, self.thresholds.per_class)
-        else:
-            thresholds = self.thresholds
-        self.thresholds = thresholds.restricted_to(summary.class_names)
-        self.threshold_panel.set_model(summary.class_names, self.thresholds, summary.default_threshold)
+        if not self._recipe_model_loaded(summary):
+            self.model = summary
+            if self.recipe is not None:  # a model chosen by hand: the recipe no longer says what runs
+                self.recipe, self.settings.recipe = None, ""
+                self.recipe_panel.show_active("No recipe active: model, template and thresholds are set by hand.")
+            if self.settings.global_threshold is None:
+                thresholds = Thresholds(summary.default_threshold, self.thresholds.per_class,
+                                        self.thresholds.ignore_regions)
+            else:
+                thresholds = self.thresholds
+            self.thresholds = thresholds.restricted_to(summary.class_names)
+            self.threshold_panel.set_model(summary.class_names, self.thresholds, summary.default_threshold)
         self.counters.set_class_names(summary.class_names)
         self.review_panel.set_class_names(summary.class_names)
         self.model_panel.show_model(summary)
@@ -55,15 +60,22 @@ class SettingsMixin:
         self.model_panel.set_state(f"load failed; {still}", NG_COLOUR)
         if self.model is None:
             self.view.set_placeholder("No model loaded")
+        self._recipe_model_failed(path, error)  # a recipe waiting for this model is refused
 
     def _options(self) -> InferenceOptions:
         return InferenceOptions(self.thresholds, self.golden, self.settings.align, self.settings.show_overlay,
-                                self.settings.flag_changes)
+                                self.settings.flag_changes, part_id=self.part_id,
+                                read_serial_code=self.settings.read_serial_code,
+                                recipe=f"{self.recipe.name} version {self.recipe.version}" if self.recipe else "")
 
     def _push_options(self) -> None:
+        if self._pending_recipe is not None:
+            return  # a recipe's model is loading with its options: pushed once it runs (window_recipes)
         self.inference.options = self._options()  # one assignment: the worker sees old or new, never half
 
     def set_thresholds(self, thresholds: Thresholds) -> None:
+        if not thresholds.ignore_regions and self.thresholds.ignore_regions:  # the panel knows no regions
+            thresholds = Thresholds(thresholds.global_threshold, thresholds.per_class, self.thresholds.ignore_regions)
         self.thresholds = thresholds
         self._push_options()
         model_default = self.model.default_threshold if self.model is not None else None

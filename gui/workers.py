@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
@@ -182,6 +183,9 @@ class InferenceOptions:
     align: bool = True  # register frames to ``golden`` first
     overlay: bool = False  # compute the template-edge overlay
     unknown_changes: bool = False  # flag template differences no detection explains (inspector.runtime.changes)
+    part_id: str = ""  # the board under the camera, as the operator or a barcode scanner entered it
+    read_serial_code: bool = False  # read the board's serial from a QR code in the frame when part_id is ""
+    recipe: str = ""  # "name version" of the active recipe, written into each record
 
 
 @dataclass
@@ -189,6 +193,16 @@ class _LoadRequest:
     path: str | None
     backend: str
     threads: int
+    options: InferenceOptions | None = None  # a recipe's: applied with the model, before the next frame
+
+
+def serial_from_code(image: np.ndarray) -> str:
+    """The text of a QR code in the frame ("" when there is none), as the service reads a board's serial."""
+    try:
+        text, _, _ = cv2.QRCodeDetector().detectAndDecode(image)
+    except cv2.error:
+        return ""
+    return "".join(ch for ch in (text or "") if ch.isprintable()).strip()[:64]
 
 
 class InferenceThread(QThread):
@@ -217,9 +231,12 @@ class InferenceThread(QThread):
         self._stop = threading.Event()
         self._cancel = threading.Event()
 
-    def load_model(self, path: str | None, backend: str = "lite", threads: int = 1) -> None:
-        """Load a package (the previous model keeps running until it is ready)."""
-        self._requests.put(_LoadRequest(path or None, backend, threads))  # picked up within 0.1 s
+    def load_model(self, path: str | None, backend: str = "lite", threads: int = 1,
+                   options: InferenceOptions | None = None) -> None:
+        """Load a package (the previous model keeps running until it is ready). With ``options`` (a recipe
+        switch), they replace the current ones in the same step as the model, between two frames, and only
+        if the model loads: no frame is judged by the new model with the old thresholds or the reverse."""
+        self._requests.put(_LoadRequest(path or None, backend, threads, options))  # picked up within 0.1 s
 
     def stop(self) -> None:
         self._stop.set()
@@ -270,7 +287,9 @@ class InferenceThread(QThread):
                 self._recover(crash)
                 self.model_failed.emit(request.path or "", f"loading it crashed the inference process ({crash})")
             else:
-                self.model, self._loaded = summary, request
+                if request.options is not None:
+                    self.options = request.options
+                self.model, self._loaded = summary, _LoadRequest(request.path, request.backend, request.threads)
                 self.model_loaded.emit(summary)
 
     def _recover(self, crash: InferenceCrashed) -> None:
@@ -297,8 +316,9 @@ class InferenceThread(QThread):
             result = self.client.detect(frame.image, template, align=align,
                                         score_floor=options.thresholds.candidate_floor(), overlay=options.overlay,
                                         unknown_changes=options.unknown_changes)
+        part_id = options.part_id or (serial_from_code(frame.image) if options.read_serial_code else "")
         return Inspection.judged(
-            frame_id=frame.frame_id, source=frame.source, captured_at=frame.captured_at,
+            part_id=part_id, recipe=options.recipe, frame_id=frame.frame_id, source=frame.source, captured_at=frame.captured_at,
             captured_monotonic=frame.captured_monotonic, image=frame.image, template=template,
             candidates=result.candidates, thresholds=options.thresholds, package_id=model.package_id,
             error=result.error, overlay=result.overlay, sequence=frame.sequence, judged_monotonic=time.monotonic())
@@ -348,7 +368,8 @@ class EvidenceThread(QThread):
                 path = store.save_ng(
                     frame_id=inspection.frame_id, captured_at=inspection.captured_at, source=inspection.source,
                     image=inspection.image, template=inspection.template, defects=inspection.defects,
-                    thresholds=inspection.thresholds.to_dict(), package_id=inspection.package_id)
+                    thresholds=inspection.thresholds.to_dict(), package_id=inspection.package_id,
+                    part_id=inspection.part_id, recipe=inspection.recipe)
                 record["evidence"] = str(path)
                 self.saved.emit(inspection.frame_id, str(path))
             store.record(record, durable=durable)
