@@ -335,3 +335,64 @@ def test_a_turned_tile_of_a_binarised_scan_stays_black_and_white():
     sharp, _ = _sample_tile(panel.tested, _tile_map(matrix, tile), TILE, TILE, golden, binarised=True)
     assert np.isin(sharp, (0, 255)).all() and not np.isin(grey, (0, 255)).all()
     assert np.mean(sharp != golden) < 0.02  # registered: the turned board lies back on its golden tile
+
+
+# ------------------------------------------------------------------------------ unknown changes and review
+
+
+def test_change_fragments_from_neighbouring_tiles_become_one_change_with_the_tile_that_saw_most():
+    from inspector.runtime.changes import UnknownChange
+    from inspector.runtime.panel import Tile
+    from inspector.runtime.panel_changes import stitch_changes
+
+    left, right = Tile(0, 0, TILE, TILE, (False, False, True, False)), Tile(576, 0, TILE, TILE, (True,) + (False,) * 3)
+    identity = np.float64([[1, 0, 0], [0, 1, 0]])
+    shifted = np.float64([[1, 0, 576 + 2], [0, 1, 3]])  # the right tile was sampled 2, 3 px off on the panel
+    per_tile = [
+        # left sees the part of [620, 100, 660, 130] before its border, and a change of its own twice
+        (left, identity, [UnknownChange((620, 100, 640, 130), 500, "darker", 0.0),
+                          UnknownChange((100, 100, 120, 120), 300, "brighter", 0.1),
+                          UnknownChange((122, 100, 140, 120), 200, "brighter", 0.0)]),
+        (right, shifted, [UnknownChange((44, 100, 84, 130), 1100, "darker", 0.2)]),  # the whole change
+    ]
+    changes, ignored = stitch_changes(per_tile, IgnoreRegions(polygons=[[(95, 95), (125, 95), (95, 125)]]),
+                                      (1300, 700))
+    assert ignored == 1  # the change centred at (110, 110) lies in the ignore triangle
+    assert [c.area for c in changes] == [1100, 200]  # largest first; one tile's own flags never merge
+    seam = changes[0]
+    assert seam.template_box == (620.0, 100.0, 660.0, 130.0) and seam.tile == (576, 0, TILE, TILE)
+    assert seam.box == (620.0, 100.0, 662.0, 133.0)  # panel pixels: each fragment through its tile's map
+    assert seam.kind == "darker" and seam.coverage == 0.2
+    assert seam.to_dict()["tile"] == [576, 0, TILE, TILE]
+
+
+def test_a_panel_reports_unknown_changes_and_each_defects_tile_in_panel_coordinates(detector, demo_pairs):
+    from inspector.review_queue import review_entries
+
+    panel = assemble_panel(demo_pairs[:4], 2, 2)
+    tested = panel.tested.copy()
+    # Copper where the golden panel has none, across the seam of the first two tiles (x = 640).
+    cv2.rectangle(tested, (620, 300), (660, 330), 0, -1)
+    assert (panel.template[300:331, 620:661] > 127).mean() > 0.9
+    found = PanelInspector(detector, register=False).inspect(tested, panel.template, unknown_changes=True)
+    plain = PanelInspector(detector, register=False).inspect(tested, panel.template)
+    np.testing.assert_array_equal(found.boxes, plain.boxes)  # flags change nothing about the detections
+    added = [c for c in found.unknown_changes if c.template_box[0] < 640 < c.template_box[2]
+             and c.template_box[1] < 315 < c.template_box[3]]
+    assert len(added) == 1, [c.to_dict() for c in found.unknown_changes]  # one change, though two tiles saw it
+    change = added[0]
+    assert change.box == pytest.approx((620, 300, 661, 331), abs=2) and change.kind == "darker"
+    x, y, w, h = change.tile
+    assert x <= 620 and 661 <= x + w and y <= 300 and 331 <= y + h  # the tile that saw it whole
+    assert len(found.source_tiles) == len(found) > 10
+    for box, (x, y, w, h) in zip(found.template_boxes, found.source_tiles):
+        assert x - 1 <= box[0] and box[2] <= x + w + 1 and y - 1 <= box[1] and box[3] <= y + h + 1
+    assert {(int(t[0]), int(t[1])) for t in found.source_tiles} <= {(t.x, t.y) for t in tile_grid(1280, 1280, TILE, 64)}
+
+    # The queue's entries keep both: detections and flags with panel boxes, golden-panel boxes and tiles.
+    detections, changes = review_entries(found.as_detections())
+    assert [d["box"] for d in detections] == [[float(v) for v in b] for b in found.boxes]
+    assert all(len(d["tile"]) == 4 and len(d["template_box"]) == 4 for d in detections)
+    assert any(c["tile"] == list(change.tile) and c["box"] == pytest.approx(list(change.box)) for c in changes)
+    left_half = review_entries(found.as_detections(), ignore=[[0, 0, 640, 1280]])[0]
+    assert left_half and all((d["box"][0] + d["box"][2]) / 2 > 640 for d in left_half)

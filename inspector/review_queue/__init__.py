@@ -19,7 +19,7 @@ Modules: ``ranking`` (what is queued, in which order; the bands), ``store`` (``R
 """
 from inspector.review_queue.ranking import (DEFAULT_NEAR_BAND, NEAR_THRESHOLD, NG, REASONS, UNKNOWN_CHANGE, VERDICTS,
                                             ReviewBands, ReviewError, rank)
-from inspector.review_queue.store import Decision, QueueItem, ReviewQueue
+from inspector.review_queue.store import Decision, QueueItem, ReviewQueue, review_entries
 
 __all__ = ["DEFAULT_NEAR_BAND", "NEAR_THRESHOLD", "NG", "REASONS", "UNKNOWN_CHANGE", "VERDICTS", "Decision",
-           "QueueItem", "ReviewBands", "ReviewError", "ReviewQueue", "rank"]
+           "QueueItem", "ReviewBands", "ReviewError", "ReviewQueue", "rank", "review_entries"]

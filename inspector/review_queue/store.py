@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,10 +124,9 @@ class ReviewQueue:
     def offer_detections(self, image_path: Path | str, found, score_threshold: float, class_names: list[str],
                          template_path: Path | str | None = None, source: str = "", model: str = "",
                          near_band: ReviewBands | float | None = None) -> int | None:
-        """``offer`` for a runtime ``Detections`` (with its unknown changes when they were asked for)."""
-        detections = [{"box": [float(v) for v in box], "score": float(score), "class_name": name}
-                      for box, score, name in zip(found.boxes, found.scores, found.class_names)]
-        changes = [c.to_dict() for c in (found.unknown_changes or [])]
+        """``offer`` for a runtime ``Detections`` or ``PanelDetections`` (with its unknown changes when they were
+        asked for; a panel's entries keep their golden-panel box and tile, ``review_entries``)."""
+        detections, changes = review_entries(found)
         return self.offer(image_path, detections, score_threshold, class_names, template_path, changes, source,
                           model, near_band)
 
@@ -244,6 +244,29 @@ def _item(row: sqlite3.Row) -> QueueItem:
                      json.loads(row["unknown_changes"]), REASONS[row["rank_group"]], row["rank_value"], row["status"])
 
 
+def review_entries(found, ignore: Iterable[Sequence[float]] = ()) -> tuple[list[dict], list[dict]]:
+    """A runtime result as the queue's detections and unknown changes. ``found``: ``Detections``, or a whole
+    panel's ``PanelDetections`` / ``TiledDetections``, whose entries also carry ``template_box`` (golden-panel
+    pixels) and ``tile`` (x, y, width, height of the tile that saw it, on the golden panel), so a reviewer
+    can open the tile. ``ignore``: [x1, y1, x2, y2] rectangles in the image's pixels (a recipe's ignore
+    regions): a detection whose centre lies in one holds nothing to review."""
+    template_boxes = getattr(found, "template_boxes", None)
+    tiles = getattr(found, "source_tiles", None)
+    panel = tiles is not None and len(tiles) == len(found.boxes) and template_boxes is not None
+    rectangles = [[float(v) for v in rect] for rect in ignore]
+    detections = []
+    for index, (box, score, name) in enumerate(zip(found.boxes, found.scores, found.class_names)):
+        centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        if any(x1 <= centre_x <= x2 and y1 <= centre_y <= y2 for x1, y1, x2, y2 in rectangles):
+            continue
+        entry = {"box": [float(v) for v in box], "score": float(score), "class_name": name}
+        if panel:
+            entry["template_box"] = [float(v) for v in template_boxes[index]]
+            entry["tile"] = [int(v) for v in tiles[index]]
+        detections.append(entry)
+    return detections, [change.to_dict() for change in (getattr(found, "unknown_changes", None) or [])]
+
+
 def _detection(value, class_names: list[str], where: str) -> dict:
     if not isinstance(value, dict):
         raise ReviewError(f"{where}: expected an object with box, score and class_name")
@@ -251,8 +274,23 @@ def _detection(value, class_names: list[str], where: str) -> dict:
         score = float(value["score"])
     except (KeyError, TypeError, ValueError) as error:
         raise ReviewError(f"{where}: field score: expected a number") from error
-    return {"box": _box(value.get("box"), f"{where}: field box"), "score": score,
-            "class_name": _class(value.get("class_name"), class_names, f"{where}: field class_name")}
+    clean = {"box": _box(value.get("box"), f"{where}: field box"), "score": score,
+             "class_name": _class(value.get("class_name"), class_names, f"{where}: field class_name")}
+    if value.get("template_box") is not None:  # a whole panel's: where on the golden panel, which tile saw it
+        clean["template_box"] = _box(value["template_box"], f"{where}: field template_box")
+    if value.get("tile") is not None:
+        clean["tile"] = _tile(value["tile"], f"{where}: field tile")
+    return clean
+
+
+def _tile(value, where: str) -> list[int]:
+    try:
+        tile = [int(v) for v in value]
+    except (TypeError, ValueError):
+        tile = []
+    if len(tile) != 4 or tile[0] < 0 or tile[1] < 0 or tile[2] <= 0 or tile[3] <= 0:
+        raise ReviewError(f"{where}: expected [x, y, width, height] with x, y >= 0 and a positive size, got {value!r}")
+    return tile
 
 
 def _box(value, where: str) -> list[float]:

@@ -45,7 +45,9 @@ import cv2
 import numpy as np
 
 from inspector.runtime.alignment import AlignmentError
+from inspector.runtime.changes import ChangeSettings, UnknownChange
 from inspector.runtime.detector import Detections, Detector, Timing
+from inspector.runtime.panel_changes import PanelChange, stitch_changes, tile_of
 from inspector.runtime.panel_registration import (IDENTITY_REGISTRATION, MOTIONS, PanelRegistration, gray,
                                                   is_binarised, register_panel, residual_shift, sample_tile,
                                                   shifted_map, tile_map)
@@ -79,6 +81,10 @@ class PanelDetections:
     refined_tiles: int = 0  # tiles that got their own local correction on top of the global map
     tile_size: int = DEFAULT_TILE_SIZE
     frame: Detections | None = field(default=None, repr=False)  # the ordinary path's result, for small frames
+    # (N, 4) int: the tile (x, y, width, height on the golden panel) that saw each defect best; the whole
+    # frame for a small frame. A reviewer opens that tile to see the defect as the model saw it.
+    source_tiles: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64), repr=False)
+    unknown_changes: list[UnknownChange] | None = None  # when asked for: PanelChange on a panel
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -94,7 +100,9 @@ class PanelDetections:
             return self.frame
         timing = Timing(self.timing_ms.get("register", 0.0) + self.timing_ms.get("tiles", 0.0),
                         self.timing_ms.get("infer", 0.0), self.timing_ms.get("stitch", 0.0))
-        return Detections(self.boxes, self.scores, self.class_ids, list(self.class_names), self.image_size, timing)
+        return TiledDetections(self.boxes, self.scores, self.class_ids, list(self.class_names), self.image_size,
+                               timing, unknown_changes=self.unknown_changes, template_boxes=self.template_boxes,
+                               source_tiles=self.source_tiles)
 
     def to_dict(self) -> dict:
         """JSON-ready; the same ``detections`` entries as ``Detections.to_dict`` plus each one's template box."""
@@ -115,7 +123,19 @@ class PanelDetections:
             "seam_merges": self.seam_merges,
             "ignored": self.ignored,
             "refined_tiles": self.refined_tiles,
+            "source_tiles": [[int(v) for v in tile] for tile in self.source_tiles],
+            **({} if self.unknown_changes is None else
+               {"unknown_changes": [change.to_dict() for change in self.unknown_changes]}),
         }
+
+
+@dataclass
+class TiledDetections(Detections):
+    """A panel's result as ``Detections`` (``PanelDetections.as_detections``), keeping where each defect is
+    on the golden panel and which tile saw it, for the verification queue (``review_queue.review_entries``)."""
+
+    template_boxes: np.ndarray | None = None  # (N, 4) golden-panel pixels
+    source_tiles: np.ndarray | None = None  # (N, 4) x, y, width, height of the tile on the golden panel
 
 
 class PanelInspector:
@@ -160,27 +180,36 @@ class PanelInspector:
 
     def inspect(self, image: np.ndarray, template: np.ndarray | None = None, *, align: bool = False,
                 ignore: IgnoreRegions | None = None, score_threshold: float | None = None,
-                nms_threshold: float | None = None, max_detections: int | None = None) -> PanelDetections:
+                nms_threshold: float | None = None, max_detections: int | None = None,
+                unknown_changes: bool | ChangeSettings = False) -> PanelDetections:
         """Defects of ``image`` (BGR or grey uint8) against ``template`` (the golden panel, for image+template models).
 
         A tile-sized frame goes through ``Detector.detect`` exactly as before (``align`` applies to it).
         A panel is registered (when ``register``), tiled, inspected and stitched; ``max_detections``
         applies per tile. ``ignore``: regions in template pixels (panel pixels for a model without template).
+        ``unknown_changes``: also flag template differences no detection explains (``Detector.detect``'s), tile
+        by tile on a panel, stitched in panel pixels with the tile each came from (``panel_changes``); needs
+        the template, which a model of input mode 'image' then uses for the flags only.
         Not re-entrant: one panel at a time per inspector.
         """
+        if unknown_changes is not False and template is None:
+            raise ValueError("unknown_changes needs the golden panel to compare the panel with")
         if not self.is_panel(image):
-            return self._frame(image, template, align, ignore, score_threshold, nms_threshold, max_detections)
-        return self._panel(image, template, ignore, score_threshold, nms_threshold, max_detections)
+            return self._frame(image, template, align, ignore, score_threshold, nms_threshold, max_detections,
+                               unknown_changes)
+        return self._panel(image, template, ignore, score_threshold, nms_threshold, max_detections, unknown_changes)
 
     # ---------------------------------------------------------------- small frames: today's path
 
-    def _frame(self, image, template, align, ignore, score_threshold, nms_threshold, max_detections) -> PanelDetections:
+    def _frame(self, image, template, align, ignore, score_threshold, nms_threshold, max_detections,
+               unknown_changes=False) -> PanelDetections:
         if image.ndim == 2 and (template is None or template.ndim == 2):  # a panel reader's grey frame
             colour = getattr(getattr(self.detector, "layout", None), "color", "RGB") != "GRAY"
             image, template = _as_model_frame(image, colour), None if template is None else _as_model_frame(template,
                                                                                                               colour)
         found = self.detector.detect(image, template, align=align, score_threshold=score_threshold,
-                                     nms_threshold=nms_threshold, max_detections=max_detections)
+                                     nms_threshold=nms_threshold, max_detections=max_detections,
+                                     **({"unknown_changes": unknown_changes} if unknown_changes is not False else {}))
         template_boxes = found.boxes
         if found.alignment is not None:
             template_boxes = map_boxes(invert_map(found.alignment.template_to_frame), found.boxes)
@@ -188,17 +217,20 @@ class PanelInspector:
         timing = {"total": found.timing.total_ms, "infer": found.timing.infer_ms}
         return PanelDetections(found.boxes[keep], template_boxes[keep], found.scores[keep], found.class_ids[keep],
                                [n for n, k in zip(found.class_names, keep) if k], found.image_size, 1, None, timing,
-                               ignored=int((~keep).sum()), tile_size=self.tile_size, frame=found)
+                               ignored=int((~keep).sum()), tile_size=self.tile_size, frame=found,
+                               source_tiles=np.tile(np.int64([0, 0, *found.image_size]), (int(keep.sum()), 1)),
+                               unknown_changes=found.unknown_changes)
 
     # ---------------------------------------------------------------- panels
 
-    def _panel(self, panel, template, ignore, score_threshold, nms_threshold, max_detections) -> PanelDetections:
+    def _panel(self, panel, template, ignore, score_threshold, nms_threshold, max_detections,
+               unknown_changes=False) -> PanelDetections:
         start = time.perf_counter()
         detector = self.detector
         if detector.needs_template and template is None:
             raise ValueError("this model compares each tile with its golden template (input mode 'image+template'): "
                              "pass the golden panel")
-        if not detector.needs_template and template is not None:
+        if not detector.needs_template and template is not None and unknown_changes is False:
             raise ValueError("this model looks at the panel alone (input mode 'image'): it takes no template")
         registration = None
         if template is not None:
@@ -217,6 +249,8 @@ class PanelInspector:
         registered = time.perf_counter()
 
         thresholds = dict(score_threshold=score_threshold, nms_threshold=nms_threshold, max_detections=max_detections)
+        if unknown_changes is not False:
+            thresholds["unknown_changes"] = unknown_changes
         results: list[_TileResult] = []
         if self.workers == 1:
             results = [self._inspect_tile(tile, panel, template, matrix, refine, thresholds) for tile in tiles]
@@ -256,6 +290,12 @@ class PanelInspector:
             panel_boxes.append(map_boxes(result.used, box[None] - [result.tile.x, result.tile.y] * 2)[0])
         height, width = panel.shape[:2]
         panel_boxes = np.clip(np.array(panel_boxes, np.float32).reshape(-1, 4), 0, [width, height, width, height])
+        source_tiles = np.int64([tile_of(results[tile_ids[b]].tile) for b in best]).reshape(-1, 4)
+        changes = None
+        if unknown_changes is not False:
+            changes, ignored_changes = stitch_changes([(r.tile, r.used, r.changes or []) for r in results], ignore,
+                                                      (int(width), int(height)))
+            ignored += ignored_changes
         done = time.perf_counter()
         timing = {"register": (registered - start) * 1e3, "tiles": sum(r.cut_ms for r in results),
                   "infer": sum(r.infer_ms for r in results), "stitch": (done - inferred) * 1e3,
@@ -264,7 +304,8 @@ class PanelInspector:
         return PanelDetections(panel_boxes.astype(np.float32), template_boxes, kept_scores, kept_classes,
                                [names[int(c)] for c in kept_classes], (int(width), int(height)), len(results),
                                registration, timing, seam_merges=merges, ignored=ignored,
-                               refined_tiles=sum(r.refined for r in results), tile_size=self.tile_size)
+                               refined_tiles=sum(r.refined for r in results), tile_size=self.tile_size,
+                               source_tiles=source_tiles, unknown_changes=changes)
 
     def _inspect_tile(self, tile: Tile, panel: np.ndarray, template: np.ndarray | None, matrix: np.ndarray,
                       refine: bool, thresholds: dict) -> "_TileResult":
@@ -293,7 +334,7 @@ class PanelInspector:
         finally:
             self._engines.put(engine)
         return _TileResult(tile, used, refined, found.boxes, found.scores, found.class_ids, cut_ms,
-                           found.timing.total_ms)
+                           found.timing.total_ms, found.unknown_changes)
 
 
 @dataclass
@@ -306,6 +347,7 @@ class _TileResult:
     class_ids: np.ndarray
     cut_ms: float
     infer_ms: float
+    changes: list[UnknownChange] | None = None  # tile pixels, when asked for
 
 
 def _as_model_frame(image: np.ndarray, colour: bool) -> np.ndarray:
@@ -318,8 +360,9 @@ def _as_model_frame(image: np.ndarray, colour: bool) -> np.ndarray:
 
 
 
-__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE_SIZE", "AlignmentError", "IgnoreRegions", "PanelDetections",
-           "PanelInspector", "PanelRegistration", "Tile", "merge_tile_detections", "register_panel", "tile_grid"]
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE_SIZE", "AlignmentError", "IgnoreRegions", "PanelChange", "PanelDetections",
+           "PanelInspector", "PanelRegistration", "Tile", "TiledDetections", "merge_tile_detections", "register_panel",
+           "tile_grid"]
 
 
 _PALETTE = [(0, 0, 230), (0, 160, 0), (230, 80, 0), (0, 140, 255), (200, 0, 200), (160, 160, 0), (90, 40, 160)]

@@ -85,8 +85,8 @@ class DetectorProcess:
 
     def detect(self, image: np.ndarray, template: np.ndarray | None = None, *, align: bool = False,
                score_threshold: float | None = None, unknown_changes: bool = False):
-        """``unknown_changes``: also flag template differences no detection explains (frames of a tile's
-        size with a template; a panel comes back without flags)."""
+        """``unknown_changes``: also flag template differences no detection explains (with a template; a
+        panel's flags are found tile by tile and stitched, each with its tile: ``runtime.panel_changes``)."""
         with self._lock:
             if not self._process.is_alive():
                 self._restart()
@@ -155,7 +155,8 @@ def _child_main(connection: Connection, package: str | None, backend: str, threa
                 found = detector.detect(image, template, align=align, score_threshold=score_threshold,
                                         unknown_changes=True)
             else:
-                found = panels.inspect(image, template, align=align, score_threshold=score_threshold).as_detections()
+                found = panels.inspect(image, template, align=align, score_threshold=score_threshold,
+                                       unknown_changes=bool(unknown_changes and template is not None)).as_detections()
             reply: tuple[Any, ...] = ("ok", found)
         except Exception as error:  # AlignmentError, ValueError ...: the frame's fault, not the detector's
             reply = ("error", f"{type(error).__name__}: {error}")

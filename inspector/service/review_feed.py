@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from prometheus_client import Counter
 
-from inspector.review_queue import ReviewBands, ReviewError, ReviewQueue, rank
+from inspector.review_queue import ReviewBands, ReviewError, ReviewQueue, rank, review_entries
 
 log = logging.getLogger(__name__)
 QUEUE_FILE = "review.sqlite3"
@@ -93,6 +93,23 @@ class ReviewFeed:
             with self._idle:
                 self.boards_seen += 1
                 self._idle.notify_all()
+
+    def offer_found(self, record_id: str, frame_id: str, image: np.ndarray, template: Optional[np.ndarray], found,
+                    score_threshold: float, class_names: list[str], model: str, file: Optional[Path] = None,
+                    file_version: Optional[str] = None, ignore=()) -> bool:
+        """``offer`` for the runtime's result (a frame's ``Detections`` or a whole panel's): its detections
+        outside ``ignore`` and its unknown changes, a panel's with their golden-panel boxes and tiles."""
+        try:
+            detections, changes = review_entries(found, ignore)
+        except Exception:  # a bug here must not cost the line a board
+            with self._idle:
+                self.boards_seen += 1
+                self._idle.notify_all()
+            self.failures.inc()
+            log.exception("%s: not offered for review", frame_id)
+            return False
+        return self.offer(record_id, frame_id, image, template, detections, changes, score_threshold, class_names,
+                          model, file, file_version)
 
     def _accept(self, offer: _Offer) -> bool:
         try:
