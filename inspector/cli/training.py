@@ -66,7 +66,8 @@ def train_command(
     ips: Ips = None,
 ) -> None:
     """Train a detector; per-epoch validation, best/last checkpoints, metrics.csv and plots in --out."""
-    launch_ranks_if_asked(nproc, ips, out)
+    with user_errors(interrupted=_interrupted(out)):  # Ctrl-C while ranks run: rank 0 saved last/
+        launch_ranks_if_asked(nproc, ips, out)
     from inspector.training.config import TrainConfig
     from inspector.training.trainer import train
 
@@ -157,7 +158,8 @@ def distill_command(
 ) -> None:
     """Distill a trained teacher into a small student: a training run whose loss adds the teacher's outputs
     and neck features; best/ and last/ hold the student alone (usable by eval and export)."""
-    launch_ranks_if_asked(nproc, ips, out)
+    with user_errors(interrupted=_interrupted(out)):
+        launch_ranks_if_asked(nproc, ips, out)
     from inspector.data import DataError
 
     with user_errors(DataError, FileExistsError, FileNotFoundError, ValueError, interrupted=_interrupted(out)):

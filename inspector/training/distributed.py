@@ -17,13 +17,18 @@ What each rank does (see ``train``):
   epoch (``average_buffers``), before validation and checkpoints: every rank then holds the same state;
 - rank 0 alone validates and writes checkpoints, metrics, logs and plots; the others wait at a barrier.
 
-A failure or Ctrl-C in one rank ends the launcher's job: the launcher stops the other ranks. A run resumes
-from any ``last/`` checkpoint with any number of ranks (the global batch must divide among them).
+A failure in one rank ends the launcher's job: the launcher stops the other ranks. Ctrl-C reaches the process
+that started the launcher (``launch_ranks``), which hands the launcher one SIGINT; the launcher sends every rank
+SIGTERM (and kills what is left 30 s later). Each rank only notes the request (``StopOnSignal``), the ranks
+agree at the next step boundary to stop after the same step, and rank 0 saves ``last/`` there, as one process
+does on Ctrl-C (``inspector.training.trainer``). A run resumes from any ``last/`` checkpoint with any number of
+ranks (the global batch must divide among them).
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -159,6 +164,9 @@ def launch_ranks(args: list[str], nproc: int, log_dir: Path, ips: str | None = N
 
     Returns the launcher's exit status (non-zero when any rank failed; the launcher then stops the others).
     On CPU the machine's threads (``OMP_NUM_THREADS``, else every core) are split among the local ranks.
+    Ctrl-C or SIGTERM here: the launcher gets one SIGINT (it runs in its own session, so a terminal's Ctrl-C
+    reaches it only this way, exactly once; a second one would make it kill the ranks after 10 s instead of
+    letting them checkpoint), this waits for it to stop every rank, then raises ``KeyboardInterrupt``.
     """
     if nproc < 1:
         raise ValueError(f"--nproc: at least 1 expected, got {nproc}")
@@ -173,9 +181,91 @@ def launch_ranks(args: list[str], nproc: int, log_dir: Path, ips: str | None = N
         command += ["--ips", ips]
     command += [str(entry), *args]
     log.info("launching %d rank(s) per node: %s", nproc, " ".join(command))
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    with _terminate_as_interrupt():
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            pass
+    log.warning("interrupted: the ranks stop after their current step; rank 0 saves last/")
+    process.send_signal(signal.SIGINT)
+    _wait_uninterrupted(process)
+    raise KeyboardInterrupt
+
+
+def _wait_uninterrupted(process: subprocess.Popen) -> int:
+    """Wait for ``process`` even through further Ctrl-C: leaving now would orphan the ranks."""
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            log.warning("still stopping the ranks; waiting for the launcher (it kills them after 30 s)")
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager stopping this command) handled as Ctrl-C while the ranks run."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        # The launcher got the same Ctrl-C and stops its ranks; wait for it so none is left behind.
-        return process.wait()
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class RanksStopped(KeyboardInterrupt):
+    """Every rank stops after the same step: ``steps`` steps of (0-based) ``epoch`` completed."""
+
+    def __init__(self, epoch: int, steps: int):
+        super().__init__(f"stopped on request in epoch {epoch + 1} after {steps} step(s)")
+        self.epoch, self.steps = epoch, steps
+
+
+class StopOnSignal:
+    """In a rank of a data-parallel run: SIGTERM (the launcher stopping its ranks) and SIGINT only note the
+    request; ``agreed()`` at each step boundary tells every rank whether any rank got one.
+
+    Stopping where the signal lands would leave the ranks at different steps, some inside a collective that
+    the others never join (gloo then waits for its timeout), or an optimizer step half applied. Agreeing
+    costs one all-reduce of one number per step.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, world: World):
+        self.world = world
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._note)
+
+    def restore(self) -> None:
+        """The handlers from before ``install`` (a signal after training ends stops the rank at once)."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def _note(self, signum, frame) -> None:
+        if not self.requested:
+            log.warning("rank %d: %s received; stopping after this step", self.world.rank,
+                        signal.Signals(signum).name)
+        self.requested = True
+
+    @paddle.no_grad()
+    def agreed(self) -> bool:
+        """True on every rank when any rank was asked to stop (a collective: every rank calls it each step)."""
+        if not self.world.distributed:
+            return self.requested
+        import paddle.distributed as dist
+
+        flag = paddle.to_tensor([1 if self.requested else 0], dtype="int32")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(int(flag.numpy()[0]))

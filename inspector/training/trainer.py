@@ -4,6 +4,7 @@ Per epoch: a progress bar with loss and throughput, then validation of the EMA w
 a row in metrics.csv/metrics.json, the `last` checkpoint (resumable) and `best` when the official DeepPCB AP
 improves (ties, and runs resumed from before that metric existed: mAP@0.5:0.95; ``inspector.evaluation.selection``).
 Ctrl-C saves `last` before exiting, so `--resume` continues from the start of the interrupted epoch.
+With several ranks, Ctrl-C stops every rank after the same step and rank 0 saves `last` there the same way.
 
 Under ``python -m paddle.distributed.launch`` (``inspector train --nproc N``) the same loop runs data-parallel:
 ``--batch`` is the global batch, sliced among the ranks; rank 0 alone validates and writes (see
@@ -34,6 +35,8 @@ from inspector.models import ModelConfig, build_model, count_parameters
 from inspector.training.checkpoint import PRUNED_SHAPES, STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from inspector.training.config import TrainConfig
 from inspector.training.distributed import (
+    RanksStopped,
+    StopOnSignal,
     World,
     all_reduce_mean,
     average_buffers,
@@ -225,7 +228,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
               if world.distributed else None)
     trace = _StepTrace(out / "trace" / f"rank{world.rank}.jsonl") if os.environ.get(TRACE_VARIABLE) else None
 
-    def save_last(next_epoch: int) -> None:
+    def save_last(next_epoch: int, interrupted: dict | None = None) -> None:
         train_state = {"model": model.state_dict(), "optimizer": _portable_optimizer_state(optimizer, model, extra),
                        "schedule": schedule.state_dict(), "ema": ema.state_dict(), "epoch": next_epoch,
                        "best_map": best_map, "best_metrics": best_metrics, "history": history,
@@ -233,20 +236,28 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         if extra is not None:
             train_state["extra_layers"] = extra.state_dict()
         save_checkpoint(out / "last", ema.shadow, model_config, dataset.class_names,
-                        {"epoch": next_epoch, "train_config": cfg.to_dict(), **objective.checkpoint_info()},
-                        train_state)
+                        {"epoch": next_epoch, "train_config": cfg.to_dict(), **objective.checkpoint_info(),
+                         **({"interrupted": interrupted} if interrupted else {})}, train_state)
+
+    def synchronise_statistics() -> None:
+        """BatchNorm running statistics (model, EMA, extra layers): one value for every rank (distributed.py)."""
+        statistics = running_statistics(model)
+        average_buffers(statistics, world)
+        average_buffers({name: ema.shadow[name] for name in statistics if name in ema.shadow}, world)
+        if extra is not None:
+            average_buffers(running_statistics(extra), world)
 
     epoch = start_epoch
+    # Several ranks: a stop request (the launcher's SIGTERM on Ctrl-C) ends every rank after the same step.
+    stop = StopOnSignal(world) if world.distributed else None
     try:
+        if stop is not None:
+            stop.install()
         for epoch in range(start_epoch, cfg.epochs):
             row = _train_one_epoch(model, optimizer, schedule, ema, train_loader, epoch, cfg, steps_per_epoch,
-                                   objective, runner, world, trace)
-            if world.distributed:  # BatchNorm running statistics: one value for every rank (see distributed.py)
-                statistics = running_statistics(model)
-                average_buffers(statistics, world)
-                average_buffers({name: ema.shadow[name] for name in statistics if name in ema.shadow}, world)
-                if extra is not None:
-                    average_buffers(running_statistics(extra), world)
+                                   objective, runner, world, trace, stop)
+            if world.distributed:
+                synchronise_statistics()
             if trace is not None:
                 trace.record_state(epoch, model, ema)
             if not world.is_main:  # rank 0 validates and writes; the others wait for it
@@ -269,11 +280,19 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
             _write_metrics(out, history)
             save_last(epoch + 1)
             barrier(world)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        progress = None
+        if isinstance(interrupt, RanksStopped):  # every rank is here, after the same step
+            synchronise_statistics()
+            progress = {"epoch": interrupt.epoch + 1, "completed_steps": interrupt.steps}
         if world.is_main:
-            log.warning("interrupted during epoch %d: saving last checkpoint (resume repeats this epoch)", epoch + 1)
-            save_last(epoch)
+            log.warning("interrupted during epoch %d%s: saving last checkpoint (resume repeats this epoch)", epoch + 1,
+                        f" after step {progress['completed_steps']}" if progress else "")
+            save_last(epoch, progress)
         raise
+    finally:
+        if stop is not None:
+            stop.restore()
     if world.is_main:
         plot_training(history, out / "plots", None)
     return out
@@ -333,8 +352,10 @@ def _digest(named: list) -> str:
 
 def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps,
                      objective: Objective | None = None, runner: paddle.nn.Layer | None = None,
-                     world: World = World(), trace: _StepTrace | None = None) -> dict:
-    """One epoch; ``runner``: the ``paddle.DataParallel``-wrapped ``_ObjectiveStep`` of a data-parallel run."""
+                     world: World = World(), trace: _StepTrace | None = None,
+                     stop: StopOnSignal | None = None) -> dict:
+    """One epoch; ``runner``: the ``paddle.DataParallel``-wrapped ``_ObjectiveStep`` of a data-parallel run;
+    ``stop``: its ranks' stop request, agreed on before every step (``RanksStopped`` then)."""
     objective = objective or Objective()
     model.train()
     if runner is not None:
@@ -347,6 +368,8 @@ def _train_one_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, steps,
     for step, batch in enumerate(loader):
         if step >= steps:
             break
+        if stop is not None and stop.agreed():
+            raise RanksStopped(epoch, step)
         images = paddle.to_tensor(batch.images)
         objective.observe_batch(batch)
         if runner is None:
