@@ -32,6 +32,7 @@ from gui.session import Inspection, InspectionSession, RateMeter, RecentValues, 
 from gui.settings import GuiSettings
 from gui.inference_process import ModelSummary
 from gui.line_panels import PartPanel, RecipePanel
+from gui.window_access import AccessMixin
 from gui.window_actions import ActionsMixin
 from gui.window_recipes import RecipeMixin
 from gui.window_review import ReviewMixin
@@ -45,9 +46,10 @@ SETTINGS_SAVE_DELAY_MS = 600  # thresholds are saved once the operator stops tur
 DRAIN_TIMEOUT_S = 10.0  # longest a stop waits for a hot-folder frame in flight to be stored
 
 
-class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, ReviewMixin, QMainWindow):
-    """The window; its actions, settings, recipes and review live in the mixins (``window_actions``,
-    ``window_settings``, ``window_recipes``, ``window_review``), the live inspection loop here."""
+class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, AccessMixin, ReviewMixin, QMainWindow):
+    """The window; its actions, settings, recipes, engineer access and review live in the mixins
+    (``window_actions``, ``window_settings``, ``window_recipes``, ``window_access``, ``window_review``), the
+    live inspection loop here."""
 
     def __init__(self, settings: GuiSettings, config_path: Path, *, fps: float | None = None,
                  source_factory: Callable[[str], FrameSource] | None = None,
@@ -100,9 +102,10 @@ class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, ReviewMixin, QMainWin
         self._build_ui()
         self._build_actions()
         self._init_recipes()
+        self._init_access()
         self._connect_workers()
         self._save_timer = QTimer(self, singleShot=True, interval=SETTINGS_SAVE_DELAY_MS)
-        self._save_timer.timeout.connect(self.save_settings)
+        self._save_timer.timeout.connect(self._thresholds_settled)
         self._numbers_timer = QTimer(self, interval=NUMBERS_REFRESH_MS)
         self._numbers_timer.timeout.connect(self._refresh_numbers)
         self._numbers_timer.start()
@@ -367,8 +370,10 @@ class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, ReviewMixin, QMainWin
         self.setWindowTitle(f"PCB inspector — {self.settings.source} — {model}{state}")
 
     def shutdown(self) -> None:
-        """Stop every thread (evidence is written to the end)."""
+        """Stop every thread (evidence is written to the end) and close the audit trail."""
         self._numbers_timer.stop()
+        self._access_timer.stop()
+        self._close_audit()
         self.stop()
         self.inference.stop()
         self.inference.wait(30_000)

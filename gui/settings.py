@@ -54,6 +54,9 @@ class GuiSettings(ConfigBase):
     recipes_dir: str = ""  # folder of recipe files (inspector recipe list), as the service's ``recipes``
     recipe: str = ""  # the active recipe's name: loaded again at start-up
     read_serial_code: bool = False  # read a board's serial from a QR code in the frame when none was scanned
+    engineers: dict[str, str] = field(default_factory=dict)  # name -> PIN/token hash (python -m gui.access NAME)
+    engineer_unlock_minutes: float = 15.0  # an engineer login lasts this long (Lock ends it sooner)
+    audit_db: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "audit.sqlite3"))
 
 
 def load_settings(path: Path) -> tuple[GuiSettings, str]:

@@ -61,6 +61,9 @@ class ActionsMixin:
         self.fullscreen_action = action("Full screen", "F11", self._toggle_fullscreen, checkable=True)
         self.quit_action = action("Quit", "Ctrl+Q", self.close)
         self.shortcuts_action = action("Keyboard shortcuts", "F1", self._show_shortcuts)
+        self.login_action = action("Log in…", "Ctrl+L", self.ask_engineer_login,
+                                   "Engineer login: thresholds, recipe, model, template, saving reviews")
+        self.lock_action = action("Lock", None, self.lock_engineer, "End the engineer session now")
 
         toolbar = QToolBar("Inspection")
         toolbar.setMovable(False)
@@ -91,13 +94,16 @@ class ActionsMixin:
             review_menu.addAction(act)
         view_menu = menus.addMenu("&View")
         view_menu.addAction(self.fullscreen_action)
+        engineer_menu = menus.addMenu("&Engineer")
+        engineer_menu.addAction(self.login_action)
+        engineer_menu.addAction(self.lock_action)
         menus.addMenu("&Help").addAction(self.shortcuts_action)
 
     def choose_model(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Model package folder (with manifest.json)",
                                                   self.settings.model or str(Path.cwd()))
         if folder:
-            self.load_model(folder)
+            self.select_model(folder)
 
     def choose_template(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Golden template image", self.settings.template or str(Path.cwd()),

@@ -67,14 +67,16 @@ class RecipeMixin:
     # ------------------------------------------------------------------ switching
 
     def select_recipe(self, name: str) -> bool:
-        """Validate recipe ``name`` and switch to it between frames. False (and the reason on screen) when
-        it is refused; the active recipe, model, template and thresholds then stay as they were."""
+        """Validate recipe ``name`` and switch to it between frames (an engineer action, audited). False
+        (and the reason on screen) when refused; the active recipe, model, template and thresholds then stay."""
+        if not self.engineer_allowed(f"switch to recipe {name}"):
+            return False
         try:
             recipe, thresholds, golden = self._prepare_recipe(name)
         except RecipeRefused as error:
             self._refuse_recipe(name, str(error))
             return False
-        self._switch_to(recipe, thresholds, golden)
+        self._switch_to(recipe, thresholds, golden, who=self.access.engineer)
         return True
 
     def _prepare_recipe(self, name: str):
@@ -111,7 +113,8 @@ class RecipeMixin:
         except SourceError:
             return None
 
-    def _switch_to(self, recipe, thresholds: Thresholds, golden) -> None:
+    def _switch_to(self, recipe, thresholds: Thresholds, golden, who: str | None) -> None:
+        """``who``: the engineer (audited), None when restoring the recipe that was active."""
         from inspector.service.recipes import SHIPPED_PACKAGE
 
         wanted = (recipe.model_dir or SHIPPED_PACKAGE).resolve()
@@ -119,16 +122,18 @@ class RecipeMixin:
             and self._pending_recipe is None
         self.recipe_panel.show_refusal("")
         if same_model:
-            self._apply_recipe(recipe, thresholds, golden)  # one options assignment: between two frames
+            self._apply_recipe(recipe, thresholds, golden, who)  # one options assignment: between two frames
             return
         path = "" if recipe.model_dir is None else str(recipe.model_dir)
-        self._pending_recipe = (recipe, thresholds, golden, path)
+        self._pending_recipe = (recipe, thresholds, golden, path, who)
+        self._model_requested_by = who
         options = replace(self._options(), thresholds=thresholds, golden=golden, recipe=_label(recipe))
         self.recipe_panel.show_active(f"Switching to {_label(recipe)}: loading its model {path or 'default'}…")
         self.inference.load_model(path or None, self.settings.backend, self.settings.threads, options)
 
-    def _apply_recipe(self, recipe, thresholds: Thresholds, golden) -> None:
+    def _apply_recipe(self, recipe, thresholds: Thresholds, golden, who: str | None) -> None:
         """The window's state for an accepted recipe (the worker already has it or gets it now)."""
+        old = self.recipe
         self.recipe = recipe
         class_names = self.model.class_names if self.model is not None else list(thresholds.per_class)
         self.thresholds = thresholds.restricted_to(class_names)
@@ -147,14 +152,20 @@ class RecipeMixin:
         self.recipe_panel.set_recipes(self.settings.recipes_dir, self._listed_recipes(), recipe.name)
         self.statusBar().showMessage(f"Recipe {_label(recipe)} active", 8000)
         self._update_title()
+        self._audited_thresholds = self.thresholds.to_dict()  # the recipe's entry says what they became
+        if who is not None:
+            self.audit_change("select recipe", "recipe", _label(old) if old else None, _label(recipe),
+                              outcome="switched", who=who)
 
     def _listed_recipes(self) -> list[str]:
         return [self.recipe_panel.choice.itemText(i) for i in range(self.recipe_panel.choice.count())]
 
-    def _refuse_recipe(self, name: str, reason: str) -> None:
+    def _refuse_recipe(self, name: str, reason: str, who: str | None = None) -> None:
         stays = _label(self.recipe) if self.recipe else "the settings made by hand"
         self.recipe_panel.show_refusal(f"Recipe {name} refused, {stays} stays active: {reason}")
         self.message_banner.show_message(f"Recipe {name} refused, {stays} stays active: {reason}", WARNING_BANNER)
+        self.audit_change("select recipe", "recipe", _label(self.recipe) if self.recipe else None, name,
+                          outcome=f"refused: {reason}", who=who or self.access.engineer or "configuration")
 
     def _recipe_model_loaded(self, summary: ModelSummary) -> bool:
         """The model of a pending recipe is running (with its options, set by the worker): the window follows.
@@ -163,16 +174,16 @@ class RecipeMixin:
         if pending is None or pending[3] != self._loading_path:
             return False
         self._pending_recipe = None
-        recipe, thresholds, golden, _ = pending
+        recipe, thresholds, golden, _, who = pending
         self.model = summary
-        self._apply_recipe(recipe, thresholds, golden)
+        self._apply_recipe(recipe, thresholds, golden, who)
         return True
 
     def _recipe_model_failed(self, path: str, error: str) -> None:
         pending = self._pending_recipe
         if pending is not None and pending[3] == path:
             self._pending_recipe = None
-            self._refuse_recipe(pending[0].name, f"{pending[0].file}: field 'model': {error}")
+            self._refuse_recipe(pending[0].name, f"{pending[0].file}: field 'model': {error}", who=pending[4])
             self._push_options()  # held back while the load was pending
 
     def restore_recipe(self) -> bool:
@@ -187,7 +198,7 @@ class RecipeMixin:
             self.settings.recipe = ""
             self.message_banner.show_message(f"Recipe {name} not restored: {error}", WARNING_BANNER)
             return False
-        self._switch_to(recipe, thresholds, golden)
+        self._switch_to(recipe, thresholds, golden, who=None)
         return True
 
     # ------------------------------------------------------------------ part id

@@ -113,6 +113,9 @@ class ReviewMixin:
             self._show_review()
 
     def save_review(self) -> Path | None:
+        """An engineer action (the labels become training data), audited."""
+        if not self.engineer_allowed("save a review as training data"):
+            return None
         if self.review is None:
             self.statusBar().showMessage("Nothing under review: press F or pick a defect log row first", 5000)
             return None
@@ -122,6 +125,9 @@ class ReviewMixin:
             self.message_banner.show_message(f"Review not saved to {self.settings.review_dir}: {error}", ERROR_BANNER)
             return None
         labels = self.review.labels()
+        self.audit_change("save review", f"frame {self.review.frame_id}", None,
+                          f"{len(labels)} labeled defect(s), {self.review.n_false_calls} false call(s), "
+                          f"{self.review.n_missed} missed: {path}", outcome="saved")
         self.statusBar().showMessage(f"Saved {len(labels)} labeled defect(s) to {path}", 10_000)
         self.message_banner.show_message(f"Review saved: {path.name} ({len(labels)} defect(s))", INFO_BANNER)
         QTimer.singleShot(4000, self, self._clear_saved_notice)  # with the window as context: cancelled with it

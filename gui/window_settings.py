@@ -26,7 +26,15 @@ class SettingsMixin:
         self.model_panel.set_state(f"loading {path or 'the shipped default'}…")
         self.statusBar().showMessage(f"Loading model {path or '(shipped default)'}…")
 
+    def select_model(self, path: str) -> None:
+        """An engineer action: load another package (audited when it runs or fails)."""
+        if not self.engineer_allowed("change the model"):
+            return
+        self._model_requested_by = self.access.engineer
+        self.load_model(path)
+
     def _model_loaded(self, summary: ModelSummary) -> None:
+        before = self.model
         self.settings.model = self._loading_path  # what was asked for ("" = the shipped default, whatever it is)
         if not self._recipe_model_loaded(summary):
             self.model = summary
@@ -40,6 +48,11 @@ class SettingsMixin:
                 thresholds = self.thresholds
             self.thresholds = thresholds.restricted_to(summary.class_names)
             self.threshold_panel.set_model(summary.class_names, self.thresholds, summary.default_threshold)
+        if before is not None and (before.path, before.package_id) != (summary.path, summary.package_id):
+            self.audit_change("select model", "model", f"{before.path} ({before.package_id})",
+                              f"{summary.path} ({summary.package_id})", outcome="loaded",
+                              who=self._model_requested_by or "configuration")
+        self._model_requested_by = None
         self.counters.set_class_names(summary.class_names)
         self.review_panel.set_class_names(summary.class_names)
         self.model_panel.show_model(summary)
@@ -60,6 +73,11 @@ class SettingsMixin:
         self.model_panel.set_state(f"load failed; {still}", NG_COLOUR)
         if self.model is None:
             self.view.set_placeholder("No model loaded")
+        if self._model_requested_by is not None:
+            self.audit_change("select model", "model", f"{self.model.path} ({self.model.package_id})"
+                              if self.model else None, path or "(shipped default)", outcome=f"refused: {error}",
+                              who=self._model_requested_by)
+            self._model_requested_by = None
         self._recipe_model_failed(path, error)  # a recipe waiting for this model is refused
 
     def _options(self) -> InferenceOptions:
@@ -74,6 +92,14 @@ class SettingsMixin:
         self.inference.options = self._options()  # one assignment: the worker sees old or new, never half
 
     def set_thresholds(self, thresholds: Thresholds) -> None:
+        """An engineer action: refused (the panel shows the thresholds in force again) while locked; recorded
+        in the audit trail once the knob settles (``_thresholds_settled``)."""
+        if not self.engineer_allowed("change thresholds"):
+            self.threshold_panel.show_thresholds(self.thresholds)
+            return
+        if not self._save_timer.isActive():
+            self._audited_thresholds = self.thresholds.to_dict()  # in force before this burst of changes
+        self._threshold_changer = self.access.engineer
         if not thresholds.ignore_regions and self.thresholds.ignore_regions:  # the panel knows no regions
             thresholds = Thresholds(thresholds.global_threshold, thresholds.per_class, self.thresholds.ignore_regions)
         self.thresholds = thresholds
@@ -87,11 +113,18 @@ class SettingsMixin:
             self._show_live(self.current)  # the frame on screen re-judged at once
 
     def set_template(self, path: str) -> None:
+        """An engineer action (the golden board decides verdicts), audited."""
+        if not self.engineer_allowed("load a golden template"):
+            return
         try:
             self.golden = read_template_file(path)
         except SourceError as error:
             self.message_banner.show_message(f"Golden template not loaded: {error}", ERROR_BANNER)
+            self.audit_change("select golden template", "template", self.settings.template or None, path,
+                              outcome=f"refused: {error}")
             return
+        self.audit_change("select golden template", "template", self.settings.template or None, path,
+                          outcome="loaded")
         self.settings.template = path
         self._push_options()
         self.save_settings()

@@ -28,6 +28,7 @@ from inspector.data import load_dataset
 from inspector.runtime import resolve_package_path
 
 WAIT_MS = 30_000  # generous: the machine may be busy
+ENGINEER, PIN = "eng-anna", "2468"  # the window's engineer (settings hold only the PIN's hash)
 
 
 def box_iou(a, b) -> float:
@@ -88,14 +89,27 @@ def shipped_model() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def engineer_hash() -> str:
+    from gui.access import hash_pin
+
+    return hash_pin(PIN)
+
+
+def unlock(window: MainWindow) -> None:
+    """Engineer actions (thresholds, template, model, recipe, saving reviews) need a login."""
+    assert window.unlock_engineer(ENGINEER, PIN), window.message_banner.text()
+
+
 @pytest.fixture()
-def open_window(qtbot, tmp_path, shipped_model):
+def open_window(qtbot, tmp_path, shipped_model, engineer_hash):
     """Builds a window with its settings, evidence and reviews under tmp_path; closes it afterwards."""
     windows = []
 
     def build(source: str = "demo", source_factory=None, **options) -> MainWindow:
         settings = GuiSettings(source=source, model=str(shipped_model), threads=1,
-                               evidence_dir=str(tmp_path / "evidence"), review_dir=str(tmp_path / "reviews"))
+                               evidence_dir=str(tmp_path / "evidence"), review_dir=str(tmp_path / "reviews"),
+                               engineers={ENGINEER: engineer_hash}, audit_db=str(tmp_path / "audit.sqlite3"))
         window = MainWindow(settings, tmp_path / "gui.json", source_factory=source_factory, **options)
         qtbot.addWidget(window)
         window.show()
@@ -172,6 +186,7 @@ def test_threshold_changes_change_what_is_drawn_and_persist(qtbot, open_window, 
     window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[0], fps=20.0))
     wait_for_inspections(qtbot, window, 1)
     window.stop()  # hold the last board on screen
+    unlock(window)
     shown = window.view.shown
     at_default = len(shown.defects)
     assert at_default > 0 and window.verdict.text() == NG
@@ -198,6 +213,7 @@ def test_review_round_trip_writes_voc_that_the_data_layer_reads(qtbot, open_wind
     window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[1], fps=20.0))
     wait_for_inspections(qtbot, window, 1)
     window.stop()
+    unlock(window)  # the saved review becomes training data
     qtbot.keyClick(window, Qt.Key.Key_F)  # freeze this frame for review
     review = window.review
     assert review is not None and len(review.boxes) >= 2
@@ -363,6 +379,7 @@ def test_golden_template_for_a_camera_alignment_and_overlay(qtbot, open_window, 
     golden = tmp_path / "golden.png"
     cv2.imwrite(str(golden), load_dataset(DEMO_DIR).samples[3].load_template())
     window.overlay_action.trigger()  # O
+    unlock(window)
     window.set_template(str(golden))
     qtbot.waitUntil(lambda: window.session.counters.inspected >= 2, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.message_banner.isHidden(), timeout=WAIT_MS)

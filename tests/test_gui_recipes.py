@@ -19,7 +19,7 @@ from gui.settings import load_settings
 from gui.workers import InferenceThread
 from inspector.capture import DEMO_DIR
 from inspector.data import load_dataset
-from test_gui import WAIT_MS, BoardSource, open_window, shipped_model  # noqa: F401 - fixtures
+from test_gui import WAIT_MS, BoardSource, engineer_hash, open_window, shipped_model, unlock  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,7 @@ def test_recipe_switch_applies_template_thresholds_and_regions_and_a_bad_one_is_
     qtbot.waitUntil(lambda: window.session.counters.not_judged >= 1, timeout=WAIT_MS)  # no template yet
     window.set_recipes_folder(str(recipes))
     assert window._listed_recipes() == ["board-a", "board-b"]
+    unlock(window)
 
     assert window.select_recipe("board-a")
     assert window.recipe.name == "board-a" and window.inference.options.recipe == "board-a version 3"
@@ -93,6 +94,7 @@ def test_the_active_recipe_is_restored_at_start(qtbot, open_window, recipes, tmp
     first = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[3], fps=10.0, shift=(7, -5)))
     first.set_recipes_folder(str(recipes))
     qtbot.waitUntil(lambda: first.model is not None, timeout=WAIT_MS)
+    unlock(first)
     assert first.select_recipe("board-a")
     first.close()
     settings, _ = load_settings(tmp_path / "gui.json")
@@ -126,6 +128,7 @@ def test_a_recipe_with_another_model_switches_model_and_options_together(
     window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[3], fps=20.0, shift=(7, -5)))
     window.set_recipes_folder(str(recipes))
     qtbot.waitUntil(lambda: window.model is not None, timeout=WAIT_MS)
+    unlock(window)
     assert window.select_recipe("board-a")
     qtbot.waitUntil(lambda: window.session.counters.inspected >= 2, timeout=WAIT_MS)
     assert window.select_recipe("board-e")
