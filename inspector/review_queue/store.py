@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS items (
     unknown_changes TEXT NOT NULL,
     rank_group INTEGER NOT NULL,
     rank_value REAL NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending'
+    status TEXT NOT NULL DEFAULT 'pending',
+    record_id TEXT,
+    pictures_removed_at TEXT
 );
 CREATE INDEX IF NOT EXISTS items_order ON items (status, rank_group, rank_value, id);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -42,6 +44,10 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_item ON decisions (item_id, id);
 """
+# Columns added since the first queues were written: added in place to an older file (NULL for its rows).
+_ADDED_COLUMNS = {"record_id": "TEXT", "pictures_removed_at": "TEXT"}
+# A line record is queued at most once, however often its offer is replayed after a crash.
+_AFTER_MIGRATION = "CREATE UNIQUE INDEX IF NOT EXISTS items_record ON items (record_id) WHERE record_id IS NOT NULL;"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class QueueItem:
     reason: str
     rank_value: float
     status: str
+    record_id: str | None = None  # the line record it was judged in (queues fed by the service)
+    pictures_removed_at: str | None = None  # when retention removed its pictures (``retention.py``)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -91,6 +99,11 @@ class ReviewQueue:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            present = {row["name"] for row in self._db.execute("PRAGMA table_info(items)")}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE items ADD COLUMN {column} {kind}")
+            self._db.executescript(_AFTER_MIGRATION)
 
     def close(self) -> None:
         with self._lock:
@@ -100,8 +113,12 @@ class ReviewQueue:
 
     def offer(self, image_path: Path | str, detections: list[dict], score_threshold: float, class_names: list[str],
               template_path: Path | str | None = None, unknown_changes: list[dict] | None = None, source: str = "",
-              model: str = "", near_band: ReviewBands | float | None = None) -> int | None:
+              model: str = "", near_band: ReviewBands | float | None = None,
+              record_id: str | None = None) -> int | None:
         """Queue a judged board if a review would teach something; returns its item id, or None.
+
+        ``record_id``: the line record the board was judged in; offering it again (a replay after a crash)
+        returns the item already queued for it instead of queueing it twice.
 
         ``near_band``: one band, or ``ReviewBands`` (per class); the default band when None. ``detections``
         should reach the widest band below the threshold (run the detector with ``score_threshold -
@@ -113,13 +130,24 @@ class ReviewQueue:
         if place is None:
             return None
         with self._lock:
+            if record_id is not None:
+                row = self._db.execute("SELECT id FROM items WHERE record_id = ?", (str(record_id),)).fetchone()
+                if row is not None:
+                    return int(row["id"])
             cursor = self._db.execute(
                 "INSERT INTO items (created_at, image_path, template_path, source, model, score_threshold, "
-                "class_names, detections, unknown_changes, rank_group, rank_value) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "class_names, detections, unknown_changes, rank_group, rank_value, record_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (_now(), str(image_path), None if template_path is None else str(template_path), source, model,
                  float(score_threshold), json.dumps(list(class_names)), json.dumps(detections), json.dumps(changes),
-                 place[0], place[1]))
+                 place[0], place[1], None if record_id is None else str(record_id)))
             return int(cursor.lastrowid)
+
+    def item_for_record(self, record_id: str) -> int | None:
+        """The item queued for line record ``record_id``, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT id FROM items WHERE record_id = ?", (str(record_id),)).fetchone()
+        return None if row is None else int(row["id"])
 
     def offer_detections(self, image_path: Path | str, found, score_threshold: float, class_names: list[str],
                          template_path: Path | str | None = None, source: str = "", model: str = "",
@@ -241,7 +269,8 @@ class ReviewQueue:
 def _item(row: sqlite3.Row) -> QueueItem:
     return QueueItem(row["id"], row["created_at"], row["image_path"], row["template_path"], row["source"], row["model"],
                      row["score_threshold"], json.loads(row["class_names"]), json.loads(row["detections"]),
-                     json.loads(row["unknown_changes"]), REASONS[row["rank_group"]], row["rank_value"], row["status"])
+                     json.loads(row["unknown_changes"]), REASONS[row["rank_group"]], row["rank_value"], row["status"],
+                     row["record_id"], row["pictures_removed_at"])
 
 
 def review_entries(found, ignore: Iterable[Sequence[float]] = ()) -> tuple[list[dict], list[dict]]:

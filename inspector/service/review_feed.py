@@ -1,25 +1,29 @@
-"""Feeding the verification queue (``inspector.review_queue``) from the line, without slowing it.
+"""Feeding the verification queue (``inspector.review_queue``) from the line, without slowing it or losing boards.
 
-The inspection worker hands every judged board to ``ReviewFeed.offer``, which only decides whether a
-review would teach something (NG, a detection within ``near_band`` of the decision threshold, or an
-unknown-change flag) and puts the board on a small in-memory queue: no disk access on the worker thread.
-A thread of its own, at the lowest CPU priority, then writes the board's picture (the queue must
-outlive the hot folder's files: a hot-folder file is copied as it is when it is still the version
-judged; a camera frame, which has no file, is written as PNG, lossless), its golden template (once per
-distinct template, named by its content hash) and the queue row. A failure there (full disk, a locked database)
-is logged and counted (``inspector_review_failures_total``), never raised into the line; when the
-writer falls behind, or ``max_pending`` boards already wait for a person, new boards are skipped and
-counted (``inspector_review_skipped_total``), so neither memory nor disk grows without bound.
+The inspection worker hands every judged board to ``ReviewFeed.offer``, which decides whether a review
+would teach something (NG, a detection within its class's band of the decision threshold, or an
+unknown-change flag) and, if so, puts the board in the spool (``review_spool.py``) on disk before it
+returns: the scanner's file copied as it is when it is still the version judged, otherwise the judged
+pixels raw (no encoding on the line's thread), and the golden template the first time it is seen. A
+board once offered survives a crash: entries left in the spool are written when the feed starts again,
+and the queue row is keyed by the record id, so a replay never queues a board twice.
+
+A thread of its own, at the lowest CPU priority, moves each entry into ``review-images`` (PNG for
+pixels, lossless), writes the queue row and removes the entry. A failure there (full disk, a locked
+database) is logged and counted (``inspector_review_failures_total``), never raised into the line; the
+entry stays in the spool and is tried again at the next start. When the spool holds ``BACKLOG``
+entries (the writer is behind), or ``max_pending`` boards already wait for a person, new boards are
+skipped and counted (``inspector_review_skipped_total``), so neither memory nor disk grows without bound.
+Stored pictures are aged out by ``review_retention.PictureRetention`` when one is given.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
-import queue
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -28,33 +32,19 @@ import numpy as np
 from prometheus_client import Counter
 
 from inspector.review_queue import ReviewBands, ReviewError, ReviewQueue, rank, review_entries
+from inspector.service.review_spool import SPOOL_DIR, ReviewSpool, SpoolEntry, fsync_directory
 
 log = logging.getLogger(__name__)
 QUEUE_FILE = "review.sqlite3"
 IMAGES_DIR = "review-images"
-BACKLOG = 64  # boards waiting for the writer thread; more are skipped (counted), the line never waits
-
-
-@dataclass(frozen=True)
-class _Offer:
-    record_id: str
-    frame_id: str
-    image: np.ndarray
-    template: Optional[np.ndarray]
-    detections: list[dict]
-    unknown_changes: list[dict]
-    score_threshold: float
-    class_names: list[str]
-    model: str
-    file: Optional[Path]  # the hot-folder file the frame was read from: copied as it is when unchanged
-    file_version: Optional[str]  # its "size:mtime_ns" when it was judged
+BACKLOG = 64  # boards in the spool waiting for the writer thread; more are skipped (counted), the line never waits
 
 
 class ReviewFeed:
     """The service's writer into the verification queue at ``data_dir/review.sqlite3``."""
 
     def __init__(self, data_dir: Path, registry, line: str, near_band: ReviewBands | float, max_pending: int,
-                 near_band_per_class: Optional[dict[str, float]] = None) -> None:
+                 near_band_per_class: Optional[dict[str, float]] = None, retention=None) -> None:
         self.directory = Path(data_dir)
         self.images = self.directory / IMAGES_DIR
         self.images.mkdir(parents=True, exist_ok=True)
@@ -62,6 +52,7 @@ class ReviewFeed:
         # One band, or per class over it (ReviewBands checks both, naming the field of a bad value).
         self.bands = service_bands(near_band, near_band_per_class)
         self.max_pending = int(max_pending)
+        self.retention = retention  # review_retention.PictureRetention, run by the writer between boards
         labels = {"line": line}
         self.enqueued = Counter("inspector_review_enqueued_total", "Boards put into the verification queue",
                                 ["line"], registry=registry).labels(**labels)
@@ -69,9 +60,18 @@ class ReviewFeed:
                                "(writer behind, or max pending reached)", ["line"], registry=registry).labels(**labels)
         self.failures = Counter("inspector_review_failures_total", "Boards that could not be written into the "
                                 "verification queue (logged)", ["line"], registry=registry).labels(**labels)
-        self._backlog: queue.Queue[Optional[_Offer]] = queue.Queue(maxsize=BACKLOG)
+        self.spool = ReviewSpool(self.directory / SPOOL_DIR)
+        self.spool.clear_orphans()
         self._idle = threading.Condition()
-        self._busy = 0  # offers accepted and not yet written (or failed)
+        self._waiting: collections.deque[str] = collections.deque(self.spool.names())  # a crash's leftovers first
+        self.replayed = len(self._waiting)
+        if self.replayed:
+            log.warning("review: %d board(s) offered before the last stop were not queued yet; queueing them now",
+                        self.replayed)
+        self._busy = len(self._waiting)  # entries in the spool not yet written (or failed)
+        self._stuck = 0  # entries whose write failed: they stay in the spool (and count against BACKLOG)
+        self._stopping = False
+        self._templates: set[str] = set()  # digests of templates already stored or in the spool
         self.boards_seen = 0  # every board offered, queued or not: how far the line has handed boards over
         self._thread = threading.Thread(target=self._write_loop, name="review-feed", daemon=True)
         self._thread.start()
@@ -80,12 +80,34 @@ class ReviewFeed:
               detections: list[dict], unknown_changes: list[dict], score_threshold: float,
               class_names: list[str], model: str, file: Optional[Path] = None,
               file_version: Optional[str] = None) -> bool:
-        """Queue a judged board for writing when a review would teach something; True when accepted.
-        Never blocks and never raises: this runs on the inspection worker."""
+        """Spool a judged board when a review would teach something; True once it is on disk (it then reaches
+        the queue even across a crash). Never waits for the writer and never raises: this runs on the
+        inspection worker."""
         try:
-            return self._accept(_Offer(record_id, frame_id, image, template, detections, unknown_changes,
-                                       float(score_threshold), list(class_names), model, file, file_version))
-        except Exception:  # a bug here must not cost the line a board
+            if rank(detections, unknown_changes, float(score_threshold), self.bands) is None:
+                return False
+            with self._idle:
+                if self._busy + self._stuck >= BACKLOG:
+                    self.skipped.inc()
+                    log.warning("review queue writer is behind: %s not queued for review", frame_id)
+                    return False
+            digest = None if template is None else \
+                hashlib.sha1(np.ascontiguousarray(template).tobytes()).hexdigest()[:20]
+            with self._idle:
+                known = digest is None or digest in self._templates
+            known = known or self._template_path(digest).is_file()
+            meta = {"record_id": str(record_id), "frame_id": frame_id, "detections": detections,
+                    "unknown_changes": unknown_changes, "score_threshold": float(score_threshold),
+                    "class_names": list(class_names), "model": model, "template_digest": digest}
+            name = self.spool.put(meta, image, file, file_version, None if known else template)
+            with self._idle:
+                if digest is not None:
+                    self._templates.add(digest)
+                self._busy += 1
+                self._waiting.append(name)
+                self._idle.notify_all()
+            return True
+        except Exception:  # a bug, or a disk that refuses the spool, must not cost the line a board
             self.failures.inc()
             log.exception("%s: not offered for review", frame_id)
             return False
@@ -111,27 +133,6 @@ class ReviewFeed:
         return self.offer(record_id, frame_id, image, template, detections, changes, score_threshold, class_names,
                           model, file, file_version)
 
-    def _accept(self, offer: _Offer) -> bool:
-        try:
-            if rank(offer.detections, offer.unknown_changes, offer.score_threshold, self.bands) is None:
-                return False
-            with self._idle:
-                self._busy += 1
-            try:
-                self._backlog.put_nowait(offer)
-            except queue.Full:
-                with self._idle:
-                    self._busy -= 1
-                    self._idle.notify_all()
-                self.skipped.inc()
-                log.warning("review queue writer is behind: %s not queued for review", offer.frame_id)
-                return False
-            return True
-        except Exception:  # a bug here must not cost the line a board
-            self.failures.inc()
-            log.exception("%s: not offered for review", offer.frame_id)
-            return False
-
     def candidate_threshold(self, decision_threshold: float) -> float:
         """The score the detector must be asked for so every class's band below ``decision_threshold`` is seen."""
         return max(0.0, float(decision_threshold) - self.bands.widest)
@@ -141,15 +142,18 @@ class ReviewFeed:
         self.bands.check_classes(class_names, "review_near_band_per_class")
 
     def wait_idle(self, timeout: float, boards: int = 0) -> bool:
-        """True once at least ``boards`` boards were offered and every accepted one is written or has
+        """True once at least ``boards`` boards were offered and every spooled one is written or has
         failed (tests, shutdown)."""
         with self._idle:
             return self._idle.wait_for(lambda: self.boards_seen >= boards and self._busy == 0, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what was accepted (up to ``timeout``), then close the database."""
+        """Write what was spooled (up to ``timeout``; the rest stays in the spool for the next start), then
+        close the database."""
         self.wait_idle(timeout)
-        self._backlog.put(None)
+        with self._idle:
+            self._stopping = True
+            self._idle.notify_all()
         self._thread.join(timeout=timeout)
         if not self._thread.is_alive():
             self.queue.close()
@@ -162,45 +166,85 @@ class ReviewFeed:
         except (AttributeError, OSError) as error:
             log.info("review writer keeps the normal priority (%s)", error)
         while True:
-            offer = self._backlog.get()
-            if offer is None:
-                return
+            with self._idle:
+                self._idle.wait_for(lambda: self._waiting or self._stopping)
+                if not self._waiting:
+                    return
+                name = self._waiting.popleft()
+            frame_id, digest = name, None
             try:
-                if self._count_pending() >= self.max_pending:
-                    self.skipped.inc()
-                    log.warning("%s: not queued for review: %d boards already wait (review_max_pending)",
-                                offer.frame_id, self.max_pending)
-                elif self._write(offer):
+                entry = self.spool.load(name)
+                frame_id, digest = entry.meta["frame_id"], entry.meta.get("template_digest")
+                if self._write(entry):
                     self.enqueued.inc()
-            except Exception as error:
+                self.spool.remove(name)
+            except Exception as error:  # the entry stays in the spool: tried again at the next start
                 self.failures.inc()
-                log.error("%s: not written into the verification queue %s: %s", offer.frame_id, self.queue.path,
-                          error)
+                log.error("%s: not written into the verification queue %s: %s", frame_id, self.queue.path, error)
+                with self._idle:
+                    self._stuck += 1
+                    self._templates.discard(digest)  # the next board with it carries the template again
             finally:
                 with self._idle:
                     self._busy -= 1
                     self._idle.notify_all()
+            self._retain()
 
-    def _write(self, offer: _Offer) -> bool:
-        image_path = _copy_unchanged(offer.file, offer.file_version, self.images / offer.record_id)
-        if image_path is None:  # a camera frame, or the file changed since: the judged pixels, losslessly
-            image_path = self.images / f"{offer.record_id}.png"
-            _write_png(image_path, offer.image)
+    def _write(self, entry: SpoolEntry) -> bool:
+        """Pictures into review-images, then the row. Safe to repeat after a crash at any point."""
+        meta = entry.meta
+        record_id = meta["record_id"]
+        if self.queue.item_for_record(record_id) is not None:
+            return False  # a crash came after the row and before the clean-up: queued already
+        if self._count_pending() >= self.max_pending:
+            self.skipped.inc()
+            log.warning("%s: not queued for review: %d boards already wait (review_max_pending)", meta["frame_id"],
+                        self.max_pending)
+            return False
+        image_path = self._store_picture(entry, record_id)
         template_path = None
-        if offer.template is not None:
-            digest = hashlib.sha1(np.ascontiguousarray(offer.template).tobytes()).hexdigest()[:20]
-            template_path = self.images / f"template-{digest}.png"
+        if meta.get("template_digest"):
+            template_path = self._template_path(meta["template_digest"])
             if not template_path.is_file():
-                _write_png(template_path, offer.template)
-        item = self.queue.offer(image_path, offer.detections, offer.score_threshold, offer.class_names,
-                                template_path, offer.unknown_changes, source=offer.frame_id, model=offer.model,
-                                near_band=self.bands)
+                if entry.template is None:
+                    raise ReviewError(f"template {template_path.name} is neither stored nor in the spool")
+                _write_png(template_path, np.load(entry.template, allow_pickle=False))
+        item = self.queue.offer(image_path, meta["detections"], meta["score_threshold"], meta["class_names"],
+                                template_path, meta["unknown_changes"], source=meta["frame_id"], model=meta["model"],
+                                near_band=self.bands, record_id=record_id)
         if item is None:  # the queue ranks it the same way; nothing to keep
             image_path.unlink(missing_ok=True)
         return item is not None
 
+    def _store_picture(self, entry: SpoolEntry, record_id: str) -> Path:
+        stem = _safe_name(record_id)
+        if entry.picture is None:  # moved before a crash: find it where it went
+            stored = sorted(self.images.glob(f"{stem}.*"))
+            if not stored:
+                raise ReviewError(f"record {record_id}: its picture is neither in the spool nor stored")
+            return stored[0]
+        if entry.picture.suffix == ".npy":
+            target = self.images / f"{stem}.png"
+            _write_png(target, np.load(entry.picture, allow_pickle=False))
+            return target
+        target = self.images / f"{stem}{entry.picture.suffix}"
+        os.replace(entry.picture, target)  # the scanner's own bytes (flushed by the spool); same file system
+        fsync_directory(self.images)
+        return target
+
+    def _template_path(self, digest: str) -> Path:
+        return self.images / f"template-{digest}.png"
+
     def _count_pending(self) -> int:
         return sum(self.queue.counts()["pending"].values())
+
+    def _retain(self) -> None:
+        if self.retention is None:
+            return
+        try:
+            self.retention.maybe_run(self.queue, self.images)
+        except Exception:  # retention is housekeeping: never stops the writer
+            log.exception("review picture retention failed")
 
 
 def service_bands(near_band: ReviewBands | float, per_class: Optional[dict[str, float]] = None) -> ReviewBands:
@@ -217,46 +261,23 @@ def service_bands(near_band: ReviewBands | float, per_class: Optional[dict[str, 
         raise ReviewError(f"{setting}: {getattr(error, 'problem', error)}") from None
 
 
-def _copy_unchanged(file: Optional[Path], version: Optional[str], stem: Path) -> Optional[Path]:
-    """The judged file's bytes as ``stem`` + its suffix (no re-encoding: the scanner's own file), when it is
-    still the version that was judged (size and mtime before and after reading); else None."""
-    if file is None or version is None:
-        return None
-
-    def current() -> Optional[str]:
-        try:
-            stat = os.stat(file)
-        except OSError:
-            return None
-        return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-    if current() != version:
-        return None
-    try:
-        data = Path(file).read_bytes()
-    except OSError:
-        return None
-    if current() != version:
-        return None
-    target = stem.with_name(stem.name + Path(file).suffix.lower())
-    _write_bytes(target, data)
-    return target
+def _safe_name(record_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(record_id))[:120] or "record"
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
+    """Written whole or not at all (temporary file, then renamed)."""
     ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise ValueError(f"{path.name}: the image could not be encoded as PNG")
-    _write_bytes(path, encoded.tobytes())
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Written whole or not at all (temporary file, then renamed)."""
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            stream.write(encoded.tobytes())
+            stream.flush()
+            os.fsync(stream.fileno())  # on disk before the row that points at it (the spool entry then goes)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    fsync_directory(path.parent)

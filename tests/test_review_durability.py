@@ -1,0 +1,151 @@
+"""A board the line has handed to the verification queue survives a crash: a process feeding the queue is killed
+(SIGKILL, no clean-up) at each step between the hand-over and the queue row, and the next start queues every
+board exactly once, with its picture.
+
+The child process (``child_main``, run with ``python -c``) offers ``BOARDS`` boards while its writer thread is
+held at one step for one record: before it writes anything, after the picture is stored but before the row,
+or after the row but before the spool entry is removed. It says when every offer has returned and when the
+writer is held; then it is killed. Half the boards come from files (copied as the scanner wrote them, and
+deleted after the offer, as a hot folder's clean-up may), half are camera frames (pixels only).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inspector.service.review_feed import ReviewFeed
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+BOARDS = 8
+VICTIM = "rec-3"  # the record the writer is held at
+CLASSES = ["open", "short"]
+
+
+def board(index: int) -> np.ndarray:
+    return np.random.default_rng(index).integers(0, 255, (40, 56, 3), np.uint8)
+
+
+def template(index: int) -> np.ndarray:
+    return np.full((40, 56, 3), 20 * (index % 2), np.uint8)  # two distinct templates
+
+
+def offer_all(feed: ReviewFeed, folder: Path) -> None:
+    for index in range(BOARDS):
+        file = version = None
+        if index % 2 == 0:
+            file = folder / f"board{index}.png"
+            cv2.imwrite(str(file), board(index))
+            stat = file.stat()
+            version = f"{stat.st_size}:{stat.st_mtime_ns}"
+        detections = [{"box": [1, 2, 10, 12], "score": 0.45 + index / 1000, "class_name": "open"}]
+        accepted = feed.offer(f"rec-{index}", f"board{index}", board(index), template(index), detections, [], 0.5,
+                              CLASSES, "m (p)", file=file, file_version=version)
+        assert accepted, index
+        if file is not None:
+            file.unlink()  # acknowledged: the hot folder may move or delete it now
+
+
+def child_main(data: str, folder: str, step: str) -> None:
+    """Run in a child process: hold the writer at ``step`` for VICTIM, offer every board, then wait to be killed."""
+    from inspector.review_queue import store
+    from inspector.service import review_feed, review_spool
+
+    def held(original, record_of):
+        def wrapper(*args, **kwargs):
+            if record_of(*args, **kwargs) == VICTIM:
+                print("held", flush=True)
+                threading.Event().wait()  # until killed
+            return original(*args, **kwargs)
+        return wrapper
+
+    if step == "before_write":
+        review_feed.ReviewFeed._write = held(review_feed.ReviewFeed._write, lambda self, entry: entry.meta["record_id"])
+    elif step == "before_row":
+        store.ReviewQueue.offer = held(store.ReviewQueue.offer, lambda self, *a, **k: k.get("record_id"))
+    else:
+        review_spool.ReviewSpool.remove = held(review_spool.ReviewSpool.remove,
+                                               lambda self, name: name.split("-", 1)[1])
+    feed = ReviewFeed(Path(data), CollectorRegistry(), "line1", near_band=0.15, max_pending=100)
+    offer_all(feed, Path(folder))
+    print("offered", flush=True)
+    threading.Event().wait()
+
+
+def _read_until(process: subprocess.Popen, wanted: set[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while not wanted <= seen:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise AssertionError(f"the child said {sorted(seen)}, expected {sorted(wanted)} "
+                                 f"(exit code {process.poll()}): {process.stderr.read() if process.poll() else ''}")
+        line = process.stdout.readline().strip()
+        if line:
+            seen.add(line)
+
+
+@pytest.mark.parametrize("step, left_in_spool", [
+    ("before_write", BOARDS - 3),  # rec-0..2 written; rec-3 (held) and the rest only in the spool
+    ("before_row", BOARDS - 3),  # rec-3's picture already moved to review-images, no row yet
+    ("before_cleanup", BOARDS - 3),  # rec-3's row written, its spool entry not yet removed
+])
+def test_a_killed_feed_loses_no_board_and_queues_none_twice(tmp_path, step, left_in_spool):
+    data, folder = tmp_path / "data", tmp_path / "hot"
+    folder.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(ROOT)!r}]; "
+                               f"import test_review_durability as t; t.child_main({str(data)!r}, {str(folder)!r}, "
+                               f"{step!r})"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        _read_until(child, {"offered", "held"}, 120)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+
+    restarted = ReviewFeed(data, CollectorRegistry(), "line1", near_band=0.15, max_pending=100)
+    try:
+        assert restarted.replayed == left_in_spool
+        assert restarted.wait_idle(60)
+        assert restarted.failures._value.get() == 0
+        items = restarted.queue.pending(limit=100)
+        assert sorted(item.record_id for item in items) == sorted(f"rec-{i}" for i in range(BOARDS))
+        for item in items:
+            index = int(item.record_id.split("-")[1])
+            stored = cv2.imread(item.image_path, cv2.IMREAD_UNCHANGED)
+            assert np.array_equal(stored, board(index)), item.record_id  # the judged pixels, losslessly
+            assert Path(item.image_path).suffix == ".png"
+            assert np.array_equal(cv2.imread(item.template_path, cv2.IMREAD_UNCHANGED), template(index))
+        assert restarted.spool.names() == [] and not any(restarted.spool.directory.iterdir())
+        # One picture per record and one per template: nothing orphaned by the crash.
+        assert len(list(restarted.images.glob("rec-*"))) == BOARDS
+        assert len(list(restarted.images.glob("template-*"))) == 2
+    finally:
+        restarted.close()
+    with sqlite3.connect(data / "review.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT record_id) FROM items").fetchone() == (BOARDS, BOARDS)
+
+
+def test_a_replayed_record_already_queued_is_not_queued_again(tmp_path):
+    feed = ReviewFeed(tmp_path / "data", CollectorRegistry(), "line1", near_band=0.15, max_pending=100)
+    try:
+        detections = [{"box": [1, 2, 10, 12], "score": 0.45, "class_name": "open"}]
+        assert feed.offer("rec-1", "a", board(1), None, detections, [], 0.5, CLASSES, "m")
+        assert feed.offer("rec-1", "a", board(1), None, detections, [], 0.5, CLASSES, "m")  # offered twice
+        assert feed.wait_idle(30, boards=2)
+        assert [item.record_id for item in feed.queue.pending()] == ["rec-1"]
+        assert feed.enqueued._value.get() == 1 and feed.failures._value.get() == 0
+    finally:
+        feed.close()
