@@ -101,8 +101,8 @@ class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, AccessMixin, ReviewMi
 
         self._build_ui()
         self._build_actions()
-        self._init_recipes()
         self._init_access()
+        self._init_recipes()
         self._connect_workers()
         self._save_timer = QTimer(self, singleShot=True, interval=SETTINGS_SAVE_DELAY_MS)
         self._save_timer.timeout.connect(self._thresholds_settled)

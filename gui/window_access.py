@@ -62,8 +62,6 @@ class AccessMixin:
             self.audit_change("engineer login", "session", None, None, outcome=f"refused: {denied}",
                               who=name.strip() or "(no name)", role=None)
             return False
-        finally:
-            pin = ""  # noqa: F841 - not kept beyond the check
         if self.message_banner.text().startswith(("Engineer login", "To ")):
             self.message_banner.clear_message()
         self.audit_change("engineer login", "session", "locked", "unlocked",
@@ -108,9 +106,10 @@ class AccessMixin:
             self.access_label.setText(f"Engineer: {self.access.engineer} ({minutes}:{seconds:02d} left)")
         else:
             self.access_label.setText("Operator (engineer actions locked)")
-        for widget in (self.threshold_panel, self.recipe_panel.switch_button, self.model_panel.load_button,
-                       self.review_panel.save_button):
-            widget.setEnabled(unlocked)
+        self.threshold_panel.setEnabled(unlocked)
+        self.model_panel.load_button.setEnabled(unlocked)
+        self.recipe_panel.switch_button.setEnabled(unlocked and self.recipe_panel.choice.count() > 0)
+        self.review_panel.save_button.setEnabled(unlocked and self.review is not None)
         for act in (self.model_action, self.template_action, self.save_review_action):
             act.setEnabled(unlocked)
         self.login_action.setEnabled(not unlocked)

@@ -52,6 +52,7 @@ class RecipeMixin:
             except RecipeError as error:
                 self.recipe_panel.show_refusal(str(error))
         self.recipe_panel.set_recipes(folder, names, self.recipe.name if self.recipe else self.settings.recipe)
+        self._refresh_access()  # the switch button: recipes to switch to, and an engineer to do it
         return names
 
     def choose_recipes_folder(self) -> None:
@@ -150,6 +151,7 @@ class RecipeMixin:
             f"{recipe.spec.template or 'none (frames carry theirs, or the one loaded by hand)'}, "
             f"{len(recipe.spec.ignore_regions)} ignore region(s)")
         self.recipe_panel.set_recipes(self.settings.recipes_dir, self._listed_recipes(), recipe.name)
+        self._refresh_access()
         self.statusBar().showMessage(f"Recipe {_label(recipe)} active", 8000)
         self._update_title()
         self._audited_thresholds = self.thresholds.to_dict()  # the recipe's entry says what they became
@@ -185,6 +187,8 @@ class RecipeMixin:
             self._pending_recipe = None
             self._refuse_recipe(pending[0].name, f"{pending[0].file}: field 'model': {error}", who=pending[4])
             self._push_options()  # held back while the load was pending
+            if self.model is None and (self.settings.model or "") != path:  # a restored recipe: the saved model
+                self.load_model(self.settings.model or None)
 
     def restore_recipe(self) -> bool:
         """At start-up: the recipe that was active (its model, template, thresholds). False when there was

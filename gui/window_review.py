@@ -54,6 +54,7 @@ class ReviewMixin:
                                                   self._class_names())
         self.review_defects = defects
         self.review_panel.set_active(True)
+        self._refresh_access()  # saving needs an engineer
         self._show_review()
 
     def _show_review(self) -> None:
