@@ -52,13 +52,13 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from inspector.compression.quantization.calibrate import CALIBRATION_PERCENTILE, calibrate
+from inspector.compression.quantization.config import QuantizeConfig
 from inspector.compression.quantization.finetune import finetune
 from inspector.compression.quantization.layers import (
     QAT_CONFIG,
@@ -70,7 +70,6 @@ from inspector.compression.quantization.layers import (
 from inspector.compression.quantization.measure import InferenceModel, evaluate_inference_model
 from inspector.compression.quantization.program import describe_program, layer_precisions, save_inference_model
 from inspector.compression.quantization.sensitivity import SensitivityReport, layer_sensitivity
-from inspector.config_base import ConfigBase, setting
 from inspector.data import Dataset, load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
@@ -80,53 +79,8 @@ from inspector.training.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-METHODS = ("qat", "ptq")
 MODEL_PREFIX = "model"  # the run's model.pdmodel / model.pdiparams (INT8), and fp32/model.* (FP32)
 FP32_DIR = "fp32"
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class QuantizeConfig(ConfigBase):
-    """One ``inspector quantize`` run; saved (with what it resolved to) as ``quant_config.json``."""
-
-    KIND = "quantize option"
-    SOURCE = "quantize config"
-
-    model: str  # FP32 source: a training run (its best/) or a checkpoint directory
-    data: str  # the labeled data the source was trained on (its split.json is reused)
-    out: str  # run directory
-    method: str = setting("qat", choices=METHODS)  # "qat" | "ptq"
-    format: str | None = None  # deeppcb | voc | coco; auto-detected when None
-    # QAT fine-tuning (ptq does none)
-    epochs: int = setting(3, at_least=0)  # 0: calibration only, no fine-tuning
-    # peak AdamW learning rate, cosine-decayed to 0 (the FP32 runs train at 2e-3)
-    lr: float = setting(1e-4, above=0.0)
-    weight_decay: float = setting(5e-4, at_least=0.0)
-    batch_size: int = setting(8, at_least=1)
-    # None: the source run's training crop (whole image if it had none); 0: the whole image
-    crop_size: int | None = setting(None, at_least=0, multiple_of=32, note="the detector's largest stride")
-    max_steps_per_epoch: int | None = setting(None, at_least=1)  # for smoke tests
-    # Calibration (activation scales: all of PTQ, QAT's starting point)
-    calibration_images: int = setting(64, at_least=1)  # from the training split
-    # Mixed precision
-    skip_layers: list[str] = field(default_factory=list)  # convolution names or block prefixes kept in FP32
-    sensitivity: bool = False
-    sensitivity_images: int = setting(32, at_least=1)  # from the validation split
-    # with sensitivity: also keep the K most sensitive layers in FP32
-    skip_most_sensitive: int = setting(0, at_least=0)
-    lite_x86_safe: bool = False  # also keep in FP32 what Paddle Lite's x86 INT8 kernels cannot run
-    # Evaluation
-    # Paddle Inference CPU threads; None: OMP_NUM_THREADS, else every core
-    threads: int | None = setting(None, at_least=1)
-    seed: int = 0
-    workers: int = setting(2, at_least=0)
-
-    def _check(self) -> None:
-        if self.skip_most_sensitive and not self.sensitivity:
-            raise self._invalid(None, "skip_most_sensitive needs sensitivity (the ranking it picks from)")
 
 
 # --------------------------------------------------------------------------- the command

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspector.compression.pruning.config import CRITERIA
 from inspector.compression.pruning.groups import channel_groups
 from inspector.compression.pruning.layer_channels import input_keys, output_keys
 from inspector.models import build_model
 from inspector.models.detector import YOLODetector
 from inspector.training.checkpoint import apply_pruned_shapes, resize_parameters
-
-CRITERIA = ("l1", "fpgm")
 
 
 def filter_scores(weight: np.ndarray, criterion: str) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 Modules, in the order a run uses them (none imports the command; import from the module itself):
 
+- ``config``: ``QuantizeConfig`` and the methods (standard library only: the command line reads its defaults);
 - ``layers``: the technique: which convolutions, BatchNorm folding, PaddleSlim's fake-quant wrappers;
 - ``calibrate``: activation scales from a few training images (all of PTQ, QAT's starting point);
 - ``finetune``: quantization-aware fine-tuning through the fake-quant model (QAT);
