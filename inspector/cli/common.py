@@ -44,6 +44,12 @@ def data_sources(data: list[Path], weight: Optional[list[float]]):
     return [{"path": str(path), "weight": w} for path, w in zip(data, weight or [1.0] * len(data))]
 
 
+def given(**options):
+    """The OPTIONS the user gave: an option left unset (None) is dropped, so the config's own default applies
+    (``options.config_option``); the config class is the one place a default is written."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def config_from_options(config_class, flags: dict[str, str], **values):
     """A config (``inspector.config_base.ConfigBase``) from command-line VALUES; a bad one ends the command
     with "error: --flag: what was expected" (FLAGS: the flag of each field not spelled --field-name)."""

@@ -5,12 +5,20 @@ alias here; a command writes ``format: Format = None`` and its default stays vis
 share a spelling but not a meaning (``--out`` is a run directory for ``train`` and a package directory for
 ``export``) are declared beside their command, with their own help. A required option that --help lists after
 optional ones is written ``out: Annotated[Path, typer.Option("--out", ...)] = ...`` (typer's "required").
+
+An option that sets a field of a config (``PruneConfig.epochs`` ...) does not repeat the field's default: it is
+declared with ``config_option(PruneConfig, "epochs", "--epochs", ...)`` (or a shared alias through
+``for_config(Seed, PruneConfig, "seed")``), left unset (None) unless given, and the command passes only the
+options given (``common.given``); so the config class holds the one default and ``--help`` shows it from there.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+import typing
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -65,6 +73,45 @@ class QuantMethod(str, Enum):
 def value_of(choice: Optional[Enum]) -> Optional[str]:
     """An optional choice as the plain string the configs take (None stays None: "not given")."""
     return choice.value if choice is not None else None
+
+
+def config_default(config_class: type, field: str) -> Any:
+    """The default of CONFIG_CLASS.FIELD (a dataclass field; a ``default_factory`` is called)."""
+    for f in dataclasses.fields(config_class):
+        if f.name == field:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise ValueError(f"{config_class.__name__}.{field} has no default (a required field)")
+    raise ValueError(f"{config_class.__name__} has no field {field!r}")
+
+
+def shown_default(config_class: type, field: str) -> str | bool:
+    """CONFIG_CLASS.FIELD's default as ``--help`` shows it (typer's ``show_default``), spelled as the option takes
+    it (a tuple as ``0.25,0.5``); False, showing nothing, for a default of None, off or empty, as an unset option
+    with no default shows nothing either (its help says what happens then)."""
+    value = config_default(config_class, field)
+    if value is None or value is False or value == [] or value == ():
+        return False
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def config_option(config_class: type, field: str, *param_decls: str, **kwargs: Any) -> Any:
+    """``typer.Option(*PARAM_DECLS, **KWARGS)`` for an option that sets CONFIG_CLASS.FIELD: declare it with
+    the default None (unset: the config's default applies) and --help shows the config's default."""
+    return typer.Option(*param_decls, show_default=shown_default(config_class, field), **kwargs)
+
+
+def for_config(alias: Any, config_class: type, field: str) -> Any:
+    """A shared option ALIAS (``Seed``, ``Batch`` ...) on a command where it sets CONFIG_CLASS.FIELD: optional,
+    declared with the default None, and --help shows the config's default."""
+    value_type, option = typing.get_args(alias)[:2]
+    option = copy.copy(option)
+    option.show_default = shown_default(config_class, field)
+    return Annotated[Optional[value_type], option]
 
 
 # Data

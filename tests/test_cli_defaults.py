@@ -1,0 +1,136 @@
+"""The command line writes no default of its own for an option that sets a config field: such an option is unset
+(None) unless given, the config class holds the one default (and --help shows it from there), and a given option
+still overrides it. Checked on the click parameters typer builds, so a new option that repeats a default fails."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import inspector.cli
+from inspector.cli import compress
+from inspector.compression.pruning.config import PruneConfig
+from inspector.compression.quantization.config import QuantizeConfig
+
+# command, its config, the flags whose spelling differs from --field-name, the fields it sets by option
+CONFIG_COMMANDS = [
+    ("prune", PruneConfig, compress.PRUNE_FLAGS,
+     {"criterion", "ratio", "target_flops_reduction", "max_drop", "scan_ratios", "scan_images", "channel_multiple",
+      "format", "epochs", "lr", "batch_size", "seed", "max_steps_per_epoch"}),
+    ("quantize", QuantizeConfig, compress.QUANTIZE_FLAGS,
+     {"method", "format", "epochs", "lr", "batch_size", "crop_size", "calibration_images", "skip_layers",
+      "sensitivity", "sensitivity_images", "skip_most_sensitive", "threads", "lite_x86_safe", "seed",
+      "max_steps_per_epoch"}),
+]
+REQUIRED = {"model", "data", "out"}  # config fields with no default: the command must be given them
+
+
+def _command(name: str):
+    return typer.main.get_command(inspector.cli.app).commands[name]
+
+
+def _field_options(name: str, config_class: type, flags: dict[str, str]) -> dict:
+    """The command's options that set a field of CONFIG_CLASS, by field."""
+    by_flag = {flag: field for field, flag in flags.items()}
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    found = {}
+    for param in _command(name).params:
+        if param.param_type_name != "option":
+            continue
+        flag = param.opts[0]
+        field = by_flag.get(flag, flag.removeprefix("--").replace("-", "_"))
+        if field in fields and field not in REQUIRED:
+            found[field] = param
+    return found
+
+
+def _expected_help_default(config_class: type, field: str) -> str | None:
+    """How --help should show the field's default: as the option spells it; None when there is none to show."""
+    spec = next(f for f in dataclasses.fields(config_class) if f.name == field)
+    value = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+    if value is None or value is False or len(value if isinstance(value, (list, tuple)) else [value]) == 0:
+        return None
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+@pytest.mark.parametrize("name,config_class,flags,expected", CONFIG_COMMANDS, ids=[c[0] for c in CONFIG_COMMANDS])
+def test_config_options_are_unset_by_default_and_show_the_config_default(name, config_class, flags, expected):
+    options = _field_options(name, config_class, flags)
+    assert set(options) == expected  # every such option found (a renamed flag would hide one from this test)
+    help_text = CliRunner().invoke(inspector.cli.app, [name, "--help"], env={"COLUMNS": "240"}).output
+    for field, option in options.items():
+        assert option.default is None, f"{name} {option.opts[0]}: default {option.default!r} repeats the config's"
+        shown = _expected_help_default(config_class, field)
+        if shown is None:  # nothing to show (None, off, empty): an unset option shows no default either
+            assert not isinstance(option.show_default, str), f"{name} {option.opts[0]}: {option.show_default!r}"
+        else:
+            assert option.show_default == shown, f"{name} {option.opts[0]}"
+            assert f"[default: ({shown})]" in help_text, f"{name} --help: {option.opts[0]} {shown}"
+
+
+class _Captured(Exception):
+    """Raised by the stand-in for the work, carrying the config the command built."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__("captured")
+        self.cfg = cfg
+
+
+def _capture(monkeypatch, module: str, function: str) -> None:
+    """Replace ``inspector.compression.<module>.<function>`` by one that raises with the config it is given
+    (a stand-in module: the test is about the command line, so it loads neither paddle nor the technique)."""
+    def stand_in(cfg, *args, **kwargs):
+        raise _Captured(cfg)
+
+    fake = types.ModuleType(f"inspector.compression.{module}")
+    setattr(fake, function, stand_in)
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+
+
+def _config_from(args: list[str]):
+    result = CliRunner().invoke(inspector.cli.app, args)
+    assert isinstance(result.exception, _Captured), result.output
+    return result.exception.cfg
+
+
+def test_prune_unset_options_take_the_config_defaults_and_given_ones_override(monkeypatch, tmp_path: Path):
+    _capture(monkeypatch, "prune", "prune")
+    base = ["prune", "--model", "run", "--data", "boards", "--out", str(tmp_path / "p")]
+    assert _config_from(base + ["--ratio", "0.5"]) == PruneConfig(model="run", data="boards",
+                                                                   out=str(tmp_path / "p"), ratio=0.5)
+    cfg = _config_from(base + [
+        "--auto-ratio", "--criterion", "fpgm", "--target-flops", "0.4", "--max-drop", "0.05", "--scan-ratios",
+        "0.3,0.6", "--scan-images", "16", "--channel-multiple", "4", "--format", "voc", "--epochs", "2", "--lr",
+        "0.001", "--batch", "3", "--seed", "7", "--max-steps", "5"])
+    assert cfg == PruneConfig(model="run", data="boards", out=str(tmp_path / "p"), criterion="fpgm", ratio=None,
+                              target_flops_reduction=0.4, max_drop=0.05, scan_ratios=(0.3, 0.6), scan_images=16,
+                              channel_multiple=4, format="voc", epochs=2, lr=0.001, batch_size=3, seed=7,
+                              max_steps_per_epoch=5)
+
+
+def test_quantize_unset_options_take_the_config_defaults_and_given_ones_override(monkeypatch, tmp_path: Path):
+    _capture(monkeypatch, "quantize", "quantize")
+    base = ["quantize", "--model", "run", "--data", "boards", "--out", str(tmp_path / "q")]
+    assert _config_from(base) == QuantizeConfig(model="run", data="boards", out=str(tmp_path / "q"))
+    cfg = _config_from(base + [
+        "--method", "ptq", "--format", "coco", "--epochs", "0", "--lr", "0.002", "--batch", "2", "--crop-size", "0",
+        "--calibration-images", "9", "--skip-layers", "head.predictions, stem", "--sensitivity",
+        "--sensitivity-images", "4", "--skip-most-sensitive", "1", "--threads", "2", "--lite-x86-safe", "--seed", "5",
+        "--max-steps", "1"])
+    assert cfg == QuantizeConfig(model="run", data="boards", out=str(tmp_path / "q"), method="ptq", format="coco",
+                                 epochs=0, lr=0.002, batch_size=2, crop_size=0, calibration_images=9,
+                                 skip_layers=["head.predictions", "stem"], sensitivity=True, sensitivity_images=4,
+                                 skip_most_sensitive=1, threads=2, lite_x86_safe=True, seed=5, max_steps_per_epoch=1)
+
+
+def test_a_bad_option_value_is_named_by_its_flag(monkeypatch, tmp_path: Path):
+    _capture(monkeypatch, "prune", "prune")
+    result = CliRunner().invoke(inspector.cli.app, ["prune", "--model", "run", "--data", "boards", "--out",
+                                                    str(tmp_path / "p"), "--auto-ratio", "--target-flops", "1.5"])
+    assert result.exit_code == 2
+    assert "--target-flops: expected a value in (0.0, 1.0), got 1.5" in result.output
