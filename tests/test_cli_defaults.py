@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import inspector.cli
 from inspector.cli import compress
+from inspector.cli.options import shown_default
 from inspector.compression.pruning.config import PruneConfig
 from inspector.compression.quantization.config import QuantizeConfig
 
@@ -134,3 +135,20 @@ def test_a_bad_option_value_is_named_by_its_flag(monkeypatch, tmp_path: Path):
                                                     str(tmp_path / "p"), "--auto-ratio", "--target-flops", "1.5"])
     assert result.exit_code == 2
     assert "--target-flops: expected a value in (0.0, 1.0), got 1.5" in result.output
+
+
+def test_the_shown_default_is_read_from_dataclass_and_pydantic_configs():
+    from inspector.service.config import ServiceConfig
+
+    assert shown_default(PruneConfig, "scan_ratios") == "0.25,0.5,0.75"  # as --scan-ratios takes it
+    assert shown_default(PruneConfig, "ratio") is False  # None: nothing to show
+    assert shown_default(QuantizeConfig, "skip_layers") is False  # an empty list from a default factory
+    assert shown_default(QuantizeConfig, "lr") == "0.0001"
+    assert shown_default(ServiceConfig, "backend") == "lite"
+    assert shown_default(ServiceConfig, "threads") == "1"
+    with pytest.raises(ValueError, match="PruneConfig has no field 'epoch'"):
+        shown_default(PruneConfig, "epoch")
+    with pytest.raises(ValueError, match="ServiceConfig.source has no default"):
+        shown_default(ServiceConfig, "source")
+    with pytest.raises(ValueError, match="PruneConfig.model has no default"):
+        shown_default(PruneConfig, "model")

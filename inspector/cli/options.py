@@ -76,7 +76,15 @@ def value_of(choice: Optional[Enum]) -> Optional[str]:
 
 
 def config_default(config_class: type, field: str) -> Any:
-    """The default of CONFIG_CLASS.FIELD (a dataclass field; a ``default_factory`` is called)."""
+    """The default of CONFIG_CLASS.FIELD: a dataclass field (``ConfigBase``) or a pydantic model's
+    (``ServiceConfig``); a default factory is called."""
+    model_fields = getattr(config_class, "model_fields", None)  # pydantic, read without importing it here
+    if model_fields is not None:
+        if field not in model_fields:
+            raise ValueError(f"{config_class.__name__} has no field {field!r}")
+        if model_fields[field].is_required():
+            raise ValueError(f"{config_class.__name__}.{field} has no default (a required field)")
+        return model_fields[field].get_default(call_default_factory=True)
     for f in dataclasses.fields(config_class):
         if f.name == field:
             if f.default is not dataclasses.MISSING:
