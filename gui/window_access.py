@@ -10,6 +10,7 @@ once the knob settles (with the settings save), not per click.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit
@@ -19,6 +20,10 @@ from gui.palette import ERROR_BANNER, WARNING_BANNER
 
 ACCESS_REFRESH_MS = 1000
 ROLE = "engineer"
+
+
+class AuditUnavailable(OSError):
+    """The audit trail's file cannot be opened or created."""
 
 
 class AccessMixin:
@@ -57,10 +62,16 @@ class AccessMixin:
         """Check the PIN; unlocked for ``engineer_unlock_minutes``. A refusal is shown and audited."""
         try:
             engineer = self.access.unlock(name, pin)
+            self._open_audit()  # no engineer change without its record
         except AccessDenied as denied:
             self.message_banner.show_message(f"Engineer login refused: {denied}", ERROR_BANNER)
             self.audit_change("engineer login", "session", None, None, outcome=f"refused: {denied}",
                               who=name.strip() or "(no name)", role=None)
+            return False
+        except AuditUnavailable as error:
+            self.access.lock()
+            self.message_banner.show_message(f"Engineer login refused: {error}; engineer changes must be "
+                                             "recorded (settings: audit_db)", ERROR_BANNER)
             return False
         if self.message_banner.text().startswith(("Engineer login", "To ")):
             self.message_banner.clear_message()
@@ -122,18 +133,29 @@ class AccessMixin:
         """One entry in the audit trail; False (and an error on the banner) when it cannot be written."""
         import sqlite3
 
-        from inspector.service.audit import AuditLog
-
         who = who or self.access.engineer or "operator"
         try:
-            if self._audit_log is None:
-                self._audit_log = AuditLog(self.settings.audit_db)
-            self._audit_log.record(who, action, target, old, new, role=role, outcome=outcome)
-        except (OSError, sqlite3.Error) as error:
+            self._open_audit().record(who, action, target, old, new, role=role, outcome=outcome)
+        except (AuditUnavailable, OSError, sqlite3.Error) as error:
             self.message_banner.show_message(f"Audit trail {self.settings.audit_db} not written ({action} by "
                                              f"{who}): {error}", ERROR_BANNER)
             return False
         return True
+
+    def _open_audit(self):
+        """The audit trail (``AuditLog``), opened once; AuditUnavailable naming the file when it cannot be."""
+        import sqlite3
+
+        from inspector.service.audit import AuditLog
+
+        if self._audit_log is None:
+            path = Path(self.settings.audit_db)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._audit_log = AuditLog(path)
+            except (OSError, sqlite3.Error) as error:
+                raise AuditUnavailable(f"the audit trail {path} cannot be written ({error})") from None
+        return self._audit_log
 
     def _thresholds_settled(self) -> None:
         """The save timer fired: save, and record the thresholds if they differ from the last entry's."""

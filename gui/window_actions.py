@@ -45,6 +45,10 @@ class ActionsMixin:
         self.changes_action.setChecked(self.settings.flag_changes)
         self.align_action = action("Align frames to the template", None, self._set_align, checkable=True)
         self.align_action.setChecked(self.settings.align)
+        self.serial_code_action = action("Read part id from QR code", None, self._set_read_serial_code,
+                                         "When no part id was scanned or typed, read it from a QR code on the "
+                                         "board", checkable=True)
+        self.serial_code_action.setChecked(self.settings.read_serial_code)
         self.model_action = action("Load model package…", "Ctrl+O", self.choose_model)
         self.folder_action = action("Watch a folder…", None, self.choose_folder, "Inspect images a scanner writes "
                                     "into a folder (hot folder)")
@@ -87,6 +91,7 @@ class ActionsMixin:
         file_menu.addAction(self.quit_action)
         inspect_menu = menus.addMenu("&Inspect")
         for act in (self.start_action, self.snapshot_action, self.overlay_action, self.align_action,
+                    self.serial_code_action,
                     self.reset_action):
             inspect_menu.addAction(act)
         review_menu = menus.addMenu("&Review")

@@ -145,6 +145,11 @@ class SettingsMixin:
         self._push_options()
         self.save_settings()
 
+    def _set_read_serial_code(self, on: bool) -> None:
+        self.settings.read_serial_code = bool(on)
+        self._push_options()
+        self.save_settings()
+
     def save_settings(self) -> None:
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         try:

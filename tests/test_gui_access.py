@@ -181,3 +181,18 @@ def test_a_model_change_is_audited_and_an_unlock_ends_by_itself(qtbot, open_wind
     assert not window.threshold_panel.isEnabled()
     window.select_model(str(shipped_model))
     assert "an engineer must log in" in window.message_banner.text()
+
+
+def test_no_engineer_login_without_a_writable_audit_trail(qtbot, open_window, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the audit trail's folder should be")
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[0], fps=10.0))
+    window.settings.audit_db = str(blocker / "audit.sqlite3")
+    assert not window.unlock_engineer(ENGINEER, PIN)
+    text = window.message_banner.text()
+    assert "Engineer login refused" in text and str(blocker / "audit.sqlite3") in text and "audit_db" in text
+    assert not window.access.unlocked and not window.threshold_panel.isEnabled()
+
+    window.settings.audit_db = str(tmp_path / "new" / "folder" / "audit.sqlite3")  # created when missing
+    unlock(window)
+    assert [e.action for e in audit_entries(window)] == ["engineer login"]

@@ -169,12 +169,25 @@ def test_part_id_is_shown_with_the_verdict_and_stored_in_log_and_records(qtbot, 
     assert json.loads(snapshot.with_suffix(".json").read_text())["part_id"] == "SN-0042"
 
 
-def test_part_id_from_a_qr_code_on_the_board():
+def test_part_id_from_a_qr_code_on_the_board(qtbot, open_window):
     from gui.workers import serial_from_code
 
-    board = load_dataset(DEMO_DIR).samples[0].load_image().copy()
+    sample = load_dataset(DEMO_DIR).samples[0]
+    board = sample.load_image().copy()
     code = cv2.QRCodeEncoder.create().encode("PCB-7781")
     code = cv2.resize(code, (code.shape[1] * 4, code.shape[0] * 4), interpolation=cv2.INTER_NEAREST)
     board[10:10 + code.shape[0], 10:10 + code.shape[1]] = code[..., None]
     assert serial_from_code(board) == "PCB-7781"
-    assert serial_from_code(load_dataset(DEMO_DIR).samples[0].load_image()) == ""
+    assert serial_from_code(sample.load_image()) == ""
+
+    camera = BoardSource(boards=[0], fps=10.0)
+    camera.pairs = [(board, sample.load_template())]
+    window = open_window("fake-camera", source_factory=lambda spec: camera)
+    qtbot.waitUntil(lambda: window.current is not None, timeout=WAIT_MS)
+    assert window.current.part_id == ""  # off by default
+    window.serial_code_action.trigger()
+    qtbot.waitUntil(lambda: window.current.part_id == "PCB-7781", timeout=WAIT_MS)
+    assert window.part_panel.shown.text() == "Part: PCB-7781"
+    window.set_part_id("SCANNED-1")  # a scanned or typed id wins over the code
+    qtbot.waitUntil(lambda: window.current.part_id == "SCANNED-1", timeout=WAIT_MS)
+    assert load_settings(window.config_path)[0].read_serial_code
