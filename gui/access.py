@@ -10,7 +10,8 @@ Hashes, never the secret, are stored, and neither is ever logged:
 - ``sha256:<hex>``, the service's token hash (``inspector.service.auth.hash_token``), for a random token of
   16+ characters: an engineer can use the token the service's users file gives them.
 
-``python -m gui.access NAME [--config FILE]`` asks for a PIN twice and stores its hash for NAME.
+``python -m gui.access NAME [--config FILE]`` asks for a PIN twice and stores its hash for NAME (with the
+GUI closed: the window writes its settings back when it closes).
 After ``MAX_FAILURES`` wrong PINs in a row the login is refused for ``LOCKOUT_S`` seconds.
 """
 from __future__ import annotations

@@ -73,6 +73,9 @@ class RecipeMixin:
         if not self.engineer_allowed(f"switch to recipe {name}"):
             return False
         try:
+            if self._pending_recipe is not None:  # one switch at a time: its model and options go together
+                raise RecipeRefused(f"the switch to {_label(self._pending_recipe[0])} is still loading its model; "
+                                    "try again once it runs")
             recipe, thresholds, golden = self._prepare_recipe(name)
         except RecipeRefused as error:
             self._refuse_recipe(name, str(error))
@@ -119,8 +122,7 @@ class RecipeMixin:
         from inspector.service.recipes import SHIPPED_PACKAGE
 
         wanted = (recipe.model_dir or SHIPPED_PACKAGE).resolve()
-        same_model = self.model is not None and Path(self.model.path).resolve() == wanted \
-            and self._pending_recipe is None
+        same_model = self.model is not None and Path(self.model.path).resolve() == wanted
         self.recipe_panel.show_refusal("")
         if same_model:
             self._apply_recipe(recipe, thresholds, golden, who)  # one options assignment: between two frames

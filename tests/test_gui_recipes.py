@@ -133,6 +133,8 @@ def test_a_recipe_with_another_model_switches_model_and_options_together(
     qtbot.waitUntil(lambda: window.session.counters.inspected >= 2, timeout=WAIT_MS)
     assert window.select_recipe("board-e")
     assert window.recipe.name == "board-a"  # until its model runs
+    assert not window.select_recipe("board-b")  # one switch at a time
+    assert "still loading its model" in window.recipe_panel.refusal.text()
     qtbot.waitUntil(lambda: window.recipe.name == "board-e", timeout=WAIT_MS)
     seen = window.session.counters.inspected
     qtbot.waitUntil(lambda: window.session.counters.inspected >= seen + 2, timeout=WAIT_MS)
