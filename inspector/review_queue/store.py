@@ -178,6 +178,9 @@ class ReviewQueue:
                note: str = "") -> Decision:
         """Store a reviewer's decision on every detection of ``item_id`` (and the defects it missed)."""
         item = self.get(item_id)
+        if item.pictures_removed_at is not None:
+            raise ReviewError(f"review item {item_id}: its pictures were removed at {item.pictures_removed_at} "
+                              "(review picture retention); nothing left to decide on")
         if not by or not str(by).strip():
             raise ReviewError(f"review item {item_id}: field by: who decided is required")
         seen: dict[int, dict] = {}
@@ -229,13 +232,35 @@ class ReviewQueue:
     def counts(self) -> dict:
         with self._lock:
             rows = self._db.execute("SELECT status, rank_group, COUNT(*) AS n FROM items GROUP BY status, rank_group")
-            result: dict = {"pending": {}, "reviewed": 0}
+            result: dict = {"pending": {}, "reviewed": 0, "expired": 0}
             for row in rows.fetchall():
                 if row["status"] == "pending":
                     result["pending"][REASONS[row["rank_group"]]] = row["n"]
-                else:
-                    result["reviewed"] += row["n"]
+                else:  # reviewed, or expired: pending until retention had to remove its pictures
+                    result[row["status"]] += row["n"]
         return result
+
+    # ------------------------------------------------------------------ pictures (retention.py)
+
+    def picture_rows(self) -> list[sqlite3.Row]:
+        """Every item whose pictures are still kept, with when it was last decided (NULL: pending)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, status, created_at, image_path, template_path, rank_group, rank_value, "
+                "(SELECT MAX(decided_at) FROM decisions WHERE item_id = items.id) AS decided_at "
+                "FROM items WHERE pictures_removed_at IS NULL").fetchall()
+
+    def template_paths_in_use(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT template_path FROM items WHERE pictures_removed_at IS NULL "
+                                    "AND template_path IS NOT NULL").fetchall()
+        return {row["template_path"] for row in rows}
+
+    def mark_pictures_removed(self, item_id: int, expire: bool) -> None:
+        """Record that ``item_id``'s picture is gone; ``expire``: a pending item leaves the queue (status expired)."""
+        with self._lock:
+            self._db.execute("UPDATE items SET pictures_removed_at = ?, status = CASE WHEN ? AND status = 'pending' "
+                             "THEN 'expired' ELSE status END WHERE id = ?", (_now(), int(bool(expire)), int(item_id)))
 
     def labels(self, item_id: int) -> list[tuple[list[float], str]]:
         """The reviewed truth of a board: confirmed detections (as fixed) and the added ones."""

@@ -20,12 +20,15 @@ if TYPE_CHECKING:
 
 def export_voc(queue: "ReviewQueue", out: Path | str) -> list[Path]:
     """Every reviewed board of ``queue`` under ``out`` (Annotations/, JPEGImages/, templates/); returns the XML
-    files. Re-exporting replaces a board's files with its latest decision."""
+    files. Re-exporting replaces a board's files with its latest decision; a board whose pictures retention
+    removed is left as an earlier export wrote it (the export holds its own copies)."""
     out = Path(out)
     ids = queue.reviewed_ids()
     written = []
     for item_id in ids:
         item = queue.get(item_id)
+        if item.pictures_removed_at is not None:
+            continue  # retention removed its pictures (after an earlier export kept its copies, if there was one)
         image_path = Path(item.image_path)
         if not image_path.is_file():
             raise ReviewError(f"review item {item_id}: image {image_path} no longer exists")

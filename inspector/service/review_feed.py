@@ -71,7 +71,7 @@ class ReviewFeed:
         self._busy = len(self._waiting)  # entries in the spool not yet written (or failed)
         self._stuck = 0  # entries whose write failed: they stay in the spool (and count against BACKLOG)
         self._stopping = False
-        self._templates: set[str] = set()  # digests of templates already stored or in the spool
+        self._carried: set[str] = set()  # digests of templates a spooled entry carries and the writer has not stored
         self.boards_seen = 0  # every board offered, queued or not: how far the line has handed boards over
         self._thread = threading.Thread(target=self._write_loop, name="review-feed", daemon=True)
         self._thread.start()
@@ -94,15 +94,17 @@ class ReviewFeed:
             digest = None if template is None else \
                 hashlib.sha1(np.ascontiguousarray(template).tobytes()).hexdigest()[:20]
             with self._idle:
-                known = digest is None or digest in self._templates
-            known = known or self._template_path(digest).is_file()
+                known = digest is None or digest in self._carried
+            if not known and self._template_path(digest).is_file():
+                os.utime(self._template_path(digest))  # in use again: retention leaves a recent template alone
+                known = True
             meta = {"record_id": str(record_id), "frame_id": frame_id, "detections": detections,
                     "unknown_changes": unknown_changes, "score_threshold": float(score_threshold),
                     "class_names": list(class_names), "model": model, "template_digest": digest}
             name = self.spool.put(meta, image, file, file_version, None if known else template)
             with self._idle:
-                if digest is not None:
-                    self._templates.add(digest)
+                if digest is not None and not known:
+                    self._carried.add(digest)
                 self._busy += 1
                 self._waiting.append(name)
                 self._idle.notify_all()
@@ -183,7 +185,7 @@ class ReviewFeed:
                 log.error("%s: not written into the verification queue %s: %s", frame_id, self.queue.path, error)
                 with self._idle:
                     self._stuck += 1
-                    self._templates.discard(digest)  # the next board with it carries the template again
+                    self._carried.discard(digest)  # the next board with it carries the template again
             finally:
                 with self._idle:
                     self._busy -= 1
@@ -205,10 +207,14 @@ class ReviewFeed:
         template_path = None
         if meta.get("template_digest"):
             template_path = self._template_path(meta["template_digest"])
-            if not template_path.is_file():
-                if entry.template is None:
-                    raise ReviewError(f"template {template_path.name} is neither stored nor in the spool")
+            if entry.template is not None and not template_path.is_file():
                 _write_png(template_path, np.load(entry.template, allow_pickle=False))
+            with self._idle:
+                self._carried.discard(meta["template_digest"])
+            if not template_path.is_file():  # removed by retention after the offer found it: the board still counts
+                log.warning("%s: queued without its golden template (%s was removed meanwhile)", meta["frame_id"],
+                            template_path.name)
+                template_path = None
         item = self.queue.offer(image_path, meta["detections"], meta["score_threshold"], meta["class_names"],
                                 template_path, meta["unknown_changes"], source=meta["frame_id"], model=meta["model"],
                                 near_band=self.bands, record_id=record_id)
