@@ -2,8 +2,10 @@
 
 One module per domain: ``data`` (check, synth), ``training`` (train, distill), ``evaluation`` (eval),
 ``compress`` (prune, quantize), ``deploy`` (export, bench, predict), ``apps`` (pipeline, demo, serve, gui),
-``models`` (the registry) and ``recipe``. Options several commands share are declared once in ``options``;
-``common.user_errors`` turns the errors a user can fix into "error: ..." and exit code 2.
+``models`` (the registry), ``recipe`` and ``review``. Options several commands share are declared once in
+``options``; ``common.user_errors`` turns the errors a user can fix into "error: ..." and exit code 2. An option
+that sets a config field writes no default of its own: None unless given (``options.config_option``), its --help
+showing the config class's default, and only the given ones passed on (``common.given``).
 To add a command: write it in its domain's module and add it to ``COMMANDS`` below.
 
 Heavy imports (paddle, cv2) happen inside the commands so that `inspector --help` answers at once, and so that
