@@ -149,3 +149,30 @@ def test_a_replayed_record_already_queued_is_not_queued_again(tmp_path):
         assert feed.enqueued._value.get() == 1 and feed.failures._value.get() == 0
     finally:
         feed.close()
+
+
+def test_a_board_offered_before_its_record_committed_is_queued_after_a_crash_only_if_the_record_made_it(tmp_path):
+    """The line may offer before it commits (no window at all): a spooled board whose record a crash kept from
+    the journal is dropped at the restart, since its hot-folder file is judged and offered again."""
+    from inspector.service.review_spool import SPOOL_DIR, ReviewSpool
+
+    spool = ReviewSpool(tmp_path / "data" / SPOOL_DIR)  # what a killed line left: two boards spooled
+    for index in (1, 2):
+        meta = {"record_id": f"rec-{index}", "frame_id": f"b{index}", "detections": [
+            {"box": [1, 2, 10, 12], "score": 0.45, "class_name": "open"}], "unknown_changes": [],
+            "score_threshold": 0.5, "class_names": CLASSES, "model": "m", "template_digest": None}
+        spool.put(meta, board(index), None, None, None)
+    journal = {"rec-1"}  # rec-2's record never reached the journal
+    feed = ReviewFeed(tmp_path / "data", CollectorRegistry(), "line1", near_band=0.15, max_pending=100,
+                      committed=journal.__contains__)
+    try:
+        assert feed.replayed == 2 and feed.wait_idle(30)
+        assert [item.record_id for item in feed.queue.pending()] == ["rec-1"] and spool.names() == []
+        # Boards offered while running are never second-guessed: their record is committed right after.
+        detections = [{"box": [1, 2, 10, 12], "score": 0.45, "class_name": "open"}]
+        assert feed.offer("rec-3", "b3", board(3), None, detections, [], 0.5, CLASSES, "m")
+        assert feed.wait_idle(30, boards=1)
+        assert sorted(item.record_id for item in feed.queue.pending()) == ["rec-1", "rec-3"]
+        assert len(list(feed.images.iterdir())) == 2  # rec-2's picture not kept
+    finally:
+        feed.close()

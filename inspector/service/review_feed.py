@@ -25,7 +25,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -44,7 +44,8 @@ class ReviewFeed:
     """The service's writer into the verification queue at ``data_dir/review.sqlite3``."""
 
     def __init__(self, data_dir: Path, registry, line: str, near_band: ReviewBands | float, max_pending: int,
-                 near_band_per_class: Optional[dict[str, float]] = None, retention=None) -> None:
+                 near_band_per_class: Optional[dict[str, float]] = None, retention=None,
+                 committed: Optional[Callable[[str], bool]] = None) -> None:
         self.directory = Path(data_dir)
         self.images = self.directory / IMAGES_DIR
         self.images.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,11 @@ class ReviewFeed:
         # One band, or per class over it (ReviewBands checks both, naming the field of a bad value).
         self.bands = service_bands(near_band, near_band_per_class)
         self.max_pending = int(max_pending)
-        self.retention = retention  # review_retention.PictureRetention, run by the writer between boards
+        self.retention = retention  # review_queue.retention.PictureRetention, run by the writer between boards
+        # Whether a line record was committed. With it the line may offer a board before committing its record
+        # (no window left between the two): an entry a crash left behind is queued only if its record made it
+        # (a hot-folder file whose record did not is judged again after the restart, and offered again).
+        self.committed = committed
         labels = {"line": line}
         self.enqueued = Counter("inspector_review_enqueued_total", "Boards put into the verification queue",
                                 ["line"], registry=registry).labels(**labels)
@@ -65,6 +70,7 @@ class ReviewFeed:
         self._idle = threading.Condition()
         self._waiting: collections.deque[str] = collections.deque(self.spool.names())  # a crash's leftovers first
         self.replayed = len(self._waiting)
+        self._replaying = set(self._waiting)
         if self.replayed:
             log.warning("review: %d board(s) offered before the last stop were not queued yet; queueing them now",
                         self.replayed)
@@ -177,7 +183,11 @@ class ReviewFeed:
             try:
                 entry = self.spool.load(name)
                 frame_id, digest = entry.meta["frame_id"], entry.meta.get("template_digest")
-                if self._write(entry):
+                if name in self._replaying and self.committed is not None and \
+                        not self.committed(entry.meta["record_id"]):
+                    log.warning("%s: its record %s was never committed (a crash came first); not queued",
+                                frame_id, entry.meta["record_id"])
+                elif self._write(entry):
                     self.enqueued.inc()
                 self.spool.remove(name)
             except Exception as error:  # the entry stays in the spool: tried again at the next start
