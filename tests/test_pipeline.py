@@ -52,18 +52,20 @@ def test_command_line_options_override_the_preset(tmp_path, monkeypatch):
     preset = Path(__file__).parents[1] / "configs" / "pipeline-cpu.yaml"
     result = CliRunner().invoke(app, ["pipeline", "--config", str(preset), "--data", str(tmp_path / "d"),
                                       "--out", str(tmp_path / "o"), "--epochs", "6", "--prune", "0.25",
-                                      "--prune-epochs", "12", "--no-distill", "--until", "package"])
+                                      "--prune-epochs", "12", "--no-distill", "--until", "package", "--nproc", "2"])
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
-    assert (cfg.epochs, cfg.prune_ratio, cfg.prune_epochs, cfg.distill) == (6, 0.25, 12, False)
+    assert (cfg.epochs, cfg.prune_ratio, cfg.prune_epochs, cfg.distill, cfg.nproc) == (6, 0.25, 12, False, 2)
     assert cfg.teacher_epochs == read_preset(preset)["teacher_epochs"]  # not given: the preset's
     assert seen["until"] == "package"
 
 
 def test_only_result_deciding_settings_count_as_differences():
     a = PipelineConfig(data="d", out="o1").to_dict()
-    b = PipelineConfig(data="d", out="o2", bench_runs=7, epochs=9).to_dict()
-    assert differences(a, b) == ["epochs: 16 -> 9"]
+    b = PipelineConfig(data="d", out="o2", bench_runs=7, epochs=9, nproc=4, ips="10.0.0.1,10.0.0.2").to_dict()
+    assert differences(a, b) == ["epochs: 16 -> 9"]  # a pipeline continues with any number of ranks
+    with pytest.raises(PipelineError, match="batch_size: 6 .* does not divide among nproc 4 ranks"):
+        PipelineConfig(data="d", out="o", batch_size=6, nproc=4)
 
 
 def _row(row, map50, map50_95, f1, p50_lite=10.0, p50_paddle=20.0, paddle_acc=None):
@@ -233,3 +235,44 @@ def test_runs_trained_elsewhere_stand_in_for_the_training_stages_only_if_they_ma
         run_pipeline(tiny_config(data, tmp_path / "pipe-other", temperature=3.0, **runs), echo=lines.append)
     with pytest.raises(PipelineError, match=r"train_config.json: trained with another schedule.*lr"):
         run_pipeline(tiny_config(data, tmp_path / "pipe-lr", lr=0.01, **runs), echo=lines.append)
+
+
+@pytest.mark.slow
+def test_training_stages_run_as_two_ranks_and_resume_a_stage_interrupted_on_one_process(tmp_path, monkeypatch):
+    """nproc: 2 trains the student and the distilled student under paddle.distributed.launch (2 CPU ranks over
+    gloo), continuing a student run interrupted on one process; the stages after them stay in this process."""
+    from inspector.training import trainer as trainer_module
+    from inspector.training.checkpoint import load_checkpoint
+
+    data = write_deeppcb(tmp_path / "boards", n=8, seed=4, size=160)
+    out = tmp_path / "pipe"
+    real_epoch = trainer_module._train_one_epoch
+
+    def interrupted_in_the_students_second_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, *args):
+        if epoch == 1 and cfg.out.endswith("student"):
+            raise KeyboardInterrupt  # Ctrl-C: the student's last/ holds its first epoch
+        return real_epoch(model, optimizer, schedule, ema, loader, epoch, cfg, *args)
+
+    monkeypatch.setattr(trainer_module, "_train_one_epoch", interrupted_in_the_students_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(tiny_config(data, out, epochs=2), echo=lambda line: None)
+    monkeypatch.setattr(trainer_module, "_train_one_epoch", real_epoch)
+    assert load_checkpoint(out / "student" / "last").info["epoch"] == 1
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # one thread per rank
+    lines: list[str] = []
+    run_pipeline(tiny_config(data, out, epochs=2, nproc=2), until="distilled", echo=lines.append)
+    assert any(line.startswith("[1/8] teacher: done earlier") for line in lines)
+    assert any(line.startswith("student: training data-parallel, 2 rank(s)") for line in lines)
+    state = json.loads((out / "pipeline.json").read_text())
+    assert list(state["stages"]) == ["teacher", "student", "distilled"] and state["config"]["nproc"] == 2
+    assert "resumed from epoch 1" in (out / "student" / "launch" / "workerlog.0").read_text()
+    for stage in ("student", "distilled"):
+        run = out / stage
+        assert [row["epoch"] for row in json.loads((run / "metrics.json").read_text())] == [1, 2]
+        assert load_checkpoint(run / "last").info["epoch"] == 2
+        assert json.loads((run / "split.json").read_text()) == json.loads((out / "split.json").read_text())
+        logs = [(run / "launch" / f"workerlog.{rank}").read_text() for rank in (0, 1)]
+        assert all("data parallel: 2 ranks, global batch 2 = 1 per rank" in log for log in logs)
+        assert "official AP" in logs[0] and "official AP" not in logs[1]  # rank 0 alone validated
+    assert "distillation" in load_checkpoint(out / "distilled" / "last").info

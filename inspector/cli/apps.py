@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from inspector.cli.common import data_sources, user_errors
-from inspector.cli.options import Format, Head, InputMode, MaxSteps, Package, Weight, value_of
+from inspector.cli.options import Format, Head, InputMode, Ips, MaxSteps, Package, Weight, value_of
 
 
 def pipeline_command(
@@ -67,6 +67,14 @@ def pipeline_command(
         "--redo", help="Redo this finished stage and all later ones (qat, ptq, package, measure or report), e.g. "
         "after an exporter update.")] = None,
     max_steps: MaxSteps = None,
+    nproc: Annotated[Optional[int], typer.Option(
+        "--nproc", min=1, help="Train the teacher and students data-parallel in N processes on this node under "
+        "paddle.distributed.launch (GPUs: one per card; CPU: gloo); the batch is the global batch. The other "
+        "stages run in this process.")] = None,
+    ips: Ips = None,
+    rank_stage: Annotated[Optional[str], typer.Option(
+        "--rank-stage", hidden=True, help="Internal: run this training stage of the pipeline in OUT as one rank "
+        "(what --nproc starts under the launcher).")] = None,
 ) -> None:
     """Teacher -> student alone -> distilled student -> (pruned) -> QAT and PTQ INT8 -> model package, every stage
     measured through the runtime, with report.md / report.json / report.png. Resumable stage by stage."""
@@ -77,6 +85,13 @@ def pipeline_command(
     from inspector.pipeline import PipelineConfig, PipelineError, read_preset, run_pipeline
     from inspector.pipeline.run import STATE_FILE
 
+    if rank_stage is not None:
+        from inspector.pipeline.run import train_stage_rank
+
+        with user_errors(PipelineError, DataError, FileExistsError, FileNotFoundError, ValueError,
+                         interrupted=f"interrupted: rank 0 saved {out / rank_stage}/last"):
+            train_stage_rank(out, rank_stage)
+        return
     with user_errors(PipelineError, DataError, ExportError, PackageError, FileExistsError, FileNotFoundError,
                      ValueError,
                      interrupted=f"interrupted: finished stages are kept; run the same command to continue {out}"):
@@ -95,7 +110,7 @@ def pipeline_command(
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
                      "crop_size": crop_size,
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,
-                     "max_steps_per_epoch": max_steps}
+                     "max_steps_per_epoch": max_steps, "nproc": nproc, "ips": ips}
         values.update({key: value for key, value in overrides.items() if value is not None})
         flags = {"teacher_run": "--teacher", "student_run": "--student", "distilled_run": "--distilled",
                  "prune_ratio": "--prune", "package_name": "--name", "max_steps_per_epoch": "--max-steps"}

@@ -105,6 +105,13 @@ class PipelineConfig(ConfigBase):
 
     max_steps_per_epoch: int | None = setting(None, at_least=1)  # smoke tests only
 
+    # Data-parallel training stages (docs/distributed-training.md): ranks per node under
+    # paddle.distributed.launch (GPUs: one per card; CPU: gloo); batch_size is the global batch. ips: the
+    # nodes, comma-separated, the same command on each. Neither decides the results: a pipeline may
+    # continue with another number of ranks.
+    nproc: int = setting(1, at_least=1)
+    ips: str | None = None
+
     def _prepare(self) -> None:
         for name in ("crop_size", "teacher_crop_size"):
             if getattr(self, name) == 0:  # 0 on the command line: whole images
@@ -116,6 +123,9 @@ class PipelineConfig(ConfigBase):
                 setattr(self, name, list(getattr(self, name)))
 
     def _check(self) -> None:
+        if self.batch_size % self.nproc:
+            raise self._invalid("batch_size", f"{self.batch_size} (the global batch) does not divide among nproc "
+                                f"{self.nproc} ranks: choose a multiple of {self.nproc}")
         if self.teacher_cache and self.distill and not self.dihedral:
             raise self._invalid(None, "teacher_cache: true needs dihedral: true (the augmentation's own flips and "
                                 "turns are not recorded per crop, so the cache could serve none)")
@@ -128,7 +138,7 @@ class PipelineConfig(ConfigBase):
 # What decides the pipeline's results: a pipeline directory continues only with the same values.
 # (Measurement settings may change between runs; they only redo nothing.)
 RESULT_FIELDS = tuple(f.name for f in fields(PipelineConfig)
-                      if f.name not in ("out", "bench_threads", "bench_runs", "package_name"))
+                      if f.name not in ("out", "bench_threads", "bench_runs", "package_name", "nproc", "ips"))
 
 
 def read_preset(path: Path | str) -> dict[str, Any]:

@@ -27,16 +27,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 from inspector.pipeline.config import PipelineConfig, PipelineError, differences
+from inspector.pipeline.training import (  # noqa: F401  (SCHEDULE_FIELDS, _train_config: tests use them here)
+    RANK_STAGES,
+    SCHEDULE_FIELDS,
+    SPLIT_FILE,
+    check_run_matches,
+    matching_distill_settings,
+    prepare_distillation,
+    stage_train_config,
+    train_in_stage_process,
+    train_stage,
+)
+from inspector.pipeline.training import train_config as _train_config  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "pipeline.json"
-SPLIT_FILE = "split.json"
 STAGES = ("teacher", "student", "distilled", "pruned", "qat", "ptq", "package", "measure", "report")
-# Training options that decide a run's result: a stage directory is continued only if they match.
-SCHEDULE_FIELDS = ("arch", "data", "format", "epochs", "batch_size", "input_size", "crop_size", "input_mode", "head",
-                   "augment", "lr", "weight_decay", "warmup_epochs", "ema_decay", "seed", "max_steps_per_epoch",
-                   "dihedral", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs")
 
 Echo = Callable[[str], None]
 
@@ -129,49 +136,25 @@ def stage_run(state: dict[str, Any], stage: str) -> Path:
 # --------------------------------------------------------------------------- training stages
 
 
-def _train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs: int, crop_size: int | None,
-                  lr: float):
-    from inspector.training.config import TrainConfig
-
-    return TrainConfig(arch=arch, data=cfg.data, out=str(out / stage), format=cfg.format, epochs=epochs,
-                       batch_size=cfg.batch_size, input_size=cfg.input_size, crop_size=crop_size,
-                       input_mode=cfg.input_mode, head=cfg.head, lr=lr, val_fraction=cfg.val_fraction,
-                       split_seed=cfg.split_seed,
-                       split_file=str(out / SPLIT_FILE), seed=cfg.seed, eval_every=cfg.eval_every,
-                       max_steps_per_epoch=cfg.max_steps_per_epoch, dihedral=cfg.dihedral,
-                       copy_paste=cfg.copy_paste, copy_paste_count=cfg.copy_paste_count,
-                       copy_paste_balance=cfg.copy_paste_balance, aug_off_epochs=cfg.aug_off_epochs)
-
-
-def _check_run_matches(run: Path, wanted, split_file: Path) -> None:
-    """An existing run may stand in for a stage only with the same schedule and the same split."""
-    from inspector.training.config import TrainConfig
-
-    config_file = run / "train_config.json"
-    if not config_file.is_file():
-        raise PipelineError(f"{config_file}: missing; {run} is not a training run")
-    saved = TrainConfig.load(config_file).to_dict()
-    wanted = wanted.to_dict()
-    changed = [f"{name}: {saved[name]!r} (run) vs {wanted[name]!r} (pipeline)" for name in SCHEDULE_FIELDS
-               if saved[name] != wanted[name] and not (name == "data" and _same_path(saved[name], wanted[name]))]
-    if changed:
-        raise PipelineError(f"{config_file}: trained with another schedule than this pipeline's: {'; '.join(changed)}")
-    run_split = run / SPLIT_FILE
-    if split_file.is_file() and run_split.is_file() and _split_keys(run_split) != _split_keys(split_file):
-        raise PipelineError(f"{run_split}: another train/val split than {split_file}; the stages must share one")
+def train_stage_rank(out: Path, stage: str) -> None:
+    """One rank of a data-parallel training stage (``inspector pipeline --out OUT --rank-stage STAGE``, started by
+    ``train_in_stage_process``): the stage's training, with the configuration and finished stages of
+    ``OUT/pipeline.json``."""
+    if stage not in RANK_STAGES:
+        raise PipelineError(f"--rank-stage: expected one of {list(RANK_STAGES)}, got {stage!r}")
+    state_file = Path(out) / STATE_FILE
+    if not state_file.is_file():
+        raise PipelineError(f"{state_file}: missing; --rank-stage runs a stage of an existing pipeline directory")
+    state = json.loads(state_file.read_text())
+    cfg = PipelineConfig.from_dict(state["config"], source=str(state_file))
+    train_stage(cfg, Path(out), stage, stage_run(state, "teacher") if stage == "distilled" else None)
 
 
-def _train_stage(train_cfg, objective_factory: Callable[[], Any] | None = None) -> Path:
-    """Train into ``train_cfg.out``, or continue the interrupted run there."""
-    from inspector.training.trainer import train
-
-    run = Path(train_cfg.out)
-    if (run / "last").exists():
-        _check_run_matches(run, train_cfg, Path(train_cfg.split_file))
-        train(train_cfg, resume=True, objective=objective_factory() if objective_factory else None)
-    else:
-        train(train_cfg, objective=objective_factory() if objective_factory else None)
-    return _with_split(run, Path(train_cfg.split_file))
+def _train(cfg: PipelineConfig, out: Path, state: dict, stage: str, echo: Echo) -> Path:
+    """Train (or continue) a stage here or as ranks (``nproc``); its run, with the pipeline's split."""
+    teacher_run = stage_run(state, "teacher") if stage == "distilled" else None
+    train_in_stage_process(cfg, out, stage, teacher_run, lambda: _write_json(out / STATE_FILE, state), echo)
+    return _with_split(out / stage, out / SPLIT_FILE)
 
 
 def _with_split(run: Path, split_file: Path) -> Path:
@@ -186,9 +169,7 @@ def _teacher(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
     from inspector.training.checkpoint import load_checkpoint
 
     if cfg.teacher_run is None:
-        train_cfg = _train_config(cfg, out, "teacher", cfg.teacher_arch, cfg.teacher_epochs, cfg.teacher_crop_size,
-                                  cfg.teacher_lr)
-        run = _train_stage(train_cfg)
+        run = _train(cfg, out, state, "teacher", echo)
         return {"run": str(run), "reused": False, **_best_metrics(run)}
     run = Path(cfg.teacher_run)
     teacher = load_checkpoint(run)
@@ -206,42 +187,27 @@ def _teacher(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
 
 
 def _student(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
-    train_cfg = _train_config(cfg, out, "student", cfg.student_arch, cfg.epochs, cfg.crop_size, cfg.lr)
     if cfg.student_run is None:
-        run = _train_stage(train_cfg)
+        run = _train(cfg, out, state, "student", echo)
         return {"run": str(run), "reused": False, **_best_metrics(run)}
     run = Path(cfg.student_run)
-    _check_run_matches(run, train_cfg, out / SPLIT_FILE)
+    check_run_matches(run, stage_train_config(cfg, out, "student"), out / SPLIT_FILE)
     echo(f"student alone: reusing {run} (same schedule and split)")
     return {"run": str(run), "reused": True, **_best_metrics(run)}
 
 
 def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
-    from inspector.compression.distill import (
-        DISTILL_CONFIG_FILE,
-        DistillationObjective,
-        DistillConfig,
-        check_student_input,
-        distill,
-    )
-    from inspector.training.checkpoint import load_checkpoint
+    from inspector.compression.distill import DistillConfig
 
     teacher_run = stage_run(state, "teacher")
-    train_cfg = _train_config(cfg, out, "distilled", cfg.student_arch, cfg.epochs, cfg.crop_size, cfg.lr)
+    train_cfg = stage_train_config(cfg, out, "distilled")
     config = DistillConfig(teacher=str(teacher_run), temperature=cfg.temperature, alpha_start=cfg.alpha_start,
                            alpha_end=cfg.alpha_end, feature_weight=cfg.feature_weight,
                            teacher_cache=cfg.teacher_cache)
     if cfg.distilled_run is not None:
         return _reused_distilled(Path(cfg.distilled_run), train_cfg, config, out, echo)
-    run = Path(train_cfg.out)
-    if (run / "last").exists():
-        saved = _matching_distill_settings(run / DISTILL_CONFIG_FILE, config)
-        teacher = load_checkpoint(teacher_run)
-        check_student_input(train_cfg, teacher)
-        _train_stage(train_cfg, lambda: DistillationObjective(teacher, saved, train_cfg.epochs))
-    else:
-        distill(train_cfg, config)
-    _with_split(run, out / SPLIT_FILE)
+    prepare_distillation(train_cfg, config, teacher_run)
+    run = _train(cfg, out, state, "distilled", echo)
     return {"run": str(run), **_best_metrics(run)}
 
 
@@ -250,28 +216,10 @@ def _reused_distilled(run: Path, train_cfg, config, out: Path, echo: Echo) -> di
     the students' schedule and split, the same teacher run, the same settings."""
     from inspector.compression.distill import DISTILL_CONFIG_FILE
 
-    _check_run_matches(run, train_cfg, out / SPLIT_FILE)
-    _matching_distill_settings(run / DISTILL_CONFIG_FILE, config)
+    check_run_matches(run, train_cfg, out / SPLIT_FILE)
+    matching_distill_settings(run / DISTILL_CONFIG_FILE, config)
     echo(f"distilled: reusing {run} (same schedule, teacher and settings)")
     return {"run": str(run), "reused": True, **_best_metrics(run)}
-
-
-def _matching_distill_settings(settings_file: Path, config):
-    """The distillation settings a run saved, if they are ``config``'s (the teacher compared as a path);
-    otherwise a PipelineError naming each difference."""
-    from inspector.compression.distill import DistillConfig
-
-    if not settings_file.is_file():
-        raise PipelineError(f"{settings_file}: missing; {settings_file.parent} is not a distillation run")
-    saved = DistillConfig.load(settings_file)
-    if not _same_path(saved.teacher, config.teacher):
-        raise PipelineError(f"{settings_file}: distilled from {saved.teacher}, the pipeline's teacher is {config.teacher}")
-    wanted = config.to_dict()
-    changed = [f"{name}: {value!r} (run) vs {wanted[name]!r} (pipeline)" for name, value in saved.to_dict().items()
-               if name != "teacher" and value != wanted[name]]
-    if changed:
-        raise PipelineError(f"{settings_file}: distilled with other settings than this pipeline's: {'; '.join(changed)}")
-    return saved
 
 
 def _pruned(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
@@ -388,15 +336,6 @@ STAGE_FUNCTIONS: dict[str, Callable[[PipelineConfig, Path, dict, Echo], dict]] =
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _split_keys(path: Path) -> tuple[list[str], list[str]]:
-    content = json.loads(Path(path).read_text())
-    return sorted(content["train"]), sorted(content["val"])
-
-
-def _same_path(a: str | None, b: str | None) -> bool:
-    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def _now() -> str:
