@@ -22,6 +22,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from inspector.compression.pruning.config import CRITERIA
+from inspector.compression.quantization.config import METHODS
+
 
 class DataFormat(str, Enum):
     deeppcb = "deeppcb"
@@ -60,14 +63,9 @@ class Split(str, Enum):
     val = "val"
 
 
-class Criterion(str, Enum):
-    l1 = "l1"
-    fpgm = "fpgm"
-
-
-class QuantMethod(str, Enum):
-    qat = "qat"
-    ptq = "ptq"
+# Choices a config lists (its field's ``setting(choices=...)``): built from that list, not copied.
+Criterion = Enum("Criterion", {name: name for name in CRITERIA}, type=str)
+QuantMethod = Enum("QuantMethod", {name: name for name in METHODS}, type=str)
 
 
 def value_of(choice: Optional[Enum]) -> Optional[str]:
