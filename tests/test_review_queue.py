@@ -204,3 +204,29 @@ def test_the_feed_asks_for_the_widest_band_and_refuses_a_class_the_model_lacks(t
         assert [item.source for item in feed.queue.pending()] == ["a"]
     finally:
         feed.close()
+
+
+def test_a_queue_written_before_record_ids_opens_with_its_rows_and_gains_the_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the first schema, as queues of earlier versions were written
+        db.executescript("""
+            CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL,
+                image_path TEXT NOT NULL, template_path TEXT, source TEXT NOT NULL DEFAULT '',
+                model TEXT NOT NULL DEFAULT '', score_threshold REAL NOT NULL, class_names TEXT NOT NULL,
+                detections TEXT NOT NULL, unknown_changes TEXT NOT NULL, rank_group INTEGER NOT NULL,
+                rank_value REAL NOT NULL, status TEXT NOT NULL DEFAULT 'pending');
+            INSERT INTO items (created_at, image_path, score_threshold, class_names, detections, unknown_changes,
+                rank_group, rank_value) VALUES ('2026-01-01T00:00:00.000+00:00', 'old.jpg', 0.5, '["open"]',
+                '[{"box": [1, 1, 5, 5], "score": 0.55, "class_name": "open"}]', '[]', 0, 0.05);
+        """)
+    queue = ReviewQueue(path)
+    try:
+        (old,) = queue.pending()
+        assert old.image_path == "old.jpg" and old.record_id is None and old.pictures_removed_at is None
+        new = queue.offer("new.jpg", [_det(0.61)], 0.6, CLASSES, record_id="rec-1")
+        assert queue.offer("new.jpg", [_det(0.61)], 0.6, CLASSES, record_id="rec-1") == new  # keyed by record
+        assert queue.item_for_record("rec-1") == new and len(queue.pending()) == 2
+    finally:
+        queue.close()

@@ -146,3 +146,28 @@ def test_the_feed_keeps_its_pictures_under_the_hard_cap_while_the_line_runs(tmp_
         assert all(Path(item.image_path).is_file() for item in feed.queue.pending())
     finally:
         feed.close()
+
+
+def test_inspector_review_prune_applies_the_retention_from_a_shell(tmp_path):
+    from typer.testing import CliRunner
+
+    from inspector.cli import app
+
+    data = tmp_path / "data"
+    queue = ReviewQueue(data / "review.sqlite3")
+    ids = _fill(queue, data / "review-images")
+    queue.close()
+    runner = CliRunner()
+    bad = runner.invoke(app, ["review", "prune", "--queue", str(data / "review.sqlite3"), "--max-gb", "2",
+                              "--hard-cap-gb", "1"])
+    assert bad.exit_code == 2 and "--hard-cap-gb: expected at least max_bytes" in bad.output
+    tiny = 1 / (1 << 30)  # a byte, in GiB
+    done = runner.invoke(app, ["review", "prune", "--queue", str(data / "review.sqlite3"), "--max-gb",
+                               str(SIZE * tiny), "--hard-cap-gb", str(4 * SIZE * tiny)])
+    assert done.exit_code == 0, done.output
+    assert '"reviewed": 3' in done.output and '"expired": 0' in done.output  # 3 pending pictures: under the cap
+    reopened = ReviewQueue(data / "review.sqlite3")
+    try:
+        assert len(reopened.pending()) == 3 and reopened.get(ids["a"]).pictures_removed_at is not None
+    finally:
+        reopened.close()

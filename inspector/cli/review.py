@@ -1,4 +1,4 @@
-"""``inspector review list|export``: the line's verification queue from a shell, for a station without the
+"""``inspector review list|export|prune``: the line's verification queue from a shell, for a station without the
 HTTP API (the queue is ``data_dir/review.sqlite3`` of a service run with ``review: true``; SQLite in WAL
 mode, so this reads it while the line writes). Boards are decided in the GUI or over ``/review``; the
 export is the training source ``inspector train --data BASE --data EXPORT --weight 1 --weight 3`` takes."""
@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from inspector.cli.common import fail, user_errors
 
 review_app = typer.Typer(help="The verification queue the line service fills (review: true): list it, export "
-                         "the reviewed boards as training data.", no_args_is_help=True)
+                         "the reviewed boards as training data, prune its pictures.", no_args_is_help=True)
 QUEUE_DEFAULT = Path("inspector-data/review.sqlite3")
 Queue = Annotated[Path, typer.Option("--queue", help="The queue database (the service's data_dir/review.sqlite3).")]
 
@@ -55,3 +55,33 @@ def review_export_command(
     finally:
         opened.close()
     typer.echo(f"{len(written)} reviewed board(s) exported to {out}")
+
+
+@review_app.command("prune")
+def review_prune_command(
+    queue: Queue = QUEUE_DEFAULT,
+    max_age_days: Annotated[Optional[float], typer.Option(
+        help="Pictures of reviewed boards go this long after their latest decision (export them first).")] = 90.0,
+    max_gb: Annotated[Optional[float], typer.Option(
+        help="Above this, reviewed boards' pictures go, the longest-decided first.")] = 10.0,
+    hard_cap_gb: Annotated[Optional[float], typer.Option(
+        help="Only above this do pending boards lose their pictures (least instructive first; they leave the "
+             "queue as expired).")] = 20.0,
+) -> None:
+    """Apply the picture retention now, as the service does between boards: the pictures are the
+    data_dir/review-images beside the queue; decisions and the exported training data stay."""
+    from inspector.review_queue import PictureRetention, ReviewError
+    from inspector.review_queue.retention import GIB
+
+    with user_errors(ReviewError):
+        retention = PictureRetention.from_dict(
+            {"max_age_days": max_age_days, "max_bytes": None if max_gb is None else int(max_gb * GIB),
+             "hard_cap_bytes": None if hard_cap_gb is None else int(hard_cap_gb * GIB)},
+            origins={"max_age_days": "--max-age-days", "max_bytes": "--max-gb", "hard_cap_bytes": "--hard-cap-gb"})
+    opened = _open(queue)
+    try:
+        with user_errors(ReviewError, OSError):
+            report = retention.run(opened, queue.parent / "review-images")
+    finally:
+        opened.close()
+    typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -15,11 +15,19 @@ is its truth. ``export_voc`` (``voc.py``) writes the reviewed boards as Pascal V
 ``inspector train --data`` reads. Everything is in one SQLite file (WAL, so a review station can read
 while the line writes), and every change is one transaction: nothing saved is lost on a crash.
 
-Modules: ``ranking`` (what is queued, in which order; the bands), ``store`` (``ReviewQueue``), ``voc`` (export).
+A whole panel's entries (``review_entries``) also carry their golden-panel box and the tile that saw them.
+A board fed by the line names its record (``record_id``, unique: a replay after a crash never queues it
+twice). Pictures are kept within age and size limits by ``retention.PictureRetention``; a pending board's
+only under a hard cap, past which it leaves the queue as ``expired``.
+
+Modules: ``ranking`` (what is queued, in which order; the bands), ``store`` (``ReviewQueue``), ``voc`` (export),
+``retention`` (pictures).
 """
 from inspector.review_queue.ranking import (DEFAULT_NEAR_BAND, NEAR_THRESHOLD, NG, REASONS, UNKNOWN_CHANGE, VERDICTS,
                                             ReviewBands, ReviewError, rank)
+from inspector.review_queue.retention import PictureRetention, RetentionReport
 from inspector.review_queue.store import Decision, QueueItem, ReviewQueue, review_entries
 
 __all__ = ["DEFAULT_NEAR_BAND", "NEAR_THRESHOLD", "NG", "REASONS", "UNKNOWN_CHANGE", "VERDICTS", "Decision",
-           "QueueItem", "ReviewBands", "ReviewError", "ReviewQueue", "rank", "review_entries"]
+           "PictureRetention", "QueueItem", "RetentionReport", "ReviewBands", "ReviewError", "ReviewQueue", "rank",
+           "review_entries"]
