@@ -176,3 +176,28 @@ def test_a_board_offered_before_its_record_committed_is_queued_after_a_crash_onl
         assert len(list(feed.images.iterdir())) == 2  # rec-2's picture not kept
     finally:
         feed.close()
+
+
+def test_an_entry_the_queue_refuses_is_dropped_and_a_disk_failure_keeps_it_for_the_next_start(tmp_path):
+    data = tmp_path / "data"
+    feed = ReviewFeed(data, CollectorRegistry(), "line1", near_band=0.15, max_pending=100)
+    try:
+        bad_class = [{"box": [1, 2, 10, 12], "score": 0.45, "class_name": "scratch"}]  # no such class
+        assert feed.offer("rec-1", "b1", board(1), None, bad_class, [], 0.5, CLASSES, "m")
+        assert feed.wait_idle(30, boards=1)
+        assert feed.failures._value.get() == 1 and feed.spool.names() == []  # refused for good, not retried
+        feed.images.rmdir()
+        feed.images.write_text("the picture folder is gone")  # e.g. a share unmounted under the service
+        detections = [{"box": [1, 2, 10, 12], "score": 0.45, "class_name": "open"}]
+        assert feed.offer("rec-2", "b2", board(2), None, detections, [], 0.5, CLASSES, "m")
+        assert feed.wait_idle(30, boards=2)
+        assert feed.failures._value.get() == 2 and len(feed.spool.names()) == 1  # kept for the next start
+    finally:
+        feed.close()
+    (data / "review-images").unlink()  # repaired
+    restarted = ReviewFeed(data, CollectorRegistry(), "line1", near_band=0.15, max_pending=100)
+    try:
+        assert restarted.replayed == 1 and restarted.wait_idle(30)
+        assert [item.record_id for item in restarted.queue.pending()] == ["rec-2"]
+    finally:
+        restarted.close()

@@ -9,9 +9,10 @@ board once offered survives a crash: entries left in the spool are written when 
 and the queue row is keyed by the record id, so a replay never queues a board twice.
 
 A thread of its own, at the lowest CPU priority, moves each entry into ``review-images`` (PNG for
-pixels, lossless), writes the queue row and removes the entry. A failure there (full disk, a locked
-database) is logged and counted (``inspector_review_failures_total``), never raised into the line; the
-entry stays in the spool and is tried again at the next start. When the spool holds ``BACKLOG``
+pixels, lossless), writes the queue row and removes the entry. A failure there is logged and counted
+(``inspector_review_failures_total``), never raised into the line; after a full disk or a locked database
+the entry stays in the spool and is tried again at the next start, an entry the queue refuses (bad data)
+is dropped. When the spool holds ``BACKLOG``
 entries (the writer is behind), or ``max_pending`` boards already wait for a person, new boards are
 skipped and counted (``inspector_review_skipped_total``), so neither memory nor disk grows without bound.
 Stored pictures are aged out by ``review_retention.PictureRetention`` when one is given.
@@ -190,12 +191,18 @@ class ReviewFeed:
                 elif self._write(entry):
                     self.enqueued.inc()
                 self.spool.remove(name)
-            except Exception as error:  # the entry stays in the spool: tried again at the next start
+            except (ReviewError, ValueError, KeyError, TypeError) as error:  # the entry itself is bad: no retry
+                self.failures.inc()
+                log.error("%s: not written into the verification queue %s: %s", frame_id, self.queue.path, error)
+                self.spool.remove(name)
+                with self._idle:
+                    self._carried.discard(digest)  # the next board with it carries the template again
+            except Exception as error:  # the disk or the database: the entry stays, tried again at the next start
                 self.failures.inc()
                 log.error("%s: not written into the verification queue %s: %s", frame_id, self.queue.path, error)
                 with self._idle:
                     self._stuck += 1
-                    self._carried.discard(digest)  # the next board with it carries the template again
+                    self._carried.discard(digest)
             finally:
                 with self._idle:
                     self._busy -= 1
@@ -225,9 +232,13 @@ class ReviewFeed:
                 log.warning("%s: queued without its golden template (%s was removed meanwhile)", meta["frame_id"],
                             template_path.name)
                 template_path = None
-        item = self.queue.offer(image_path, meta["detections"], meta["score_threshold"], meta["class_names"],
-                                template_path, meta["unknown_changes"], source=meta["frame_id"], model=meta["model"],
-                                near_band=self.bands, record_id=record_id)
+        try:
+            item = self.queue.offer(image_path, meta["detections"], meta["score_threshold"], meta["class_names"],
+                                    template_path, meta["unknown_changes"], source=meta["frame_id"],
+                                    model=meta["model"], near_band=self.bands, record_id=record_id)
+        except ReviewError:  # refused for good: its picture would be an orphan
+            image_path.unlink(missing_ok=True)
+            raise
         if item is None:  # the queue ranks it the same way; nothing to keep
             image_path.unlink(missing_ok=True)
         return item is not None
