@@ -25,10 +25,13 @@ where it was trained: on tiles of its native size (``tile_size``, 640 px for the
    neighbouring tile saw it whole, the fragment is dropped; when the defect is longer than the overlap,
    both tiles see fragments, which become one box covering both. Then per-class NMS removes the
    duplicates of defects seen whole by two tiles. Boxes are finally mapped to the tested panel's pixels
-   through the map of the tile that saw each defect best.
+   through the map of the tile that saw each defect best, which is kept (``source_tiles``) so the
+   verification queue can show a reviewer that tile. (``panel_tiles.py``)
 4. **Ignore regions** (recipe masks: fiducials, labels, a board outline) are given in template
    coordinates, the golden panel's, which stay fixed from panel to panel; a detection whose centre
    lies in one is dropped (and counted).
+5. **Unknown changes** (``unknown_changes=True``): each tile pair is also compared for differences no
+   detection explains, and the flags are stitched like the defects, each with its tile (``panel_changes.py``).
 
 Images no larger than a tile (``tile_size * SMALL_FRAME_SLACK`` per side) take the ordinary
 ``Detector.detect`` path unchanged. The runtime's rule holds: no training code is imported here.
