@@ -230,3 +230,34 @@ def test_a_queue_written_before_record_ids_opens_with_its_rows_and_gains_the_col
         assert queue.item_for_record("rec-1") == new and len(queue.pending()) == 2
     finally:
         queue.close()
+
+
+def test_a_review_station_fetches_the_tile_an_entry_names_instead_of_the_whole_panel(tmp_path):
+    import cv2
+
+    panel = np.random.default_rng(3).integers(0, 255, (900, 1300), np.uint8)
+    cv2.imwrite(str(tmp_path / "panel.png"), panel)
+    queue = ReviewQueue(tmp_path / "queue.db")
+    entry = {**_det(0.61, "open", (700, 300, 730, 330)), "template_box": [699, 301, 729, 331], "tile": [576, 0, 640, 640]}
+    item = queue.offer(tmp_path / "panel.png", [entry], 0.6, CLASSES)
+    stored = queue.get(item).detections[0]
+    assert stored["tile"] == [576, 0, 640, 640] and stored["template_box"] == [699, 301, 729, 331]
+    with pytest.raises(ReviewError, match=r"detections\[0\]: field tile: expected \[x, y, width, height\]"):
+        queue.offer("p.png", [{**entry, "tile": [0, 0, 0, 640]}], 0.6, CLASSES)
+
+    app = FastAPI()
+    app.include_router(review_router(queue))
+    client = TestClient(app)
+    x, y, w, h = stored["tile"]
+    tile = client.get(f"/review/items/{item}/crop", params={"x": x, "y": y, "width": w, "height": h})
+    assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
+    got = cv2.imdecode(np.frombuffer(tile.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(got, panel[y:y + h, x:x + w])  # cut at the panel's edge: 640 x 640 fits, so whole
+    edge = client.get(f"/review/items/{item}/crop", params={"x": 1200, "y": 800, "width": 640, "height": 640})
+    assert cv2.imdecode(np.frombuffer(edge.content, np.uint8), cv2.IMREAD_UNCHANGED).shape == (100, 100)
+    outside = client.get(f"/review/items/{item}/crop", params={"x": 1300, "y": 0, "width": 10, "height": 10})
+    assert outside.status_code == 400 and "fields x, y: (1300, 0) lies outside the image (1300x900)" in outside.text
+    assert client.get(f"/review/items/{item}/crop", params={"x": 0, "y": 0, "width": 10, "height": 10,
+                                                            "of": "template"}).status_code == 404
+    assert client.get(f"/review/items/{item}/crop", params={"x": 0, "y": 0, "width": 10, "height": 10,
+                                                            "of": "mask"}).status_code == 422

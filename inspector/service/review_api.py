@@ -3,7 +3,9 @@
     app.include_router(review_router(queue, app.state.authorized))
 
 ``GET /review`` (or ``/review/queue``) the pending boards, most instructive first; ``GET /review/items/{id}`` one board
-with its decisions; ``GET /review/items/{id}/image`` and ``/template`` its pictures; ``POST
+with its decisions; ``GET /review/items/{id}/image`` and ``/template`` its pictures; ``GET
+/review/items/{id}/crop?x=&y=&width=&height=&of=image|template`` a region of one as PNG (a whole panel's entries
+name their ``tile``: the station shows that instead of a 16k-pixel panel); ``POST
 /review/items/{id}/decision`` a verdict on every detection plus the defects missed (who decided is the
 authenticated user; without authentication, the ``by`` field); ``POST /review/export`` writes the
 reviewed boards as Pascal VOC into the configured folder. Bad requests get 400/404/422 with the field named.
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from inspector.review_queue import ReviewError, ReviewQueue
@@ -74,6 +76,25 @@ def review_router(queue: ReviewQueue, authorized: Optional[Callable] = None,
         if not found.template_path or not Path(found.template_path).is_file():
             raise HTTPException(status_code=404, detail=f"review item {item_id}: no template on disk")
         return FileResponse(found.template_path)
+
+    @router.get("/items/{item_id}/crop")
+    def crop(item_id: int, x: int = Query(ge=0), y: int = Query(ge=0), width: int = Query(gt=0, le=8192),
+             height: int = Query(gt=0, le=8192), of: str = Query("image", pattern="^(image|template)$")) -> Response:
+        import cv2
+
+        found = item_or_404(item_id)
+        path = found.image_path if of == "image" else found.template_path
+        picture = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path and Path(path).is_file() else None
+        if picture is None:
+            raise HTTPException(status_code=404, detail=f"review item {item_id}: its {of} is not on disk")
+        rows, columns = picture.shape[:2]
+        if x >= columns or y >= rows:
+            raise HTTPException(status_code=400, detail=f"review item {item_id}: fields x, y: ({x}, {y}) lies outside "
+                                                        f"the {of} ({columns}x{rows})")
+        ok, encoded = cv2.imencode(".png", picture[y:y + height, x:x + width], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise HTTPException(status_code=500, detail=f"review item {item_id}: the crop could not be encoded")
+        return Response(encoded.tobytes(), media_type="image/png")
 
     @router.post("/items/{item_id}/decision")
     def decide(item_id: int, body: DecisionIn, request: Request) -> dict:
