@@ -8,6 +8,8 @@ Each stage writes its own sub-directory of ``OUT`` with the ordinary run layout 
 can be evaluated, exported or resumed on its own. ``OUT/pipeline.json`` holds the configuration and which
 stages are done; running the same command again skips finished stages and resumes an interrupted
 training stage from its ``last/`` checkpoint. Every stage uses the one split in ``OUT/split.json``.
+With ``nproc`` > 1 the training stages (teacher, student alone, distilled) run as data-parallel ranks
+(``inspector.pipeline.training``); the other stages run in this process.
 
 Which FP32 student is quantized: the pruned one when pruning is asked for; otherwise the better of the
 student alone and the distilled student by validation official DeepPCB AP (ties: mAP@0.5:0.95).
