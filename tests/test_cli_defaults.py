@@ -13,12 +13,17 @@ import typer
 from typer.testing import CliRunner
 
 import inspector.cli
-from inspector.cli import compress
+from inspector.cli import compress, training
 from inspector.cli.options import shown_default
+from inspector.compression.distill_config import DistillConfig
 from inspector.compression.pruning.config import PruneConfig
 from inspector.compression.quantization.config import QuantizeConfig
+from inspector.training.config import TrainConfig
 
-# command, its config, the flags whose spelling differs from --field-name, the fields it sets by option
+TRAIN_FIELDS = {"format", "epochs", "batch_size", "input_size", "crop_size", "input_mode", "augment", "dihedral", "lr",
+                "val_fraction", "split_seed", "seed", "eval_every", "max_steps_per_epoch", "init"}
+# command, its config, the flags whose spelling differs from --field-name, the fields it sets by option, and those
+# of them whose default is not the config's (distill's student sees the teacher's input: --help says so)
 CONFIG_COMMANDS = [
     ("prune", PruneConfig, compress.PRUNE_FLAGS,
      {"criterion", "ratio", "target_flops_reduction", "max_drop", "scan_ratios", "scan_images", "channel_multiple",
@@ -27,8 +32,15 @@ CONFIG_COMMANDS = [
      {"method", "format", "epochs", "lr", "batch_size", "crop_size", "calibration_images", "skip_layers",
       "sensitivity", "sensitivity_images", "skip_most_sensitive", "threads", "lite_x86_safe", "seed",
       "max_steps_per_epoch"}),
+    ("train", TrainConfig, training.TRAIN_FLAGS,
+     TRAIN_FIELDS | {"head", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs"}),
+    ("distill", TrainConfig, training.TRAIN_FLAGS, TRAIN_FIELDS, {"input_size", "crop_size", "input_mode"}),
+    ("distill", DistillConfig, training.DISTILL_FLAGS,
+     {"temperature", "alpha_start", "alpha_end", "confidence_threshold", "cls_weight", "obj_weight", "box_weight",
+      "feature_weight", "feature_normalize", "schedule", "feature_method", "feature_temperature", "teacher_cache",
+      "teacher_cache_mb"}),
 ]
-REQUIRED = {"model", "data", "out"}  # config fields with no default: the command must be given them
+REQUIRED = {"model", "data", "out", "arch", "teacher"}  # config fields with no default: the command must be given them
 
 
 def _command(name: str):
@@ -50,23 +62,30 @@ def _field_options(name: str, config_class: type, flags: dict[str, str]) -> dict
     return found
 
 
-def _expected_help_default(config_class: type, field: str) -> str | None:
-    """How --help should show the field's default: as the option spells it; None when there is none to show."""
+def _expected_help_default(config_class: type, field: str, option) -> str | None:
+    """How --help should show the field's default: as the option spells it (a switch by the name of its side);
+    None when there is none to show."""
     spec = next(f for f in dataclasses.fields(config_class) if f.name == field)
     value = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+    if isinstance(value, bool) and option.secondary_opts:
+        return (option.opts[0] if value else option.secondary_opts[0]).removeprefix("--")
     if value is None or value is False or len(value if isinstance(value, (list, tuple)) else [value]) == 0:
         return None
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-@pytest.mark.parametrize("name,config_class,flags,expected", CONFIG_COMMANDS, ids=[c[0] for c in CONFIG_COMMANDS])
-def test_config_options_are_unset_by_default_and_show_the_config_default(name, config_class, flags, expected):
+@pytest.mark.parametrize("row", CONFIG_COMMANDS, ids=[f"{c[0]}-{c[1].__name__}" for c in CONFIG_COMMANDS])
+def test_config_options_are_unset_by_default_and_show_the_config_default(row):
+    name, config_class, flags, expected, *rest = row
+    default_elsewhere = rest[0] if rest else set()
     options = _field_options(name, config_class, flags)
     assert set(options) == expected  # every such option found (a renamed flag would hide one from this test)
     help_text = CliRunner().invoke(inspector.cli.app, [name, "--help"], env={"COLUMNS": "240"}).output
     for field, option in options.items():
         assert option.default is None, f"{name} {option.opts[0]}: default {option.default!r} repeats the config's"
-        shown = _expected_help_default(config_class, field)
+        if field in default_elsewhere:
+            continue
+        shown = _expected_help_default(config_class, field, option)
         if shown is None:  # nothing to show (None, off, empty): an unset option shows no default either
             assert not isinstance(option.show_default, str), f"{name} {option.opts[0]}: {option.show_default!r}"
         else:
@@ -127,6 +146,60 @@ def test_quantize_unset_options_take_the_config_defaults_and_given_ones_override
                                  epochs=0, lr=0.002, batch_size=2, crop_size=0, calibration_images=9,
                                  skip_layers=["head.predictions", "stem"], sensitivity=True, sensitivity_images=4,
                                  skip_most_sensitive=1, threads=2, lite_x86_safe=True, seed=5, max_steps_per_epoch=1)
+
+
+def test_train_unset_options_take_the_config_defaults_and_given_ones_override(monkeypatch, tmp_path: Path):
+    fake = types.ModuleType("inspector.training.trainer")
+    fake.train = lambda cfg, resume=False: (_ for _ in ()).throw(_Captured(cfg))
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    out = str(tmp_path / "t")
+    base = ["train", "--arch", "mbv3-small", "--data", "boards", "--out", out]
+    assert _config_from(base) == TrainConfig(arch="mbv3-small", data="boards", out=out)
+    assert _config_from(base + ["--crop-size", "0"]).crop_size is None  # 0: whole images, not the default 256
+    cfg = _config_from(base + [
+        "--format", "voc", "--epochs", "3", "--batch", "4", "--input-size", "640", "--crop-size", "320", "--input-mode",
+        "gray-diff-s2d", "--head", "gfl", "--no-augment", "--dihedral", "--copy-paste", "0.5", "--copy-paste-count",
+        "3", "--copy-paste-balance", "--aug-off-epochs", "1", "--lr", "0.01", "--val-fraction", "0.3", "--split-seed",
+        "4", "--seed", "9", "--eval-every", "2", "--max-steps", "6"])
+    assert cfg == TrainConfig(arch="mbv3-small", data="boards", out=out, format="voc", epochs=3, batch_size=4,
+                              input_size=640, crop_size=320, input_mode="gray-diff-s2d", head="gfl", augment=False,
+                              dihedral=True, copy_paste=0.5, copy_paste_count=3, copy_paste_balance=True,
+                              aug_off_epochs=1, lr=0.01, val_fraction=0.3, split_seed=4, seed=9, eval_every=2,
+                              max_steps_per_epoch=6)
+
+
+def test_distill_unset_options_take_the_config_defaults_and_given_ones_override(monkeypatch, tmp_path: Path):
+    """The student's settings default to TrainConfig's (its input to the teacher's), the loss's to DistillConfig's."""
+    teacher_model = types.SimpleNamespace(input_size=416, input_mode="gray-diff-s2d", head="gfl")
+    checkpoints = types.ModuleType("inspector.training.checkpoint")
+    checkpoints.load_checkpoint = lambda path: types.SimpleNamespace(
+        model_config=teacher_model, info={"train_config": {"crop_size": 320}})
+    distill_module = types.ModuleType("inspector.compression.distill")
+    distill_module.distill = lambda cfg, config: (_ for _ in ()).throw(_Captured((cfg, config)))
+    for fake in (checkpoints, distill_module):
+        monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    out = str(tmp_path / "d")
+    base = ["distill", "--teacher", "teacher-run", "--student-arch", "mbv3-small", "--data", "boards", "--out", out]
+    student, config = _config_from(base)
+    assert student == TrainConfig(arch="mbv3-small", data="boards", out=out, input_size=416, crop_size=320,
+                                  input_mode="gray-diff-s2d", head="gfl")
+    assert config == DistillConfig(teacher="teacher-run")
+    student, config = _config_from(base + [
+        "--epochs", "5", "--batch", "2", "--crop-size", "0", "--no-augment", "--lr", "0.005", "--seed", "3",
+        "--dihedral", "--temperature", "4", "--alpha-start", "0.9", "--alpha-end", "0.1", "--confidence", "0.6",
+        "--cls-weight", "2", "--obj-weight", "0.5", "--box-weight", "3", "--feature-weight", "0",
+        "--no-feature-normalize", "--schedule", "cosine", "--feature-method", "cwd", "--feature-temperature", "2",
+        "--teacher-cache", "--teacher-cache-mb", "64"])
+    assert student == TrainConfig(arch="mbv3-small", data="boards", out=out, input_size=416, crop_size=None,
+                                  input_mode="gray-diff-s2d", head="gfl", epochs=5, batch_size=2, augment=False,
+                                  lr=0.005, seed=3, dihedral=True)
+    assert config == DistillConfig(teacher="teacher-run", temperature=4.0, alpha_start=0.9, alpha_end=0.1,
+                                   confidence_threshold=0.6, cls_weight=2.0, obj_weight=0.5, box_weight=3.0,
+                                   feature_weight=0.0, feature_normalize=False, schedule="cosine",
+                                   feature_method="cwd", feature_temperature=2.0, teacher_cache=True,
+                                   teacher_cache_mb=64)
+    result = CliRunner().invoke(inspector.cli.app, base + ["--schedule", "cosinus"])
+    assert result.exit_code == 2 and "--schedule" in result.output and "cosine" in result.output, result.output
 
 
 def test_a_bad_option_value_is_named_by_its_flag(monkeypatch, tmp_path: Path):

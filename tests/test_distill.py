@@ -343,14 +343,3 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(teacher_run, synth_
     assert len(json.loads((resumed / "metrics.json").read_text())) == 2
     with pytest.raises(FileExistsError, match="--resume"):
         distill(run_config(synth_data, tmp_path / "resumed", "mbv3-small"), config)
-
-
-def test_cli_defaults_are_the_distill_config_defaults():
-    import typer.main
-
-    defaults = {p.name: p.default for p in typer.main.get_command(app).commands["distill"].params}
-    config = DistillConfig(teacher="t")
-    cli_names = {"confidence_threshold": "confidence"}
-    for name, value in config.to_dict().items():
-        if name != "teacher":
-            assert defaults[cli_names.get(name, name)] == value, name

@@ -93,11 +93,16 @@ def config_default(config_class: type, field: str) -> Any:
     raise ValueError(f"{config_class.__name__} has no field {field!r}")
 
 
-def shown_default(config_class: type, field: str) -> str | bool:
+def shown_default(config_class: type, field: str, param_decls: tuple[str, ...] = ()) -> str | bool:
     """CONFIG_CLASS.FIELD's default as ``--help`` shows it (typer's ``show_default``), spelled as the option takes
-    it (a tuple as ``0.25,0.5``); False, showing nothing, for a default of None, off or empty, as an unset option
+    it (a tuple as ``0.25,0.5``; a switch ``--on/--off`` in PARAM_DECLS by the name of its side, ``augment`` or
+    ``no-dihedral``); otherwise False, showing nothing, for a default of None, off or empty, as an unset option
     with no default shows nothing either (its help says what happens then)."""
     value = config_default(config_class, field)
+    switch = next((decl for decl in param_decls if "/" in decl), None)
+    if isinstance(value, bool) and switch is not None:
+        on, off = switch.split("/", 1)
+        return (on if value else off).lstrip("-")
     if value is None or value is False or value == [] or value == ():
         return False
     if isinstance(value, (list, tuple)):
@@ -108,7 +113,7 @@ def shown_default(config_class: type, field: str) -> str | bool:
 def config_option(config_class: type, field: str, *param_decls: str, **kwargs: Any) -> Any:
     """``typer.Option(*PARAM_DECLS, **KWARGS)`` for an option that sets CONFIG_CLASS.FIELD: declare it with
     the default None (unset: the config's default applies) and --help shows the config's default."""
-    return typer.Option(*param_decls, show_default=shown_default(config_class, field), **kwargs)
+    return typer.Option(*param_decls, show_default=shown_default(config_class, field, param_decls), **kwargs)
 
 
 def for_config(alias: Any, config_class: type, field: str) -> Any:
@@ -116,7 +121,9 @@ def for_config(alias: Any, config_class: type, field: str) -> Any:
     declared with the default None, and --help shows the config's default."""
     value_type, option = typing.get_args(alias)[:2]
     option = copy.copy(option)
-    option.show_default = shown_default(config_class, field)
+    # In Annotated, typer.Option("--flag", ...) keeps the first spelling as its default, not in param_decls.
+    spellings = (option.default,) if isinstance(option.default, str) else ()
+    option.show_default = shown_default(config_class, field, spellings + tuple(option.param_decls or ()))
     return Annotated[Optional[value_type], option]
 
 

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import paddle
@@ -81,10 +81,10 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddleslim.dygraph.dist.losses.distillation_loss import ShapeAlign
 
-from inspector.compression.gfl_distill import (FEATURE_METHODS, SCHEDULES, check_gfl_pair, gfl_feature_loss,
+from inspector.compression.gfl_distill import (check_gfl_pair, gfl_feature_loss,
                                                gfl_response_losses, scheduled_weight)
+from inspector.compression.distill_config import DISTILL_CONFIG_FILE, DistillConfig  # noqa: F401 (re-exported)
 from inspector.compression.teacher_cache import TeacherCache, TeacherView
-from inspector.config_base import ConfigBase, setting
 from inspector.data import DataError, Dataset, load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import relative_key, write_split
@@ -96,36 +96,7 @@ from inspector.training.trainer import Objective, train
 
 log = logging.getLogger(__name__)
 
-DISTILL_CONFIG_FILE = "distill_config.json"
 RESPONSE_KEYS = ("distill_cls", "distill_obj", "distill_box")
-
-
-@dataclass
-class DistillConfig(ConfigBase):
-    """The teacher and the distillation loss settings (see the module docstring); saved in the run."""
-
-    KIND = "distillation option"
-    SOURCE = "distill config"
-
-    teacher: str  # teacher training run (its best/) or checkpoint directory
-    temperature: float = setting(2.0, above=0.0)  # T: softens the class scores
-    # weight of the teacher terms in the first epoch (the labels get 1 - alpha)
-    alpha_start: float = setting(0.7, at_least=0.0, at_most=1.0)
-    alpha_end: float = setting(0.3, at_least=0.0, at_most=1.0)  # ... in the last epoch, linear in between
-    # teacher objectness above which its boxes are targets
-    confidence_threshold: float = setting(0.5, at_least=0.0, at_most=1.0)
-    cls_weight: float = setting(1.0, at_least=0.0)
-    obj_weight: float = setting(1.0, at_least=0.0)
-    box_weight: float = setting(1.0, at_least=0.0)
-    feature_weight: float = setting(1.0, at_least=0.0)  # 0 turns feature distillation (and its adapters) off
-    feature_normalize: bool = True  # standardise feature maps before the MSE (YOLO head)
-    # how alpha moves from alpha_start to alpha_end: "linear" | "cosine"
-    schedule: str = setting("linear", choices=SCHEDULES)
-    # GFL head's neck term: "pkd" (Pearson) | "cwd" (channel-wise softmax KL)
-    feature_method: str = setting("pkd", choices=FEATURE_METHODS)
-    feature_temperature: float = setting(1.0, above=0.0)  # cwd's softmax temperature over the positions
-    teacher_cache: bool = False  # reuse the teacher's whole-board outputs (teacher_cache.py); crops stride-aligned
-    teacher_cache_mb: int = setting(2048, at_least=1)  # its memory bound (least recently used boards are dropped)
 
 
 def teacher_weight(epoch: int, epochs: int, alpha_start: float, alpha_end: float) -> float:

@@ -38,11 +38,11 @@ import math
 import paddle
 import paddle.nn.functional as F
 
+from inspector.compression.distill_config import FEATURE_METHODS, SCHEDULES  # noqa: F401 (re-exported)
 from inspector.models.config import ModelConfig
 from inspector.models.gfl_loss import flatten_outputs
 
 GFL_RESPONSE_KEYS = ("distill_quality", "distill_ld")
-FEATURE_METHODS = ("pkd", "cwd")
 QUALITY_BETA = 2.0
 # The fields a GFL teacher and student must share for their maps to pair up channel for channel, cell for cell.
 PAIRED_FIELDS = ("head", "strides", "num_classes", "reg_max", "input_size", "input_mode")
@@ -134,9 +134,6 @@ def gfl_feature_loss(adapted_student: list[paddle.Tensor], teacher_features: lis
             raise ValueError(f"level {level}: adapted student feature {list(s.shape)} vs teacher {list(t.shape)}")
         terms.append(pearson_feature_loss(s, t) if method == "pkd" else channel_wise_loss(s, t, temperature))
     return paddle.add_n(terms)
-
-
-SCHEDULES = ("linear", "cosine")
 
 
 def scheduled_weight(epoch: int, epochs: int, start: float, end: float, schedule: str = "linear") -> float:
