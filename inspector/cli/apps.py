@@ -163,6 +163,11 @@ def serve_command(
     opcua: Annotated[Optional[str], typer.Option(
         "--opcua", help="opc.tcp://HOST:PORT: OPC UA server for the PLC handshake; frames are then inspected on "
         "trigger (deploy/plc/README.md).")] = None,
+    opcua_cert: Annotated[Optional[Path], typer.Option(
+        "--opcua-cert", help="The station's X.509 certificate (PEM/DER): OPC UA with Basic256Sha256 Sign and "
+        "SignAndEncrypt only (with --opcua-key; policy None only with opcua_allow_unsecured).")] = None,
+    opcua_key: Annotated[Optional[Path], typer.Option(
+        "--opcua-key", help="Private key of --opcua-cert (PEM/DER, unencrypted).")] = None,
     modbus: Annotated[Optional[str], typer.Option(
         "--modbus", help="HOST:PORT: Modbus TCP server for the PLC handshake (trigger mode; register map in "
         "deploy/plc/README.md).")] = None,
@@ -180,7 +185,8 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"source": source, "model": model, "line": line, "db": db, "mqtt": mqtt, "http": http,
                  "evidence": evidence, "data_dir": data_dir, "opcua": opcua, "modbus": modbus, "recipes": recipes,
-                 "recipe": recipe, "tls_cert": tls_cert, "tls_key": tls_key}
+                 "recipe": recipe, "tls_cert": tls_cert, "tls_key": tls_key, "opcua_cert": opcua_cert,
+                 "opcua_key": opcua_key}
     raise typer.Exit(serve(config, overrides))
 
 

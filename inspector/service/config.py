@@ -102,6 +102,11 @@ class ServiceConfig(BaseModel):
 
     # PLC handshake (inspector/service/plc/; deploy/plc/README.md): either one puts the line in trigger mode
     opcua: Optional[str] = Field(None, description="opc.tcp://HOST:PORT of the OPC UA server for the PLC")
+    opcua_cert: Optional[Path] = Field(None, description="the station's X.509 certificate (PEM or DER): the OPC UA "
+                                       "server then offers Basic256Sha256 Sign and SignAndEncrypt only")
+    opcua_key: Optional[Path] = Field(None, description="the private key of opcua_cert (PEM or DER, unencrypted)")
+    opcua_allow_unsecured: bool = Field(False, description="with opcua_cert: also accept clients with security "
+                                        "policy None (a PLC that cannot encrypt yet)")
     modbus: Optional[str] = Field(None, description="HOST:PORT of the Modbus TCP server for the PLC")
     capture_timeout_s: float = Field(2.0, gt=0, description="trigger mode: no frame this long -> ERROR part")
     ack_timeout_s: float = Field(10.0, gt=0, description="trigger mode: no PLC Ack this long -> alarm, READY")
@@ -203,6 +208,16 @@ class ServiceConfig(BaseModel):
         for name in ("tls_cert", "tls_key"):
             if getattr(self, name) is not None and not getattr(self, name).is_file():
                 raise ValueError(f"{name}: {getattr(self, name)} is not a file")
+        if (self.opcua_cert is None) != (self.opcua_key is None):
+            raise ValueError("opcua_cert and opcua_key: give both (secured OPC UA) or neither")
+        for name in ("opcua_cert", "opcua_key"):
+            if getattr(self, name) is not None and not getattr(self, name).is_file():
+                raise ValueError(f"{name}: {getattr(self, name)} is not a file")
+        if self.opcua_cert is not None and self.opcua is None:
+            raise ValueError("opcua_cert: only with an OPC UA server (opcua: opc.tcp://HOST:PORT)")
+        if self.opcua_allow_unsecured and self.opcua_cert is None:
+            raise ValueError("opcua_allow_unsecured: only with opcua_cert/opcua_key (without them the OPC UA server "
+                             "is unsecured anyway)")
         if self.recipe_by_part_id and self.recipes is None:
             raise ValueError("recipe_by_part_id: needs recipes: (the directory of the recipes with a part_id_pattern)")
         if self.reconnect_max_s < self.reconnect_initial_s:

@@ -44,8 +44,10 @@ class PlcLink:
         link = cls(handshake, [], service)
         if config.opcua:
             from inspector.service.plc.opcua import OpcUaFrontEnd
+            from inspector.service.plc.opcua_security import OpcUaSecurity
 
-            link.front_ends.append(OpcUaFrontEnd(config.opcua, config.line, handshake, link.select_recipe))
+            security = OpcUaSecurity(config.opcua_cert, config.opcua_key, config.opcua_allow_unsecured)
+            link.front_ends.append(OpcUaFrontEnd(config.opcua, config.line, handshake, link.select_recipe, security))
         if config.modbus:
             from inspector.service.plc.modbus import ModbusFrontEnd
 

@@ -22,8 +22,10 @@ program can address them without browsing):
         LastAlarm       String   read         the last handshake alarm in words
         SelectRecipe(name: String) -> Boolean  method
 
-No security policy and anonymous access: the server is meant for the machine network between the PLC and
-the station (bind it to that interface only, e.g. ``opc.tcp://192.168.0.10:4840``). deploy/plc/README.md.
+Security (opcua_security.py): with the station's certificate and key, Basic256Sha256 Sign and SignAndEncrypt
+(security policy None only when explicitly allowed); without them, policy None as before: bind the server to
+the machine network's interface only (e.g. ``opc.tcp://192.168.0.10:4840``). Anonymous identity in both
+cases. deploy/plc/README.md.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import logging
 from typing import Any, Callable
 
 from inspector.service.plc.handshake import Handshake, Outputs
+from inspector.service.plc.opcua_security import OpcUaSecurity, apply_security
 from inspector.service.plc.server_thread import ServerThread
 
 log = logging.getLogger(__name__)
@@ -77,11 +80,12 @@ class OpcUaFrontEnd(ServerThread):
     protocol = "opcua"
 
     def __init__(self, endpoint: str, line: str, handshake: Handshake,
-                 select_recipe: Callable[[str, str], tuple[bool, str]]):
+                 select_recipe: Callable[[str, str], tuple[bool, str]], security: OpcUaSecurity | None = None):
         self.endpoint = endpoint
         self.line = line
         self.handshake = handshake
         self.select_recipe = select_recipe
+        self.security = security or OpcUaSecurity()
         self._updates: asyncio.Queue | None = None
         self._nodes: dict[str, Any] = {}
         self._part_id = ""
@@ -98,7 +102,9 @@ class OpcUaFrontEnd(ServerThread):
     def start(self, timeout: float = 60.0) -> None:
         logging.getLogger("asyncua").setLevel(logging.WARNING)
         super().start(timeout)
-        log.info("OPC UA server on %s: Objects/Inspector/%s", self.endpoint, self.line)
+        log.info("OPC UA server on %s: Objects/Inspector/%s (%s)", self.endpoint, self.line,
+                 "Basic256Sha256 Sign, SignAndEncrypt" + (", None" if self.security.allow_unsecured else "")
+                 if self.security.secured else "security policy None")
 
     # ------------------------------------------------------------------ the event loop thread
 
@@ -113,7 +119,7 @@ class OpcUaFrontEnd(ServerThread):
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("PCB inspector")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await apply_security(server, self.security)
         index = await server.register_namespace(NAMESPACE)
         inspector = await server.nodes.objects.add_object(ua.NodeId("Inspector", index),
                                                           ua.QualifiedName("Inspector", index))
