@@ -307,3 +307,42 @@ def test_result_timeout_answers_error_and_a_late_verdict_is_not_shown():
         assert all(snapshot.verdict for snapshot in seen if snapshot.result_valid)
     finally:
         handshake.stop()
+
+
+@pytest.mark.slow
+def test_a_file_recorded_before_a_kill_takes_no_part_after_the_restart(tmp_path):
+    """kill -9 between a part's commit and its file's acknowledgement: after the restart that file comes back
+    from the hot folder. It was judged: it is acknowledged without a second record, and the next trigger's
+    part takes the next file (it must not swallow the trigger and leave the PLC waiting for its verdict)."""
+    from inspector.capture import Ledger
+    from inspector.service.records import Journal, Record, new_record_id
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    drop_board(folder, "a_judged")  # older: read first
+    drop_board(folder, "b_next", golden=True)
+    judged = folder / "a_judged_test.jpg"
+    journal = Journal(tmp_path / "data" / "records.sqlite3")  # what the killed run had committed
+    journal.append(Record(record_id=new_record_id(), line="line1", source=str(folder), frame_id=str(judged),
+                          frame_file=judged.name, file_version=f"{judged.stat().st_size}:{judged.stat().st_mtime_ns}",
+                          captured_at=time.time() - 5, verdict="NG", defects=[], model_name="m", package_id="p",
+                          latency_ms=30.0, part_id="BEFORE-KILL"))
+    journal.close()
+    port = free_port()
+    service = Service(ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None, line="line1",
+                                    opcua=f"opc.tcp://127.0.0.1:{port}", capture_timeout_s=5.0))
+    service.start()
+    plc = Plc(f"opc.tcp://127.0.0.1:{port}")
+    try:
+        assert plc.inspect("AFTER-RESTART") == ("OK", 0)  # b_next is the golden board
+    finally:
+        plc.close()
+        service.stop()
+    rows = [(row["part_id"], row["frame_file"], row["verdict"]) for row in records(tmp_path / "data")]
+    assert rows == [("BEFORE-KILL", "a_judged_test.jpg", "NG"), ("AFTER-RESTART", "b_next_test.jpg", "OK")]
+    ledger = Ledger(tmp_path / "data" / "source" / "hotfolder-ledger.sqlite3")
+    try:
+        done = {name for name, _, _, status, _ in ledger.entries() if status == "done"}
+    finally:
+        ledger.close()
+    assert done == {"a_judged_test.jpg", "b_next_test.jpg"}

@@ -813,11 +813,11 @@ def _first_seen(payloads: list[dict]) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------- the real process
 
-def _serve(tmp_path: Path, folder: Path, tiny, log_name: str, **environ: str) -> subprocess.Popen:
+def _serve(tmp_path: Path, folder: Path, tiny, log_name: str, *arguments: str, **environ: str) -> subprocess.Popen:
     env = {**os.environ, "INSPECTOR_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **environ}
     return subprocess.Popen(
         [sys.executable, "-m", "inspector.cli", "serve", "--source", str(folder), "--model", str(tiny.package),
-         "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", "--line", "crash-line"],
+         "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", "--line", "crash-line", *arguments],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(tmp_path / log_name, "wb"), text=True)
 
 
@@ -878,6 +878,70 @@ def test_kill_9_then_restart_loses_nothing_and_inspects_each_file_once_then_sigt
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_kill_9_in_trigger_mode_then_restart_every_judged_part_recorded_once(tmp_path, tiny):
+    """The same guarantee with a PLC attached (OPC UA): kill -9 while a triggered part is in progress, restart,
+    the PLC goes on (re-triggering the part whose verdict it never saw). Every record committed before the kill
+    is kept, every board file is recorded exactly once, and every verdict the PLC saw is a record with its
+    PartId (committed before ResultValid)."""
+    pytest.importorskip("asyncua.sync")
+    from line_helpers import Plc
+
+    folder = tmp_path / "incoming"
+    names = fill_hot_folder(folder, tiny.data, 0, 40)
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
+
+    def start(log_name: str) -> subprocess.Popen:
+        started = _serve(tmp_path, folder, tiny, log_name, "--opcua", endpoint)
+        assert "running" in started.stdout.readline(), (tmp_path / log_name).read_text()
+        return started
+
+    def recorded() -> list[tuple[str, str, str, str]]:
+        return journal_rows(tmp_path / "data" / "records.sqlite3",
+                            "SELECT record_id, frame_file, part_id, verdict FROM records ORDER BY seq")
+
+    seen: dict[str, str] = {}  # PartId -> the verdict the PLC read
+    process = start("serve-1.log")
+    try:
+        plc = Plc(endpoint, line="crash-line")
+        for number in range(15):
+            seen[f"P-{number:04d}"] = plc.inspect(f"P-{number:04d}")[0]
+        plc.trigger("P-0015")  # and the station dies while that part is captured, judged or committed
+        process.kill()
+        process.wait(timeout=10)
+        try:
+            plc.close()
+        except Exception:  # the server is gone mid-session
+            pass
+        committed = recorded()
+        assert 15 <= len(committed) <= 16 and process.returncode == -signal.SIGKILL
+
+        process = start("serve-2.log")
+        plc = Plc(endpoint, line="crash-line")
+        try:
+            for number in range(15, 15 + len(names) - len(committed)):  # the PLC re-triggers P-0015 first
+                seen[f"P-{number:04d}"] = plc.inspect(f"P-{number:04d}")[0]
+        finally:
+            plc.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, (tmp_path / "serve-2.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    after = recorded()
+    assert set(committed) <= set(after)  # nothing committed before the kill is lost
+    assert sorted(file for _, file, _, _ in after) == sorted(names)  # every board exactly once
+    by_part: dict[str, list[str]] = {}
+    for _, _, part_id, verdict in after:
+        by_part.setdefault(part_id, []).append(verdict)
+    for part_id, verdict in seen.items():  # each verdict the PLC saw is the last record with that PartId
+        assert by_part[part_id][-1] == verdict and verdict in ("OK", "NG")
+    # Only the part killed mid-way may have a second record: judged before the kill, its verdict never shown.
+    assert {part for part, verdicts in by_part.items() if len(verdicts) > 1} <= {"P-0015"}
+    assert set(by_part) == set(seen)
 
 
 def _png_declaring(width: int, height: int) -> bytes:

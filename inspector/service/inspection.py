@@ -56,10 +56,10 @@ class InspectionMixin:
         file_name, file_version = None, None
         if not self.source.droppable and frame.path is not None:
             file_name, file_version = printable_name(frame.path.name), _file_version(frame.path)
-            if file_version is not None and self.journal.has_file(file_name, file_version):
-                # Committed before a crash that came ahead of the acknowledgement: never inspect twice.
-                log.info("%s was recorded before the restart; acknowledging it", file_name)
+            if self._recorded_before(frame):
                 self._ack(frame)
+                if part is not None:  # cannot happen (the capture thread skips such files); never leave a part
+                    self.commit_unjudged_part(part, "the frame taken for this part was recorded before a restart")
                 return
         serial = self._serial_from_code(frame, part)
         if self.recipe_patterns is not None:  # recipe_by_part_id: the part's recipe, before it is judged
@@ -128,6 +128,17 @@ class InspectionMixin:
             self.metrics.inference.observe(detections.timing.total_ms / 1e3)
         self._latest = _latest_frame(frame.image, detections, record)
         self._after_commit(record, latency)
+
+    def _recorded_before(self, frame: Frame) -> bool:
+        """Whether this version of a hot-folder file was committed before a crash that came ahead of its
+        acknowledgement: it is acknowledged, never inspected twice (and in trigger mode it takes no part)."""
+        if self.source.droppable or frame.path is None:
+            return False
+        file_version = _file_version(frame.path)
+        if file_version is None or not self.journal.has_file(printable_name(frame.path.name), file_version):
+            return False
+        log.info("%s was recorded before the restart; acknowledging it", printable_name(frame.path.name))
+        return True
 
     def _offer_for_review(self, frame: Frame, template, candidates, threshold: float, record: Record,
                           detector, active) -> None:

@@ -86,6 +86,11 @@ def triggered_capture_loop(service: "Service") -> None:
             continue
         if live and frame.captured_monotonic < request.triggered_monotonic:
             continue  # exposed before the trigger: not this part's frame
+        if service._recorded_before(frame):
+            # Committed before a kill that came ahead of its acknowledgement: that board was judged, so it
+            # is acknowledged and the part waiting here takes the next file.
+            service._ack(frame)
+            continue
         service.parts[frame.frame_id] = request
         if not service.queue.put_waiting(frame, stop):
             service.parts.pop(frame.frame_id, None)
