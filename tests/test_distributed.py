@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,38 @@ def _trained_weights_digest(checkpoint_dir: Path) -> str:
     return trainer_module._digest([(name, p) for name, p in model.named_parameters() if not p.stop_gradient])
 
 
+def _alive(pid: int) -> bool:
+    """Running, not gone nor a zombie waiting for its parent (here: init, as its parent was killed)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_a_launcher_that_does_not_stop_after_ctrl_c_is_killed_with_every_process_under_it():
+    """However the launcher hangs, Ctrl-C ends the command and leaves no rank behind."""
+    from inspector.training.distributed import _wait_uninterrupted, process_tree
+
+    stubborn = subprocess.Popen(["bash", "-c", "trap '' INT TERM; sleep 300 & sleep 300 & wait"])
+    try:
+        while len(process_tree(stubborn.pid)) < 3:  # await both children
+            assert stubborn.poll() is None
+            time.sleep(0.01)
+        below = process_tree(stubborn.pid)
+        stubborn.send_signal(signal.SIGINT)  # ignored, as a hung launcher would
+        assert _wait_uninterrupted(stubborn, limit_s=1.0) == -signal.SIGKILL
+        deadline = time.monotonic() + 10  # SIGKILL is sent; await its delivery
+        while any(_alive(pid) for pid in below[1:]):
+            assert time.monotonic() < deadline, f"still running: {[pid for pid in below[1:] if _alive(pid)]}"
+            time.sleep(0.05)
+    finally:
+        for pid in process_tree(stubborn.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def test_ctrl_c_stops_every_rank_after_one_step_with_a_checkpoint_there_and_resume_finishes(boards, tmp_path):
     run = tmp_path / "interrupted"
     env = {**os.environ, TRACE_VARIABLE: "1", "OMP_NUM_THREADS": "2"}
@@ -214,7 +247,11 @@ def test_ctrl_c_stops_every_rank_after_one_step_with_a_checkpoint_there_and_resu
             except subprocess.TimeoutExpired:
                 pass
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal
-        _, stderr = process.communicate(timeout=60)
+        try:  # the launcher's grace is 30 s and the command's own limit 60 s (LAUNCHER_STOP_SECONDS)
+            _, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            logs = {log.name: log.read_text()[-2000:] for log in sorted((run / "launch").glob("*"))}
+            pytest.fail(f"not stopped 120 s after Ctrl-C; processes {_processes_of(run)}; logs {logs}")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -31,6 +31,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,13 +194,46 @@ def launch_ranks(args: list[str], nproc: int, log_dir: Path, ips: str | None = N
     raise KeyboardInterrupt
 
 
-def _wait_uninterrupted(process: subprocess.Popen) -> int:
-    """Wait for ``process`` even through further Ctrl-C: leaving now would orphan the ranks."""
+# How long the launcher may take to stop after Ctrl-C: its own grace for the ranks is 30 s (then it kills them).
+LAUNCHER_STOP_SECONDS = 60.0
+
+
+def _wait_uninterrupted(process: subprocess.Popen, limit_s: float = LAUNCHER_STOP_SECONDS) -> int:
+    """Wait for ``process`` even through further Ctrl-C (leaving now would orphan the ranks), but not for
+    ever: a launcher still running LIMIT_S seconds after the interrupt is killed with every process under it,
+    so Ctrl-C always ends the command (the last checkpoint on disk stays what it was)."""
+    deadline = time.monotonic() + limit_s
     while True:
         try:
-            return process.wait()
+            return process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
             log.warning("still stopping the ranks; waiting for the launcher (it kills them after 30 s)")
+        except subprocess.TimeoutExpired:
+            log.error("the launcher did not stop within %.0f s of the interrupt; killing it and its ranks", limit_s)
+            for pid in reversed(process_tree(process.pid)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            return process.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    """PID and every process below it, parents before children (read from Linux's /proc; elsewhere PID
+    alone): the launcher puts each rank in a process group of its own, so one killpg would miss them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
 
 
 @contextmanager
