@@ -4,6 +4,7 @@ clients refused -- also one that skips the client-side endpoint check, which the
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,18 @@ def secure_client(endpoint: str, plc_pki, mode=ua.MessageSecurityMode.SignAndEnc
     return client
 
 
+@contextmanager
+def refused_client(endpoint: str):
+    """A sync client whose connect() is expected to fail: its event-loop thread is stopped here unless
+    disconnect()/disconnect_socket() did; a thread left running keeps the test process from exiting."""
+    client = asyncua.sync.Client(endpoint, timeout=10)
+    try:
+        yield client
+    finally:
+        if client.tloop.is_alive():
+            client.tloop.stop()
+
+
 def line_node(client, name: str):
     index = client.get_namespace_index(NAMESPACE)
     return client.nodes.objects.get_child([f"{index}:Inspector", f"{index}:line1", f"{index}:{name}"])
@@ -105,16 +118,16 @@ def test_sign_and_encrypt_client_drives_the_handshake_and_unsecured_clients_are_
             signed.disconnect()
 
         # Policy None is not offered: a well-behaved client finds no endpoint for it ...
-        with pytest.raises(ua.UaError, match="No matching endpoints"):
-            asyncua.sync.Client(endpoint, timeout=10).connect()
+        with refused_client(endpoint) as plain, pytest.raises(ua.UaError, match="No matching endpoints"):
+            plain.connect()
         # ... and one that skips that check is refused by the server when it activates its session.
         monkeypatch.setattr(asyncua.Client, "find_endpoint",
                             staticmethod(lambda endpoints, mode, uri: endpoints[0]))
-        hostile = asyncua.sync.Client(endpoint, timeout=10)
-        with pytest.raises(ua.UaStatusCodeError) as refused:
-            hostile.connect()
-        assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
-        hostile.disconnect_socket()
+        with refused_client(endpoint) as hostile:
+            with pytest.raises(ua.UaStatusCodeError) as refused:
+                hostile.connect()
+            assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
+            hostile.disconnect_socket()
         assert len(requests) == 1
     finally:
         front_end.stop()
