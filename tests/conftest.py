@@ -64,3 +64,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in PACKAGE_FIXTURES):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_unconfigure(config):
+    """A test that leaves a non-daemon thread running (an asyncua sync client whose connect failed, a portal
+    never closed) would make the interpreter wait for it at exit: CI would hang until its time limit. Say which
+    threads, and end the run as failed instead."""
+    import os
+    import sys
+    import threading
+
+    left = [thread.name for thread in threading.enumerate()
+            if thread is not threading.main_thread() and thread.is_alive() and not thread.daemon]
+    if left:
+        sys.stderr.write(f"\nerror: tests left non-daemon threads running, which would block the exit: {left}\n")
+        sys.stderr.flush()
+        os._exit(3)
