@@ -184,6 +184,33 @@ def test_review_api_roles_decision_export_and_training_data(tmp_path, tiny_packa
     assert missing.exit_code == 2 and "nope.sqlite3: no such file" in missing.output
 
 
+def test_a_class_band_of_its_own_widens_the_review_for_that_class(tmp_path, tiny_package, running):
+    """review_near_band_per_class: with a narrow global band no board is uncertain; a wide band for every
+    class of the model queues exactly the boards the wide band finds (the runtime's own detections)."""
+    from inspector.export.manifest import read_manifest
+
+    classes = read_manifest(tiny_package.package).class_names
+    narrow, wide = expected_reasons(tiny_package, 0.1, 0.01, False), expected_reasons(tiny_package, 0.1, 0.1, False)
+    assert narrow != wide and "near_threshold" in wide.values()  # the two bands make a difference here
+    service = start_service(tmp_path, tiny_package, running, score_threshold=0.1, review_near_band=0.01,
+                            review_near_band_per_class={name: 0.1 for name in classes})
+    queued = {Path(item.source).stem: item.reason for item in service.review.queue.pending(limit=100)}
+    assert queued == {name: why for name, why in wide.items() if why is not None}
+
+
+def test_a_class_band_the_model_lacks_or_out_of_range_is_refused_by_name(tmp_path, tiny_package):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    settings = dict(source=str(folder), data_dir=tmp_path / "data", model=tiny_package.package, http=None,
+                    review=True)
+    with pytest.raises(ServiceError, match="review_near_band_per_class.*solder-ball"):
+        Service(ServiceConfig(**settings, review_near_band_per_class={"solder-ball": 0.2}))
+    with pytest.raises(ValueError, match="review_near_band_per_class.spur: a band from 0 to 0.5 expected, got 0.7"):
+        ServiceConfig(**settings, review_near_band_per_class={"spur": 0.7})
+    with pytest.raises(ValueError, match="review_picture_hard_cap_gb: at least review_picture_max_gb"):
+        ServiceConfig(**settings, review_picture_max_gb=5, review_picture_hard_cap_gb=2)
+
+
 def test_review_off_by_default_and_an_unusable_queue_is_a_start_up_error(tmp_path, tiny_package):
     folder = tmp_path / "incoming"
     folder.mkdir()

@@ -124,6 +124,18 @@ class ServiceConfig(BaseModel):
                          "boards with unknown-change flags for review (data_dir/review.sqlite3, /review)")
     review_near_band: float = Field(0.15, ge=0.0, le=0.5, description="a detection this close to the score "
                                     "threshold (above or below) makes the board uncertain: queued first")
+    review_near_band_per_class: dict[str, float] = Field(
+        default_factory=dict, description="per class (its name -> band, 0 to 0.5): a band of its own instead of "
+        "review_near_band, e.g. a wider one for a class the line misses; a class the model lacks is refused")
+    review_picture_max_age_days: Optional[float] = Field(
+        90.0, gt=0, description="reviewed boards' pictures are deleted this many days after their last decision "
+        "(none: kept)")
+    review_picture_max_gb: Optional[float] = Field(
+        10.0, gt=0, description="above this size of queue pictures, the longest-decided reviewed boards' go first "
+        "(none: no limit)")
+    review_picture_hard_cap_gb: Optional[float] = Field(
+        20.0, gt=0, description="only above this size do boards still pending review lose their pictures, the "
+        "least instructive first (they leave the queue as expired); at least review_picture_max_gb")
     review_unknown_changes: bool = Field(False, description="flag where a board differs from its golden template "
                                          "and no detection explains it (a few OpenCV passes per frame)")
     review_max_pending: int = Field(5000, ge=1, description="boards waiting for review; further ones are skipped "
@@ -208,6 +220,15 @@ class ServiceConfig(BaseModel):
         for name in ("tls_cert", "tls_key"):
             if getattr(self, name) is not None and not getattr(self, name).is_file():
                 raise ValueError(f"{name}: {getattr(self, name)} is not a file")
+        if self.review_picture_max_gb is not None and self.review_picture_hard_cap_gb is not None \
+                and self.review_picture_hard_cap_gb < self.review_picture_max_gb:
+            raise ValueError(f"review_picture_hard_cap_gb: at least review_picture_max_gb "
+                             f"({self.review_picture_max_gb}) expected, got {self.review_picture_hard_cap_gb}: "
+                             "boards pending review would lose their pictures before reviewed ones")
+        bad_bands = {name: band for name, band in self.review_near_band_per_class.items() if not 0.0 <= band <= 0.5}
+        if bad_bands:
+            name, band = next(iter(bad_bands.items()))
+            raise ValueError(f"review_near_band_per_class.{name}: a band from 0 to 0.5 expected, got {band}")
         if (self.opcua_cert is None) != (self.opcua_key is None):
             raise ValueError("opcua_cert and opcua_key: give both (secured OPC UA) or neither")
         for name in ("opcua_cert", "opcua_key"):

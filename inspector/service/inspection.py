@@ -88,7 +88,7 @@ class InspectionMixin:
                     float(detector.manifest.postprocess.score_threshold)
                 changes = {"unknown_changes": True} if self.config.review_unknown_changes and template is not None \
                     else {}
-                lowered = max(0.0, decision_threshold - self.config.review_near_band)
+                lowered = self.review.candidate_threshold(decision_threshold)  # the widest band of any class
                 candidates = detector.detect(frame.image, template, align=self.config.align, score_threshold=lowered,
                                              **changes)
                 detections = _at_least(candidates, decision_threshold)
@@ -112,16 +112,18 @@ class InspectionMixin:
             **self._trace(part, active, serial))
         if verdict == "NG" and self.evidence is not None:
             record.evidence = self._save_evidence(frame, detections, record)
+        if candidates is not None:
+            # Spooled durably before the record commits, so no crash falls between the two: after a restart a
+            # spooled board is queued only if its record made it (ReviewFeed(committed=journal.has_record)).
+            try:
+                self._offer_for_review(frame, template, candidates, decision_threshold, record, detector, active)
+            except Exception:  # the review is extra and never stops what follows
+                self.review.failures.inc()
+                log.exception("%s: not offered for review", frame.frame_id)
         self._commit(record)
         if part is not None:
             self.plc.result(part, record.verdict, len(record.defects))  # committed first, then shown to the PLC
         self._ack(frame)
-        if candidates is not None:
-            try:
-                self._offer_for_review(frame, template, candidates, decision_threshold, record, detector, active)
-            except Exception:  # the record is committed; the review is extra and never stops what follows
-                self.review.failures.inc()
-                log.exception("%s: not offered for review", frame.frame_id)
         latency = time.monotonic() - frame.captured_monotonic
         self.metrics.latency.observe(latency)
         if detections is not None:
@@ -146,15 +148,10 @@ class InspectionMixin:
         A recipe's ignore regions hold nothing to review; its per-class thresholds are not the band's
         reference (``threshold`` is the lowest one the detector was asked for)."""
         ignore = [] if active is None else list(active.recipe.spec.ignore_regions)
-        detections = [{"box": [float(v) for v in box], "score": float(score), "class_name": name}
-                      for box, score, name in zip(candidates.boxes, candidates.scores, candidates.class_names)
-                      if not any(x1 <= (box[0] + box[2]) / 2 <= x2 and y1 <= (box[1] + box[3]) / 2 <= y2
-                                 for x1, y1, x2, y2 in ignore)]
-        changes = [change.to_dict() for change in (getattr(candidates, "unknown_changes", None) or [])]
-        self.review.offer(record.record_id, frame.frame_id, frame.image, template, detections, changes, threshold,
-                          list(detector.manifest.class_names), f"{record.model_name} ({record.package_id})",
-                          file=frame.path if record.file_version is not None else None,
-                          file_version=record.file_version)
+        self.review.offer_found(record.record_id, frame.frame_id, frame.image, template, candidates, threshold,
+                                list(detector.manifest.class_names), f"{record.model_name} ({record.package_id})",
+                                file=frame.path if record.file_version is not None else None,
+                                file_version=record.file_version, ignore=ignore)
 
     def _commit(self, record: Record) -> None:
         """Append to the journal; retried until it works (a full disk is an alarm, not a lost record)."""

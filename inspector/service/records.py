@@ -241,6 +241,13 @@ class Journal:
         alarm.seq = cursor.lastrowid
         return alarm
 
+    def has_record(self, record_id: str) -> bool:
+        """Whether the record ``record_id`` is committed (the review feed, after a crash, queues a board only
+        if its record made it)."""
+        row = self._connection().execute("SELECT 1 FROM records WHERE record_id = ? LIMIT 1",
+                                         (str(record_id),)).fetchone()
+        return row is not None
+
     def has_file(self, frame_file: str, file_version: str) -> bool:
         """Whether a record of this version of a hot-folder file is already committed (it was processed
         before a crash that came between the commit and the acknowledgement)."""

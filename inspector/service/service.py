@@ -90,11 +90,23 @@ class Service(InspectionMixin, PartsMixin, StatusMixin):
 
         self.review = None  # the verification queue's feed (review: true)
         if config.review:
+            from inspector.review_queue import ReviewError
+            from inspector.review_queue.retention import GIB, PictureRetention
             from inspector.service.review_feed import ReviewFeed
 
+            def gigabytes(value: Optional[float]) -> Optional[int]:
+                return None if value is None else int(value * GIB)
+
             try:
+                retention = PictureRetention(max_age_days=config.review_picture_max_age_days,
+                                             max_bytes=gigabytes(config.review_picture_max_gb),
+                                             hard_cap_bytes=gigabytes(config.review_picture_hard_cap_gb))
                 self.review = ReviewFeed(config.data_dir, self.metrics.registry, config.line, config.review_near_band,
-                                         config.review_max_pending)
+                                         config.review_max_pending, config.review_near_band_per_class, retention,
+                                         committed=self.journal.has_record)
+                self.review.check_classes(list(self.detector.manifest.class_names))
+            except ReviewError as error:  # a band or limit that cannot hold: named by its setting
+                raise ServiceError(f"review: {error}") from error
             except Exception as error:  # OSError, sqlite3.Error: the folder or the database cannot be used
                 raise ServiceError(f"review: the verification queue in {config.data_dir} cannot be used "
                                    f"({getattr(error, 'strerror', None) or error})") from error
