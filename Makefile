@@ -28,9 +28,9 @@ SYSDEPS := xvfb xauth libgl1 libegl1 libfontconfig1 libxkbcommon0 libxkbcommon-x
            libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1
 # The service tests start a real MQTT broker and PostgreSQL server (binaries only; the tests run their own).
 SYSDEPS += mosquitto postgresql
-# The ARM runner's C++ pre/post-processing test (tests/test_arm_runner.py) builds against these.
+# The ARM runner's C++ pre/post-processing test (tests/deploy/test_arm_runner.py) builds against these.
 SYSDEPS += cmake g++ libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev nlohmann-json3-dev libssl-dev
-# GenICam cameras (tests/test_genicam.py): Aravis' binding and fake GigE Vision camera; PyGObject builds against these.
+# GenICam cameras (tests/capture/test_genicam.py): Aravis' binding and fake GigE Vision camera; PyGObject builds against these.
 SYSDEPS += aravis-tools gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config
 sysdeps:
 	@if command -v Xvfb >/dev/null && ldconfig -p | grep -q libxcb-cursor.so.0 \

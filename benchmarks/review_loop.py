@@ -19,7 +19,7 @@ split)::
     .venv/bin/python benchmarks/review_loop.py --data ../shared/datasets/deeppcb --hold-out group20085 \
         --out /tmp/loop --epochs 24 --finetune-epochs 6 --top 30
 
-is hours of training on a CPU; ``tests/test_review_loop.py`` runs the same code on synthetic boards with a
+is hours of training on a CPU; ``tests/lifecycle/test_review_loop.py`` runs the same code on synthetic boards with a
 tiny schedule to prove the wiring.
 """
 from __future__ import annotations

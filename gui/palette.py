@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor
 
-# RGB of inspector.runtime.draw's BGR palette, in the same order; tests/test_gui_logic.py checks they match.
+# RGB of inspector.runtime.draw's BGR palette, in the same order; tests/apps/test_gui_logic.py checks they match.
 CLASS_RGB = [(230, 0, 0), (0, 160, 0), (0, 80, 230), (255, 140, 0), (200, 0, 200), (0, 160, 160), (160, 40, 90)]
 
 PASS_COLOUR = QColor(24, 150, 60)

@@ -1,6 +1,6 @@
 // pcb_postprocess_check: runs pcb_inspect's whole per-frame path (manifest, letterbox, input tensor,
 // score threshold + NMS, boxes back to frame pixels) with the network replaced by outputs saved
-// from the Python runtime, so tests/test_arm_runner.py can compare every step with Python's on a
+// from the Python runtime, so tests/deploy/test_arm_runner.py can compare every step with Python's on a
 // machine without Paddle Lite's C++ library.
 //
 //   pcb_postprocess_check --model DIR --image FRAME [--template GOLDEN] --boxes B.f32 --scores S.f32

@@ -4,7 +4,7 @@
 //   unletterbox_boxes        inspector/data/transforms.py
 //   detect, to_json          inspector/runtime/detector.py (Detector.detect, Detections.to_dict)
 // No Paddle Lite here: the network is a callable, so this part builds and is tested on any machine
-// (tests/test_arm_runner.py compares it with the Python runtime on a real board).
+// (tests/deploy/test_arm_runner.py compares it with the Python runtime on a real board).
 //
 // Exactness: the float32 arithmetic follows numpy's operation by operation (the same class offset
 // trick in NMS, the same float32 IoU), and this library is compiled with -ffp-contract=off so that

@@ -26,7 +26,7 @@ pytest.importorskip("asyncua.sync")
 from inspector.service import Service, ServiceConfig  # noqa: E402
 from line_helpers import Plc, demo_pairs, drop_board, wait_for  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from inspector.data.loader import BatchLoader
 from inspector.data.synth import write_deeppcb
 from inspector.training.config import TrainConfig
 
-SAMPLE = Path(__file__).resolve().parents[1] / "inspector" / "assets" / "deeppcb_sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "inspector" / "assets" / "deeppcb_sample"
 
 
 # --------------------------------------------------------------------------- dihedral

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "arm" / "emulated_compare.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "arm" / "emulated_compare.py"
 
 
 @pytest.fixture(scope="module")

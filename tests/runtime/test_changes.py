@@ -12,7 +12,7 @@ import pytest
 from inspector.data.synth import generate_pair
 from inspector.runtime.changes import ChangeSettings, find_unknown_changes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _overlaps(box, boxes) -> bool:

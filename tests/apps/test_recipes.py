@@ -17,7 +17,7 @@ import yaml
 from inspector.capture import DEMO_DIR
 from inspector.service.recipes import RecipeError, load_recipe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "default"
 CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 

@@ -21,7 +21,7 @@ from inspector.capture import DEMO_DIR
 from inspector.data import load_dataset
 from test_gui import WAIT_MS, BoardSource, engineer_hash, open_window, shipped_model, unlock  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_recipe(folder: Path, name: str, model: Path, **fields) -> Path:

@@ -461,7 +461,7 @@ def test_the_gpu_preset_runs_and_resumes_across_the_distilled_stage_on_a_cpu(tmp
     distilled stage cut short (its last/ written, the pipeline's record not) continues instead of restarting."""
     from inspector.pipeline import PipelineConfig, read_preset, run_pipeline
 
-    preset = read_preset(Path(__file__).parents[1] / "configs" / "pipeline-gpu.yaml")
+    preset = read_preset(Path(__file__).parents[2] / "configs" / "pipeline-gpu.yaml")
     assert (preset["head"], preset["input_mode"], preset["distill"]) == ("gfl", "gray-diff-s2d", True)
     assert preset["teacher_arch"].startswith("ppyolo-r")
     data = write_deeppcb(tmp_path / "boards", n=8, seed=4, size=160)

@@ -13,7 +13,7 @@ from inspector.cli import app
 from inspector.registry import DEFAULT_TOLERANCE, CurrentModelWatch, GoldenSet, Registry, RegistryError, compare
 from inspector.runtime.package import DEFAULT_PACKAGE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "inspector/assets/deeppcb_demo"
 
 

@@ -14,7 +14,7 @@ from gui.session import Inspection, Thresholds
 from inspector.data import load_dataset
 from inspector.runtime import Detector, resolve_package_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

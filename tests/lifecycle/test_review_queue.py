@@ -13,7 +13,7 @@ from inspector.data import DEEPPCB_CLASSES, load_dataset
 from inspector.review_queue import ReviewError, ReviewQueue
 from inspector.service.review_api import review_router
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSES = list(DEEPPCB_CLASSES)
 
 

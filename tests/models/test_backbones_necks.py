@@ -24,7 +24,7 @@ from inspector.models.layers import (
 from inspector.models.necks import LiteFPN, PPYOLOFPN
 
 STRIDES = (8, 16, 32)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def build(arch: str, in_channels: int = 3) -> tuple[paddle.nn.Layer, paddle.nn.Layer]:

@@ -19,7 +19,7 @@ from inspector.models.head import YOLOHead, channels_per_anchor
 from inspector.models.layers import ConvBNAct
 from inspector.models.nms import box_iou_numpy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class StandInBackbone(nn.Layer):

@@ -17,9 +17,9 @@ from inspector.capture import (DEMO_DIR, CorruptFrame, DemoSource, Frame, FrameS
                                ReconnectingSource, SourceEnded, SourceError, open_source)
 from inspector.data import DEEPPCB_CLASSES, load_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The shipped model's split (its package keeps a copy): the demo must show boards it never trained on.
-TRAINING_SPLIT = Path(__file__).resolve().parents[1] / "models" / "default" / "split.json"
+TRAINING_SPLIT = Path(__file__).resolve().parents[2] / "models" / "default" / "split.json"
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from inspector.data import load_dataset
 from inspector.data.synth import write_deeppcb
 from inspector.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

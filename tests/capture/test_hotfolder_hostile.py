@@ -1,6 +1,6 @@
 """The hot folder against hostile or odd files, at the source level (no model): each costs bounded work,
 is refused once with the rule it broke named, and never stops the folder. The end-to-end version, with
-the service, its records and its memory measured, is in tests/test_service.py."""
+the service, its records and its memory measured, is in tests/apps/test_service.py."""
 from __future__ import annotations
 
 import os

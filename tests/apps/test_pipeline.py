@@ -23,7 +23,7 @@ def tiny_config(data, out, **changes) -> PipelineConfig:
 def test_presets_are_valid_configs_and_unknown_options_are_named(tmp_path):
     from pathlib import Path
 
-    for preset in sorted(Path(__file__).parents[1].glob("configs/pipeline-*.yaml")):
+    for preset in sorted(Path(__file__).parents[2].glob("configs/pipeline-*.yaml")):
         PipelineConfig.from_dict({**read_preset(preset), "data": "d", "out": "o"}, source=str(preset))
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 3\nteacher_epoch: 2\n")
@@ -49,7 +49,7 @@ def test_command_line_options_override_the_preset(tmp_path, monkeypatch):
         return Path(cfg.out)
 
     monkeypatch.setattr(inspector.pipeline, "run_pipeline", fake_run)
-    preset = Path(__file__).parents[1] / "configs" / "pipeline-cpu.yaml"
+    preset = Path(__file__).parents[2] / "configs" / "pipeline-cpu.yaml"
     result = CliRunner().invoke(app, ["pipeline", "--config", str(preset), "--data", str(tmp_path / "d"),
                                       "--out", str(tmp_path / "o"), "--epochs", "6", "--prune", "0.25",
                                       "--prune-epochs", "12", "--no-distill", "--until", "package", "--nproc", "2"])

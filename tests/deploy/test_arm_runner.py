@@ -33,7 +33,7 @@ from inspector.runtime.package import DEFAULT_PACKAGE, lite_target_for_this_mach
 
 pytestmark = pytest.mark.slow  # exports the tiny package when no other test has yet
 
-ARM_CPP = Path(__file__).resolve().parents[1] / "deploy" / "arm" / "cpp"
+ARM_CPP = Path(__file__).resolve().parents[2] / "deploy" / "arm" / "cpp"
 # Headers the pure part needs, and the Debian package that ships each.
 HEADERS = {
     "opencv4/opencv2/imgcodecs.hpp": "libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev",

@@ -35,7 +35,7 @@ from inspector.service.records import ALARMS, RECORDS
 TOKEN = "test-token-0123456789"
 SECRET = "hunter2-Secret"  # a password that must never be shown
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
