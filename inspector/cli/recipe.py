@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from inspector.cli.common import fail, user_errors
+from inspector.cli.common import fail, given, user_errors
 from inspector.cli.options import RecipesDir
 
 recipe_app = typer.Typer(help="Recipes: one YAML file per board type (model package, golden template, ignore "
@@ -69,8 +69,9 @@ def recipe_validate_command(
 def recipe_create_command(
     name: Annotated[str, typer.Argument(help="Recipe name; the file is DIR/NAME.yaml.")],
     version: Annotated[str, typer.Option("--version")] = "1",
-    model: Annotated[str, typer.Option("--model", help="Model package directory (relative to the recipes "
-                                       "directory), or default.")] = "default",
+    model: Annotated[Optional[str], typer.Option(
+        "--model", help="Model package directory (relative to the recipes directory), or default (the shipped "
+        "package; used when not given).")] = None,
     template: Annotated[Optional[str], typer.Option("--template",
                                                     help="Golden template image (relative path).")] = None,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", min=0.0, max=1.0)] = None,
@@ -78,8 +79,12 @@ def recipe_create_command(
                                                            help="CLASS=SCORE, repeatable.")] = None,
     ignore: Annotated[Optional[list[str]], typer.Option(
         "--ignore", help="X1,Y1,X2,Y2 region in frame pixels, repeatable.")] = None,
-    trigger: Annotated[str, typer.Option("--trigger", help="software | hardware | free-run")] = "software",
-    description: Annotated[str, typer.Option("--description")] = "",
+    trigger: Annotated[Optional[str], typer.Option(
+        "--trigger", help="software | hardware | free-run (not given: the recipe file's default, software).")] = None,
+    description: Annotated[Optional[str], typer.Option("--description")] = None,
+    part_id_pattern: Annotated[Optional[str], typer.Option(
+        "--part-id-pattern", help="Regular expression a part id (PLC PartId or the board's QR code) matches in "
+        "full to select this recipe (serve's recipe_by_part_id).")] = None,
     directory: RecipesDir = RECIPES_DEFAULT,
 ) -> None:
     """Write a new recipe file (validated first); edit it later and bump its version."""
@@ -93,9 +98,10 @@ def recipe_create_command(
     except ValueError as error:
         fail(f"error: --threshold CLASS=SCORE and --ignore X1,Y1,X2,Y2 expect numbers ({error})")
     try:
-        spec = RecipeFile(name=name, version=version, description=description, model=model, template=template,
-                          ignore_regions=regions, score_threshold=score_threshold, thresholds=thresholds,
-                          trigger=trigger)
+        spec = RecipeFile(name=name, version=version, template=template, ignore_regions=regions,
+                          score_threshold=score_threshold, thresholds=thresholds,
+                          **given(description=description, model=model, trigger=trigger,
+                                  part_id_pattern=part_id_pattern))
     except ValidationError as error:
         fail("error: " + "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in error.errors()))
     with user_errors(RecipeError):

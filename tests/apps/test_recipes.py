@@ -191,9 +191,15 @@ def test_recipe_cli(tmp_path):
                               cwd=REPO, env=environment, capture_output=True, text=True, timeout=120)
 
     model = os.path.relpath(MODEL, tmp_path)
-    created = inspector("create", "board-c", "--model", model, "--threshold", "open=0.4", "--ignore", "0,0,50,50")
+    created = inspector("create", "board-c", "--model", model, "--threshold", "open=0.4", "--ignore", "0,0,50,50",
+                        "--part-id-pattern", "PCB-C-[0-9]{6}")
     assert created.returncode == 0, created.stderr
-    assert yaml.safe_load((tmp_path / "board-c.yaml").read_text())["thresholds"] == {"open": 0.4}
+    written = yaml.safe_load((tmp_path / "board-c.yaml").read_text())
+    assert written["thresholds"] == {"open": 0.4} and written["part_id_pattern"] == "PCB-C-[0-9]{6}"
+    assert (written["trigger"], written["description"]) == ("software", "")  # not given: the recipe file's defaults
+    bad_pattern = inspector("create", "board-e", "--model", model, "--part-id-pattern", "PCB-(")
+    assert bad_pattern.returncode != 0 and "part_id_pattern" in bad_pattern.stderr
+    assert not (tmp_path / "board-e.yaml").exists()
     refused = inspector("create", "board-d", "--model", model, "--threshold", "scratch=0.4")
     assert refused.returncode != 0 and "scratch" in refused.stderr and not (tmp_path / "board-d.yaml").exists()
     write(tmp_path, "broken", thresholds={"open": 7})
