@@ -1,0 +1,405 @@
+"""The verification-queue window: the boards the line service queued for review (``inspector.review_queue``),
+the most instructive first; one board's picture with its detections and unknown changes; a verdict per
+detection (confirm, reject, another class), the defects the model missed (typed as x1, y1, x2, y2 or dragged
+on the picture), saved with who and when through ``ReviewQueue.decide``, as the service's HTTP API does.
+
+Clicking a detection on the picture switches it between confirmed and rejected; *Draw missed defect*, then a
+drag, adds a box of the class chosen beside it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.frame_view import UNKNOWN_CHANGE_COLOUR, FrameView, Shown
+from gui.palette import ERROR_BANNER, INFO_BANNER
+from gui.panels import Banner
+from gui.queue_review import CONFIRM, REJECT, QueueDraft, QueueInputError, open_queue, parse_box
+from gui.review import MODEL, OPERATOR, ReviewBox, ReviewState
+from inspector.review_queue import QueueItem, ReviewQueue
+
+PAGE = 200  # pending boards listed at once (the queue can hold thousands)
+UNDECIDED = "—"
+VERDICT_CHOICES = (UNDECIDED, CONFIRM, REJECT)
+
+
+class QueueView(FrameView):
+    """The frame view, drawing the board's unknown changes (dashed yellow) under review too."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.changes: list[dict] = []
+
+    def _paint_review(self, painter, review: ReviewState, labels: list) -> None:
+        super()._paint_review(painter, review, labels)
+        for change in self.changes:
+            labels.append(self._paint_box(painter, change["box"], "unknown change", UNKNOWN_CHANGE_COLOUR,
+                                          Qt.PenStyle.DashLine))
+
+
+def nearest_score(item: QueueItem) -> float | None:
+    """The score that put the board in the queue: the detection closest to the threshold."""
+    scores = [float(d["score"]) for d in item.detections]
+    return min(scores, key=lambda s: abs(s - item.score_threshold)) if scores else None
+
+
+class ReviewQueuePanel(QWidget):
+    """Lists, shows and decides the queue at ``open_path``; ``who()`` names the reviewer at save time."""
+
+    decided = Signal(int, str)  # item id, who: after a decision is stored
+
+    def __init__(self, who: Callable[[], str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.who = who
+        self.queue: ReviewQueue | None = None
+        self.items: list[QueueItem] = []
+        self.draft: QueueDraft | None = None
+        self._image = None
+        self._filling = False  # widgets being filled from the draft: their signals are not the reviewer's
+
+        self.banner = Banner()
+        self.path_label = QLabel("No queue open")
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        self.counts_label = QLabel("")
+        self.pending_table = QTableWidget(0, 5)
+        self.pending_table.setHorizontalHeaderLabels(["item", "reason", "score", "detections", "changes"])
+        self.pending_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.pending_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.pending_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.pending_table.verticalHeader().hide()
+        self.pending_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.pending_table.currentCellChanged.connect(lambda row, *_: self.select_row(row))
+
+        self.view = QueueView()
+        self.view.set_placeholder("Select a board in the list")
+        self.view.box_clicked.connect(self._toggle_from_view)
+        self.view.box_drawn.connect(self._add_drawn)
+
+        self.item_label = QLabel("")
+        self.item_label.setWordWrap(True)
+        self.detections_table = QTableWidget(0, 4)
+        self.detections_table.setHorizontalHeaderLabels(["#", "class", "score", "verdict"])
+        self.detections_table.verticalHeader().hide()
+        self.detections_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.confirm_all_button = QPushButton("Confirm all")
+        self.confirm_all_button.clicked.connect(lambda: self._set_all(CONFIRM))
+        self.reject_all_button = QPushButton("Reject all")
+        self.reject_all_button.clicked.connect(lambda: self._set_all(REJECT))
+
+        self.added_class = QComboBox()
+        self.added_box = QLineEdit()
+        self.added_box.setPlaceholderText("x1, y1, x2, y2 (image pixels)")
+        self.added_box.returnPressed.connect(self.add_typed_box)
+        self.add_button = QPushButton("Add missed defect")
+        self.add_button.clicked.connect(self.add_typed_box)
+        self.draw_button = QPushButton("Draw missed defect")
+        self.draw_button.setCheckable(True)
+        self.draw_button.toggled.connect(self._set_draw_mode)
+        self.added_list = QListWidget()
+        self.remove_added_button = QPushButton("Remove selected")
+        self.remove_added_button.clicked.connect(self.remove_selected_added)
+        self.note = QLineEdit()
+        self.note.setPlaceholderText("note (optional)")
+        self.note.setMaxLength(2000)  # as the HTTP API
+        self.save_button = QPushButton("Save decision")
+        self.save_button.clicked.connect(self.save_decision)
+        self._build_layout()
+        self._enable_editing(False)
+
+    def _build_layout(self) -> None:
+        top = QHBoxLayout()
+        top.addWidget(self.path_label, 1)
+        top.addWidget(self.refresh_button)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.counts_label)
+        left_layout.addWidget(self.pending_table, 1)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.item_label)
+        right_layout.addWidget(self.detections_table, 1)
+        all_row = QHBoxLayout()
+        all_row.addWidget(self.confirm_all_button)
+        all_row.addWidget(self.reject_all_button)
+        right_layout.addLayout(all_row)
+        added = QGridLayout()
+        added.addWidget(QLabel("Missed defect:"), 0, 0)
+        added.addWidget(self.added_class, 0, 1)
+        added.addWidget(self.added_box, 1, 0, 1, 2)
+        added.addWidget(self.add_button, 2, 0)
+        added.addWidget(self.draw_button, 2, 1)
+        right_layout.addLayout(added)
+        right_layout.addWidget(self.added_list)
+        right_layout.addWidget(self.remove_added_button)
+        right_layout.addWidget(self.note)
+        right_layout.addWidget(self.save_button)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(self.view)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 3)
+        splitter.setSizes([330, 800, 340])
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addLayout(top)
+        layout.addWidget(splitter, 1)
+
+    # ------------------------------------------------------------------ the queue
+
+    def open_path(self, path: str) -> bool:
+        """Open the queue file; a file that cannot be opened is said in the banner and the list stays empty."""
+        self.close_queue()
+        try:
+            self.queue = open_queue(path)
+        except QueueInputError as error:
+            self.path_label.setText("No queue open")
+            self._say(str(error))
+            return False
+        self.path_label.setText(f"Queue: {self.queue.path}")
+        self.banner.clear_message()
+        self.refresh()
+        return True
+
+    def close_queue(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
+        self.queue, self.items = None, []
+        self._show_draft(None)
+        self.pending_table.setRowCount(0)
+        self.counts_label.setText("")
+
+    def refresh(self) -> None:
+        """Read the pending boards again (the line keeps adding them); the board being decided stays open."""
+        if self.queue is None:
+            return
+        try:
+            self.items = self.queue.pending(PAGE)
+            counts = self.queue.counts()
+        except Exception as error:  # noqa: BLE001 -- sqlite3.Error or a damaged row: said, never a crash
+            self._say(f"verification queue {self.queue.path} cannot be read: {error}")
+            return
+        pending = sum(counts["pending"].values())
+        by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(counts["pending"].items()))
+        self.counts_label.setText(f"pending: {pending}" + (f" ({by_reason})" if by_reason else "") +
+                                  f" · reviewed: {counts['reviewed']} · expired: {counts['expired']}")
+        current = self.draft.item.id if self.draft is not None else None
+        self.pending_table.blockSignals(True)
+        self.pending_table.setRowCount(len(self.items))
+        for row, item in enumerate(self.items):
+            score = nearest_score(item)
+            cells = [str(item.id), item.reason, "—" if score is None else f"{score:.3f}",
+                     str(len(item.detections)), str(len(item.unknown_changes))]
+            for column, text in enumerate(cells):
+                self.pending_table.setItem(row, column, QTableWidgetItem(text))
+        rows = [row for row, item in enumerate(self.items) if item.id == current]
+        self.pending_table.setCurrentCell(rows[0] if rows else -1, 0)
+        self.pending_table.blockSignals(False)
+        if current is not None and not rows:
+            self._show_draft(None)  # decided elsewhere (another station, the HTTP API) or expired
+
+    def row_of(self, item_id: int) -> int:
+        return next((row for row, item in enumerate(self.items) if item.id == item_id), -1)
+
+    def select_row(self, row: int) -> None:
+        if row < 0 or row >= len(self.items):
+            return
+        item = self.items[row]
+        if self.draft is not None and self.draft.item.id == item.id:
+            return
+        if item.pictures_removed_at is not None:
+            self._show_draft(None)
+            self._say(f"item {item.id}: its pictures were removed at {item.pictures_removed_at} (retention)")
+            return
+        image = cv2.imread(item.image_path, cv2.IMREAD_COLOR)
+        if image is None:
+            self._show_draft(None)
+            self._say(f"item {item.id}: its image {item.image_path} cannot be read (moved, removed or not an "
+                      "image)")
+            return
+        self.banner.clear_message()
+        self._image = image
+        self._show_draft(QueueDraft(item, (int(image.shape[1]), int(image.shape[0]))))
+
+    # ------------------------------------------------------------------ the board being decided
+
+    def _show_draft(self, draft: QueueDraft | None) -> None:
+        self.draft = draft
+        self._filling = True
+        self.detections_table.setRowCount(0)
+        self.added_class.clear()
+        self.note.clear()
+        self.draw_button.setChecked(False)
+        if draft is None:
+            self._image = None
+            self.view.changes = []
+            self.view.show_frame(None)
+            self.item_label.setText("")
+            self.added_list.clear()
+            self._enable_editing(False)
+            self._filling = False
+            return
+        item = draft.item
+        self.item_label.setText(f"Item {item.id} · {item.reason} · threshold {item.score_threshold:g} · "
+                                f"{item.created_at}" + (f" · {item.source}" if item.source else "") +
+                                (f" · model {item.model}" if item.model else ""))
+        self.added_class.addItems(item.class_names)
+        self.detections_table.setRowCount(len(item.detections))
+        for index, detection in enumerate(item.detections):
+            self.detections_table.setItem(index, 0, QTableWidgetItem(str(index)))
+            classes = QComboBox()
+            classes.addItems(item.class_names)
+            classes.setCurrentText(draft.classes[index])
+            classes.currentTextChanged.connect(lambda name, i=index: self._class_chosen(i, name))
+            self.detections_table.setCellWidget(index, 1, classes)
+            self.detections_table.setItem(index, 2, QTableWidgetItem(f"{float(detection['score']):.3f}"))
+            verdict = QComboBox()
+            verdict.addItems(VERDICT_CHOICES)
+            verdict.currentTextChanged.connect(lambda text, i=index: self._verdict_chosen(i, text))
+            self.detections_table.setCellWidget(index, 3, verdict)
+        self._enable_editing(True)
+        self._filling = False
+        self._redraw()
+
+    def class_combo(self, index: int) -> QComboBox:
+        return self.detections_table.cellWidget(index, 1)
+
+    def verdict_combo(self, index: int) -> QComboBox:
+        return self.detections_table.cellWidget(index, 3)
+
+    def _enable_editing(self, on: bool) -> None:
+        for widget in (self.detections_table, self.confirm_all_button, self.reject_all_button, self.added_class,
+                       self.added_box, self.add_button, self.draw_button, self.added_list,
+                       self.remove_added_button, self.note, self.save_button):
+            widget.setEnabled(on)
+
+    def _verdict_chosen(self, index: int, text: str) -> None:
+        if self._filling or self.draft is None:
+            return
+        self.draft.set_verdict(index, None if text == UNDECIDED else text)
+        self._redraw()
+
+    def _class_chosen(self, index: int, name: str) -> None:
+        if self._filling or self.draft is None or not name:
+            return
+        try:
+            self.draft.set_class(index, name)
+        except QueueInputError as error:
+            self._say(str(error))
+            return
+        if self.draft.verdicts[index] is None:  # naming the right class says the defect is real
+            self.verdict_combo(index).setCurrentText(CONFIRM)
+        self._redraw()
+
+    def _set_all(self, verdict: str) -> None:
+        if self.draft is None:
+            return
+        for index in range(len(self.draft.item.detections)):
+            self.verdict_combo(index).setCurrentText(verdict)
+
+    def _toggle_from_view(self, index: int) -> None:
+        """A click on a box: a detection goes between confirmed and rejected (an added box is left alone)."""
+        if self.draft is None or index >= len(self.draft.item.detections):
+            return
+        self.verdict_combo(index).setCurrentText(REJECT if self.draft.verdicts[index] != REJECT else CONFIRM)
+
+    def add_typed_box(self) -> bool:
+        """The box typed as x1, y1, x2, y2; refused with the reason when it is not inside the image."""
+        if self.draft is None:
+            return False
+        try:
+            self.add_missed(parse_box(self.added_box.text()), self.added_class.currentText())
+        except QueueInputError as error:
+            self._say(str(error))
+            return False
+        self.added_box.clear()
+        return True
+
+    def _add_drawn(self, xyxy) -> None:
+        if self.draft is None:
+            return
+        width, height = self.draft.image_size  # a drag that overshoots the picture ends at its edge
+        x1, y1, x2, y2 = (min(max(float(v), 0.0), limit) for v, limit in zip(xyxy, (width, height, width, height)))
+        try:
+            self.add_missed((x1, y1, x2, y2), self.added_class.currentText())
+        except QueueInputError as error:
+            self._say(str(error))
+
+    def add_missed(self, box, class_name: str) -> None:
+        entry = self.draft.add_missed(box, class_name)
+        x1, y1, x2, y2 = entry["box"]
+        self.added_list.addItem(f"{entry['class_name']}: {x1:g}, {y1:g}, {x2:g}, {y2:g}")
+        self.banner.clear_message()
+        self._redraw()
+
+    def remove_selected_added(self) -> None:
+        row = self.added_list.currentRow()
+        if self.draft is None or row < 0:
+            return
+        self.draft.remove_added(row)
+        self.added_list.takeItem(row)
+        self._redraw()
+
+    def _set_draw_mode(self, on: bool) -> None:
+        self.view.draw_mode = on
+
+    def _redraw(self) -> None:
+        draft = self.draft
+        if draft is None or self._image is None:
+            return
+        boxes = [ReviewBox(tuple(float(v) for v in d["box"]), draft.classes[i], MODEL, float(d["score"]),
+                           false_call=draft.verdicts[i] == REJECT)
+                 for i, d in enumerate(draft.item.detections)]
+        boxes += [ReviewBox(tuple(a["box"]), a["class_name"], OPERATOR) for a in draft.added]
+        review = ReviewState(f"item {draft.item.id}", 0.0, self._image, None, draft.class_names, boxes)
+        undecided = len(draft.undecided())
+        self.view.changes = [c for c in draft.item.unknown_changes if isinstance(c.get("box"), (list, tuple))]
+        self.view.show_frame(Shown(self._image, None, draft.class_names, review=review,
+                                   caption=f"QUEUE item {draft.item.id} · {draft.item.reason}" +
+                                   (f" · {undecided} to decide" if undecided else ""), token=draft.item.id))
+
+    # ------------------------------------------------------------------ saving
+
+    def save_decision(self) -> bool:
+        """Store the decision (who: ``who()``, when: now); the board leaves the pending list."""
+        if self.draft is None or self.queue is None:
+            return False
+        try:
+            decision = self.draft.save(self.queue, self.who(), self.note.text())
+        except QueueInputError as error:
+            self._say(f"Decision not saved: {error}")
+            return False
+        row = self.row_of(decision.item_id)
+        self._show_draft(None)
+        self.refresh()
+        next_row = min(row, len(self.items) - 1)
+        if next_row >= 0:
+            self.pending_table.setCurrentCell(next_row, 0)  # the next board, ready to decide
+        self.banner.show_message(f"Item {decision.item_id} decided by {decision.decided_by} at "
+                                 f"{decision.decided_at}", INFO_BANNER)
+        self.decided.emit(decision.item_id, decision.decided_by)
+        return True
+
+    def _say(self, message: str) -> None:
+        self.banner.show_message(message, ERROR_BANNER)

@@ -1,0 +1,200 @@
+"""The verification-queue window (gui/review_queue_panel.py) on a real queue file: list order and counts, a
+decision made through the widgets stored as the HTTP API stores it, bad input refused with its reason."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from gui.queue_review import QueueDraft, QueueInputError, open_queue, reviewer_name
+from gui.review_queue_panel import ReviewQueuePanel
+from inspector.review_queue import ReviewQueue
+
+CLASSES = ["open", "short", "mousebite"]
+SIZE = (320, 240)  # width, height of the synthetic boards
+
+
+@pytest.fixture()
+def queue_file(tmp_path):
+    """Two boards queued as the line queues them: one near the threshold (first), one plain NG."""
+    paths = []
+    for index in range(2):
+        image = np.full((SIZE[1], SIZE[0], 3), 40 + 60 * index, np.uint8)
+        cv2.rectangle(image, (30, 30), (90, 80), (0, 200, 255), -1)
+        path = tmp_path / f"board{index}.png"
+        assert cv2.imwrite(str(path), image)
+        paths.append(path)
+    path = tmp_path / "data" / "review.sqlite3"
+    queue = ReviewQueue(path)
+    ng = queue.offer(paths[1], [{"box": [30, 30, 90, 80], "score": 0.95, "class_name": "short"}], 0.5, CLASSES)
+    near = queue.offer(paths[0], [{"box": [30, 30, 90, 80], "score": 0.55, "class_name": "open"},
+                                  {"box": [150, 100, 200, 140], "score": 0.9, "class_name": "short"}], 0.5, CLASSES,
+                       unknown_changes=[{"box": [250, 180, 300, 220], "area": 2000}])
+    queue.close()
+    return path, near, ng
+
+
+def open_panel(qtbot, path, who="anna") -> ReviewQueuePanel:
+    panel = ReviewQueuePanel(lambda: who)
+    qtbot.addWidget(panel)
+    panel.resize(1400, 800)
+    panel.show()
+    assert panel.open_path(str(path)), panel.banner.text()
+    return panel
+
+
+def pending_ids(panel: ReviewQueuePanel) -> list[int]:
+    return [int(panel.pending_table.item(row, 0).text()) for row in range(panel.pending_table.rowCount())]
+
+
+def test_a_decision_made_in_the_panel_is_stored_as_the_api_stores_it(qtbot, queue_file):
+    path, near, ng = queue_file
+    panel = open_panel(qtbot, path)
+    assert pending_ids(panel) == [near, ng]  # the near-threshold board first
+    assert panel.pending_table.item(0, 1).text() == "near_threshold"
+    assert panel.pending_table.item(0, 2).text() == "0.550"
+    assert "pending: 2" in panel.counts_label.text() and "reviewed: 0" in panel.counts_label.text()
+
+    panel.pending_table.setCurrentCell(0, 0)
+    assert panel.draft is not None and panel.draft.item.id == near
+    assert panel.view.shown is not None and len(panel.view.shown.review.boxes) == 2
+    assert panel.view.changes and panel.view.changes[0]["box"] == [250, 180, 300, 220]
+    qtbot.waitUntil(lambda: panel.view.isVisible())
+
+    panel.save_button.click()  # nothing decided yet: refused, nothing stored
+    assert "no verdict for detection(s) [0, 1]" in panel.banner.text()
+
+    panel.verdict_combo(0).setCurrentText("confirm")
+    panel.class_combo(0).setCurrentText("mousebite")  # the defect is real, but of another class
+    panel.verdict_combo(1).setCurrentText("reject")
+    panel.added_class.setCurrentText("short")
+    panel.added_box.setText("10, 150, 60, 200")
+    panel.add_button.click()
+    assert panel.added_list.count() == 1
+    assert panel.view.shown.review.boxes[1].false_call  # drawn crossed out
+    panel.note.setText("checked under the microscope")
+    assert panel.save_decision(), panel.banner.text()
+
+    queue = ReviewQueue(path)
+    try:
+        decisions = queue.decisions(near)
+        assert len(decisions) == 1
+        decision = decisions[0]
+        assert decision.decided_by == "anna" and decision.decided_at
+        assert decision.verdicts == [{"index": 0, "verdict": "confirm", "class_name": "mousebite"},
+                                     {"index": 1, "verdict": "reject"}]
+        assert decision.added == [{"box": [10.0, 150.0, 60.0, 200.0], "class_name": "short"}]
+        assert decision.note == "checked under the microscope"
+        assert queue.counts() == {"pending": {"ng": 1}, "reviewed": 1, "expired": 0}
+        assert queue.labels(near) == [([30, 30, 90, 80], "mousebite"), ([10.0, 150.0, 60.0, 200.0], "short")]
+        assert queue.decisions(ng) == []
+    finally:
+        queue.close()
+    assert pending_ids(panel) == [ng]  # the board left the list; the next one is open
+    assert panel.draft is not None and panel.draft.item.id == ng
+    assert "pending: 1" in panel.counts_label.text() and "reviewed: 1" in panel.counts_label.text()
+    panel.close_queue()
+
+
+def test_a_box_dragged_on_the_picture_and_a_click_to_reject(qtbot, queue_file):
+    path, near, ng = queue_file
+    panel = open_panel(qtbot, path, who="bob")
+    panel.pending_table.setCurrentCell(1, 0)
+    assert panel.draft.item.id == ng
+    panel.view.box_clicked.emit(0)  # a click on the detection: rejected
+    assert panel.verdict_combo(0).currentText() == "reject"
+    panel.added_class.setCurrentText("open")
+    panel.view.box_drawn.emit((200.0, 20.0, 400.0, 60.0))  # overshoots the right edge: ends at it
+    assert panel.draft.added == [{"box": [200.0, 20.0, 320.0, 60.0], "class_name": "open"}]
+    assert panel.save_decision(), panel.banner.text()
+    queue = ReviewQueue(path)
+    try:
+        [decision] = queue.decisions(ng)
+        assert decision.decided_by == "bob"
+        assert decision.verdicts == [{"index": 0, "verdict": "reject"}]
+        assert queue.labels(ng) == [([200.0, 20.0, 320.0, 60.0], "open")]
+    finally:
+        queue.close()
+    assert pending_ids(panel) == [near]
+    panel.close_queue()
+
+
+def test_bad_input_is_refused_with_its_reason_and_nothing_is_stored(qtbot, queue_file):
+    path, near, _ = queue_file
+    panel = open_panel(qtbot, path)
+    panel.pending_table.setCurrentCell(0, 0)
+    panel.added_box.setText("300, 10, 400, 50")
+    assert not panel.add_typed_box()
+    assert "lies outside the image (320x240)" in panel.banner.text()
+    panel.added_box.setText("10, 10, 5")
+    assert not panel.add_typed_box()
+    assert "expected four numbers" in panel.banner.text()
+    panel.added_box.setText("50, 50, 20, 80")
+    assert not panel.add_typed_box()
+    assert "x2 > x1" in panel.banner.text()
+    assert panel.added_list.count() == 0 and panel.draft.added == []
+    with pytest.raises(QueueInputError, match="unknown class 'scratch'; expected one of open, short, mousebite"):
+        panel.draft.add_missed([1, 1, 5, 5], "scratch")
+    with pytest.raises(QueueInputError, match="unknown class 'scratch'"):
+        panel.draft.set_class(0, "scratch")
+    panel._set_all("confirm")
+    panel.who = lambda: ""  # nobody to record: refused
+    assert not panel.save_decision()
+    assert "who decided is unknown" in panel.banner.text()
+    queue = ReviewQueue(path)
+    try:
+        assert queue.decisions(near) == [] and queue.counts()["reviewed"] == 0
+    finally:
+        queue.close()
+    panel.close_queue()
+
+
+def test_a_queue_that_cannot_be_opened_is_a_message(qtbot, tmp_path):
+    panel = ReviewQueuePanel(lambda: "anna")
+    qtbot.addWidget(panel)
+    missing = tmp_path / "nowhere" / "review.sqlite3"
+    assert not panel.open_path(str(missing))
+    assert f"verification queue {missing}: no such file" in panel.banner.text()
+    assert not missing.parent.exists()  # no empty queue created at a mistyped path
+    broken = tmp_path / "review.sqlite3"
+    broken.write_bytes(b"this is not a database" * 100)
+    assert not panel.open_path(str(broken))
+    assert f"verification queue {broken} cannot be opened" in panel.banner.text()
+    assert panel.queue is None and panel.pending_table.rowCount() == 0
+    with pytest.raises(QueueInputError, match="no verification queue file is set"):
+        open_queue("")
+
+
+def test_an_item_whose_image_is_gone_says_so(qtbot, queue_file):
+    path, near, _ = queue_file
+    queue = ReviewQueue(path)
+    image_path = queue.get(near).image_path
+    queue.close()
+    (path.parent.parent / image_path.rsplit("/", 1)[-1]).unlink()
+    panel = open_panel(qtbot, path)
+    panel.pending_table.setCurrentCell(0, 0)
+    assert panel.draft is None and f"its image {image_path} cannot be read" in panel.banner.text()
+    assert not panel.save_button.isEnabled()
+    panel.close_queue()
+
+
+def test_the_reviewer_is_the_engineer_then_the_operator_then_the_login(monkeypatch):
+    assert reviewer_name("eng-anna", "op-ben") == "eng-anna"
+    assert reviewer_name(None, " op-ben ") == "op-ben"
+    monkeypatch.setattr("getpass.getuser", lambda: "login-carl")
+    assert reviewer_name(None, "") == "login-carl"
+
+
+def test_the_payload_names_a_class_only_when_changed(queue_file):
+    path, near, _ = queue_file
+    queue = open_queue(path)
+    try:
+        draft = QueueDraft(queue.get(near), SIZE)
+        draft.set_verdict(0, "confirm")
+        draft.set_verdict(1, "confirm")
+        draft.set_class(1, "short")  # the same class: nothing to correct
+        assert draft.payload() == ([{"index": 0, "verdict": "confirm"}, {"index": 1, "verdict": "confirm"}], [])
+        with pytest.raises(QueueInputError, match="verdict 'maybe'"):
+            draft.set_verdict(0, "maybe")
+    finally:
+        queue.close()
