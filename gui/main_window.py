@@ -33,6 +33,7 @@ from gui.settings import GuiSettings
 from gui.inference_process import ModelSummary
 from gui.line_panels import PartPanel, RecipePanel
 from gui.window_access import AccessMixin
+from gui.window_queue import QueueMixin
 from gui.window_actions import ActionsMixin
 from gui.window_recipes import RecipeMixin
 from gui.window_review import ReviewMixin
@@ -46,9 +47,10 @@ SETTINGS_SAVE_DELAY_MS = 600  # thresholds are saved once the operator stops tur
 DRAIN_TIMEOUT_S = 10.0  # longest a stop waits for a hot-folder frame in flight to be stored
 
 
-class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, AccessMixin, ReviewMixin, QMainWindow):
+class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, AccessMixin, ReviewMixin, QueueMixin, QMainWindow):
     """The window; its actions, settings, recipes, engineer access and review live in the mixins
-    (``window_actions``, ``window_settings``, ``window_recipes``, ``window_access``, ``window_review``), the
+    (``window_actions``, ``window_settings``, ``window_recipes``, ``window_access``, ``window_review``,
+    ``window_queue``: the verification queue), the
     live inspection loop here."""
 
     def __init__(self, settings: GuiSettings, config_path: Path, *, fps: float | None = None,
@@ -373,6 +375,7 @@ class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, AccessMixin, ReviewMi
         """Stop every thread (evidence is written to the end) and close the audit trail."""
         self._numbers_timer.stop()
         self._access_timer.stop()
+        self.close_review_queue()
         self._close_audit()
         self.stop()
         self.inference.stop()

@@ -56,6 +56,8 @@ class GuiSettings(ConfigBase):
     read_serial_code: bool = False  # read a board's serial from a QR code in the frame when none was scanned
     engineers: dict[str, str] = field(default_factory=dict)  # name -> PIN/token hash (python -m gui.access NAME)
     engineer_unlock_minutes: float = 15.0  # an engineer login lasts this long (Lock ends it sooner)
+    review_queue: str = ""  # the line service's verification queue, <data_dir>/review.sqlite3 ("" = ask)
+    operator_name: str = ""  # who decides queued boards when no engineer is logged in ("" = the login name)
     audit_db: str = field(default_factory=lambda: str(_xdg("XDG_DATA_HOME", ".local/share") / "audit.sqlite3"))
 
 

@@ -61,6 +61,10 @@ class ActionsMixin:
         self.draw_action = action("Draw missed defect", "D", lambda: self.review_panel.draw_button.toggle())
         self.save_review_action = action("Save review", "Ctrl+S", self.save_review)
         self.live_action = action("Back to live", "Esc", self.back_to_live)
+        self.queue_action = action("Verification queue…", "V", self.open_review_queue,
+                                   "The boards the line queued for review, most instructive first")
+        self.queue_file_action = action("Verification queue file…", None, self.choose_review_queue,
+                                        "The line service's <data_dir>/review.sqlite3")
         self.reset_action = action("Reset counters…", "Ctrl+R", self.ask_reset_counters)
         self.fullscreen_action = action("Full screen", "F11", self._toggle_fullscreen, checkable=True)
         self.quit_action = action("Quit", "Ctrl+Q", self.close)
@@ -97,6 +101,9 @@ class ActionsMixin:
         review_menu = menus.addMenu("&Review")
         for act in (self.review_action, self.draw_action, self.save_review_action, self.live_action):
             review_menu.addAction(act)
+        review_menu.addSeparator()
+        review_menu.addAction(self.queue_action)
+        review_menu.addAction(self.queue_file_action)
         view_menu = menus.addMenu("&View")
         view_menu.addAction(self.fullscreen_action)
         engineer_menu = menus.addMenu("&Engineer")

@@ -8,7 +8,10 @@ import pytest
 
 from gui.queue_review import QueueDraft, QueueInputError, open_queue, reviewer_name
 from gui.review_queue_panel import ReviewQueuePanel
+from gui.settings import load_settings
 from inspector.review_queue import ReviewQueue
+from inspector.service.audit import AuditLog
+from test_gui import ENGINEER, engineer_hash, open_window, shipped_model, unlock  # noqa: F401 - fixtures
 
 CLASSES = ["open", "short", "mousebite"]
 SIZE = (320, 240)  # width, height of the synthetic boards
@@ -198,3 +201,46 @@ def test_the_payload_names_a_class_only_when_changed(queue_file):
             draft.set_verdict(0, "maybe")
     finally:
         queue.close()
+
+
+def test_the_window_opens_the_queue_and_records_who_decided(qtbot, open_window, queue_file):
+    """Review ▸ Verification queue…: the operator of the settings decides while no engineer is logged in, the
+    engineer once one is; each decision is in the audit trail too."""
+    path, near, ng = queue_file
+    window = open_window("demo", autostart=False)
+    window.settings.operator_name = "op-ben"
+    window.set_review_queue(str(path), open_it=False)
+    assert load_settings(window.config_path)[0].review_queue == str(path)  # kept for the next start
+    window.queue_action.trigger()
+    panel = window.queue_panel
+    assert panel is not None and panel.isVisible() and pending_ids(panel) == [near, ng]
+
+    panel.pending_table.setCurrentCell(0, 0)
+    panel.confirm_all_button.click()
+    assert panel.save_decision(), panel.banner.text()
+    unlock(window)
+    assert panel.draft.item.id == ng
+    panel.reject_all_button.click()
+    assert panel.save_decision(), panel.banner.text()
+
+    queue = ReviewQueue(path)
+    try:
+        assert [d.decided_by for d in queue.decisions(near)] == ["op-ben"]
+        assert [d.decided_by for d in queue.decisions(ng)] == [ENGINEER]
+        assert queue.counts()["reviewed"] == 2
+    finally:
+        queue.close()
+    log = AuditLog(window.settings.audit_db)
+    try:
+        decided = [(e.who, e.role, e.target) for e in log.entries(limit=100)[1] if e.action == "review decision"]
+    finally:
+        log.close()
+    assert sorted(decided) == sorted([("op-ben", "operator", f"review item {near}"),
+                                      (ENGINEER, "engineer", f"review item {ng}")])
+
+
+def test_the_window_says_when_the_queue_file_cannot_be_opened(qtbot, open_window, tmp_path):
+    window = open_window("demo", autostart=False)
+    window.set_review_queue(str(tmp_path / "missing.sqlite3"))
+    assert window.queue_panel.isVisible() and window.queue_panel.queue is None
+    assert "no such file" in window.queue_panel.banner.text()
