@@ -8,10 +8,11 @@ drag, adds a box of the class chosen beside it.
 """
 from __future__ import annotations
 
+import sqlite3
 from typing import Callable
 
 import cv2
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -37,6 +38,7 @@ from gui.review import MODEL, OPERATOR, ReviewBox, ReviewState
 from inspector.review_queue import QueueItem, ReviewQueue
 
 PAGE = 200  # pending boards listed at once (the queue can hold thousands)
+REFRESH_MS = 5000  # the line keeps queueing boards: the list is read again this often while the window shows
 UNDECIDED = "—"
 VERDICT_CHOICES = (UNDECIDED, CONFIRM, REJECT)
 
@@ -125,6 +127,16 @@ class ReviewQueuePanel(QWidget):
         self.save_button.clicked.connect(self.save_decision)
         self._build_layout()
         self._enable_editing(False)
+        self._refresh_timer = QTimer(self, interval=REFRESH_MS)
+        self._refresh_timer.timeout.connect(self.refresh)
+
+    def showEvent(self, event) -> None:  # noqa: N802 -- Qt's name
+        self._refresh_timer.start()
+        super().showEvent(event)
+
+    def hideEvent(self, event) -> None:  # noqa: N802
+        self._refresh_timer.stop()
+        super().hideEvent(event)
 
     def _build_layout(self) -> None:
         top = QHBoxLayout()
@@ -197,7 +209,7 @@ class ReviewQueuePanel(QWidget):
         try:
             self.items = self.queue.pending(PAGE)
             counts = self.queue.counts()
-        except Exception as error:  # noqa: BLE001 -- sqlite3.Error or a damaged row: said, never a crash
+        except (sqlite3.Error, ValueError, KeyError) as error:  # a locked file or a damaged row: said, not a crash
             self._say(f"verification queue {self.queue.path} cannot be read: {error}")
             return
         pending = sum(counts["pending"].values())
@@ -217,7 +229,19 @@ class ReviewQueuePanel(QWidget):
         self.pending_table.setCurrentCell(rows[0] if rows else -1, 0)
         self.pending_table.blockSignals(False)
         if current is not None and not rows:
-            self._show_draft(None)  # decided elsewhere (another station, the HTTP API) or expired
+            self._left_the_list(current)
+
+    def _left_the_list(self, item_id: int) -> None:
+        """The board being decided is no longer listed: decided elsewhere (another station, the HTTP API) or
+        expired, and then the reviewer is told; or pushed past the listed page by newer boards, and kept."""
+        try:
+            status = self.queue.get(item_id).status
+        except (sqlite3.Error, ValueError) as error:
+            status = f"unknown ({error})"
+        if status != "pending":
+            self._show_draft(None)
+            self._say(f"item {item_id} is no longer pending (now {status}: decided at another station or its "
+                      "pictures expired); its entries here were not saved")
 
     def row_of(self, item_id: int) -> int:
         return next((row for row, item in enumerate(self.items) if item.id == item_id), -1)

@@ -244,3 +244,19 @@ def test_the_window_says_when_the_queue_file_cannot_be_opened(qtbot, open_window
     window.set_review_queue(str(tmp_path / "missing.sqlite3"))
     assert window.queue_panel.isVisible() and window.queue_panel.queue is None
     assert "no such file" in window.queue_panel.banner.text()
+
+
+def test_a_board_decided_elsewhere_meanwhile_is_closed_with_a_message(qtbot, queue_file):
+    path, near, ng = queue_file
+    panel = open_panel(qtbot, path)
+    panel.pending_table.setCurrentCell(0, 0)
+    assert panel.draft.item.id == near
+    other_station = ReviewQueue(path)  # as the HTTP API would, from another review station
+    try:
+        other_station.decide(near, "carl", [{"index": 0, "verdict": "confirm"}, {"index": 1, "verdict": "confirm"}])
+    finally:
+        other_station.close()
+    panel.refresh()
+    assert panel.draft is None and pending_ids(panel) == [ng]
+    assert f"item {near} is no longer pending (now reviewed" in panel.banner.text()
+    panel.close_queue()
