@@ -89,12 +89,14 @@ class QueueDraft:
     image_size: tuple[int, int]  # (width, height) of its picture
     verdicts: list[str | None] = field(default_factory=list)  # per stored detection; None: not decided yet
     classes: list[str] = field(default_factory=list)  # per stored detection: its class as the reviewer says
+    boxes: list[list[float]] = field(default_factory=list)  # per stored detection: its box as the reviewer says
     added: list[dict] = field(default_factory=list)  # {"box", "class_name"}: defects the model missed
 
     def __post_init__(self) -> None:
         count = len(self.item.detections)
         self.verdicts = self.verdicts or [None] * count
         self.classes = self.classes or [d["class_name"] for d in self.item.detections]
+        self.boxes = self.boxes or [[float(v) for v in d["box"]] for d in self.item.detections]
 
     @property
     def class_names(self) -> list[str]:
@@ -122,6 +124,12 @@ class QueueDraft:
         self._check_index(index)
         self.classes[index] = self._check_class(class_name, f"detection {index}")
 
+    def set_box(self, index: int, box) -> list[float]:
+        """Confirm detection ``index`` at ``box`` (the model found the defect, but boxed it badly)."""
+        self._check_index(index)
+        self.boxes[index] = check_box(box, self.image_size, f"detection {index}: box")
+        return self.boxes[index]
+
     def add_missed(self, box, class_name: str) -> dict:
         entry = {"box": check_box(box, self.image_size, f"added box {len(self.added)}"),
                  "class_name": self._check_class(class_name, f"added box {len(self.added)}")}
@@ -136,16 +144,19 @@ class QueueDraft:
 
     def payload(self) -> tuple[list[dict], list[dict]]:
         """``(verdicts, added)`` for ``ReviewQueue.decide``, as the HTTP API sends them: a verdict carries
-        ``class_name`` only when the reviewer changed it."""
+        ``class_name`` and ``box`` only when the reviewer changed them."""
         missing = self.undecided()
         if missing:
             raise QueueInputError(f"item {self.item.id}: no verdict for detection(s) {missing}: confirm or reject "
                                   "each")
         verdicts = []
-        for index, (verdict, class_name) in enumerate(zip(self.verdicts, self.classes)):
+        for index, (verdict, class_name, box) in enumerate(zip(self.verdicts, self.classes, self.boxes)):
             entry = {"index": index, "verdict": verdict}
-            if class_name != self.item.detections[index]["class_name"]:
+            stored = self.item.detections[index]
+            if class_name != stored["class_name"]:
                 entry["class_name"] = class_name
+            if box != [float(v) for v in stored["box"]]:
+                entry["box"] = list(box)
             verdicts.append(entry)
         return verdicts, [dict(entry) for entry in self.added]
 

@@ -15,6 +15,7 @@ import cv2
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QGridLayout,
     QHBoxLayout,
@@ -30,10 +31,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.frame_view import UNKNOWN_CHANGE_COLOUR, FrameView, Shown
+from gui.frame_view import Shown
 from gui.palette import ERROR_BANNER, INFO_BANNER
 from gui.panels import Banner
 from gui.queue_review import CONFIRM, REJECT, QueueDraft, QueueInputError, open_queue, parse_box
+from gui.queue_view import QueueView
 from gui.review import MODEL, OPERATOR, ReviewBox, ReviewState
 from inspector.review_queue import QueueItem, ReviewQueue
 
@@ -43,18 +45,8 @@ UNDECIDED = "—"
 VERDICT_CHOICES = (UNDECIDED, CONFIRM, REJECT)
 
 
-class QueueView(FrameView):
-    """The frame view, drawing the board's unknown changes (dashed yellow) under review too."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.changes: list[dict] = []
-
-    def _paint_review(self, painter, review: ReviewState, labels: list) -> None:
-        super()._paint_review(painter, review, labels)
-        for change in self.changes:
-            labels.append(self._paint_box(painter, change["box"], "unknown change", UNKNOWN_CHANGE_COLOUR,
-                                          Qt.PenStyle.DashLine))
+def box_text(box) -> str:
+    return ", ".join(f"{float(v):g}" for v in box)
 
 
 def nearest_score(item: QueueItem) -> float | None:
@@ -75,6 +67,7 @@ class ReviewQueuePanel(QWidget):
         self.items: list[QueueItem] = []
         self.draft: QueueDraft | None = None
         self._image = None
+        self._template = None  # the board's golden template, when on disk and of the picture's size
         self._filling = False  # widgets being filled from the draft: their signals are not the reviewer's
 
         self.banner = Banner()
@@ -99,14 +92,16 @@ class ReviewQueuePanel(QWidget):
 
         self.item_label = QLabel("")
         self.item_label.setWordWrap(True)
-        self.detections_table = QTableWidget(0, 4)
-        self.detections_table.setHorizontalHeaderLabels(["#", "class", "score", "verdict"])
+        self.detections_table = QTableWidget(0, 5)
+        self.detections_table.setHorizontalHeaderLabels(["#", "class", "score", "verdict", "box"])
         self.detections_table.verticalHeader().hide()
         self.detections_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.confirm_all_button = QPushButton("Confirm all")
         self.confirm_all_button.clicked.connect(lambda: self._set_all(CONFIRM))
         self.reject_all_button = QPushButton("Reject all")
         self.reject_all_button.clicked.connect(lambda: self._set_all(REJECT))
+        self.template_check = QCheckBox("Show the golden template")
+        self.template_check.toggled.connect(lambda _on: self._redraw())
 
         self.added_class = QComboBox()
         self.added_box = QLineEdit()
@@ -118,6 +113,7 @@ class ReviewQueuePanel(QWidget):
         self.draw_button.setCheckable(True)
         self.draw_button.toggled.connect(self._set_draw_mode)
         self.added_list = QListWidget()
+        self.added_list.setMaximumHeight(120)
         self.remove_added_button = QPushButton("Remove selected")
         self.remove_added_button.clicked.connect(self.remove_selected_added)
         self.note = QLineEdit()
@@ -156,6 +152,7 @@ class ReviewQueuePanel(QWidget):
         all_row.addWidget(self.confirm_all_button)
         all_row.addWidget(self.reject_all_button)
         right_layout.addLayout(all_row)
+        right_layout.addWidget(self.template_check)
         added = QGridLayout()
         added.addWidget(QLabel("Missed defect:"), 0, 0)
         added.addWidget(self.added_class, 0, 1)
@@ -172,7 +169,7 @@ class ReviewQueuePanel(QWidget):
         splitter.addWidget(self.view)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 3)
-        splitter.setSizes([330, 800, 340])
+        splitter.setSizes([300, 700, 470])
         layout = QVBoxLayout(self)
         layout.addWidget(self.banner)
         layout.addLayout(top)
@@ -276,7 +273,7 @@ class ReviewQueuePanel(QWidget):
         self.note.clear()
         self.draw_button.setChecked(False)
         if draft is None:
-            self._image = None
+            self._image = self._template = None
             self.view.changes = []
             self.view.show_frame(None)
             self.item_label.setText("")
@@ -298,10 +295,16 @@ class ReviewQueuePanel(QWidget):
             classes.currentTextChanged.connect(lambda name, i=index: self._class_chosen(i, name))
             self.detections_table.setCellWidget(index, 1, classes)
             self.detections_table.setItem(index, 2, QTableWidgetItem(f"{float(detection['score']):.3f}"))
+            box = QLineEdit(box_text(draft.boxes[index]))
+            box.setToolTip("x1, y1, x2, y2 in image pixels: correct it when the defect is boxed badly")
+            box.editingFinished.connect(lambda i=index: self._box_edited(i))
+            self.detections_table.setCellWidget(index, 4, box)
             verdict = QComboBox()
             verdict.addItems(VERDICT_CHOICES)
             verdict.currentTextChanged.connect(lambda text, i=index: self._verdict_chosen(i, text))
             self.detections_table.setCellWidget(index, 3, verdict)
+        self._template = self._read_template(item)
+        self.template_check.setEnabled(self._template is not None)
         self._enable_editing(True)
         self._filling = False
         self._redraw()
@@ -312,7 +315,18 @@ class ReviewQueuePanel(QWidget):
     def verdict_combo(self, index: int) -> QComboBox:
         return self.detections_table.cellWidget(index, 3)
 
+    def box_edit(self, index: int) -> QLineEdit:
+        return self.detections_table.cellWidget(index, 4)
+
+    def _read_template(self, item: QueueItem):
+        """The board's golden template when it is on disk and of the picture's size (boxes fit on it too)."""
+        if not item.template_path:
+            return None
+        template = cv2.imread(item.template_path, cv2.IMREAD_COLOR)
+        return template if template is not None and template.shape == self._image.shape else None
+
     def _enable_editing(self, on: bool) -> None:
+        self.template_check.setEnabled(on and self._template is not None)
         for widget in (self.detections_table, self.confirm_all_button, self.reject_all_button, self.added_class,
                        self.added_box, self.add_button, self.draw_button, self.added_list,
                        self.remove_added_button, self.note, self.save_button):
@@ -333,6 +347,23 @@ class ReviewQueuePanel(QWidget):
             self._say(str(error))
             return
         if self.draft.verdicts[index] is None:  # naming the right class says the defect is real
+            self.verdict_combo(index).setCurrentText(CONFIRM)
+        self._redraw()
+
+    def _box_edited(self, index: int) -> None:
+        """A corrected box for detection ``index``; one outside the image is refused and the last good one kept."""
+        if self._filling or self.draft is None:
+            return
+        edit = self.box_edit(index)
+        try:
+            box = self.draft.set_box(index, parse_box(edit.text()))
+        except QueueInputError as error:
+            self._say(f"detection {index}: {error}" if not str(error).startswith("detection") else str(error))
+            edit.setText(box_text(self.draft.boxes[index]))
+            return
+        edit.setText(box_text(box))
+        self.banner.clear_message()
+        if self.draft.verdicts[index] is None:  # boxing it again says the defect is real
             self.verdict_combo(index).setCurrentText(CONFIRM)
         self._redraw()
 
@@ -392,15 +423,19 @@ class ReviewQueuePanel(QWidget):
         draft = self.draft
         if draft is None or self._image is None:
             return
-        boxes = [ReviewBox(tuple(float(v) for v in d["box"]), draft.classes[i], MODEL, float(d["score"]),
+        boxes = [ReviewBox(tuple(draft.boxes[i]), draft.classes[i], MODEL, float(d["score"]),
                            false_call=draft.verdicts[i] == REJECT)
                  for i, d in enumerate(draft.item.detections)]
         boxes += [ReviewBox(tuple(a["box"]), a["class_name"], OPERATOR) for a in draft.added]
-        review = ReviewState(f"item {draft.item.id}", 0.0, self._image, None, draft.class_names, boxes)
+        template = self.template_check.isChecked() and self._template is not None
+        picture = self._template if template else self._image
+        review = ReviewState(f"item {draft.item.id}", 0.0, picture, None, draft.class_names, boxes)
         undecided = len(draft.undecided())
         self.view.changes = [c for c in draft.item.unknown_changes if isinstance(c.get("box"), (list, tuple))]
-        self.view.show_frame(Shown(self._image, None, draft.class_names, review=review,
+        self.view.verdicts = list(draft.verdicts)
+        self.view.show_frame(Shown(picture, None, draft.class_names, review=review,
                                    caption=f"QUEUE item {draft.item.id} · {draft.item.reason}" +
+                                   (" · golden template" if template else "") +
                                    (f" · {undecided} to decide" if undecided else ""), token=draft.item.id))
 
     # ------------------------------------------------------------------ saving

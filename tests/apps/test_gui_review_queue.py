@@ -30,9 +30,11 @@ def queue_file(tmp_path):
     path = tmp_path / "data" / "review.sqlite3"
     queue = ReviewQueue(path)
     ng = queue.offer(paths[1], [{"box": [30, 30, 90, 80], "score": 0.95, "class_name": "short"}], 0.5, CLASSES)
+    template = tmp_path / "template.png"
+    assert cv2.imwrite(str(template), np.full((SIZE[1], SIZE[0], 3), 200, np.uint8))
     near = queue.offer(paths[0], [{"box": [30, 30, 90, 80], "score": 0.55, "class_name": "open"},
                                   {"box": [150, 100, 200, 140], "score": 0.9, "class_name": "short"}], 0.5, CLASSES,
-                       unknown_changes=[{"box": [250, 180, 300, 220], "area": 2000}])
+                       template_path=template, unknown_changes=[{"box": [250, 180, 300, 220], "area": 2000}])
     queue.close()
     return path, near, ng
 
@@ -63,6 +65,11 @@ def test_a_decision_made_in_the_panel_is_stored_as_the_api_stores_it(qtbot, queu
     assert panel.view.shown is not None and len(panel.view.shown.review.boxes) == 2
     assert panel.view.changes and panel.view.changes[0]["box"] == [250, 180, 300, 220]
     qtbot.waitUntil(lambda: panel.view.isVisible())
+    assert panel.template_check.isEnabled()  # the golden template, with the same boxes on it
+    panel.template_check.setChecked(True)
+    assert int(panel.view.shown.image[0, 0, 0]) == 200 and len(panel.view.shown.review.boxes) == 2
+    panel.template_check.setChecked(False)
+    assert int(panel.view.shown.image[0, 0, 0]) == 40
 
     panel.save_button.click()  # nothing decided yet: refused, nothing stored
     assert "no verdict for detection(s) [0, 1]" in panel.banner.text()
@@ -70,6 +77,12 @@ def test_a_decision_made_in_the_panel_is_stored_as_the_api_stores_it(qtbot, queu
     panel.verdict_combo(0).setCurrentText("confirm")
     panel.class_combo(0).setCurrentText("mousebite")  # the defect is real, but of another class
     panel.verdict_combo(1).setCurrentText("reject")
+    panel.box_edit(0).setText("28, 28, 400, 82")  # outside the picture: refused, the box stays
+    panel.box_edit(0).editingFinished.emit()
+    assert "lies outside the image (320x240)" in panel.banner.text() and panel.box_edit(0).text() == "30, 30, 90, 80"
+    panel.box_edit(0).setText("28, 28, 92, 82")  # boxed a little tight by the model
+    panel.box_edit(0).editingFinished.emit()
+    assert panel.view.shown.review.boxes[0].xyxy == (28.0, 28.0, 92.0, 82.0)
     panel.added_class.setCurrentText("short")
     panel.added_box.setText("10, 150, 60, 200")
     panel.add_button.click()
@@ -84,12 +97,13 @@ def test_a_decision_made_in_the_panel_is_stored_as_the_api_stores_it(qtbot, queu
         assert len(decisions) == 1
         decision = decisions[0]
         assert decision.decided_by == "anna" and decision.decided_at
-        assert decision.verdicts == [{"index": 0, "verdict": "confirm", "class_name": "mousebite"},
+        assert decision.verdicts == [{"index": 0, "verdict": "confirm", "class_name": "mousebite",
+                                      "box": [28.0, 28.0, 92.0, 82.0]},
                                      {"index": 1, "verdict": "reject"}]
         assert decision.added == [{"box": [10.0, 150.0, 60.0, 200.0], "class_name": "short"}]
         assert decision.note == "checked under the microscope"
         assert queue.counts() == {"pending": {"ng": 1}, "reviewed": 1, "expired": 0}
-        assert queue.labels(near) == [([30, 30, 90, 80], "mousebite"), ([10.0, 150.0, 60.0, 200.0], "short")]
+        assert queue.labels(near) == [([28, 28, 92, 82], "mousebite"), ([10.0, 150.0, 60.0, 200.0], "short")]
         assert queue.decisions(ng) == []
     finally:
         queue.close()
