@@ -33,8 +33,17 @@ def open_queue(path: str | Path) -> ReviewQueue:
         raise QueueInputError(f"verification queue {path}: no such file (the line service writes it as "
                               "<data_dir>/review.sqlite3)")
     try:
+        # read-only first: ReviewQueue would add its tables to any SQLite file (the audit trail, a recipe db)
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            probe.close()
+        if not {"items", "decisions"} <= tables:
+            raise QueueInputError(f"verification queue {path}: not a verification queue (it has no items and "
+                                  "decisions tables); the line service's is <data_dir>/review.sqlite3")
         queue = ReviewQueue(path)
-        queue.counts()  # reads the tables: a file that is not a queue fails here, not on the first click
+        queue.counts()  # reads the tables: a damaged file fails here, not on the first click
     except (sqlite3.Error, OSError, ReviewError) as error:
         raise QueueInputError(f"verification queue {path} cannot be opened: {error}") from error
     return queue

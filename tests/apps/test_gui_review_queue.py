@@ -2,6 +2,8 @@
 decision made through the widgets stored as the HTTP API stores it, bad input refused with its reason."""
 from __future__ import annotations
 
+import sqlite3
+
 import cv2
 import numpy as np
 import pytest
@@ -178,6 +180,13 @@ def test_a_queue_that_cannot_be_opened_is_a_message(qtbot, tmp_path):
     assert not panel.open_path(str(broken))
     assert f"verification queue {broken} cannot be opened" in panel.banner.text()
     assert panel.queue is None and panel.pending_table.rowCount() == 0
+    other = tmp_path / "audit.sqlite3"  # another SQLite file: refused, and left as it was
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE audit (seq INTEGER PRIMARY KEY)")
+    assert not panel.open_path(str(other))
+    assert "not a verification queue" in panel.banner.text()
+    with sqlite3.connect(other) as db:
+        assert [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["audit"]
     with pytest.raises(QueueInputError, match="no verification queue file is set"):
         open_queue("")
 
