@@ -13,6 +13,7 @@ from typing import Callable
 
 import cv2
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -121,6 +122,9 @@ class ReviewQueuePanel(QWidget):
         self.note.setMaxLength(2000)  # as the HTTP API
         self.save_button = QPushButton("Save decision")
         self.save_button.clicked.connect(self.save_decision)
+        self.save_button.setToolTip("Store the decision with who and when (Ctrl+Enter)")
+        for keys in ("Ctrl+Return", "Ctrl+Enter"):
+            QShortcut(QKeySequence(keys), self, self.save_decision)
         self._build_layout()
         self._enable_editing(False)
         self._refresh_timer = QTimer(self, interval=REFRESH_MS)

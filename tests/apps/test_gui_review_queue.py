@@ -7,6 +7,7 @@ import sqlite3
 import cv2
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from gui.queue_review import QueueDraft, QueueInputError, open_queue, reviewer_name
 from gui.review_queue_panel import ReviewQueuePanel
@@ -282,4 +283,21 @@ def test_a_board_decided_elsewhere_meanwhile_is_closed_with_a_message(qtbot, que
     panel.refresh()
     assert panel.draft is None and pending_ids(panel) == [ng]
     assert f"item {near} is no longer pending (now reviewed" in panel.banner.text()
+    panel.close_queue()
+
+
+def test_ctrl_enter_saves_the_decision(qtbot, queue_file):
+    path, near, ng = queue_file
+    panel = open_panel(qtbot, path)
+    panel.pending_table.setCurrentCell(1, 0)
+    panel.confirm_all_button.click()
+    panel.activateWindow()
+    qtbot.waitUntil(panel.isActiveWindow)
+    qtbot.keyClick(panel.pending_table, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: pending_ids(panel) == [near])
+    queue = ReviewQueue(path)
+    try:
+        assert [d.verdicts for d in queue.decisions(ng)] == [[{"index": 0, "verdict": "confirm"}]]
+    finally:
+        queue.close()
     panel.close_queue()
