@@ -235,9 +235,12 @@ def test_a_launcher_that_does_not_stop_after_ctrl_c_is_killed_with_every_process
 def test_ctrl_c_stops_every_rank_after_one_step_with_a_checkpoint_there_and_resume_finishes(boards, tmp_path):
     run = tmp_path / "interrupted"
     env = {**os.environ, TRACE_VARIABLE: "1", "OMP_NUM_THREADS": "2"}
+    # Its own process group with Ctrl-C's default action, as a terminal's foreground job: a test run started in the
+    # background of a non-interactive shell (a CI runner may) inherits SIGINT ignored, and so would the command.
     process = subprocess.Popen([sys.executable, "-m", "inspector.cli", *_arguments(boards, run, epochs=200),
                                 "--nproc", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)  # its own process group, as a terminal's job
+                               text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Await the first finished epoch (its checkpoint), polling half a second apart.
         while not (run / "last" / "checkpoint.json").is_file():
