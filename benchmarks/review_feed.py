@@ -14,7 +14,10 @@ Measured 2026-12-04 on the shared 2-core box (load average 5-7 from other jobs: 
   review:           14.0-17.5 boards/s, latency p50 209-271 ms, inference 30.0-39.7 ms
   review + changes:  8.5-12.2 boards/s, latency p50 316-467 ms, inference 57.7-85.2 ms (the flags run in
                     the detector process: ~30 ms a 640 px board, as benchmarks/unknown_changes.py says)
-The worker's own cost is ``offer``: 0.013 ms a board. The writer's work is about 5 ms a board (queue row
+The worker's own cost is ``offer``: 0.013 ms a board then; since 2026-12-05 ``offer`` spools the board durably
+(fsync, rename) before it returns, so no crash loses it: 6.6-9.7 ms median for a board that gets queued
+(40 DeepPCB boards, loaded machine; boards needing no review cost nothing; the table above predates it and
+was not re-run). The writer's work is about 5 ms a board (queue row
 with its fsync 3.2 ms, template hash 1.2 ms, file copy 0.2 ms; a camera frame's PNG adds ~35 ms); at nice
 19 on the loaded box it drained 60 boards offered at once in 28 ms each (65 as PNG), and in the service
 runs it caught up within 0.2 s of the last record. What remains of the slowdown is that thread's share of
