@@ -34,7 +34,7 @@ import logging
 from typing import Any, Callable
 
 from inspector.service.plc.handshake import Handshake, Outputs
-from inspector.service.plc.opcua_security import OpcUaSecurity, apply_security
+from inspector.service.plc.opcua_security import OpcUaSecurity, apply_security, read_station_pair
 from inspector.service.plc.server_thread import ServerThread
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,13 @@ class OpcUaFrontEnd(ServerThread):
 
     def start(self, timeout: float = 60.0) -> None:
         logging.getLogger("asyncua").setLevel(logging.WARNING)
+        if self.security.secured:  # a bad file is refused before the server's start-up
+            from inspector.service.errors import ServiceError
+
+            try:
+                read_station_pair(self.security)
+            except ValueError as error:
+                raise ServiceError(f"{self.protocol}: cannot serve {self.where} ({error})") from None
         super().start(timeout)
         log.info("OPC UA server on %s: Objects/Inspector/%s (%s)", self.endpoint, self.line,
                  "Basic256Sha256 Sign, SignAndEncrypt" + (", None" if self.security.allow_unsecured else "")

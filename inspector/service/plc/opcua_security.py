@@ -43,6 +43,30 @@ class SecureChannelUsers:
         return User(role=UserRole.User)
 
 
+def read_station_pair(security: OpcUaSecurity) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+    """The station's certificate and key as (content, "pem" | "der"), each parsed once here so that a file
+    that cannot be used is refused before the server spends its start-up (about 2 s) on it. Raises
+    ValueError naming the setting and the file, never the key's content."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    certificate = _read(security.certificate, "opcua_cert")
+    key = _read(security.private_key, "opcua_key")
+    try:
+        (x509.load_pem_x509_certificate if certificate[1] == "pem" else x509.load_der_x509_certificate)(
+            certificate[0])
+    except Exception as error:
+        raise ValueError(f"opcua_cert: {security.certificate} is not an X.509 certificate (PEM or DER): "
+                         f"{error}") from None
+    try:
+        (serialization.load_pem_private_key if key[1] == "pem" else serialization.load_der_private_key)(
+            key[0], password=None)
+    except Exception as error:
+        raise ValueError(f"opcua_key: {security.private_key} is not an unencrypted private key (PEM or DER): "
+                         f"{type(error).__name__}") from None  # the text could quote key material: not shown
+    return certificate, key
+
+
 async def apply_security(server, security: OpcUaSecurity) -> None:
     """Load the station's certificate and key into ``server`` and choose its endpoints and identity tokens.
     A file that cannot be used raises ValueError naming the setting and the file."""
@@ -51,18 +75,9 @@ async def apply_security(server, security: OpcUaSecurity) -> None:
     if not security.secured:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         return
-    certificate, certificate_format = _read(security.certificate, "opcua_cert")
-    key, key_format = _read(security.private_key, "opcua_key")
-    try:
-        await server.load_certificate(certificate, format=certificate_format)
-    except Exception as error:
-        raise ValueError(f"opcua_cert: {security.certificate} is not an X.509 certificate (PEM or DER): "
-                         f"{error}") from None
-    try:
-        await server.load_private_key(key, format=key_format)
-    except Exception as error:
-        raise ValueError(f"opcua_key: {security.private_key} is not an unencrypted private key (PEM or DER): "
-                         f"{type(error).__name__}") from None  # the text could quote key material: not shown
+    (certificate, certificate_format), (key, key_format) = read_station_pair(security)
+    await server.load_certificate(certificate, format=certificate_format)
+    await server.load_private_key(key, format=key_format)
     uri = application_uri(server.iserver.certificate)
     if uri is not None:  # clients compare the server's application URI with its certificate's
         await server.set_application_uri(uri)
