@@ -241,6 +241,7 @@ def _scripted_result(official_ap: float, map50_95: float):
                       official_precision=0.0, official_recall=0.0)
 
 
+@pytest.mark.slow  # it trains (three one-step epochs)
 def test_the_training_run_keeps_the_epoch_with_the_best_official_ap_as_best(tmp_path, monkeypatch):
     import paddle
 
