@@ -8,7 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from inspector.cli.common import data_sources, user_errors
-from inspector.cli.options import Format, Head, InputMode, Ips, MaxSteps, Package, Weight, value_of
+from inspector.cli.options import (Format, Head, InputMode, Ips, MaxSteps, Package, Weight, config_option,
+                                   value_of)
+from inspector.pipeline.config import PipelineConfig
+
+# Options whose flag is not --field-name (origins of a bad value, and the defaults test)
+PIPELINE_FLAGS = {"teacher_run": "--teacher", "student_run": "--student", "distilled_run": "--distilled",
+                  "prune_ratio": "--prune", "package_name": "--name", "max_steps_per_epoch": "--max-steps"}
 
 
 def pipeline_command(
@@ -21,18 +27,18 @@ def pipeline_command(
         "again to continue it.")] = ...,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML preset, e.g. configs/pipeline-cpu.yaml (2-core CPU) or configs/pipeline-gpu.yaml; "
-        "options below override it.")] = None,
+        "options below override it (the defaults they show are those without a preset).")] = None,
     format: Format = None,
-    teacher_arch: Annotated[Optional[str], typer.Option(
-        "--teacher-arch", help="ppyolo-r18 | ppyolo-r34 | ppyolo-r50 ...")] = None,
-    student_arch: Annotated[Optional[str], typer.Option(
-        "--student-arch", help="mbv3-small | mbv3-large (-x0.75 ...).")] = None,
-    head: Annotated[Optional[Head], typer.Option(
-        "--head", help="Head of the teacher and students: yolo (anchor-based) or gfl (anchor-free).")] = None,
-    input_size: Annotated[Optional[int], typer.Option(
-        "--input-size", help="Network input side (multiple of 32).")] = None,
-    input_mode: Annotated[Optional[InputMode], typer.Option("--input-mode",
-                                                            help="image or image+template.")] = None,
+    teacher_arch: Annotated[Optional[str], config_option(
+        PipelineConfig, "teacher_arch", "--teacher-arch", help="ppyolo-r18 | ppyolo-r34 | ppyolo-r50 ...")] = None,
+    student_arch: Annotated[Optional[str], config_option(
+        PipelineConfig, "student_arch", "--student-arch", help="mbv3-small | mbv3-large (-x0.75 ...).")] = None,
+    head: Annotated[Optional[Head], config_option(
+        PipelineConfig, "head", "--head", help="Head of the teacher and students: yolo (anchor-based) or gfl (anchor-free).")] = None,
+    input_size: Annotated[Optional[int], config_option(
+        PipelineConfig, "input_size", "--input-size", help="Network input side (multiple of 32).")] = None,
+    input_mode: Annotated[Optional[InputMode], config_option(
+        PipelineConfig, "input_mode", "--input-mode", help="image, image+template or gray-diff-s2d.")] = None,
     teacher: Annotated[Optional[Path], typer.Option(
         "--teacher", help="Reuse this trained teacher run instead of training one (same input size and "
         "mode).")] = None,
@@ -42,21 +48,21 @@ def pipeline_command(
     distilled: Annotated[Optional[Path], typer.Option(
         "--distilled", help="Reuse this distilled run (the students' schedule and split, distilled from the "
         "pipeline's teacher with its settings), e.g. one trained on a GPU and imported.")] = None,
-    teacher_epochs: Annotated[Optional[int], typer.Option("--teacher-epochs", min=1)] = None,
-    epochs: Annotated[Optional[int], typer.Option(
-        "--epochs", min=1, help="Epochs of the student alone and of the distilled student (the same schedule, so "
+    teacher_epochs: Annotated[Optional[int], config_option(PipelineConfig, "teacher_epochs", "--teacher-epochs", min=1)] = None,
+    epochs: Annotated[Optional[int], config_option(
+        PipelineConfig, "epochs", "--epochs", min=1, help="Epochs of the student alone and of the distilled student (the same schedule, so "
         "the gain is comparable).")] = None,
-    crop_size: Annotated[Optional[int], typer.Option(
-        "--crop-size", help="Training crop of both students (0: whole image).")] = None,
-    qat_epochs: Annotated[Optional[int], typer.Option("--qat-epochs", min=0)] = None,
+    crop_size: Annotated[Optional[int], config_option(
+        PipelineConfig, "crop_size", "--crop-size", help="Training crop of both students (0: whole image).")] = None,
+    qat_epochs: Annotated[Optional[int], config_option(PipelineConfig, "qat_epochs", "--qat-epochs", min=0)] = None,
     prune: Annotated[Optional[float], typer.Option(
         "--prune", help="Also prune this fraction of the channels of the best FP32 student (then fine-tune) before "
         "quantizing.")] = None,
-    prune_epochs: Annotated[Optional[int], typer.Option(
-        "--prune-epochs", min=1, help="Fine-tuning epochs after pruning (a heavily pruned model needs more to "
+    prune_epochs: Annotated[Optional[int], config_option(
+        PipelineConfig, "prune_epochs", "--prune-epochs", min=1, help="Fine-tuning epochs after pruning (a heavily pruned model needs more to "
         "recover).")] = None,
-    distill: Annotated[Optional[bool], typer.Option(
-        "--distill/--no-distill", help="--no-distill: no distilled stage (when the teacher cannot beat the student "
+    distill: Annotated[Optional[bool], config_option(
+        PipelineConfig, "distill", "--distill/--no-distill", help="--no-distill: no distilled stage (when the teacher cannot beat the student "
         "in the time there is).")] = None,
     name: Annotated[Optional[str], typer.Option(
         "--name", help="Name of the shipped package (default OUT-int8).")] = None,
@@ -67,8 +73,8 @@ def pipeline_command(
         "--redo", help="Redo this finished stage and all later ones (qat, ptq, package, measure or report), e.g. "
         "after an exporter update.")] = None,
     max_steps: MaxSteps = None,
-    nproc: Annotated[Optional[int], typer.Option(
-        "--nproc", min=1, help="Train the teacher and students data-parallel in N processes on this node under "
+    nproc: Annotated[Optional[int], config_option(
+        PipelineConfig, "nproc", "--nproc", min=1, help="Train the teacher and students data-parallel in N processes on this node under "
         "paddle.distributed.launch (GPUs: one per card; CPU: gloo); the batch is the global batch. The other "
         "stages run in this process.")] = None,
     ips: Ips = None,
@@ -82,7 +88,7 @@ def pipeline_command(
 
     from inspector.data import DataError
     from inspector.export import ExportError, PackageError
-    from inspector.pipeline import PipelineConfig, PipelineError, read_preset, run_pipeline
+    from inspector.pipeline import PipelineError, read_preset, run_pipeline
     from inspector.pipeline.run import STATE_FILE
 
     if rank_stage is not None:
@@ -112,10 +118,8 @@ def pipeline_command(
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,
                      "max_steps_per_epoch": max_steps, "nproc": nproc, "ips": ips}
         values.update({key: value for key, value in overrides.items() if value is not None})
-        flags = {"teacher_run": "--teacher", "student_run": "--student", "distilled_run": "--distilled",
-                 "prune_ratio": "--prune", "package_name": "--name", "max_steps_per_epoch": "--max-steps"}
         cfg = PipelineConfig.from_dict(values, source=source,
-                                       origins={key: flags.get(key, "--" + key.replace("_", "-"))
+                                       origins={key: PIPELINE_FLAGS.get(key, "--" + key.replace("_", "-"))
                                                 for key, value in overrides.items() if value is not None})
         run = run_pipeline(cfg, until=until, echo=typer.echo, redo=redo)
     report = run / "report.md"

@@ -13,11 +13,12 @@ import typer
 from typer.testing import CliRunner
 
 import inspector.cli
-from inspector.cli import compress, training
+from inspector.cli import apps, compress, training
 from inspector.cli.options import shown_default
 from inspector.compression.distill_config import DistillConfig
 from inspector.compression.pruning.config import PruneConfig
 from inspector.compression.quantization.config import QuantizeConfig
+from inspector.pipeline.config import PipelineConfig
 from inspector.training.config import TrainConfig
 
 TRAIN_FIELDS = {"format", "epochs", "batch_size", "input_size", "crop_size", "input_mode", "augment", "dihedral", "lr",
@@ -39,6 +40,10 @@ CONFIG_COMMANDS = [
      {"temperature", "alpha_start", "alpha_end", "confidence_threshold", "cls_weight", "obj_weight", "box_weight",
       "feature_weight", "feature_normalize", "schedule", "feature_method", "feature_temperature", "teacher_cache",
       "teacher_cache_mb"}),
+    ("pipeline", PipelineConfig, apps.PIPELINE_FLAGS,
+     {"format", "teacher_arch", "student_arch", "head", "input_size", "input_mode", "teacher_run", "student_run",
+      "distilled_run", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio", "prune_epochs", "distill",
+      "package_name", "max_steps_per_epoch", "nproc", "ips"}),
 ]
 REQUIRED = {"model", "data", "out", "arch", "teacher"}  # config fields with no default: the command must be given them
 
