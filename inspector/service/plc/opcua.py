@@ -101,11 +101,12 @@ class OpcUaFrontEnd(ServerThread):
 
     def start(self, timeout: float = 60.0) -> None:
         logging.getLogger("asyncua").setLevel(logging.WARNING)
-        if self.security.secured:  # a bad file is refused before the server's start-up
+        self._station_pair = None
+        if self.security.secured:  # read and checked here: a bad file is refused before the server's start-up
             from inspector.service.errors import ServiceError
 
             try:
-                read_station_pair(self.security)
+                self._station_pair = read_station_pair(self.security)
             except ValueError as error:
                 raise ServiceError(f"{self.protocol}: cannot serve {self.where} ({error})") from None
         super().start(timeout)
@@ -126,7 +127,7 @@ class OpcUaFrontEnd(ServerThread):
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("PCB inspector")
-        await apply_security(server, self.security)
+        await apply_security(server, self.security, self._station_pair)
         index = await server.register_namespace(NAMESPACE)
         inspector = await server.nodes.objects.add_object(ua.NodeId("Inspector", index),
                                                           ua.QualifiedName("Inspector", index))

@@ -67,15 +67,15 @@ def read_station_pair(security: OpcUaSecurity) -> tuple[tuple[bytes, str], tuple
     return certificate, key
 
 
-async def apply_security(server, security: OpcUaSecurity) -> None:
-    """Load the station's certificate and key into ``server`` and choose its endpoints and identity tokens.
-    A file that cannot be used raises ValueError naming the setting and the file."""
+async def apply_security(server, security: OpcUaSecurity, station_pair) -> None:
+    """Load the station's certificate and key (``read_station_pair``'s result; None when not secured) into
+    ``server`` and choose its endpoints and identity tokens."""
     from asyncua import ua
 
     if not security.secured:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         return
-    (certificate, certificate_format), (key, key_format) = read_station_pair(security)
+    (certificate, certificate_format), (key, key_format) = station_pair
     await server.load_certificate(certificate, format=certificate_format)
     await server.load_private_key(key, format=key_format)
     uri = application_uri(server.iserver.certificate)
