@@ -34,7 +34,8 @@ def pipeline_command(
     student_arch: Annotated[Optional[str], config_option(
         PipelineConfig, "student_arch", "--student-arch", help="mbv3-small | mbv3-large (-x0.75 ...).")] = None,
     head: Annotated[Optional[Head], config_option(
-        PipelineConfig, "head", "--head", help="Head of the teacher and students: yolo (anchor-based) or gfl (anchor-free).")] = None,
+        PipelineConfig, "head", "--head",
+        help="Head of the teacher and students: yolo (anchor-based) or gfl (anchor-free).")] = None,
     input_size: Annotated[Optional[int], config_option(
         PipelineConfig, "input_size", "--input-size", help="Network input side (multiple of 32).")] = None,
     input_mode: Annotated[Optional[InputMode], config_option(
@@ -48,10 +49,11 @@ def pipeline_command(
     distilled: Annotated[Optional[Path], typer.Option(
         "--distilled", help="Reuse this distilled run (the students' schedule and split, distilled from the "
         "pipeline's teacher with its settings), e.g. one trained on a GPU and imported.")] = None,
-    teacher_epochs: Annotated[Optional[int], config_option(PipelineConfig, "teacher_epochs", "--teacher-epochs", min=1)] = None,
+    teacher_epochs: Annotated[Optional[int], config_option(
+        PipelineConfig, "teacher_epochs", "--teacher-epochs", min=1)] = None,
     epochs: Annotated[Optional[int], config_option(
-        PipelineConfig, "epochs", "--epochs", min=1, help="Epochs of the student alone and of the distilled student (the same schedule, so "
-        "the gain is comparable).")] = None,
+        PipelineConfig, "epochs", "--epochs", min=1, help="Epochs of the student alone and of the distilled student "
+        "(the same schedule, so the gain is comparable).")] = None,
     crop_size: Annotated[Optional[int], config_option(
         PipelineConfig, "crop_size", "--crop-size", help="Training crop of both students (0: whole image).")] = None,
     qat_epochs: Annotated[Optional[int], config_option(PipelineConfig, "qat_epochs", "--qat-epochs", min=0)] = None,
@@ -59,11 +61,11 @@ def pipeline_command(
         "--prune", help="Also prune this fraction of the channels of the best FP32 student (then fine-tune) before "
         "quantizing.")] = None,
     prune_epochs: Annotated[Optional[int], config_option(
-        PipelineConfig, "prune_epochs", "--prune-epochs", min=1, help="Fine-tuning epochs after pruning (a heavily pruned model needs more to "
-        "recover).")] = None,
+        PipelineConfig, "prune_epochs", "--prune-epochs", min=1,
+        help="Fine-tuning epochs after pruning (a heavily pruned model needs more to recover).")] = None,
     distill: Annotated[Optional[bool], config_option(
-        PipelineConfig, "distill", "--distill/--no-distill", help="--no-distill: no distilled stage (when the teacher cannot beat the student "
-        "in the time there is).")] = None,
+        PipelineConfig, "distill", "--distill/--no-distill", help="--no-distill: no distilled stage (when the "
+        "teacher cannot beat the student in the time there is).")] = None,
     name: Annotated[Optional[str], typer.Option(
         "--name", help="Name of the shipped package (default OUT-int8).")] = None,
     until: Annotated[Optional[str], typer.Option(
@@ -74,9 +76,9 @@ def pipeline_command(
         "after an exporter update.")] = None,
     max_steps: MaxSteps = None,
     nproc: Annotated[Optional[int], config_option(
-        PipelineConfig, "nproc", "--nproc", min=1, help="Train the teacher and students data-parallel in N processes on this node under "
-        "paddle.distributed.launch (GPUs: one per card; CPU: gloo); the batch is the global batch. The other "
-        "stages run in this process.")] = None,
+        PipelineConfig, "nproc", "--nproc", min=1, help="Train the teacher and students data-parallel in N "
+        "processes on this node under paddle.distributed.launch (GPUs: one per card; CPU: gloo); the batch is the "
+        "global batch. The other stages run in this process.")] = None,
     ips: Ips = None,
     rank_stage: Annotated[Optional[str], typer.Option(
         "--rank-stage", hidden=True, help="Internal: run this training stage of the pipeline in OUT as one rank "
