@@ -1,10 +1,11 @@
-"""What the line tests share (test_plc, test_recipes, test_registry, test_genicam): a PLC as its OPC UA
-client sees it, waiting for a condition (never a sleep as synchronisation) and dropping demo boards into a
-hot folder. A plain module beside conftest.py, so every test folder imports it by name."""
+"""What the line tests share (test_plc, test_recipes, test_registry, test_genicam, test_service ...): a PLC as
+its OPC UA client sees it, waiting for a condition (never a sleep as synchronisation), a free port and dropping
+demo boards into a hot folder. A plain module beside conftest.py, so every test folder imports it by name."""
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -21,6 +22,13 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.005):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it), for a server the test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class Plc:

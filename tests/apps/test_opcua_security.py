@@ -3,7 +3,6 @@ made in tmp, a real asyncua client over Basic256Sha256 SignAndEncrypt driving th
 clients refused -- also one that skips the client-side endpoint check, which the server itself must refuse."""
 from __future__ import annotations
 
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,13 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
 from inspector.service.plc import Handshake  # noqa: E402
 from inspector.service.plc.opcua import OpcUaFrontEnd  # noqa: E402
 from inspector.service.plc.opcua_security import OpcUaSecurity  # noqa: E402
-from line_helpers import NAMESPACE, wait_for  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from line_helpers import NAMESPACE, free_port, wait_for  # noqa: E402
 
 
 def self_signed(directory: Path, name: str, uri: str, usage, encoding=Encoding.PEM,

@@ -2,9 +2,9 @@
 panel pixels and the panel's verdict, the same defects the runtime's panel inspection finds."""
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import cv2
@@ -19,17 +19,12 @@ from inspector.runtime import Detector
 from inspector.runtime.panel import PanelInspector
 from inspector.service.config import ServiceConfig
 from inspector.service.service import Service
+from line_helpers import wait_for as shared_wait_for
 
 DEMO_DATA_DIR = BUNDLED_DEEPPCB.parent / "deeppcb_demo"
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+wait_for = functools.partial(shared_wait_for, interval=0.05)  # each condition asks the service: poll gently
 
 
 @pytest.fixture()

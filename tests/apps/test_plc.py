@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,15 +23,9 @@ import pytest
 pytest.importorskip("asyncua.sync")
 
 from inspector.service import Service, ServiceConfig  # noqa: E402
-from line_helpers import Plc, demo_pairs, drop_board, wait_for  # noqa: E402
+from line_helpers import Plc, demo_pairs, drop_board, free_port, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def records(data_dir: Path) -> list[sqlite3.Row]:

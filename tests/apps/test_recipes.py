@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from inspector.capture import DEMO_DIR
 from inspector.service.recipes import RecipeError, load_recipe
+from line_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "default"
@@ -77,12 +77,6 @@ def test_thresholds_and_ignore_regions_filter_detections(tmp_path):
 
 
 # ------------------------------------------------------------------------------ in the service, PLC and HTTP
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_recipe_switch_by_plc_and_http_between_parts_and_after_restart(tmp_path):

@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import functools
 import signal
 import socket
 import sqlite3
@@ -31,6 +32,8 @@ from inspector.capture import CorruptFrame, Frame, FrameSource, Ledger, SourceEn
 from inspector.service import ConfigError, Service, ServiceConfig, ServiceError, load_config
 from inspector.service.frame_queue import FrameQueue
 from inspector.service.records import ALARMS, RECORDS
+from line_helpers import free_port
+from line_helpers import wait_for as shared_wait_for
 
 TOKEN = "test-token-0123456789"
 SECRET = "hunter2-Secret"  # a password that must never be shown
@@ -40,20 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # ----------------------------------------------------------------------------------------------- helpers
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+wait_for = functools.partial(shared_wait_for, interval=0.05)  # each condition asks the service: poll gently
 
 
 def board_pairs(boards: Path) -> list[tuple[Path, Path]]:

@@ -6,15 +6,16 @@ at a time. Its image brightness follows the exposure time, which makes an exposu
 """
 from __future__ import annotations
 
+import functools
 import shutil
-import socket
 import subprocess
-import time
 
 import cv2
 import pytest
 
 from inspector.capture import SourceError, open_source
+from line_helpers import free_port
+from line_helpers import wait_for as shared_wait_for
 
 FAKE_CAMERA = shutil.which("arv-fake-gv-camera-0.8")
 try:
@@ -31,14 +32,7 @@ pytestmark = pytest.mark.skipif(not (FAKE_CAMERA and HAVE_ARAVIS),
                                 reason="needs aravis-tools, gir1.2-aravis-0.8 and PyGObject (make sysdeps/setup)")
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+wait_for = functools.partial(shared_wait_for, interval=0.05)  # each condition asks the camera: poll gently
 
 
 class FakeCamera:
@@ -117,9 +111,7 @@ def test_plc_triggered_camera_killed_and_restarted(camera, tmp_path):
         cv2.imwrite(str(tmp_path / "golden.png"), grab(golden).image)
     finally:
         golden.close()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = ServiceConfig(source="genicam://127.0.0.1?trigger=software&exposure_us=20000", http=None,
                            data_dir=tmp_path / "data", template=tmp_path / "golden.png", line="line1",
                            opcua=f"opc.tcp://127.0.0.1:{port}", capture_timeout_s=4.0, ack_timeout_s=30.0,
