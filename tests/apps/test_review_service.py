@@ -74,14 +74,6 @@ def expected_reasons(tiny, threshold: float, band: float, changes: bool) -> dict
     return reasons
 
 
-@pytest.fixture()
-def running():
-    services: list[Service] = []
-    yield services
-    for service in services:
-        service.stop(drain=False, flush_timeout=0)
-
-
 @pytest.mark.parametrize("threshold, band, changes, reason, verdict", [
     (0.0, 0.01, False, "ng", "NG"),  # confident NG boards
     (0.1, 0.1, False, "near_threshold", "OK"),  # OK, but boxes barely below the threshold: uncertain

@@ -331,15 +331,6 @@ def postgres():
     server.remove()
 
 
-@pytest.fixture()
-def running():
-    """Services started by a test; stopped at its end whatever happened."""
-    services: list[Service] = []
-    yield services
-    for service in services:
-        service.stop(drain=False, flush_timeout=0)
-
-
 def metric(service: Service, name: str, **labels) -> float:
     value = service.metrics.registry.get_sample_value(name, {"line": service.line, **labels})
     return 0.0 if value is None else value
