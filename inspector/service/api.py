@@ -262,6 +262,19 @@ def create_app(service, token: Optional[str] = None, users: Optional[list[User]]
     app.state.authorized = authorized  # for endpoints added to the app elsewhere: Depends(app.state.authorized)
 
     @app.middleware("http")
+    async def one_value_per_query_parameter(request: Request, call_next):
+        """Every query parameter of this API takes one value. FastAPI would silently keep the last of a repeated
+        one (?part_id=A&part_id=B as B): ambiguous, so refused like any other invalid parameter."""
+        names = [name for name, _ in request.query_params.multi_items()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:  # shaped as FastAPI's own 422 (HTTPValidationError), which the spec documents
+            return JSONResponse(status_code=422, content={"detail": [
+                {"type": "repeated", "loc": ["query", name],
+                 "msg": f"query parameter {name!r} given {names.count(name)} times; it takes one value"}
+                for name in repeated]})
+        return await call_next(request)
+
+    @app.middleware("http")
     async def audit_changes(request: Request, call_next):
         """Every request that may change something is recorded: who, what, the new value, the outcome."""
         if request.method in ("GET", "HEAD", "OPTIONS") or audit is None:

@@ -469,6 +469,8 @@ def test_hot_folder_every_file_once_with_evidence_and_api(tmp_path, tiny, runnin
     assert page["total"] == 13 and len(page["items"]) == 5
     assert client.get("/results", params={"verdict": "ERROR"}, headers=AUTH).json()["total"] == 1
     assert client.get("/results", params={"verdikt": "NG"}, headers=AUTH).status_code == 422  # no silent typo
+    twice = client.get("/results", params=[("part_id", "A1"), ("part_id", "B2")], headers=AUTH)  # not "the last"
+    assert twice.status_code == 422 and "'part_id' given 2 times" in twice.text
     assert client.get("/results", params={"since": "1700000000"}, headers=AUTH).status_code == 422  # ISO 8601 only
     for endpoint in ("/results", "/stats"):  # years 0 and 10000 in UTC: refused with a message, not a 500
         for bound, moment in (("since", "0001-01-01T00:00:00+01:00"), ("until", "9999-12-31T23:30:00-01:00")):
@@ -1228,7 +1230,10 @@ def test_api_conforms_to_its_openapi_spec(api_schema, mode):
     from schemathesis import GenerationMode
 
     @given(case=api_schema.as_strategy(generation_mode=GenerationMode(mode)))
-    @settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # derandomize: the same examples every run, so CI cannot pass one day and fail the next on luck (a random
+    # seed once found repeated query parameters accepted; tested above now). Explore with a seed by hand.
+    @settings(max_examples=120, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
     def check(case):
         case.call_and_validate()
 
