@@ -142,7 +142,9 @@ EvalEvery = Annotated[int, typer.Option("--eval-every", min=1, help="Validate ev
 MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", help="Cap steps per epoch (smoke tests).")]
 Init = Annotated[Optional[Path], typer.Option(
     "--init", help="Start from this trained run's (best/) or checkpoint's weights instead of random ones: "
-    "fine-tuning, e.g. on new boards.")]
+    "fine-tuning, e.g. on new boards. A model package (e.g. models/default) works too: its network is recovered "
+    "into the run's init-from-package/, converted to --input-mode where that differs (image+template -> "
+    "gray-diff-s2d).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 Nproc = Annotated[int, typer.Option(
     "--nproc", min=1, help="Train data-parallel in N processes on this node under paddle.distributed.launch (GPUs: "

@@ -48,6 +48,7 @@ from inspector.training.distributed import (
     running_statistics,
 )
 from inspector.training.ema import ModelEMA
+from inspector.training.package_init import PACKAGE_INIT_DIR, checkpoint_from_package, is_package
 from inspector.training.plots import plot_training
 from inspector.training.records import SELECTION_KEYS, describe_validation, epoch_metrics, make_model_config
 from inspector.training.validate import validate
@@ -122,9 +123,23 @@ class Objective:
         return {}
 
 
-def initial_checkpoint(cfg: TrainConfig, class_names: list[str]) -> Checkpoint:
-    """The ``--init`` checkpoint, refused (ValueError naming the fields) unless it fits the run."""
-    start = load_checkpoint(Path(cfg.init))
+def initial_checkpoint(cfg: TrainConfig, class_names: list[str], train_set: Dataset | None = None,
+                       out: Path | None = None, world: World | None = None) -> Checkpoint:
+    """The ``--init`` checkpoint, refused (ValueError naming the fields) unless it fits the run.
+
+    ``--init`` may also name a model package (``package_init``): its network is recovered, in the run's
+    input layout, into ``out/init-from-package`` (by the main rank; BatchNorm statistics measured on
+    ``train_set``), and the run starts from that.
+    """
+    init = Path(cfg.init)
+    if is_package(init):
+        if train_set is None or out is None:
+            raise ValueError(f"--init {init}: a model package can start a training run only")
+        init = out / PACKAGE_INIT_DIR
+        with main_first(world or World(rank=0, size=1)):
+            if (world is None or world.is_main) and not (init / "checkpoint.json").is_file():
+                checkpoint_from_package(cfg.init, init, train_set, input_mode=cfg.input_mode)
+    start = load_checkpoint(init)
     config = start.model_config
     problems = [f"{name} {got!r} (init) vs {wanted!r} (this run)"
                 for name, got, wanted in (("arch", config.arch, cfg.arch), ("input_size", config.input_size,
@@ -195,7 +210,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         model_config = ModelConfig.from_dict(state["model_config"])
     else:
         state = None
-        start = initial_checkpoint(cfg, dataset.class_names) if cfg.init else None
+        start = initial_checkpoint(cfg, dataset.class_names, train_set, out, world) if cfg.init else None
         model_config = objective.model_config(cfg, train_set, start)
     model = objective.build_model(model_config)
     if start is not None:  # fine-tuning: the EMA below starts from these weights too

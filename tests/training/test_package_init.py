@@ -1,0 +1,100 @@
+"""``inspector train --init PACKAGE`` (inspector/training/package_init.py): a shipped package's network is
+recovered as a trainable checkpoint that computes what the package computes, also after converting it to the
+full-resolution grey layout, and in train mode as in eval mode."""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+from inspector.data import load_dataset
+from inspector.data.bundled import BUNDLED_DEEPPCB
+from inspector.data.loader import BatchLoader
+from inspector.models.detector import DecodedDetector
+from inspector.models.inference_program import InferencePredictor
+from inspector.training.checkpoint import load_checkpoint
+from inspector.training.config import TrainConfig
+from inspector.training.package_init import PACKAGE_INIT_DIR, checkpoint_from_package
+from inspector.training.trainer import train
+
+SHIPPED = BUNDLED_DEEPPCB.parents[2] / "models" / "default"
+
+
+def _decoded(checkpoint_dir, images: np.ndarray) -> list[np.ndarray]:
+    model = DecodedDetector(load_checkpoint(checkpoint_dir).build())
+    model.eval()
+    with paddle.no_grad():
+        return [t.numpy() for t in model(paddle.to_tensor(images))]
+
+
+def _rgb_from_s2d(s2d: np.ndarray) -> np.ndarray:
+    """What image+template sees of a grey board at half the side: each RGB plane the 2x2 mean (INTER_AREA)."""
+    test, template = s2d[:, 0:4].mean(axis=1, keepdims=True), s2d[:, 4:8].mean(axis=1, keepdims=True)
+    return np.concatenate([test, test, test, template, template, template], axis=1)
+
+
+def test_an_fp32_package_is_recovered_exactly(tiny_package, tmp_path):
+    data = load_dataset(tiny_package.data)
+    checkpoint = checkpoint_from_package(tiny_package.package, tmp_path / "init", data)
+    assert checkpoint.model_config.input_mode == "image+template"
+    images = np.random.default_rng(0).random((1, 6, 64, 64), dtype=np.float32)
+    package = InferencePredictor(tiny_package.package / "model.pdmodel", tiny_package.package / "model.pdiparams")
+    for recovered, shipped in zip(_decoded(checkpoint.path, images), package.run(images)):
+        np.testing.assert_allclose(recovered, shipped, rtol=1e-4, atol=1e-4)
+
+
+def test_converting_to_gray_diff_s2d_keeps_the_function_on_grey_boards(tiny_package, tmp_path):
+    data = load_dataset(tiny_package.data)
+    same = checkpoint_from_package(tiny_package.package, tmp_path / "same", data)
+    grey = checkpoint_from_package(tiny_package.package, tmp_path / "grey", data, input_mode="gray-diff-s2d")
+    assert grey.model_config.input_mode == "gray-diff-s2d" and grey.model_config.in_channels == 12
+    assert grey.info["init_from_package"]["input_mode"] == "image+template"
+    # Real grey boards in the grey layout; the RGB model gets the same boards at half the side.
+    loader = BatchLoader(data, 4, 64, "gray-diff-s2d", train=False, workers=0)
+    s2d = next(iter(loader)).images
+    for converted, original in zip(_decoded(grey.path, s2d), _decoded(same.path, _rgb_from_s2d(s2d))):
+        np.testing.assert_allclose(converted, original, rtol=1e-4, atol=1e-4)
+    # The difference planes start unused: the model learns them from here.
+    stem = load_checkpoint(grey.path).build().state_dict()
+    first = next(value for value in stem.values() if value.ndim == 4)
+    assert first.shape[1] == 12 and float(np.abs(first.numpy()[:, 8:]).max()) == 0.0
+
+
+def test_the_shipped_int8_package_becomes_a_model_that_trains_from_where_it_stands(tmp_path):
+    """models/default is a QAT package: BatchNorm folded into the weights, weights INT8. Recovered, its
+    BatchNorms are unfolded from statistics measured on the calibration boards, so a train-mode step (batch
+    statistics) starts from the function eval mode computes, not from a network thrown off by renormalisation."""
+    boards = load_dataset(BUNDLED_DEEPPCB)
+    checkpoint = checkpoint_from_package(SHIPPED, tmp_path / "init", boards, calibration_images=8)
+    model = checkpoint.build()
+    images = paddle.to_tensor(next(iter(BatchLoader(boards, 8, 320, "image+template", train=False, workers=0))).images)
+    with paddle.no_grad():
+        evaluated = [t.numpy() for t in model(images)]
+        model.train()
+        trained = [t.numpy() for t in model(images)]
+    for a, b in zip(trained, evaluated):
+        # objectness / class logits of a batch of 8 real boards: batch statistics equal the measured ones
+        assert float(np.abs(a - b).max()) < 1e-2 * max(1.0, float(np.abs(b).max()))
+    # Dequantized weights reproduce the package: the decoded boxes of the eval model and of the INT8 graph
+    # (Paddle Inference, FP32 kernels running its quantize/dequantize operators) agree to quantisation noise.
+    shipped = InferencePredictor(SHIPPED / "model.pdmodel", SHIPPED / "model.pdiparams")
+    first = images.numpy()[:1]
+    recovered_scores = _decoded(checkpoint.path, first)[1]
+    shipped_scores = shipped.run(first)[1]
+    confident = shipped_scores.max(axis=-1) > 0.5
+    assert confident.sum() > 0
+    difference = np.abs(recovered_scores[confident] - shipped_scores[confident])
+    assert np.median(difference) < 0.01 and difference.max() < 0.15
+    np.testing.assert_array_equal(recovered_scores[confident].argmax(-1), shipped_scores[confident].argmax(-1))
+
+
+def test_training_starts_from_a_package_and_refuses_a_layout_it_cannot_convert(tiny_package, tmp_path):
+    base = dict(arch="mbv3-small", data=str(tiny_package.data), epochs=1, batch_size=3, input_size=64, crop_size=None,
+                warmup_epochs=0.0, val_fraction=0.25, workers=0, seed=1, augment=False, max_steps_per_epoch=1,
+                init=str(tiny_package.package))
+    run = train(TrainConfig(out=str(tmp_path / "grey"), input_mode="gray-diff-s2d", **base))
+    recovered = load_checkpoint(run / PACKAGE_INIT_DIR)
+    assert recovered.model_config.input_mode == "gray-diff-s2d"
+    assert load_checkpoint(run / "best").model_config.input_mode == "gray-diff-s2d"
+    with pytest.raises(ValueError, match=r"manifest.json: cannot convert input layout 'image\+template' to 'image'"):
+        train(TrainConfig(out=str(tmp_path / "rgb"), input_mode="image", **base))
