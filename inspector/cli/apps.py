@@ -49,6 +49,9 @@ def pipeline_command(
     distilled: Annotated[Optional[Path], typer.Option(
         "--distilled", help="Reuse this distilled run (the students' schedule and split, distilled from the "
         "pipeline's teacher with its settings), e.g. one trained on a GPU and imported.")] = None,
+    student_init: Annotated[Optional[Path], typer.Option(
+        "--student-init", help="Both students start from this run, checkpoint or model package (train --init), e.g. "
+        "models/default: fine-tuning instead of training from random weights.")] = None,
     teacher_epochs: Annotated[Optional[int], config_option(
         PipelineConfig, "teacher_epochs", "--teacher-epochs", min=1)] = None,
     epochs: Annotated[Optional[int], config_option(
@@ -115,6 +118,7 @@ def pipeline_command(
                      "input_mode": value_of(input_mode),
                      "teacher_run": str(teacher) if teacher else None, "student_run": str(student) if student else None,
                      "distilled_run": str(distilled) if distilled else None,
+                     "student_init": str(student_init) if student_init else None,
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
                      "crop_size": crop_size,
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,

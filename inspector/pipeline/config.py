@@ -44,7 +44,8 @@ class PipelineConfig(ConfigBase):
     seed: int = 0
     batch_size: int = setting(8, at_least=1)
 
-    # Teacher: trained here, or an existing run reused (e.g. trained once on a GPU).
+    # Teacher: trained here, or an existing run reused (e.g. trained once on a GPU). With distill: false it is only a
+    # reference row in the report: teacher_run is measured if given, and no teacher is trained.
     teacher_arch: str = "ppyolo-r18"
     teacher_run: str | None = None
     teacher_epochs: int = setting(8, at_least=1)
@@ -55,6 +56,9 @@ class PipelineConfig(ConfigBase):
     student_arch: str = "mbv3-small"
     head: str = setting("yolo", choices=HEADS)  # teacher's and students' head: "yolo" (anchor-based) | "gfl" (anchor-free; both distill)
     student_run: str | None = None  # an existing student-alone run with this schedule, reused as the baseline
+    # Both students start from this run, checkpoint or model package (`inspector train --init`), e.g. the shipped
+    # models/default converted to the full-resolution gray-diff-s2d input; None: from random weights.
+    student_init: str | None = None
     # An existing distilled run (e.g. trained on a GPU by tools/torch_twin) reused as the distilled stage: the
     # students' schedule, teacher_run's teacher and these distillation settings, or it is refused.
     distilled_run: str | None = None

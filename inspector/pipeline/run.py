@@ -54,6 +54,8 @@ def active_stages(cfg: PipelineConfig) -> list[str]:
     skipped = {"pruned"} if cfg.prune_ratio is None else set()
     if not cfg.distill:
         skipped.add("distilled")
+        if cfg.teacher_run is None:  # a teacher is trained to distil from, not for a reference row alone
+            skipped.add("teacher")
     return [stage for stage in STAGES if stage not in skipped]
 
 
@@ -194,6 +196,8 @@ def _student(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
         return {"run": str(run), "reused": False, **_best_metrics(run)}
     run = Path(cfg.student_run)
     check_run_matches(run, stage_train_config(cfg, out, "student"), out / SPLIT_FILE)
+    if not (out / SPLIT_FILE).is_file() and (run / SPLIT_FILE).is_file():  # no teacher stage gave the split
+        shutil.copyfile(run / SPLIT_FILE, out / SPLIT_FILE)
     echo(f"student alone: reusing {run} (same schedule and split)")
     return {"run": str(run), "reused": True, **_best_metrics(run)}
 

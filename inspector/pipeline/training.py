@@ -24,7 +24,7 @@ RANK_STAGES = ("teacher", "student", "distilled")
 # Training options that decide a run's result: a stage directory is continued only if they match.
 SCHEDULE_FIELDS = ("arch", "data", "format", "epochs", "batch_size", "input_size", "crop_size", "input_mode", "head",
                    "augment", "lr", "weight_decay", "warmup_epochs", "ema_decay", "seed", "max_steps_per_epoch",
-                   "dihedral", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs")
+                   "dihedral", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs", "init")
 
 
 def train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs: int, crop_size: int | None,
@@ -39,7 +39,8 @@ def train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs: 
                        split_file=str(out / SPLIT_FILE), seed=cfg.seed, eval_every=cfg.eval_every,
                        max_steps_per_epoch=cfg.max_steps_per_epoch, dihedral=cfg.dihedral,
                        copy_paste=cfg.copy_paste, copy_paste_count=cfg.copy_paste_count,
-                       copy_paste_balance=cfg.copy_paste_balance, aug_off_epochs=cfg.aug_off_epochs)
+                       copy_paste_balance=cfg.copy_paste_balance, aug_off_epochs=cfg.aug_off_epochs,
+                       init=None if stage == "teacher" else cfg.student_init)
 
 
 def stage_train_config(cfg: PipelineConfig, out: Path, stage: str):
@@ -61,7 +62,8 @@ def check_run_matches(run: Path, wanted, split_file: Path) -> None:
     saved = TrainConfig.load(config_file).to_dict()
     wanted = wanted.to_dict()
     changed = [f"{name}: {saved[name]!r} (run) vs {wanted[name]!r} (pipeline)" for name in SCHEDULE_FIELDS
-               if saved[name] != wanted[name] and not (name == "data" and same_path(saved[name], wanted[name]))]
+               if saved[name] != wanted[name]
+               and not (name in ("data", "init") and same_path(saved[name], wanted[name]))]
     if changed:
         raise PipelineError(f"{config_file}: trained with another schedule than this pipeline's: {'; '.join(changed)}")
     run_split = run / SPLIT_FILE

@@ -3,6 +3,7 @@ through every stage (teacher -> student -> distilled -> QAT/PTQ -> package -> me
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,20 @@ def test_command_line_options_override_the_preset(tmp_path, monkeypatch):
     assert (cfg.epochs, cfg.prune_ratio, cfg.prune_epochs, cfg.distill, cfg.nproc) == (6, 0.25, 12, False, 2)
     assert cfg.teacher_epochs == read_preset(preset)["teacher_epochs"]  # not given: the preset's
     assert seen["until"] == "package"
+
+
+def test_stages_follow_the_settings_and_students_start_from_student_init():
+    from inspector.pipeline.run import active_stages
+    from inspector.pipeline.training import stage_train_config
+
+    assert active_stages(PipelineConfig(data="d", out="o"))[:3] == ["teacher", "student", "distilled"]
+    # a teacher is trained to distil from; without distillation only a given teacher_run is measured beside
+    assert active_stages(PipelineConfig(data="d", out="o", distill=False))[:2] == ["student", "qat"]
+    with_reference = PipelineConfig(data="d", out="o", distill=False, teacher_run="t")
+    assert active_stages(with_reference)[:2] == ["teacher", "student"]
+    cfg = PipelineConfig(data="d", out="o", student_init="models/default")
+    assert [stage_train_config(cfg, Path("o"), stage).init for stage in ("teacher", "student", "distilled")] == \
+        [None, "models/default", "models/default"]
 
 
 def test_only_result_deciding_settings_count_as_differences():
@@ -235,6 +250,17 @@ def test_runs_trained_elsewhere_stand_in_for_the_training_stages_only_if_they_ma
         run_pipeline(tiny_config(data, tmp_path / "pipe-other", temperature=3.0, **runs), echo=lines.append)
     with pytest.raises(PipelineError, match=r"train_config.json: trained with another schedule.*lr"):
         run_pipeline(tiny_config(data, tmp_path / "pipe-lr", lr=0.01, **runs), echo=lines.append)
+    # A student started from other weights (student_init, train --init) is another result: refused too.
+    with pytest.raises(PipelineError, match=r"another schedule than this pipeline's: init: None \(run\) vs '.*student'"):
+        run_pipeline(tiny_config(data, tmp_path / "pipe-init", student_init=str(out / "student"), **runs),
+                     echo=lines.append)
+    # Without distillation no teacher is needed: none is trained, and the reused student brings the split.
+    lines.clear()
+    alone = tmp_path / "pipe-alone"
+    run_pipeline(tiny_config(data, alone, distill=False, student_run=str(out / "student")), until="student",
+                 echo=lines.append)
+    assert lines[0] == "[1/6] student: running" and not (alone / "teacher").exists()
+    assert json.loads((alone / "split.json").read_text()) == json.loads((out / "split.json").read_text())
 
 
 @pytest.mark.slow

@@ -42,7 +42,8 @@ CONFIG_COMMANDS = [
       "teacher_cache_mb"}),
     ("pipeline", PipelineConfig, apps.PIPELINE_FLAGS,
      {"format", "teacher_arch", "student_arch", "head", "input_size", "input_mode", "teacher_run", "student_run",
-      "distilled_run", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio", "prune_epochs", "distill",
+      "distilled_run", "student_init", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio",
+      "prune_epochs", "distill",
       "package_name", "max_steps_per_epoch", "nproc", "ips"}),
 ]
 REQUIRED = {"model", "data", "out", "arch", "teacher"}  # config fields with no default: the command must be given them
