@@ -94,7 +94,9 @@ def test_folding_batch_norms_keeps_the_function_and_removes_every_batch_norm():
     assert not any(isinstance(layer, nn.BatchNorm2D) for layer in model.sublayers())
     got = decoded_outputs(model, images)
     np.testing.assert_allclose(got[1], want[1], atol=1e-4)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-3, atol=1e-2)  # boxes reach hundreds of pixels
+    # boxes reach hundreds of pixels through exp(tw): folding reorders float sums, and on some CPUs one box in 2,000
+    # moved 0.59 px at 342 (1.7e-3 relative); a wrong fold moves boxes by whole cells
+    np.testing.assert_allclose(got[0], want[0], rtol=3e-3, atol=1e-2)
 
 
 def test_calibration_sets_activation_scales_from_the_calibration_images_alone():
