@@ -8,7 +8,7 @@ a hot-folder backlog waits in the bounded queue, so it is the pipeline's pace), 
 the boards queued per reason, and how long the writer thread took to catch up after the last record
 (what the line would have waited, had the writes been on its thread, is the sum of their times).
 
-Measured 2026-12-04 on the shared 2-core box (load average 5-7 from other jobs: noisy), models/default,
+Measured 2026-12-04 on the shared 2-core box (load average 5-7 from other jobs: noisy), models/default (then deeppcb-mbv3s-320-int8),
 60 trainval boards (every one NG; queued: 45 near the threshold, 15 NG), 4-7 runs each:
   off:              18.8-24.6 boards/s, latency p50 138-199 ms, inference 21.5-32.2 ms
   review:           14.0-17.5 boards/s, latency p50 209-271 ms, inference 30.0-39.7 ms

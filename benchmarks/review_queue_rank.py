@@ -9,7 +9,7 @@ random (mean of 200 draws), and over all boards.
     .venv/bin/python benchmarks/review_queue_rank.py --data ../shared/datasets/deeppcb \
         --split-file models/default/split.json --split val --top 30
 
-Measured (shipped models/default, the 200 validation boards of models/default/split.json; never the test
+Measured (models/default then deeppcb-mbv3s-320-int8, the 200 validation boards of models/default/split.json; never the test
 split; 24 s): all 200 queued (157 near the threshold, 3 with unknown changes only, 40 other NG); the
 queue's top 30 hold 2.90 model mistakes per board against 1.79 for 30 queued boards drawn at random (and
 1.78 over all boards); 26 of the top 30 have at least one mistake, against 129 of all 200.

@@ -16,7 +16,7 @@ A flag "touches" a ground-truth box when their intersection is at least ``--touc
 Use the validation split (boards the shipped model never trained on) or ``inspector/assets/deeppcb_demo``;
 never the official DeepPCB test split. Settings were tuned on 120 boards of ``--split train``.
 
-Measured (default ``ChangeSettings``, shipped models/default, Lite x86, the 200 validation boards of
+Measured (default ``ChangeSettings``, models/default then ``deeppcb-mbv3s-320-int8``, Lite x86, the 200 validation boards of
 ``models/default/split.json``, 15:40 UTC 2026-12-04): no false flag on 200 boards (0 of the clean area);
 94 flags on real defects the model missed (no detection with IoU > 0.33). One class removed at a time
 (``--remove-class``; every flag then lands on a real defect, precision 1.00 each time):

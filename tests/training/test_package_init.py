@@ -67,7 +67,9 @@ def test_the_shipped_int8_package_becomes_a_model_that_trains_from_where_it_stan
     boards = load_dataset(BUNDLED_DEEPPCB)
     checkpoint = checkpoint_from_package(SHIPPED, tmp_path / "init", boards, calibration_images=8)
     model = checkpoint.build()
-    images = paddle.to_tensor(next(iter(BatchLoader(boards, 8, 320, "image+template", train=False, workers=0))).images)
+    spec = checkpoint.model_config  # the shipped package's own input layout (RGB pairs or grey + difference)
+    images = paddle.to_tensor(next(iter(BatchLoader(boards, 8, spec.input_size, spec.input_mode, train=False,
+                                                    workers=0))).images)
     with paddle.no_grad():
         evaluated = [t.numpy() for t in model(images)]
         model.train()
