@@ -151,8 +151,8 @@ class ReviewFeed:
         self.bands.check_classes(class_names, "review_near_band_per_class")
 
     def wait_idle(self, timeout: float, boards: int = 0) -> bool:
-        """True once at least ``boards`` boards were offered and every spooled one is written or has
-        failed (tests, shutdown)."""
+        """True once at least ``boards`` boards were offered and every spooled one is written (picture
+        retention run after it) or has failed (tests, shutdown)."""
         with self._idle:
             return self._idle.wait_for(lambda: self.boards_seen >= boards and self._busy == 0, timeout)
 
@@ -204,10 +204,11 @@ class ReviewFeed:
                     self._stuck += 1
                     self._carried.discard(digest)
             finally:
+                # Retention first: a board counts as done (wait_idle) once the pictures are within limits again.
+                self._retain()
                 with self._idle:
                     self._busy -= 1
                     self._idle.notify_all()
-            self._retain()
 
     def _write(self, entry: SpoolEntry) -> bool:
         """Pictures into review-images, then the row. Safe to repeat after a crash at any point."""

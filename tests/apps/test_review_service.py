@@ -229,6 +229,8 @@ def test_a_failing_queue_write_is_counted_and_logged_and_the_line_goes_on(tmp_pa
     assert service.review.wait_idle(120, boards=boards + 2), "2 more boards were not offered"
     assert service.review.failures._value.get() == 2 and service.review.enqueued._value.get() == boards
     assert "not written into the verification queue" in caplog.text
+    # A board is spooled for review before its record commits (so no crash falls between the two): await it.
+    wait_for(lambda: service.journal.count() == boards + 2, 120, f"{boards + 2} records")
     assert service.health()["ready"] and service.worker_alive
     with sqlite3.connect(service.config.records_path) as db:
         assert db.execute("SELECT COUNT(*) FROM records WHERE verdict = 'NG'").fetchone()[0] == boards + 2
