@@ -86,7 +86,10 @@ def test_the_shipped_int8_package_becomes_a_model_that_trains_from_where_it_stan
     confident = shipped_scores.max(axis=-1) > 0.5
     assert confident.sum() > 0
     difference = np.abs(recovered_scores[confident] - shipped_scores[confident])
-    assert np.median(difference) < 0.01 and difference.max() < 0.15
+    # The recovered network has no activation fake-quant: a few class scores of a confident anchor move by up
+    # to ~0.18 (shipped grey 12-plane model, 43 confident anchors: median 1e-4, 99th percentile 0.16); a wrong
+    # scale or BatchNorm moves them all and flips classes.
+    assert np.median(difference) < 0.01 and difference.max() < 0.25
     np.testing.assert_array_equal(recovered_scores[confident].argmax(-1), shipped_scores[confident].argmax(-1))
 
 
