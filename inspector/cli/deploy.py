@@ -131,6 +131,7 @@ def predict_command(
     records, refused, used_names = [], 0, set()
     for path in images:
         record = {"image": str(path)}
+        template_path = None
         try:
             frame = read_image(path)
             template_path = template
@@ -143,7 +144,8 @@ def predict_command(
         except (DataError, AlignmentError, ValueError) as error:  # one bad image is reported, the others judged
             refused += 1
             record["error"] = str(error)
-            typer.secho(f"{path}: not judged: {error}", fg=typer.colors.RED, err=True)
+            origin = path if template_path is None else f"{path} (template {template_path})"
+            typer.secho(f"{origin}: not judged: {error}", fg=typer.colors.RED, err=True)
             records.append(record)
             continue
         name = _unique_name(path, used_names)

@@ -183,6 +183,13 @@ def test_predict_writes_annotated_images_and_one_json(tiny, tmp_path):
         assert annotated.shape == cv2.imread(str(image)).shape
         assert not np.array_equal(annotated, cv2.imread(str(image)))  # boxes were drawn
 
+    small = tmp_path / "golden-small.png"  # a template of another size: refused, naming both files
+    cv2.imwrite(str(small), cv2.imread(str(images[0]))[:64, :48])
+    result = CliRunner().invoke(app, ["predict", str(images[0]), "--template", str(small), "--model",
+                                      str(tiny.package), "--out", str(tmp_path / "small")])
+    assert result.exit_code == 1
+    assert f"{images[0]} (template {small}): not judged: template is 48x64 but the image is" in result.output, result.output
+
 
 def test_eval_of_the_package_matches_the_training_checkpoint(tiny, tmp_path):
     runner = CliRunner()
