@@ -188,7 +188,8 @@ def test_predict_writes_annotated_images_and_one_json(tiny, tmp_path):
     result = CliRunner().invoke(app, ["predict", str(images[0]), "--template", str(small), "--model",
                                       str(tiny.package), "--out", str(tmp_path / "small")])
     assert result.exit_code == 1
-    assert f"{images[0]} (template {small}): not judged: template is 48x64 but the image is" in result.output, result.output
+    refusal = f"{images[0]} (template {small}): not judged: template is 48x64 but the image is"
+    assert refusal in result.output, result.output
 
 
 def test_eval_of_the_package_matches_the_training_checkpoint(tiny, tmp_path):
