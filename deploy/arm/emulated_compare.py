@@ -218,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     x86_val = []
     for s in val.samples:
         found = detector.detect(s.load_image(), s.load_template(), score_threshold=EVAL_THRESHOLDS.score_threshold,
-                                nms_threshold=EVAL_THRESHOLDS.nms_threshold,
                                 max_detections=EVAL_THRESHOLDS.max_detections)
         x86_val.append(Found(found.boxes.astype(np.float64), found.scores.astype(np.float64),
                              found.class_ids.astype(np.int64)))

@@ -10,7 +10,10 @@ Every evaluation of the project goes through here, so their numbers compare:
   ``inspector eval`` on a package and ``inspector export --eval-data`` use.
 
 ``EVAL_THRESHOLDS`` keeps detections down to a low score so mAP sees the whole precision-recall curve; the
-DeepPCB F-score then picks its own threshold. Deployment thresholds are the package manifest's, not these.
+DeepPCB F-score then picks its own threshold. Its NMS is the one packages ship with (``inspector.models.nms.
+DEFAULT_NMS``: across classes, at the official metric's match IoU), so a checkpoint is chosen by the numbers
+its package will measure. A package is evaluated with its own manifest's NMS (``inspector.runtime.evaluate``);
+its deployment score threshold is the manifest's, not this one.
 No paddle here: the runtime imports this module.
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ from tqdm import tqdm
 from inspector.data.transforms import unletterbox_boxes
 from inspector.evaluation.inputs import ImageDetections, ImageGT
 from inspector.evaluation.metrics import EvalResult, evaluate
-from inspector.models.nms import select_detections
+from inspector.models.nms import DEFAULT_NMS, DEFAULT_NMS_THRESHOLD, NmsMethod, select_detections
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,9 @@ class EvalThresholds:
     """The post-processing of every evaluation."""
 
     score_threshold: float = 0.01
-    nms_threshold: float = 0.5
+    nms_threshold: float = DEFAULT_NMS_THRESHOLD
     max_detections: int = 100
+    nms: NmsMethod = DEFAULT_NMS
 
 
 EVAL_THRESHOLDS = EvalThresholds()
@@ -47,7 +51,7 @@ def select_decoded(boxes: np.ndarray, scores: np.ndarray, thresholds: EvalThresh
     """One image's decoded model output (boxes (K, 4), per-class scores (K, C)) kept at ``thresholds``:
     what a saved program's outputs need (the dygraph model's ``postprocess`` does the same)."""
     return select_detections(boxes, scores, thresholds.score_threshold, thresholds.nms_threshold,
-                             thresholds.max_detections)
+                             thresholds.max_detections, thresholds.nms)
 
 
 def predict_batches(loader: Iterable, predict: Callable[[np.ndarray], Sequence[InputDetections]],

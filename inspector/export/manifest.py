@@ -12,8 +12,8 @@ A package is a directory that describes itself completely::
 
 The exporter (``inspector.export.package``) writes it; the runtime (``inspector.runtime.package``)
 verifies it before running anything. This module holds the schema both sides agree on, and nothing
-heavier than the standard library (and the input-layout table, ``inspector.data.layouts``), so the
-runtime can read a manifest without paddle.
+heavier than the standard library (and the input-layout table, ``inspector.data.layouts``, and the NMS
+methods of ``inspector.models.nms``), so the runtime can read a manifest without paddle.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.data.layouts import INPUT_MODES, input_layout
+from inspector.models.nms import DEFAULT_NMS, DEFAULT_NMS_THRESHOLD, NMS_METHODS
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -34,7 +35,6 @@ SPLIT_FILE = "split.json"
 LITE_MODEL_FILES = {"x86": "model_x86.nb", "arm": "model_arm.nb"}  # Paddle Lite valid_targets -> file
 TARGETS = ("paddle", "lite-x86", "lite-arm")
 PRECISIONS = ("fp32", "int8")
-NMS_METHODS = ("hard", "matrix")
 
 
 class PackageError(ValueError):
@@ -62,9 +62,10 @@ class PostprocessDefaults:
     """Defaults of the NMS that runs after the network (numpy, ``inspector.models.nms``)."""
 
     score_threshold: float
-    nms_threshold: float = 0.5
+    # Packages exported before the "agnostic" method existed say "hard" / 0.5, and keep running that way.
+    nms_threshold: float = DEFAULT_NMS_THRESHOLD
     max_detections: int = 100
-    nms: str = "hard"  # "hard" (greedy per class) | "matrix"
+    nms: str = DEFAULT_NMS  # "hard" (greedy per class) | "agnostic" (greedy across classes) | "matrix"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Score a loaded package on a labeled dataset, through exactly the code path that runs in production.
 
 Used by ``inspector eval`` on a package and by ``inspector export --eval-data`` to measure the
-metrics a manifest records. Detections are kept at the thresholds of every evaluation
+metrics a manifest records. Detections are kept down to the low score of every evaluation
 (``inspector.evaluation.protocol.EVAL_THRESHOLDS``, as training-time validation does) so mAP sees the
-whole precision-recall curve; the DeepPCB F-score then picks its threshold.
+whole precision-recall curve; the DeepPCB F-score then picks its threshold. The NMS is the package's own
+(its manifest's method and IoU threshold): what ships is what is measured.
 Images larger than the model's tile (whole panels with panel-coordinate labels) are inspected in
 tiles and stitched (``inspector.runtime.panel``); tile-sized images take the ordinary path unchanged.
 """
@@ -36,7 +37,6 @@ def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: flo
     for sample in tqdm(dataset.samples, desc="evaluate", unit="image", disable=not progress, leave=False):
         template = sample.load_template() if detector.needs_template else None
         found = panels.inspect(sample.load_image(), template, score_threshold=EVAL_THRESHOLDS.score_threshold,
-                               nms_threshold=EVAL_THRESHOLDS.nms_threshold,
                                max_detections=EVAL_THRESHOLDS.max_detections)
         dets.append(ImageDetections(found.boxes, found.scores, found.class_ids))
     return evaluate_samples(dataset.samples, dets, detector.class_names, score_threshold=score_threshold)

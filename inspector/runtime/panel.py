@@ -23,8 +23,8 @@ where it was trained: on tiles of its native size (``tile_size``, 640 px for the
 3. **Stitching** (``merge_tile_detections``): tile detections are moved to template (golden panel)
    coordinates. A defect cut by a tile border shows as a fragment touching that border; when the
    neighbouring tile saw it whole, the fragment is dropped; when the defect is longer than the overlap,
-   both tiles see fragments, which become one box covering both. Then per-class NMS removes the
-   duplicates of defects seen whole by two tiles. Boxes are finally mapped to the tested panel's pixels
+   both tiles see fragments, which become one box covering both. Then the package's NMS (per class,
+   or across classes for an "agnostic" package) removes the duplicates of defects seen whole by two tiles. Boxes are finally mapped to the tested panel's pixels
    through the map of the tile that saw each defect best, which is kept (``source_tiles``) so the
    verification queue can show a reviewer that tile. (``panel_tiles.py``)
 4. **Ignore regions** (recipe masks: fiducials, labels, a board outline) are given in template
@@ -275,7 +275,8 @@ class PanelInspector:
         classes = np.concatenate([r.class_ids for r in results]).astype(np.int64)
         cut = np.concatenate([cut_by_seam(r.boxes, r.tile) for r in results]).astype(bool)
         tile_ids = np.concatenate([np.full(len(r.boxes), i, np.int64) for i, r in enumerate(results)])
-        groups, merges = merge_tile_detections(boxes, scores, classes, tile_ids, cut, nms)
+        groups, merges = merge_tile_detections(boxes, scores, classes, tile_ids, cut, nms,
+                                               class_agnostic=detector.manifest.postprocess.nms == "agnostic")
         template_boxes = np.array([[boxes[g, 0].min(), boxes[g, 1].min(), boxes[g, 2].max(), boxes[g, 3].max()]
                                    for g in groups], np.float32).reshape(-1, 4)
         best = np.array([g[0] for g in groups], np.int64)

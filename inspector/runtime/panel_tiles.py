@@ -3,7 +3,7 @@
 Tiles overlap by ``overlap`` pixels on the template's (golden panel's) grid. A defect cut by a tile border
 shows as a fragment touching that border; ``merge_tile_detections`` drops it when a neighbouring tile saw
 the defect whole, merges the fragments of a defect longer than the overlap, then removes duplicates with
-per-class NMS. Ignore regions (recipe masks) are in template coordinates, which stay fixed from panel to
+the package's NMS (per class, or across classes). Ignore regions (recipe masks) are in template coordinates, which stay fixed from panel to
 panel. Used by ``inspector.runtime.panel`` (the inspector) and ``panel_registration`` (the sample tiles).
 """
 from __future__ import annotations
@@ -96,7 +96,8 @@ class IgnoreRegions:
 
 
 def merge_tile_detections(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, tile_ids: np.ndarray,
-                          cut: np.ndarray, nms_threshold: float) -> tuple[list[list[int]], int]:
+                          cut: np.ndarray, nms_threshold: float, class_agnostic: bool = False
+                          ) -> tuple[list[list[int]], int]:
     """Seam-aware suppression of tile detections already in panel coordinates.
 
     ``cut[i]``: detection i touches an inner border of its tile, so that border may have cut its defect.
@@ -109,6 +110,9 @@ def merge_tile_detections(boxes: np.ndarray, scores: np.ndarray, classes: np.nda
       box covering both (merges chain), with the better score.
     - Then per-class NMS at ``nms_threshold``: a defect seen whole by two tiles is reported once.
 
+    ``class_agnostic`` (a package whose NMS is "agnostic"): "of the same class" above becomes "of any
+    class", as within a tile, and the NMS runs across classes; a kept group reports its best member's class.
+
     Uncut detections are never merged with each other (two real defects side by side stay two).
     Returns ``(groups, merges)``: per kept detection, best first, the indices of the detections it
     stands for (its own first; a group of several is a merged defect), and how many fragments were
@@ -116,6 +120,7 @@ def merge_tile_detections(boxes: np.ndarray, scores: np.ndarray, classes: np.nda
     """
     count = len(boxes)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    classes = np.zeros(count, np.int64) if class_agnostic else np.asarray(classes, np.int64).reshape(-1)
     parent = np.arange(count)
 
     def find(i: int) -> int:

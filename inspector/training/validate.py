@@ -12,13 +12,14 @@ def predict_loader(model: paddle.nn.Layer, loader: BatchLoader,
                    score_threshold: float = EVAL_THRESHOLDS.score_threshold,
                    nms_threshold: float = EVAL_THRESHOLDS.nms_threshold,
                    max_detections: int = EVAL_THRESHOLDS.max_detections,
+                   nms: str = EVAL_THRESHOLDS.nms,
                    progress: bool = True) -> dict[str, ImageDetections]:
     """Detections per sample key, in original image pixels (``inspector.evaluation.protocol``)."""
     model.eval()
 
     def predict(images: np.ndarray) -> list:
         outputs = model(paddle.to_tensor(images))
-        return model.postprocess(outputs, score_threshold, nms_threshold, max_detections)
+        return model.postprocess(outputs, score_threshold, nms_threshold, max_detections, nms)
 
     return predict_batches(loader, predict, progress=progress, desc="validate")
 

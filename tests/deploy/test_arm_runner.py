@@ -1,6 +1,6 @@
 """The ARM runner's C++ pre/post-processing (deploy/arm/cpp) equals the Python runtime's.
 
-The pure part of pcb_inspect (manifest, letterbox, input tensor, score threshold + per-class NMS,
+The pure part of pcb_inspect (manifest, letterbox, input tensor, score threshold + greedy NMS,
 boxes back to frame pixels) is built here with CMake, without Paddle Lite, as the driver
 ``pcb_postprocess_check``. It is fed the raw network outputs the Python runtime computed on real
 DeepPCB boards and must reproduce the runtime's input tensor, letterbox geometry and detections.
@@ -208,9 +208,9 @@ def test_cpp_preprocessing_and_postprocessing_equal_the_python_runtime(checker, 
             candidates_seen = max(candidates_seen, int((scores > np.float32(threshold)).sum()))
             detections_seen += len(expected.scores)
             most_kept = max(most_kept, len(expected.scores))
-    # The comparison covered real detections and the pre-NMS top-1000 cut (more candidates than that,
-    # and more kept than the default cap of 100, so the cut decides which ones).
-    assert detections_seen > 0 and candidates_seen > 1000 and most_kept > 100
+    # The comparison covered real detections and the pre-NMS top-1000 cut (more candidates than that, so
+    # the cut decides which ones; test_cpp_nms_methods_equal_python keeps more than the default cap of 100).
+    assert detections_seen > 0 and candidates_seen > 1000 and most_kept > 0
     assert {f.name for f in frames} >= {"wide", "small-tall"}
 
 
@@ -246,6 +246,42 @@ def test_cpp_image_only_input_equals_python(checker, detector, frames, tmp_path)
     # And the template the image-only model cannot use is refused, as Detector.detect refuses it.
     refused = subprocess.run(command + ["--template", str(frame.template)], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "takes no template" in refused.stderr
+
+
+def test_cpp_nms_methods_equal_python(checker, detector, frames, tmp_path):
+    """Per-class ("hard") and class-agnostic NMS on the same real network outputs: the C++ runner keeps
+    exactly the detections ``select_detections`` keeps for the manifest's method, and the two methods
+    differ on these outputs (so a runner ignoring the method cannot pass). With no threshold and no cap,
+    per-class NMS keeps more than the default cap of 100 out of the best 1000 candidates."""
+    frame = frames[0]
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    _python_pipeline(detector, frame, 0.02, outputs)  # the real outputs of this package's network
+    image = cv2.imread(str(frame.image))
+    layout = detector.layout
+    _, scale, pad = letterbox(image, layout.letterbox_size(detector.input_size))
+    scale, pad = scale / layout.block, (pad[0] / layout.block, pad[1] / layout.block)
+    boxes = np.fromfile(outputs / "boxes.f32", "<f4").reshape(-1, 4)
+    scores = np.fromfile(outputs / "scores.f32", "<f4").reshape(len(boxes), -1)
+    kept_by_method = {}
+    for method in ("hard", "agnostic"):
+        package = _package_copy(detector, tmp_path / method)
+        data = json.loads((package / "manifest.json").read_text())
+        data["postprocess"]["nms"] = method
+        (package / "manifest.json").write_text(json.dumps(data))
+        post = read_manifest(package).postprocess
+        for threshold, max_detections in ((0.02, post.max_detections), (0.0, 5000)):
+            kept = select_detections(boxes, scores, threshold, post.nms_threshold, max_detections, method)
+            expected = PythonResult(np.zeros(0), scale, pad,
+                                    unletterbox_boxes(kept[0], scale, pad, (image.shape[1], image.shape[0])),
+                                    *kept[1:])
+            run = _run_checker(checker, package, frame, outputs, threshold, "--max-detections", str(max_detections))
+            assert run.returncode == 0, run.stderr
+            _assert_same_detections(json.loads(run.stdout), expected, detector.manifest.class_names)
+            kept_by_method[method, threshold] = {(tuple(np.round(b, 3)), int(c)) for b, c in zip(kept[0], kept[2])}
+    assert kept_by_method["hard", 0.02] != kept_by_method["agnostic", 0.02]
+    assert len(kept_by_method["agnostic", 0.02]) < len(kept_by_method["hard", 0.02])
+    assert (scores > 0).sum() > 1000 and len(kept_by_method["hard", 0.0]) > 100
 
 
 def _package_copy(detector: Detector, tmp_path: Path) -> Path:

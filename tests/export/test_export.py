@@ -58,6 +58,8 @@ def test_export_writes_a_complete_self_describing_package(tiny):
 
     checkpoint = json.loads((tiny.run / "best" / "checkpoint.json").read_text())
     assert manifest.postprocess.score_threshold == pytest.approx(checkpoint["metrics"]["score_threshold"])
+    # The product's NMS (inspector.models.nms.DEFAULT_NMS), which the checkpoint's validation used too.
+    assert (manifest.postprocess.nms, manifest.postprocess.nms_threshold) == ("agnostic", 0.33)
     provenance = manifest.provenance
     assert provenance["source_kind"] == "checkpoint" and provenance["checkpoint"] == str((tiny.run / "best").resolve())
     assert provenance["data"] == str(tiny.data) and provenance["train_config"]["arch"] == "mbv3-small"

@@ -431,7 +431,8 @@ def test_a_gfl_package_runs_in_the_runtime_on_lite_and_paddle_like_the_trained_m
         detector = Detector.load(package, backend=backend, threads=1)
         for got, expected in zip(detector.infer(batch), want):
             np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-4)
-        detections[backend] = detector.detect(image, template, score_threshold=0.0, max_detections=20)
+        detections[backend] = detector.detect(image, template, score_threshold=0.0, nms_threshold=0.99,
+                                                max_detections=20)
     lite, paddle_inference = detections["lite"], detections["paddle"]
     assert len(lite) == len(paddle_inference) == 20
     assert lite.class_ids.tolist() == paddle_inference.class_ids.tolist()

@@ -323,6 +323,23 @@ def test_select_detections_reports_a_box_for_every_class_above_threshold():
     assert out_boxes.dtype == np.float32 and out_classes.dtype == np.int64
 
 
+def test_agnostic_select_detections_reports_one_class_per_place():
+    # Box 0 scores "short" 0.9 and "spur" 0.6; box 1 (IoU 0.4 with box 0) is a "spur" 0.7; box 2 lies apart.
+    boxes = np.array([[0, 0, 10, 10], [0, 4, 10, 14], [30, 30, 40, 40]], np.float32)
+    scores = np.array([[0.9, 0.6], [0.01, 0.7], [0.5, 0.01]], np.float32)
+    assert box_iou_numpy(boxes[:1], boxes[1:2])[0, 0] == pytest.approx(60 / 140)
+    per_class = select_detections(boxes, scores, 0.05, 0.33, method="hard")
+    assert per_class[2].tolist() == [0, 1, 0] and per_class[1].tolist() == pytest.approx([0.9, 0.7, 0.5])
+    # Across classes the second class of box 0 and the overlapping box 1 are one defect's duplicates.
+    out_boxes, out_scores, out_classes = select_detections(boxes, scores, 0.05, 0.33, method="agnostic")
+    assert out_classes.tolist() == [0, 0] and out_scores.tolist() == pytest.approx([0.9, 0.5])
+    np.testing.assert_array_equal(out_boxes, boxes[[0, 2]])
+    # The threshold decides what counts as the same place: above the pair's IoU both boxes stay.
+    assert select_detections(boxes, scores, 0.05, 0.5, method="agnostic")[1].tolist() == pytest.approx([0.9, 0.7, 0.5])
+    with pytest.raises(ValueError, match="method must be one of"):
+        select_detections(boxes, scores, method="soft")
+
+
 @pytest.mark.parametrize("use_gaussian", [False, True])
 def test_matrix_nms_numpy_matches_paddle_matrix_nms(use_gaussian):
     rng = np.random.default_rng(3)

@@ -86,6 +86,18 @@ def test_neighbouring_defects_that_no_seam_cut_stay_separate_and_classes_never_m
     assert merges == 0 and sorted(g[0] for g in groups) == [0, 1, 2, 3]
 
 
+def test_an_agnostic_package_stitches_a_defect_once_whatever_class_each_tile_gave_it():
+    # Tile 0 cut the defect [620, 100, 660, 130] and called it a spur; tile 1 saw it whole as a short.
+    # Another spot was seen whole by both tiles, as copper and as pin-hole.
+    boxes = np.float32([[620, 100, 640, 130], [620, 100, 660, 131], [590, 300, 620, 330], [590, 301, 620, 331]])
+    scores, classes = np.float32([0.9, 0.8, 0.7, 0.6]), np.int64([3, 1, 4, 5])
+    tiles, cut = np.int64([0, 1, 0, 1]), np.array([True, False, False, False])
+    per_class, _ = merge_tile_detections(boxes, scores, classes, tiles, cut, 0.33)
+    assert sorted(g[0] for g in per_class) == [0, 1, 2, 3]  # each tile's class reported apart
+    groups, merges = merge_tile_detections(boxes, scores, classes, tiles, cut, 0.33, class_agnostic=True)
+    assert groups == [[1], [2]] and merges == 1  # the whole box, and the better-scored call of the second spot
+
+
 def test_ignore_regions_take_a_mask_or_polygons_and_test_box_centres():
     mask = np.zeros((100, 100), np.uint8)
     mask[10:20, 10:20] = 1

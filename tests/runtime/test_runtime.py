@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -103,6 +104,30 @@ def test_boxes_come_back_in_original_pixels_of_a_non_square_image(lite):
     assert found.image_size == (200, 100)
     np.testing.assert_allclose(found.boxes, [[0, 0, 200, 100], [100, 50, 150, 75]], atol=1e-3)
     assert found.class_names == [lite.class_names[1]] * 2
+
+
+class TwoCalls:
+    """Stands in for an engine: one spot scored "short" 0.9 and "spur" 0.6, and a second box on it (IoU 0.43)
+    scored "spur" 0.7."""
+
+    def run(self, images):
+        boxes = np.array([[[10, 10, 20, 20], [10, 14, 20, 24]]], np.float32)
+        scores = np.zeros((1, 2, 6), np.float32)
+        scores[0, 0, 1], scores[0, 0, 3], scores[0, 1, 3] = 0.9, 0.6, 0.7
+        return [boxes, scores]
+
+
+def test_the_manifest_nms_decides_one_report_per_spot_or_one_per_class(lite):
+    detector = Detector(lite.package, TwoCalls(), lite.info)
+    assert (lite.manifest.postprocess.nms, lite.manifest.postprocess.nms_threshold) == ("agnostic", 0.33)
+    image = np.full((64, 64, 3), 255, np.uint8)
+    found = detector.detect(image, image.copy(), score_threshold=0.5)
+    assert found.class_names == ["short"] and found.scores.tolist() == pytest.approx([0.9])
+    # A package exported before "agnostic" existed says "hard" (per class) at 0.5, and runs that way.
+    detector.manifest = replace(lite.manifest, postprocess=replace(lite.manifest.postprocess, nms="hard",
+                                                                  nms_threshold=0.5))
+    found = detector.detect(image, image.copy(), score_threshold=0.5)
+    assert found.class_names == ["short", "spur", "spur"] and found.scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
 
 
 def test_real_detections_on_a_non_square_frame_stay_inside_it(lite, pair):

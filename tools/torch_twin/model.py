@@ -878,7 +878,7 @@ def postprocess(outputs: list[torch.Tensor], cfg: ModelConfig, score_threshold: 
     """``YOLODetector.postprocess``: per image numpy ``(boxes (N, 4) float32, scores (N,) float32,
     classes (N,) int64)`` after NMS, in input pixels, with Paddle's defaults (score 0.05, hard NMS at IoU
     0.5, 100 detections, 1000 candidates before NMS). Hard NMS runs on the outputs' device (torchvision);
-    ``method="matrix"`` runs the numpy Matrix NMS of ``inspector.models.nms``, as Paddle does."""
+    the other methods ("agnostic", "matrix") run the numpy NMS of ``inspector.models.nms``, as Paddle does."""
     with torch.no_grad():
         boxes, scores = decode(outputs, cfg)
     if method == "hard":

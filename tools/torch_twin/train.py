@@ -39,7 +39,7 @@ from inspector.data import load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
 from inspector.data.transforms import AugmentConfig, unletterbox_boxes
-from inspector.evaluation import ImageDetections, evaluate_samples, improves
+from inspector.evaluation import EVAL_THRESHOLDS, ImageDetections, evaluate_samples, improves
 from inspector.models.config import ModelConfig
 from inspector.training.config import TrainConfig
 from inspector.training.records import SELECTION_KEYS, epoch_metrics, make_model_config
@@ -140,7 +140,8 @@ def validate(model, model_config: ModelConfig, val_images, frames, val_set) -> d
     for start in range(0, len(val_images), 50):
         outputs = model(val_images[start:start + 50])
         for (boxes, scores, classes), (scale, pad) in zip(
-                postprocess(outputs, model_config, 0.01, 0.5, 100), frames[start:start + 50]):
+                postprocess(outputs, model_config, EVAL_THRESHOLDS.score_threshold, EVAL_THRESHOLDS.nms_threshold,
+                            EVAL_THRESHOLDS.max_detections, EVAL_THRESHOLDS.nms), frames[start:start + 50]):
             detections.append(ImageDetections(unletterbox_boxes(boxes, scale, pad), scores, classes))
     return evaluate_samples(val_set.samples, detections, val_set.class_names).to_dict()
 

@@ -32,7 +32,7 @@ const std::set<std::string> kInputModes = [] {
   for (const auto& entry : kInputLayouts) modes.insert(entry.first);
   return modes;
 }();
-const std::set<std::string> kNmsMethods = {"hard", "matrix"};
+const std::set<std::string> kNmsMethods = {"hard", "agnostic", "matrix"};
 const std::set<std::string> kPrecisions = {"fp32", "int8"};
 const std::set<std::string> kTargets = {"paddle", "lite-x86", "lite-arm"};
 

@@ -48,9 +48,9 @@ struct InputSpec {
 // Defaults of the NMS that runs after the network (inspector.export.manifest.PostprocessDefaults).
 struct PostprocessSpec {
   double score_threshold = 0.0;
-  double nms_threshold = 0.5;
+  double nms_threshold = 0.33;
   int max_detections = 100;
-  std::string nms = "hard";  // "hard" | "matrix"
+  std::string nms = "agnostic";  // "hard" (per class) | "agnostic" (across classes) | "matrix"
 };
 
 struct Manifest {

@@ -223,8 +223,11 @@ std::vector<Detection> select_detections(const float* boxes, const float* scores
   std::vector<Box> candidate_boxes(box_index.size());
   for (std::size_t i = 0; i < box_index.size(); ++i)
     for (int j = 0; j < 4; ++j) candidate_boxes[i][j] = boxes[box_index[i] * 4 + j];
+  // "agnostic" is the same greedy pass with every candidate in class 0 (numpy: np.zeros_like(class_index)).
+  const std::vector<int> nms_classes =
+      settings.class_agnostic ? std::vector<int>(class_index.size(), 0) : class_index;
   std::vector<std::size_t> keep =
-      nms_hard(candidate_boxes, candidate_scores, class_index, settings.nms_threshold, settings.max_detections);
+      nms_hard(candidate_boxes, candidate_scores, nms_classes, settings.nms_threshold, settings.max_detections);
   std::vector<Detection> detections;
   for (std::size_t i : keep) detections.push_back(Detection{candidate_boxes[i], candidate_scores[i], class_index[i]});
   return detections;
@@ -254,14 +257,16 @@ NmsSettings nms_settings(const Manifest& manifest, double score_threshold_overri
                                                                               : manifest.postprocess.score_threshold);
   settings.nms_threshold = static_cast<float>(manifest.postprocess.nms_threshold);
   settings.max_detections = manifest.postprocess.max_detections;
+  settings.class_agnostic = manifest.postprocess.nms == "agnostic";
   return settings;
 }
 
 FrameResult detect(const Manifest& manifest, const cv::Mat& image, const cv::Mat* template_image,
                    const Network& network, const NmsSettings& settings) {
-  if (manifest.postprocess.nms != "hard")
+  if (manifest.postprocess.nms != "hard" && manifest.postprocess.nms != "agnostic")
     throw PackageError(manifest.source + ": field 'postprocess.nms' is '" + manifest.postprocess.nms +
-                       "'; this runner implements 'hard' (greedy per-class) NMS only: use the Python runtime");
+                       "'; this runner implements the greedy NMS ('hard', per class, or 'agnostic', across "
+                       "classes) only: use the Python runtime");
   const auto start = std::chrono::steady_clock::now();
   if (manifest.needs_template() && !template_image)
     throw std::invalid_argument("this model compares each frame with its golden template (input mode "

@@ -1,6 +1,6 @@
 // Pre- and post-processing of the PCB defect detector, computed exactly as the Python runtime does:
 //   letterbox, to_input      inspector/data/transforms.py
-//   select_detections, NMS   inspector/models/nms.py   (score threshold, per-class greedy "hard" NMS)
+//   select_detections, NMS   inspector/models/nms.py   (score threshold, greedy "hard" / "agnostic" NMS)
 //   unletterbox_boxes        inspector/data/transforms.py
 //   detect, to_json          inspector/runtime/detector.py (Detector.detect, Detections.to_dict)
 // No Paddle Lite here: the network is a callable, so this part builds and is tested on any machine
@@ -66,9 +66,10 @@ struct NmsSettings {
   float nms_threshold = 0.5f;
   int max_detections = 100;
   std::size_t pre_nms_top_k = 1000;
+  bool class_agnostic = false;  // method "agnostic": boxes of any class suppress each other
 };
 
-// inspector.models.nms.select_detections (method "hard") on one image's decoded network outputs:
+// inspector.models.nms.select_detections (method "hard" or "agnostic") on one image's decoded network outputs:
 // boxes (K, 4) and scores (K, C), both row-major float32. Detections best first.
 std::vector<Detection> select_detections(const float* boxes, const float* scores, std::size_t num_boxes,
                                          std::size_t num_classes, const NmsSettings& settings);
