@@ -50,8 +50,9 @@ def network_outputs(detector: Detector, dataset) -> list:
         resized, scale, pad = letterbox(image, size)
         tensor = to_input(resized, None if template is None else letterbox(template, size)[0], layout.mode)[None]
         boxes, scores = detector.infer(tensor)  # views of the engine's buffers, which the next run reuses
-        found.append((boxes[0].copy(), scores[0].copy(), scale / layout.block, (pad[0] / layout.block, pad[1] / layout.block),
-                      image.shape[1], image.shape[0]))
+        network_pad = (pad[0] / layout.block, pad[1] / layout.block)
+        found.append((boxes[0].copy(), scores[0].copy(), scale / layout.block, network_pad, image.shape[1],
+                      image.shape[0]))
     return found
 
 

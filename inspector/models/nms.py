@@ -153,11 +153,9 @@ def select_detections(
         best = np.argsort(-candidate_scores, kind="stable")[:pre_nms_top_k]
         box_index, class_index, candidate_scores = box_index[best], class_index[best], candidate_scores[best]
     candidate_boxes = boxes[box_index]
-    if method == "hard":
-        keep = nms_numpy(candidate_boxes, candidate_scores, class_index, nms_threshold, max_detections)
-        kept_scores = candidate_scores[keep]
-    elif method == "agnostic":
-        keep = nms_numpy(candidate_boxes, candidate_scores, np.zeros_like(class_index), nms_threshold, max_detections)
+    if method in ("hard", "agnostic"):
+        nms_classes = class_index if method == "hard" else np.zeros_like(class_index)  # agnostic: one class
+        keep = nms_numpy(candidate_boxes, candidate_scores, nms_classes, nms_threshold, max_detections)
         kept_scores = candidate_scores[keep]
     elif method == "matrix":
         keep, kept_scores = matrix_nms_numpy(

@@ -24,9 +24,10 @@ where it was trained: on tiles of its native size (``tile_size``, 640 px for the
    coordinates. A defect cut by a tile border shows as a fragment touching that border; when the
    neighbouring tile saw it whole, the fragment is dropped; when the defect is longer than the overlap,
    both tiles see fragments, which become one box covering both. Then the package's NMS (per class,
-   or across classes for an "agnostic" package) removes the duplicates of defects seen whole by two tiles. Boxes are finally mapped to the tested panel's pixels
-   through the map of the tile that saw each defect best, which is kept (``source_tiles``) so the
-   verification queue can show a reviewer that tile. (``panel_tiles.py``)
+   or across classes for an "agnostic" package) removes the duplicates of defects seen whole by two
+   tiles. Boxes are finally mapped to the tested panel's pixels through the map of the tile that saw
+   each defect best, which is kept (``source_tiles``) so the verification queue can show a reviewer
+   that tile. (``panel_tiles.py``)
 4. **Ignore regions** (recipe masks: fiducials, labels, a board outline) are given in template
    coordinates, the golden panel's, which stay fixed from panel to panel; a detection whose centre
    lies in one is dropped (and counted).

@@ -3,8 +3,9 @@
 Tiles overlap by ``overlap`` pixels on the template's (golden panel's) grid. A defect cut by a tile border
 shows as a fragment touching that border; ``merge_tile_detections`` drops it when a neighbouring tile saw
 the defect whole, merges the fragments of a defect longer than the overlap, then removes duplicates with
-the package's NMS (per class, or across classes). Ignore regions (recipe masks) are in template coordinates, which stay fixed from panel to
-panel. Used by ``inspector.runtime.panel`` (the inspector) and ``panel_registration`` (the sample tiles).
+the package's NMS (per class, or across classes). Ignore regions (recipe masks) are in template
+coordinates, which stay fixed from panel to panel. Used by ``inspector.runtime.panel`` (the inspector)
+and ``panel_registration`` (the sample tiles).
 """
 from __future__ import annotations
 
