@@ -11,6 +11,7 @@ deleted after the offer, as a hot folder's clean-up may), half are camera frames
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import sqlite3
 import subprocess
@@ -57,15 +58,25 @@ def offer_all(feed: ReviewFeed, folder: Path) -> None:
             file.unlink()  # acknowledged: the hot folder may move or delete it now
 
 
+def say(word: str) -> None:
+    """One line in one write(2): the main thread and the writer thread speak at the same moment, and print()
+    writes the text and the newline separately (the two could interleave as "offeredheld")."""
+    os.write(sys.stdout.fileno(), f"{word}\n".encode())
+
+
 def child_main(data: str, folder: str, step: str) -> None:
     """Run in a child process: hold the writer at ``step`` for VICTIM, offer every board, then wait to be killed."""
+    import faulthandler
+
     from inspector.review_queue import store
     from inspector.service import review_feed, review_spool
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if it waits
 
     def held(original, record_of):
         def wrapper(*args, **kwargs):
             if record_of(*args, **kwargs) == VICTIM:
-                print("held", flush=True)
+                say("held")
                 threading.Event().wait()  # until killed
             return original(*args, **kwargs)
         return wrapper
@@ -79,20 +90,28 @@ def child_main(data: str, folder: str, step: str) -> None:
                                                lambda self, name: name.split("-", 1)[1])
     feed = ReviewFeed(Path(data), CollectorRegistry(), "line1", near_band=0.15, max_pending=100)
     offer_all(feed, Path(folder))
-    print("offered", flush=True)
+    say("offered")
     threading.Event().wait()
 
 
-def _read_until(process: subprocess.Popen, wanted: set[str], timeout: float) -> None:
+def _read_until(process: subprocess.Popen, wanted: set[str], timeout: float, stderr: Path) -> None:
+    """Wait (at most ``timeout`` s, never blocked in a read) until the child has said every word in ``wanted``;
+    otherwise fail with what it said, its stderr and the stack of each of its threads."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in process.stdout], daemon=True).start()
+    seen: list[str] = []
     deadline = time.monotonic() + timeout
-    seen: set[str] = set()
-    while not wanted <= seen:
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise AssertionError(f"the child said {sorted(seen)}, expected {sorted(wanted)} "
-                                 f"(exit code {process.poll()}): {process.stderr.read() if process.poll() else ''}")
-        line = process.stdout.readline().strip()
-        if line:
-            seen.add(line)
+    try:
+        while not wanted <= set(seen):
+            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+    except queue.Empty:
+        if process.poll() is None:
+            process.send_signal(signal.SIGUSR1)  # faulthandler in the child: every thread's stack into stderr
+            dumped_by = time.monotonic() + 10
+            while "Thread 0x" not in stderr.read_text() and time.monotonic() < dumped_by:
+                time.sleep(0.1)
+        raise AssertionError(f"the child said {seen}, expected {sorted(wanted)} (exit code {process.poll()}); "
+                             f"its stderr:\n{stderr.read_text()}") from None
 
 
 @pytest.mark.parametrize("step, left_in_spool", [
@@ -103,13 +122,15 @@ def _read_until(process: subprocess.Popen, wanted: set[str], timeout: float) -> 
 def test_a_killed_feed_loses_no_board_and_queues_none_twice(tmp_path, step, left_in_spool):
     data, folder = tmp_path / "data", tmp_path / "hot"
     folder.mkdir()
-    child = subprocess.Popen(
-        [sys.executable, "-c", f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(ROOT)!r}]; "
-                               f"import test_review_durability as t; t.child_main({str(data)!r}, {str(folder)!r}, "
-                               f"{step!r})"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    stderr = tmp_path / "child-stderr.txt"
+    with stderr.open("w") as errors:  # a file, not a pipe nobody reads: the child can never block writing to it
+        child = subprocess.Popen(
+            [sys.executable, "-c", f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(ROOT)!r}]; "
+                                   f"import test_review_durability as t; t.child_main({str(data)!r}, "
+                                   f"{str(folder)!r}, {step!r})"],
+            stdout=subprocess.PIPE, stderr=errors, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        _read_until(child, {"offered", "held"}, 120)
+        _read_until(child, {"offered", "held"}, 120, stderr)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
