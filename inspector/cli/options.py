@@ -24,6 +24,7 @@ import typer
 
 from inspector.compression.pruning.config import CRITERIA
 from inspector.compression.quantization.config import METHODS
+from inspector.models.nms import NMS_METHODS
 
 
 class DataFormat(str, Enum):
@@ -66,6 +67,7 @@ class Split(str, Enum):
 # Choices a config lists (its field's ``setting(choices=...)``): built from that list, not copied.
 Criterion = Enum("Criterion", {name: name for name in CRITERIA}, type=str)
 QuantMethod = Enum("QuantMethod", {name: name for name in METHODS}, type=str)
+NmsChoice = Enum("NmsChoice", {name: name for name in NMS_METHODS}, type=str)
 
 
 def value_of(choice: Optional[Enum]) -> Optional[str]:

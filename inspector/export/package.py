@@ -57,6 +57,7 @@ from inspector.export.manifest import (
     write_manifest,
 )
 from inspector.models.config import ModelConfig
+from inspector.models.nms import DEFAULT_NMS, DEFAULT_NMS_THRESHOLD, NMS_METHODS
 
 DEFAULT_SCORE_THRESHOLD = 0.5  # used only when the source has no validated threshold
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -123,15 +124,21 @@ def _check_x86_int8_safe(source: ExportSource) -> None:
 
 
 def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] = LITE_TARGETS,
-                   name: str | None = None, progress=print, x86_int8: bool = False) -> Path:
+                   name: str | None = None, progress=print, x86_int8: bool = False, nms: str = DEFAULT_NMS,
+                   nms_threshold: float = DEFAULT_NMS_THRESHOLD) -> Path:
     """Write the package for ``model`` (see the module docstring) to ``out``; returns ``out``.
 
-    ``out`` must not exist or be empty. ``progress`` receives one line per step.
+    ``out`` must not exist or be empty. ``progress`` receives one line per step. ``nms`` and
+    ``nms_threshold`` go into the manifest's post-processing, which every runtime and evaluation obeys.
     """
     out = Path(out)
     unknown = [t for t in targets if t not in LITE_TARGETS]
     if unknown:
         raise ExportError(f"--targets: unknown Paddle Lite target(s) {unknown}; expected some of {LITE_TARGETS}")
+    if nms not in NMS_METHODS:
+        raise ExportError(f"--nms: {nms!r} is not an NMS method; expected one of {', '.join(NMS_METHODS)}")
+    if not 0.0 < float(nms_threshold) <= 1.0:
+        raise ExportError(f"--nms-threshold: {nms_threshold} is not an IoU; expected a number in (0, 1]")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
     source = resolve_source(model)
@@ -174,7 +181,7 @@ def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] 
     if source.split_file is not None:
         shutil.copyfile(source.split_file, staging / SPLIT_FILE)
 
-    manifest = _make_manifest(source, program, name or out.name, lite_files, staging)
+    manifest = _make_manifest(source, program, name or out.name, lite_files, staging, nms, float(nms_threshold))
     manifest.target_precision = target_precision
     if target_precision:
         manifest.provenance["lite_x86_source"] = ("the FP32 model the INT8 one was quantized from "
@@ -246,7 +253,7 @@ def _check_program(program: ProgramInfo, cfg: ModelConfig, num_classes: int, sou
 
 
 def _make_manifest(source: ExportSource, program: ProgramInfo, name: str, lite_targets: dict[str, list[str]],
-                   staging: Path) -> Manifest:
+                   staging: Path, nms: str, nms_threshold: float) -> Manifest:
     cfg = source.model_config
     validated = (source.checkpoint_info.get("metrics") or {}).get("score_threshold")
     files = [PADDLE_MODEL_FILE, PADDLE_PARAMS_FILE, *(f for names in lite_targets.values() for f in names)]
@@ -280,7 +287,9 @@ def _make_manifest(source: ExportSource, program: ProgramInfo, name: str, lite_t
             "scores": {"shape": scores_shape, "dtype": "float32", "meaning": "per-class confidence in [0, 1]"},
             "nms_in_graph": False,
         },
-        postprocess=PostprocessDefaults(score_threshold=float(validated if validated is not None else DEFAULT_SCORE_THRESHOLD)),
+        postprocess=PostprocessDefaults(
+            score_threshold=float(validated if validated is not None else DEFAULT_SCORE_THRESHOLD),
+            nms_threshold=nms_threshold, nms=nms),
         precision=program.precision,
         files={file_name: file_entry(staging / file_name) for file_name in files},
         targets={"paddle": [PADDLE_MODEL_FILE, PADDLE_PARAMS_FILE], **lite_targets},

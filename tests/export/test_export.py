@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,19 @@ def test_export_never_overwrites(tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--nms", "soft", "Invalid value for '--nms'"),
+    ("--nms-threshold", "0", r"--nms-threshold: 0.0 is not an IoU; expected a number in \(0, 1\]"),
+])
+def test_export_refuses_an_unknown_nms_before_writing_anything(tmp_path, option, value, message):
+    out = tmp_path / "models" / "x"
+    result = CliRunner().invoke(app, ["export", "--model", str(tmp_path), "--out", str(out), option, value])
+    assert result.exit_code == 2 and re.search(message, result.output), result.output
+    assert not out.exists() and not out.with_name("x.partial").exists()
+    with pytest.raises(ExportError, match=r"--nms: 'soft' is not an NMS method; expected one of hard, agnostic"):
+        export_package(tmp_path, out, nms="soft")  # the library call names the option too
+
+
 def test_export_rejects_what_is_not_a_model(tmp_path):
     with pytest.raises(ExportError, match="not a training run or checkpoint"):
         export_package(tmp_path, tmp_path / "out")
@@ -220,11 +234,13 @@ def test_an_inference_model_directory_exports_with_metrics_measured_through_the_
     shutil.copyfile(tiny.package / "model.pdiparams", inference_dir / "student.pdiparams")
     out = tmp_path / "models" / "student"
     result = CliRunner().invoke(app, ["export", "--model", str(inference_dir), "--out", str(out), "--targets", "x86",
-                                      "--eval-data", str(tiny.data), "--eval-split", "all"])
+                                      "--eval-data", str(tiny.data), "--eval-split", "all", "--nms", "hard",
+                                      "--nms-threshold", "0.5"])
     assert result.exit_code == 0, result.output
     assert "loaded through the runtime: Paddle Lite" in result.output
 
     manifest = read_manifest(out)
+    assert (manifest.postprocess.nms, manifest.postprocess.nms_threshold) == ("hard", 0.5)  # what users run
     assert manifest.provenance["source_kind"] == "inference-model"
     assert manifest.provenance["checkpoint"] == str((tmp_path / "run" / "best").resolve())
     assert set(manifest.targets) == {"paddle", "lite-x86"} and manifest.precision == "fp32"
