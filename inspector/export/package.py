@@ -274,6 +274,8 @@ def _make_manifest(source: ExportSource, program: ProgramInfo, name: str, lite_t
         else f"no validated threshold in the source; default {DEFAULT_SCORE_THRESHOLD}",
         **_git_state(),
         "versions": {package: _version(package) for package in ("pcb-inspector", "paddlepaddle", "paddlelite")},
+        # Which Paddle Lite build runs it (the basic one lacks some; the ARM pow kernel races on 2+ threads).
+        "operators": [op for op in program.op_types if op not in ("feed", "fetch")],
     }
     boxes_shape, scores_shape = program.output_shapes
     return Manifest(

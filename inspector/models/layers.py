@@ -72,6 +72,11 @@ def exp(x: paddle.Tensor) -> paddle.Tensor:
     return paddle.exp(x) if in_dynamic_or_pir_mode() else _unary_op("exp", x)
 
 
+def sqrt(x: paddle.Tensor) -> paddle.Tensor:
+    """``paddle.sqrt`` that also works while exporting a legacy program (see ``_unary_op``)."""
+    return paddle.sqrt(x) if in_dynamic_or_pir_mode() else _unary_op("sqrt", x)
+
+
 def kaiming_conv_attr() -> ParamAttr:
     """Weight attribute for a convolution trained from scratch (He et al. 2015, fan-in)."""
     return ParamAttr(initializer=KaimingNormal())

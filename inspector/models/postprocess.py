@@ -13,7 +13,7 @@ come in as constant tensors (``LevelConstants``) instead of being rebuilt from t
 About 25 operators per level instead of ~70 with per-field slicing: on the DeepPCB student the INT8
 ARM ``.nb`` went from 1.53 to 1.44 MB and Paddle Lite x86 ran 0.3-0.7 ms faster per frame (p50, 2
 cores). Only operators that Paddle Inference and Paddle Lite both run (reshape, split, transpose,
-concat, sigmoid, exp, pow, clip, elementwise arithmetic), no Python branching on tensor values, so
+concat, sigmoid, exp, sqrt, clip, elementwise arithmetic), no Python branching on tensor values, so
 ``paddle.jit.save`` exports it with the network.
 The NMS itself is numpy (``inspector.models.nms``), shared with the runtime.
 """
@@ -28,7 +28,7 @@ from inspector.models.anchors import Anchor
 from inspector.models.config import ModelConfig
 from inspector.models.head import LevelPrediction
 from inspector.models.head_layout import MAX_LOG_SCALE, channels_per_anchor, level_constant_arrays
-from inspector.models.layers import exp, sigmoid  # legacy-program-safe (export for Paddle Lite)
+from inspector.models.layers import exp, sigmoid, sqrt  # legacy-program-safe (export for Paddle Lite)
 from inspector.models.nms import NmsMethod, select_detections
 
 
@@ -83,7 +83,10 @@ def decode_level(
     if cfg.iou_aware:
         iou, cls = rest
         a = cfg.iou_aware_factor
-        confidence = paddle.pow(confidence, 1.0 - a) * paddle.pow(sigmoid(iou), a)
+        if a == 0.5:  # the default: sqrt, because Paddle Lite 2.13's multi-threaded ARM pow kernel races
+            confidence = sqrt(confidence * sigmoid(iou))  # (deploy/arm/README.md, "Threads")
+        else:
+            confidence = paddle.pow(confidence, 1.0 - a) * paddle.pow(sigmoid(iou), a)
     else:
         (cls,) = rest
     scores = confidence * sigmoid(cls)  # (B, A, C, H*W)

@@ -820,7 +820,10 @@ def decode_yolo_outputs(outputs: list[torch.Tensor], cfg: ModelConfig) -> tuple[
         if cfg.iou_aware:
             iou, cls = rest
             a = cfg.iou_aware_factor
-            confidence = torch.pow(confidence, 1.0 - a) * torch.pow(torch.sigmoid(iou), a)
+            if a == 0.5:  # as inspector.models.postprocess (a sqrt, for Paddle Lite's ARM threads)
+                confidence = torch.sqrt(confidence * torch.sigmoid(iou))
+            else:
+                confidence = torch.pow(confidence, 1.0 - a) * torch.pow(torch.sigmoid(iou), a)
         else:
             (cls,) = rest
         scores = confidence * torch.sigmoid(cls)
