@@ -48,7 +48,7 @@ def export_command(
     runnable_here = lite_target_for_this_machine().removeprefix("lite-") in target_list
     with user_errors(ExportError, PackageError, BackendError, FileNotFoundError, ValueError):
         package = export_package(model, out, targets=target_list, progress=typer.echo, x86_int8=x86_int8,
-                                 nms=NmsChoice(nms).value, nms_threshold=nms_threshold)
+                                 nms=nms.value, nms_threshold=nms_threshold)
         # The package must load and run through the runtime before anyone else sees it.
         detector = Detector.load(package, backend="lite" if runnable_here else "paddle", threads=all_cores())
     typer.echo(f"loaded through the runtime: {detector.info.engine}, precision {detector.info.precision}")
