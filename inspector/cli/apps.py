@@ -178,6 +178,10 @@ def serve_command(
         "SignAndEncrypt only (with --opcua-key; policy None only with opcua_allow_unsecured).")] = None,
     opcua_key: Annotated[Optional[Path], typer.Option(
         "--opcua-key", help="Private key of --opcua-cert (PEM/DER, unencrypted).")] = None,
+    opcua_trusted_clients: Annotated[Optional[Path], typer.Option(
+        "--opcua-trusted-clients", help="Directory of the PLCs' certificates (PEM/DER, one per file): only those "
+        "clients get a secure channel (read at start-up; without it any client certificate: commissioning "
+        "only).")] = None,
     modbus: Annotated[Optional[str], typer.Option(
         "--modbus", help="HOST:PORT: Modbus TCP server for the PLC handshake (trigger mode; register map in "
         "deploy/plc/README.md).")] = None,
@@ -196,7 +200,7 @@ def serve_command(
     overrides = {"source": source, "model": model, "line": line, "db": db, "mqtt": mqtt, "http": http,
                  "evidence": evidence, "data_dir": data_dir, "opcua": opcua, "modbus": modbus, "recipes": recipes,
                  "recipe": recipe, "tls_cert": tls_cert, "tls_key": tls_key, "opcua_cert": opcua_cert,
-                 "opcua_key": opcua_key}
+                 "opcua_key": opcua_key, "opcua_trusted_clients": opcua_trusted_clients}
     raise typer.Exit(serve(config, overrides))
 
 

@@ -107,6 +107,9 @@ class ServiceConfig(BaseModel):
     opcua_key: Optional[Path] = Field(None, description="the private key of opcua_cert (PEM or DER, unencrypted)")
     opcua_allow_unsecured: bool = Field(False, description="with opcua_cert: also accept clients with security "
                                         "policy None (a PLC that cannot encrypt yet)")
+    opcua_trusted_clients: Optional[Path] = Field(None, description="with opcua_cert: directory of the client "
+                                                  "certificates (PEM or DER, one per file) let in over a secure "
+                                                  "channel, read at start-up; unset: any (commissioning only)")
     modbus: Optional[str] = Field(None, description="HOST:PORT of the Modbus TCP server for the PLC")
     capture_timeout_s: float = Field(2.0, gt=0, description="trigger mode: no frame this long -> ERROR part")
     ack_timeout_s: float = Field(10.0, gt=0, description="trigger mode: no PLC Ack this long -> alarm, READY")
@@ -239,6 +242,11 @@ class ServiceConfig(BaseModel):
         if self.opcua_allow_unsecured and self.opcua_cert is None:
             raise ValueError("opcua_allow_unsecured: only with opcua_cert/opcua_key (without them the OPC UA server "
                              "is unsecured anyway)")
+        if self.opcua_trusted_clients is not None and self.opcua_cert is None:
+            raise ValueError("opcua_trusted_clients: only with opcua_cert/opcua_key (client certificates are only "
+                             "exchanged on a secure channel)")
+        if self.opcua_trusted_clients is not None and not self.opcua_trusted_clients.is_dir():
+            raise ValueError(f"opcua_trusted_clients: {self.opcua_trusted_clients} is not a directory")
         if self.recipe_by_part_id and self.recipes is None:
             raise ValueError("recipe_by_part_id: needs recipes: (the directory of the recipes with a part_id_pattern)")
         if self.reconnect_max_s < self.reconnect_initial_s:

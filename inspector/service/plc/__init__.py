@@ -46,7 +46,8 @@ class PlcLink:
             from inspector.service.plc.opcua import OpcUaFrontEnd
             from inspector.service.plc.opcua_security import OpcUaSecurity
 
-            security = OpcUaSecurity(config.opcua_cert, config.opcua_key, config.opcua_allow_unsecured)
+            security = OpcUaSecurity(config.opcua_cert, config.opcua_key, config.opcua_allow_unsecured,
+                                     config.opcua_trusted_clients)
             link.front_ends.append(OpcUaFrontEnd(config.opcua, config.line, handshake, link.select_recipe, security))
         if config.modbus:
             from inspector.service.plc.modbus import ModbusFrontEnd

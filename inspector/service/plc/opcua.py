@@ -23,9 +23,10 @@ program can address them without browsing):
         SelectRecipe(name: String) -> Boolean  method
 
 Security (opcua_security.py): with the station's certificate and key, Basic256Sha256 Sign and SignAndEncrypt
-(security policy None only when explicitly allowed); without them, policy None as before: bind the server to
-the machine network's interface only (e.g. ``opc.tcp://192.168.0.10:4840``). Anonymous identity in both
-cases. deploy/plc/README.md.
+(security policy None only when explicitly allowed), to the clients whose certificates are in
+``opcua_trusted_clients`` when it is set; without them, policy None as before: bind the server to the machine
+network's interface only (e.g. ``opc.tcp://192.168.0.10:4840``). Anonymous identity in both cases.
+deploy/plc/README.md.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ import logging
 from typing import Any, Callable
 
 from inspector.service.plc.handshake import Handshake, Outputs
-from inspector.service.plc.opcua_security import OpcUaSecurity, apply_security, read_station_pair
+from inspector.service.plc.opcua_security import (OpcUaSecurity, apply_security, read_station_pair,
+                                                  read_trusted_clients)
 from inspector.service.plc.server_thread import ServerThread
 
 log = logging.getLogger(__name__)
@@ -101,18 +103,26 @@ class OpcUaFrontEnd(ServerThread):
 
     def start(self, timeout: float = 60.0) -> None:
         logging.getLogger("asyncua").setLevel(logging.WARNING)
-        self._station_pair = None
+        self._station_pair = self._trusted = None
         if self.security.secured:  # read and checked here: a bad file is refused before the server's start-up
             from inspector.service.errors import ServiceError
 
             try:
                 self._station_pair = read_station_pair(self.security)
+                self._trusted = read_trusted_clients(self.security)
             except ValueError as error:
                 raise ServiceError(f"{self.protocol}: cannot serve {self.where} ({error})") from None
         super().start(timeout)
-        log.info("OPC UA server on %s: Objects/Inspector/%s (%s)", self.endpoint, self.line,
-                 "Basic256Sha256 Sign, SignAndEncrypt" + (", None" if self.security.allow_unsecured else "")
-                 if self.security.secured else "security policy None")
+        if not self.security.secured:
+            clients = "security policy None"
+        else:
+            clients = "Basic256Sha256 Sign, SignAndEncrypt" + (", None" if self.security.allow_unsecured else "")
+            clients += (f"; {len(self._trusted.files)} trusted client certificate(s) from {self._trusted.directory}"
+                        if self._trusted is not None else "; any client certificate")
+        log.info("OPC UA server on %s: Objects/Inspector/%s (%s)", self.endpoint, self.line, clients)
+        if self.security.secured and self._trusted is None:
+            log.warning("OPC UA: no opcua_trusted_clients: any client certificate gets a secure channel "
+                        "(for commissioning only; deploy/plc/README.md)")
 
     # ------------------------------------------------------------------ the event loop thread
 
@@ -127,7 +137,7 @@ class OpcUaFrontEnd(ServerThread):
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("PCB inspector")
-        await apply_security(server, self.security, self._station_pair)
+        await apply_security(server, self.security, self._station_pair, self._trusted, self._peer)
         index = await server.register_namespace(NAMESPACE)
         inspector = await server.nodes.objects.add_object(ua.NodeId("Inspector", index),
                                                           ua.QualifiedName("Inspector", index))
@@ -213,14 +223,16 @@ class OpcUaFrontEnd(ServerThread):
         """Who asked, for the audit trail: the front end, the client's address and, when the client logged
         in, its user. asyncua hands callbacks no session, but it serves each connection's requests in one
         task of its own, so the running task tells which connection (peer address) this request came on."""
-        task = asyncio.current_task()
-        peer = "unknown address"
-        for client in list(getattr(getattr(self._server, "bserver", None), "clients", [])):
-            if getattr(client, "_task", None) is task and client.peer_name:
-                peer = f"{client.peer_name[0]}:{client.peer_name[1]}"
-                break
         user = getattr(getattr(event, "user", None), "name", None)
-        return f"PLC over OPC UA from {peer}" + (f" (user {user})" if user else "")
+        return f"PLC over OPC UA from {self._peer()}" + (f" (user {user})" if user else "")
+
+    def _peer(self) -> str:
+        """HOST:PORT of the connection whose request is being served (see ``_who``)."""
+        task = asyncio.current_task()
+        for client in list(getattr(getattr(getattr(self, "_server", None), "bserver", None), "clients", [])):
+            if getattr(client, "_task", None) is task and client.peer_name:
+                return f"{client.peer_name[0]}:{client.peer_name[1]}"
+        return "unknown address"
 
     async def _select_recipe_method(self, _parent, name) -> list:
         """SelectRecipe(name) -> Boolean. Awaited in the connection's task (so the caller is known); the
