@@ -123,6 +123,9 @@ class OpcUaFrontEnd(ServerThread):
         if self.security.secured and self._trusted is None:
             log.warning("OPC UA: no opcua_trusted_clients: any client certificate gets a secure channel "
                         "(for commissioning only; deploy/plc/README.md)")
+        if self._trusted is not None and self.security.allow_unsecured:
+            log.warning("OPC UA: opcua_allow_unsecured lets clients without a certificate in, so opcua_trusted_clients "
+                        "covers the secure channels only; turn it off once every PLC encrypts")
 
     # ------------------------------------------------------------------ the event loop thread
 
