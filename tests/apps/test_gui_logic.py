@@ -1,4 +1,5 @@
-"""The GUI's plain logic: verdict rule, counters, defect log, evidence files, review -> VOC, settings."""
+"""The GUI's plain logic: verdict rule, counters, defect log, evidence files, review -> VOC, settings, a whole
+panel's queue entries tile by tile."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,8 @@ import numpy as np
 import pytest
 
 from gui.evidence import EvidenceStore, atomic_write_bytes, read_records
+from gui.queue_review import QueueDraft, QueueInputError
+from gui.queue_tiles import ADDED, CHANGE, DETECTION, TileWindow, cut, draft_scene, panel_tiles
 from gui.review import ReviewState, write_voc_review
 from gui.session import (
     NG,
@@ -22,6 +25,7 @@ from gui.session import (
 from gui.settings import GuiSettings, load_settings, save_settings
 from inspector.data import load_dataset, read_image
 from inspector.data.bundled import BUNDLED_DEEPPCB
+from inspector.review_queue import QueueItem
 from inspector.runtime import Detections, Timing
 
 CLASSES = ["open", "short", "mousebite", "spur", "copper", "pin-hole"]
@@ -171,3 +175,124 @@ def test_live_view_colours_match_the_saved_images():
         drawn = draw_detections(np.zeros((80, 80, 3), np.uint8), found)
         blue, green, red = drawn[45, 10]  # a pixel of the box's left edge
         assert (red, green, blue) == CLASS_RGB[class_id]
+
+
+def panel_entry(template_box, tile, shift=(0, 0), score=0.9, class_name="open") -> dict:
+    """A whole panel's queue entry as ``review_entries`` writes it: the tested panel is the golden one moved by
+    ``shift``."""
+    dx, dy = shift
+    x1, y1, x2, y2 = template_box
+    return {"box": [x1 + dx, y1 + dy, x2 + dx, y2 + dy], "score": score, "class_name": class_name,
+            "template_box": list(template_box), "tile": list(tile)}
+
+
+def test_a_box_drawn_in_a_tile_is_stored_in_panel_pixels_and_cut_at_the_tile_edge():
+    window = TileWindow(2, 6, (576, 0, 640, 640), 583, 5, 640, 640, shift=(7, 5))
+    assert window.to_panel((10, 20, 40, 60)) == ([593.0, 25.0, 623.0, 65.0], False)
+    assert window.to_tile([593.0, 25.0, 623.0, 65.0]) == [10.0, 20.0, 40.0, 60.0]  # and back
+    # Across the right and bottom edges: only what the reviewer saw (inside the tile) is kept, and said so.
+    assert window.to_panel((600, 620, 700, 660.5)) == ([1183.0, 625.0, 1223.0, 645.0], True)
+    assert window.to_panel((-30, -2, 5, 4)) == ([583.0, 5.0, 588.0, 9.0], True)  # across the top left corner
+    with pytest.raises(QueueInputError, match=r"lies outside the tile \(640x640\)"):
+        window.to_panel((650, 10, 700, 40))  # wholly beside it: nothing seen to box
+    with pytest.raises(QueueInputError, match="lies outside the tile"):
+        window.to_panel((639.5, 10, 700, 40))  # half a pixel inside: nothing either
+    with pytest.raises(QueueInputError, match="x2 > x1"):
+        window.to_panel((40, 10, 20, 30))
+    with pytest.raises(QueueInputError, match="finite"):
+        window.to_panel((0, 0, float("nan"), 5))
+    with pytest.raises(QueueInputError, match="four numbers"):
+        window.to_panel((0, 0, 5))
+    assert window.holds([1200, 600, 1300, 700]) and not window.holds([1223, 600, 1300, 700])
+    assert window.template_region() == (576, 0, 640, 640)  # the golden panel is cut at the tile itself
+    assert window.describe() == ("tile 2 of 6 at x 576, y 0 (640 × 640 px); on this panel at x 583, y 5 "
+                                 "(registration shift +7, +5)")
+    fixtured = TileWindow(3, 12, (1200, 800, 640, 640), 1200, 800, 640, 640)
+    assert fixtured.describe() == "tile 3 of 12 at x 1200, y 800 (640 × 640 px)"
+    assert fixtured.to_panel((0, 0, 640, 640)) == ([1200.0, 800.0, 1840.0, 1440.0], False)
+
+
+def test_a_panels_entries_are_walked_tile_by_tile_in_reading_order():
+    shift = (7, 5)
+    detections = [panel_entry([700, 300, 730, 330], [576, 0, 640, 640], shift),
+                  panel_entry([1500, 900, 1530, 940], [1152, 576, 640, 640], shift),
+                  panel_entry([100, 100, 130, 120], [0, 0, 640, 640], shift),
+                  panel_entry([900, 500, 940, 520], [576, 0, 640, 640], (8, 6))]  # the panel not quite rigid
+    changes = [{**panel_entry([1250, 200, 1290, 240], [1152, 0, 640, 640], shift), "area": 900},
+               {"box": [5, 5, 9, 9], "area": 16}]  # names no tile: drawn where it falls, never a stop
+    tiles = panel_tiles(detections, changes, (1800, 1232))
+    assert [(w.tile[:2], w.number, w.count) for w in tiles.windows] == [
+        ((0, 0), 1, 4), ((576, 0), 2, 4), ((1152, 0), 3, 4), ((1152, 576), 4, 4)]
+    assert [(s.kind, s.index, s.window.number) for s in tiles.stops] == [
+        (DETECTION, 2, 1), (DETECTION, 0, 2), (DETECTION, 3, 2), (CHANGE, 0, 3), (DETECTION, 1, 4)]
+    # One window per tile, moved by its entries' median shift (7.5, 5.5 here: half a pixel goes up).
+    assert [(w.x, w.y, w.width, w.height, w.shift) for w in tiles.windows][:2] == [
+        (7, 5, 640, 640, (7, 5)), (584, 6, 640, 640, (8, 6))]
+    assert tiles.stop_of(DETECTION, 3) == 2 and tiles.stop_of(CHANGE, 0) == 3 and tiles.stop_of(CHANGE, 1) is None
+    # A window never leaves the picture: the bottom right tile moved by the shift is cut at the panel's edge.
+    edge = panel_tiles([panel_entry([1500, 900, 1530, 940], [1152, 576, 640, 640], shift)], [], (1795, 1220))
+    assert [(w.x, w.y, w.width, w.height) for w in edge.windows] == [(1159, 581, 636, 639)]
+    # A single board: no entry names a tile.
+    assert panel_tiles([{"box": [1, 2, 3, 4], "score": 0.9, "class_name": "open"}], [], (640, 640)) is None
+
+
+def test_a_tile_is_cut_from_the_picture_without_copying_it():
+    panel = np.arange(1232 * 1800 * 3, dtype=np.uint32).astype(np.uint8).reshape(1232, 1800, 3)
+    tile = cut(panel, 583, 5, 640, 640)
+    assert tile.shape == (640, 640, 3) and np.shares_memory(tile, panel)  # a view: no copy of the panel
+    np.testing.assert_array_equal(tile, panel[5:645, 583:1223])
+    beyond = cut(panel, -7, -5, 640, 640)  # the golden panel's region of a window shifted past its corner
+    assert beyond.shape == (640, 640, 3) and not np.shares_memory(beyond, panel)
+    assert not beyond[:5].any() and not beyond[:, :7].any()
+    np.testing.assert_array_equal(beyond[5:, 7:], panel[:635, :633])
+
+
+def test_a_panel_drafts_boxes_are_shown_in_tile_pixels_and_the_tile_only():
+    shift = (7, 5)
+    detections = [panel_entry([700, 300, 730, 330], [576, 0, 640, 640], shift),
+                  panel_entry([1500, 900, 1530, 940], [1152, 576, 640, 640], shift),
+                  panel_entry([1200, 600, 1260, 660], [576, 0, 640, 640], shift)]  # runs past the tile's edge
+    changes = [{"box": [600, 40, 620, 60], "area": 300}, {"box": [1500, 1000, 1520, 1010], "area": 100}]
+    item = QueueItem(1, "now", "panel.png", None, "", "", 0.5, ["open", "short"], detections, changes,
+                     "ng", 0.0, "pending")
+    draft = QueueDraft(item, (1800, 1232))
+    draft.set_verdict(0, "reject")
+    draft.add_missed([800, 100, 820, 130], "short")
+    draft.add_missed([10, 10, 20, 20], "short")  # in another tile
+    tiles = panel_tiles(detections, changes, draft.image_size)
+    stop = tiles.stops[0]
+    scene = draft_scene(draft, stop.window, stop)
+    assert scene.sources == [(DETECTION, 0), (DETECTION, 2), (ADDED, 0)]
+    assert [b.xyxy for b in scene.boxes] == [(124.0, 300.0, 154.0, 330.0), (624.0, 600.0, 684.0, 660.0),
+                                             (217.0, 95.0, 237.0, 125.0)]
+    assert scene.boxes[0].false_call and scene.verdicts == ["reject", None]
+    assert [c["box"] for c in scene.changes] == [[17.0, 35.0, 37.0, 55.0]]
+    assert scene.focus == [124.0, 300.0, 154.0, 330.0]
+    whole = draft_scene(draft)  # the whole picture: every box as stored, as a single board's
+    assert [b.xyxy for b in whole.boxes] == [tuple(d["box"]) for d in detections] + [
+        (800.0, 100.0, 820.0, 130.0), (10.0, 10.0, 20.0, 20.0)]
+    assert len(whole.changes) == 2 and whole.focus is None
+
+
+def test_on_a_registered_panel_each_tile_window_shows_the_board_of_its_golden_tile():
+    """The line's real panel path (register, tile, stitch, queue entries): a tile's window on the misregistered
+    panel, moved by its entries' shift, shows the board of the golden tile, and the tile as named does not."""
+    from inspector.data.panels import Misregistration, assemble_panel, pairs_from_samples
+    from inspector.review_queue.store import review_entries
+    from inspector.runtime import Detector
+    from inspector.runtime.panel import PanelInspector
+
+    samples = sorted(load_dataset(BUNDLED_DEEPPCB.parent / "deeppcb_demo").samples, key=lambda s: s.key)[:4]
+    panel = assemble_panel(pairs_from_samples(samples), 2, 2, margin=32,
+                           misregistration=Misregistration(7.0, -5.0, 0.0, 1.0))
+    found = PanelInspector(Detector.load(None, threads=1)).inspect(panel.tested, panel.template)
+    detections, changes = review_entries(found.as_detections())
+    tiles = panel_tiles(detections, changes, (panel.tested.shape[1], panel.tested.shape[0]))
+    assert len(tiles.windows) > 3 and len(tiles.stops) == len(detections) > 10
+    for window in tiles.windows:
+        shown = cut(panel.tested, window.x, window.y, window.width, window.height).astype(np.int16)
+        golden = cut(panel.template, *window.template_region()).astype(np.int16)
+        x, y, width, height = window.tile
+        unmoved = cut(panel.tested, x, y, width, height).astype(np.int16) - cut(panel.template, x, y, width, height)
+        assert window.shift != (0, 0)
+        assert np.abs(shown - golden).mean() < 0.5 * np.abs(unmoved).mean(), window
