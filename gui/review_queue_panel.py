@@ -4,7 +4,12 @@ detection (confirm, reject, another class), the defects the model missed (typed 
 on the picture), saved with who and when through ``ReviewQueue.decide``, as the service's HTTP API does.
 
 Clicking a detection on the picture switches it between confirmed and rejected; *Draw missed defect*, then a
-drag, adds a box of the class chosen beside it.
+drag, adds a box of the class chosen beside it; *Redraw box*, then a drag, corrects the selected detection's box.
+
+A whole panel's item (its entries name the tile that saw them, ``queue_tiles.py``) opens entry by entry, each as
+its tile at a readable scale (*Previous* / *Next entry*), or as the whole panel with the tiles outlined (*Whole
+panel*). Whatever is drawn in a tile is stored in panel pixels, as on the whole picture; typed boxes are always
+panel pixels.
 """
 from __future__ import annotations
 
@@ -36,8 +41,10 @@ from gui.frame_view import Shown
 from gui.palette import ERROR_BANNER, INFO_BANNER
 from gui.panels import Banner
 from gui.queue_review import CONFIRM, REJECT, QueueDraft, QueueInputError, open_queue, parse_box
+from gui.queue_tile_bar import TileBar
+from gui.queue_tiles import DETECTION, cut, draft_scene, panel_tiles
 from gui.queue_view import QueueView
-from gui.review import MODEL, OPERATOR, ReviewBox, ReviewState
+from gui.review import ReviewState
 from inspector.review_queue import QueueItem, ReviewQueue
 
 PAGE = 200  # pending boards listed at once (the queue can hold thousands)
@@ -68,8 +75,9 @@ class ReviewQueuePanel(QWidget):
         self.items: list[QueueItem] = []
         self.draft: QueueDraft | None = None
         self._image = None
-        self._template = None  # the board's golden template, when on disk and of the picture's size
+        self._template = None  # the board's golden template, when on disk
         self._filling = False  # widgets being filled from the draft: their signals are not the reviewer's
+        self._sources: list[tuple[str, int]] = []  # per box on the picture: (kind, index) of what it shows
 
         self.banner = Banner()
         self.path_label = QLabel("No queue open")
@@ -89,7 +97,11 @@ class ReviewQueuePanel(QWidget):
         self.view = QueueView()
         self.view.set_placeholder("Select a board in the list")
         self.view.box_clicked.connect(self._toggle_from_view)
-        self.view.box_drawn.connect(self._add_drawn)
+        self.view.box_drawn.connect(self._box_dragged)
+        self.tile_bar = TileBar()  # a whole panel's item: which entry, in which tile
+        self.tile_bar.changed.connect(self._entry_changed)
+        QShortcut(QKeySequence("Alt+Left"), self, self.tile_bar.previous)
+        QShortcut(QKeySequence("Alt+Right"), self, self.tile_bar.next)
 
         self.item_label = QLabel("")
         self.item_label.setWordWrap(True)
@@ -97,6 +109,7 @@ class ReviewQueuePanel(QWidget):
         self.detections_table.setHorizontalHeaderLabels(["#", "class", "score", "verdict", "box"])
         self.detections_table.verticalHeader().hide()
         self.detections_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.detections_table.currentCellChanged.connect(lambda row, *_: self._detection_selected(row))
         self.confirm_all_button = QPushButton("Confirm all")
         self.confirm_all_button.clicked.connect(lambda: self._set_all(CONFIRM))
         self.reject_all_button = QPushButton("Reject all")
@@ -113,6 +126,10 @@ class ReviewQueuePanel(QWidget):
         self.draw_button = QPushButton("Draw missed defect")
         self.draw_button.setCheckable(True)
         self.draw_button.toggled.connect(self._set_draw_mode)
+        self.redraw_button = QPushButton("Redraw box")
+        self.redraw_button.setCheckable(True)
+        self.redraw_button.setToolTip("Then drag on the picture: the selected detection's box, corrected")
+        self.redraw_button.toggled.connect(self._set_redraw_mode)
         self.added_list = QListWidget()
         self.added_list.setMaximumHeight(120)
         self.remove_added_button = QPushButton("Remove selected")
@@ -156,6 +173,7 @@ class ReviewQueuePanel(QWidget):
         all_row.addWidget(self.confirm_all_button)
         all_row.addWidget(self.reject_all_button)
         right_layout.addLayout(all_row)
+        right_layout.addWidget(self.redraw_button)
         right_layout.addWidget(self.template_check)
         added = QGridLayout()
         added.addWidget(QLabel("Missed defect:"), 0, 0)
@@ -168,9 +186,14 @@ class ReviewQueuePanel(QWidget):
         right_layout.addWidget(self.remove_added_button)
         right_layout.addWidget(self.note)
         right_layout.addWidget(self.save_button)
+        centre = QWidget()
+        centre_layout = QVBoxLayout(centre)
+        centre_layout.setContentsMargins(0, 0, 0, 0)
+        centre_layout.addWidget(self.tile_bar)
+        centre_layout.addWidget(self.view, 1)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
-        splitter.addWidget(self.view)
+        splitter.addWidget(centre)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 3)
         splitter.setSizes([300, 700, 470])
@@ -276,9 +299,12 @@ class ReviewQueuePanel(QWidget):
         self.added_class.clear()
         self.note.clear()
         self.draw_button.setChecked(False)
+        self.redraw_button.setChecked(False)
+        self.tile_bar.set_tiles(None if draft is None else panel_tiles(draft.item.detections,
+                                                                       draft.item.unknown_changes, draft.image_size))
         if draft is None:
             self._image = self._template = None
-            self.view.changes = []
+            self.view.changes, self.view.tiles, self.view.current_tile, self.view.focus = [], [], None, None
             self.view.show_frame(None)
             self.item_label.setText("")
             self.added_list.clear()
@@ -308,10 +334,12 @@ class ReviewQueuePanel(QWidget):
             verdict.currentTextChanged.connect(lambda text, i=index: self._verdict_chosen(i, text))
             self.detections_table.setCellWidget(index, 3, verdict)
         self._template = self._read_template(item)
-        self.template_check.setEnabled(self._template is not None)
         self._enable_editing(True)
         self._filling = False
-        self._redraw()
+        if self.tile_bar.stop() is not None:
+            self._entry_changed()  # the first entry's tile, its detection selected
+        else:
+            self._redraw()
 
     def class_combo(self, index: int) -> QComboBox:
         return self.detections_table.cellWidget(index, 1)
@@ -323,18 +351,56 @@ class ReviewQueuePanel(QWidget):
         return self.detections_table.cellWidget(index, 4)
 
     def _read_template(self, item: QueueItem):
-        """The board's golden template when it is on disk and of the picture's size (boxes fit on it too)."""
+        """The board's golden template when it is on disk (read once, as the picture)."""
         if not item.template_path:
             return None
-        template = cv2.imread(item.template_path, cv2.IMREAD_COLOR)
-        return template if template is not None and template.shape == self._image.shape else None
+        return cv2.imread(item.template_path, cv2.IMREAD_COLOR)
+
+    def _template_usable(self) -> bool:
+        """The template can be shown: in a tile, any (it is cut at the tile, where the boxes fit it); on the
+        whole picture, one of the picture's size only (the boxes are drawn on it unmoved)."""
+        if self._template is None or self._image is None:
+            return False
+        return self.tile_bar.window() is not None or self._template.shape == self._image.shape
 
     def _enable_editing(self, on: bool) -> None:
-        self.template_check.setEnabled(on and self._template is not None)
+        self.template_check.setEnabled(on and self._template_usable())
         for widget in (self.detections_table, self.confirm_all_button, self.reject_all_button, self.added_class,
-                       self.added_box, self.add_button, self.draw_button, self.added_list,
+                       self.added_box, self.add_button, self.draw_button, self.redraw_button, self.added_list,
                        self.remove_added_button, self.note, self.save_button):
             widget.setEnabled(on)
+
+    # ------------------------------------------------------------------ a whole panel, tile by tile
+
+    def _entry_changed(self) -> None:
+        """Another entry of the panel (or the whole panel on or off): its detection becomes the selected one
+        (what *Redraw box* corrects), and the picture is drawn again."""
+        stop = self.tile_bar.stop()
+        if self.draft is None or stop is None:
+            return
+        if stop.kind == DETECTION and self.detections_table.currentRow() != stop.index:
+            self._filling = True
+            self.detections_table.setCurrentCell(stop.index, 0)
+            self._filling = False
+        self._redraw()
+
+    def _detection_selected(self, row: int) -> None:
+        """A detection picked in the list: a panel shows it in its tile."""
+        if self._filling or self.tile_bar.tiles is None or row < 0:
+            return
+        position = self.tile_bar.tiles.stop_of(DETECTION, row)
+        if position is not None and position != self.tile_bar.position:
+            self.tile_bar.go_to(position)
+
+    def _stop_text(self) -> str:
+        """The entry being looked at, named for the tile bar."""
+        stop = self.tile_bar.stop()
+        if stop is None:
+            return ""
+        if stop.kind != DETECTION:
+            return f"unknown change {stop.index}"
+        score = float(self.draft.item.detections[stop.index]["score"])
+        return f"detection {stop.index} ({self.draft.classes[stop.index]} {score:.3f})"
 
     def _verdict_chosen(self, index: int, text: str) -> None:
         if self._filling or self.draft is None:
@@ -360,12 +426,15 @@ class ReviewQueuePanel(QWidget):
             return
         edit = self.box_edit(index)
         try:
-            box = self.draft.set_box(index, parse_box(edit.text()))
+            self.correct_box(index, parse_box(edit.text()))
         except QueueInputError as error:
             self._say(f"detection {index}: {error}" if not str(error).startswith("detection") else str(error))
             edit.setText(box_text(self.draft.boxes[index]))
-            return
-        edit.setText(box_text(box))
+
+    def correct_box(self, index: int, box) -> None:
+        """Detection ``index`` at ``box`` (panel pixels; ``QueueInputError`` when it does not fit the picture)."""
+        box = self.draft.set_box(index, box)
+        self.box_edit(index).setText(box_text(box))
         self.banner.clear_message()
         if self.draft.verdicts[index] is None:  # boxing it again says the defect is real
             self.verdict_combo(index).setCurrentText(CONFIRM)
@@ -377,10 +446,11 @@ class ReviewQueuePanel(QWidget):
         for index in range(len(self.draft.item.detections)):
             self.verdict_combo(index).setCurrentText(verdict)
 
-    def _toggle_from_view(self, index: int) -> None:
+    def _toggle_from_view(self, shown: int) -> None:
         """A click on a box: a detection goes between confirmed and rejected (an added box is left alone)."""
-        if self.draft is None or index >= len(self.draft.item.detections):
+        if self.draft is None or not 0 <= shown < len(self._sources) or self._sources[shown][0] != DETECTION:
             return
+        index = self._sources[shown][1]
         self.verdict_combo(index).setCurrentText(REJECT if self.draft.verdicts[index] != REJECT else CONFIRM)
 
     def add_typed_box(self) -> bool:
@@ -395,15 +465,36 @@ class ReviewQueuePanel(QWidget):
         self.added_box.clear()
         return True
 
-    def _add_drawn(self, xyxy) -> None:
+    def _box_dragged(self, xyxy) -> None:
+        """A drag on the picture: a missed defect (*Draw missed defect*) or the selected detection's box
+        (*Redraw box*), in panel pixels: one dragged in a tile is moved by the tile's offset, clipped to it."""
         if self.draft is None:
             return
-        width, height = self.draft.image_size  # a drag that overshoots the picture ends at its edge
-        x1, y1, x2, y2 = (min(max(float(v), 0.0), limit) for v, limit in zip(xyxy, (width, height, width, height)))
+        window = self.tile_bar.window()
         try:
-            self.add_missed((x1, y1, x2, y2), self.added_class.currentText())
+            if window is None:
+                width, height = self.draft.image_size  # a drag that overshoots the picture ends at its edge
+                box = [min(max(float(v), 0.0), limit) for v, limit in zip(xyxy, (width, height, width, height))]
+                clipped = False
+            else:
+                box, clipped = window.to_panel(xyxy)
+            if self.redraw_button.isChecked():
+                self.redraw_box(box)
+            else:
+                self.add_missed(box, self.added_class.currentText())
         except QueueInputError as error:
             self._say(str(error))
+            return
+        if clipped:
+            self.banner.show_message("The box was cut at the tile's edge: a defect that runs on past the tile is "
+                                     "boxed in the whole-panel view", INFO_BANNER)
+
+    def redraw_box(self, box) -> None:
+        """``box`` (panel pixels) becomes the selected detection's corrected box, as if typed in its row."""
+        index = self.detections_table.currentRow()
+        if index < 0:
+            raise QueueInputError("Redraw box: select the detection to correct in the list first")
+        self.correct_box(index, box)
 
     def add_missed(self, box, class_name: str) -> None:
         entry = self.draft.add_missed(box, class_name)
@@ -421,24 +512,45 @@ class ReviewQueuePanel(QWidget):
         self._redraw()
 
     def _set_draw_mode(self, on: bool) -> None:
-        self.view.draw_mode = on
+        if on:
+            self.redraw_button.setChecked(False)  # one meaning for a drag at a time
+        self.view.draw_mode = on or self.redraw_button.isChecked()
+
+    def _set_redraw_mode(self, on: bool) -> None:
+        if on:
+            self.draw_button.setChecked(False)
+        self.view.draw_mode = on or self.draw_button.isChecked()
 
     def _redraw(self) -> None:
+        """Show the draft: the whole picture, or (a whole panel's entry) its tile cut from the picture read once."""
         draft = self.draft
         if draft is None or self._image is None:
             return
-        boxes = [ReviewBox(tuple(draft.boxes[i]), draft.classes[i], MODEL, float(d["score"]),
-                           false_call=draft.verdicts[i] == REJECT)
-                 for i, d in enumerate(draft.item.detections)]
-        boxes += [ReviewBox(tuple(a["box"]), a["class_name"], OPERATOR) for a in draft.added]
-        template = self.template_check.isChecked() and self._template is not None
-        picture = self._template if template else self._image
-        review = ReviewState(f"item {draft.item.id}", 0.0, picture, None, draft.class_names, boxes)
+        window, stop, tiles = self.tile_bar.window(), self.tile_bar.stop(), self.tile_bar.tiles
+        usable = self._template_usable()
+        self.template_check.setEnabled(self.save_button.isEnabled() and usable)
+        template = self.template_check.isChecked() and usable
+        if window is None:
+            picture = self._template if template else self._image
+        elif template:
+            picture = cut(self._template, *window.template_region())
+        else:
+            picture = cut(self._image, window.x, window.y, window.width, window.height)  # a view: no copy
+        scene = draft_scene(draft, window, stop)
+        self._sources = scene.sources
+        review = ReviewState(f"item {draft.item.id}", 0.0, picture, None, draft.class_names, scene.boxes)
         undecided = len(draft.undecided())
-        self.view.changes = [c for c in draft.item.unknown_changes if isinstance(c.get("box"), (list, tuple))]
-        self.view.verdicts = list(draft.verdicts)
+        self.view.changes = scene.changes
+        self.view.verdicts = scene.verdicts
+        self.view.focus = scene.focus
+        whole_panel = tiles is not None and window is None
+        self.view.tiles = [w.rect for w in tiles.windows] if whole_panel else []
+        self.view.current_tile = stop.window.number - 1 if whole_panel and stop is not None else None
+        self.tile_bar.describe(self._stop_text())
+        place = "" if tiles is None else \
+            " · whole panel" if window is None else f" · tile {window.number} of {window.count}"
         self.view.show_frame(Shown(picture, None, draft.class_names, review=review,
-                                   caption=f"QUEUE item {draft.item.id} · {draft.item.reason}" +
+                                   caption=f"QUEUE item {draft.item.id} · {draft.item.reason}" + place +
                                    (" · golden template" if template else "") +
                                    (f" · {undecided} to decide" if undecided else ""), token=draft.item.id))
 

@@ -301,3 +301,151 @@ def test_ctrl_enter_saves_the_decision(qtbot, queue_file):
     finally:
         queue.close()
     panel.close_queue()
+
+
+# ---------------------------------------------------------------------- a whole panel, tile by tile
+
+PANEL_SIZE = (1800, 1232)  # width, height of the synthetic panel (its tiles are 640 px, as the line's)
+SHIFT = (7, 5)  # the tested panel lies this far right and down of the golden one (its misregistration)
+
+
+@pytest.fixture()
+def panel_queue(tmp_path):
+    """One whole panel queued as the line queues it (``PanelDetections`` -> ``ReviewQueue.offer_detections``):
+    four defects in three tiles and an unknown change in a fourth, the tested panel moved by ``SHIFT``."""
+    from inspector.runtime.panel import PanelDetections
+    from inspector.runtime.panel_changes import PanelChange
+
+    rng = np.random.default_rng(5)
+    golden = cv2.resize(rng.integers(0, 255, (154, 225), np.uint8), PANEL_SIZE, interpolation=cv2.INTER_NEAREST)
+    tested = np.zeros_like(golden)
+    tested[SHIFT[1]:, SHIFT[0]:] = golden[:-SHIFT[1], :-SHIFT[0]]
+    assert cv2.imwrite(str(tmp_path / "panel_test.png"), tested)
+    assert cv2.imwrite(str(tmp_path / "panel_temp.png"), golden)
+    template_boxes = np.float32([[100, 100, 130, 120], [700, 300, 730, 330], [900, 500, 940, 520],
+                                 [1500, 900, 1530, 940]])
+    tiles = np.int64([[0, 0, 640, 640], [576, 0, 640, 640], [576, 0, 640, 640], [1152, 576, 640, 640]])
+    change = PanelChange((1257.0, 205.0, 1297.0, 245.0), 900, "darker", 0.0,
+                         template_box=(1250.0, 200.0, 1290.0, 240.0), tile=(1152, 0, 640, 640))
+    found = PanelDetections(template_boxes + np.float32([*SHIFT, *SHIFT]), template_boxes,
+                            np.float32([0.9, 0.62, 0.8, 0.95]), np.int64([0, 1, 1, 2]),
+                            ["open", "short", "short", "mousebite"], PANEL_SIZE, 9, None, {}, source_tiles=tiles,
+                            unknown_changes=[change])
+    path = tmp_path / "data" / "review.sqlite3"
+    queue = ReviewQueue(path)
+    item = queue.offer_detections(tmp_path / "panel_test.png", found.as_detections(), 0.6, CLASSES,
+                                  template_path=tmp_path / "panel_temp.png")
+    assert queue.get(item).detections[1]["tile"] == [576, 0, 640, 640]
+    queue.close()
+    return path, item, tested, golden
+
+
+def test_a_panel_opens_entry_by_entry_each_in_its_tile_at_full_resolution(qtbot, panel_queue):
+    path, item, tested, golden = panel_queue
+    panel = open_panel(qtbot, path)
+    panel.pending_table.setCurrentCell(0, 0)
+    assert panel.draft.item.id == item and panel.tile_bar.isVisible()
+    # The first entry's tile, cut from the panel read once (a view of it, no copy), its box where the defect is.
+    shown = panel.view.shown
+    assert shown.image.shape == (640, 640, 3) and np.shares_memory(shown.image, panel._image)
+    np.testing.assert_array_equal(shown.image[..., 0], tested[5:645, 7:647])
+    assert [b.xyxy for b in shown.review.boxes] == [(100.0, 100.0, 130.0, 120.0)]
+    assert panel.view.focus == [100.0, 100.0, 130.0, 120.0] and panel.detections_table.currentRow() == 0
+    assert panel.tile_bar.label.text() == ("Entry 1 of 5: detection 0 (open 0.900) · tile 1 of 4 at x 0, y 0 "
+                                           "(640 × 640 px); on this panel at x 7, y 5 (registration shift +7, +5)")
+    assert "tile 1 of 4" in shown.caption and not panel.tile_bar.previous_button.isEnabled()
+    panel.view.grab()  # painted: boxes cut at the tile's edge, the entry ringed
+
+    panel.tile_bar.next_button.click()  # the next entry: the next tile, with the other entry that falls in it
+    assert panel.tile_bar.window().tile == (576, 0, 640, 640) and panel.detections_table.currentRow() == 1
+    np.testing.assert_array_equal(panel.view.shown.image[..., 0], tested[5:645, 583:1223])
+    assert [b.xyxy for b in panel.view.shown.review.boxes] == [(124.0, 300.0, 154.0, 330.0),
+                                                                (324.0, 500.0, 364.0, 520.0)]
+    assert panel.view.focus == [124.0, 300.0, 154.0, 330.0]
+    assert "Entry 2 of 5: detection 1 (short 0.620) · tile 2 of 4 at x 576, y 0" in panel.tile_bar.label.text()
+    panel.template_check.setChecked(True)  # the golden panel at the tile itself: the same board, pixel for pixel
+    np.testing.assert_array_equal(panel.view.shown.image[..., 0], golden[0:640, 576:1216])
+    np.testing.assert_array_equal(panel.view.shown.image[..., 0], tested[5:645, 583:1223])
+    assert len(panel.view.shown.review.boxes) == 2 and "golden template" in panel.view.shown.caption
+    panel.template_check.setChecked(False)
+
+    panel.tile_bar.next_button.click()
+    panel.tile_bar.next_button.click()  # the unknown change's tile: no detection there, the change drawn
+    assert panel.tile_bar.window().tile == (1152, 0, 640, 640) and panel.view.shown.review.boxes == []
+    assert [c["box"] for c in panel.view.changes] == [[98.0, 200.0, 138.0, 240.0]]
+    assert "Entry 4 of 5: unknown change 0" in panel.tile_bar.label.text()
+    panel.tile_bar.next_button.click()
+    assert panel.tile_bar.window().tile == (1152, 576, 640, 640) and not panel.tile_bar.next_button.isEnabled()
+    panel.tile_bar.next_button.click()  # past the last entry: stays
+    assert panel.tile_bar.position == 4
+    panel.detections_table.setCurrentCell(1, 0)  # a detection picked in the list opens its tile
+    assert panel.tile_bar.position == 1 and panel.tile_bar.window().tile == (576, 0, 640, 640)
+
+    panel.tile_bar.whole_check.setChecked(True)  # the whole panel, its tiles outlined, the entry's one bold
+    assert panel.view.shown.image.shape == (1232, 1800, 3)
+    assert panel.view.tiles == [[7.0, 5.0, 647.0, 645.0], [583.0, 5.0, 1223.0, 645.0],
+                                [1159.0, 5.0, 1799.0, 645.0], [1159.0, 581.0, 1799.0, 1221.0]]
+    assert panel.view.current_tile == 1 and "whole panel" in panel.view.shown.caption
+    assert [b.xyxy for b in panel.view.shown.review.boxes] == [tuple(d["box"]) for d in panel.draft.item.detections]
+    panel.view.grab()
+    panel.tile_bar.whole_check.setChecked(False)
+    assert panel.view.shown.image.shape == (640, 640, 3) and panel.view.tiles == []
+    panel.close_queue()
+
+
+def test_a_box_corrected_or_added_in_a_tile_is_saved_in_panel_pixels(qtbot, panel_queue):
+    path, item, _, _ = panel_queue
+    panel = open_panel(qtbot, path)
+    panel.pending_table.setCurrentCell(0, 0)
+    panel.tile_bar.next_button.click()  # detection 1, in the tile at x 583, y 5 of the panel
+    panel.redraw_button.setChecked(True)
+    assert panel.view.draw_mode
+    panel.view.box_drawn.emit((120.0, 296.0, 160.0, 334.0))  # tile pixels: the defect boxed again, a little wider
+    assert panel.box_edit(1).text() == "703, 301, 743, 339" and panel.verdict_combo(1).currentText() == "confirm"
+    assert panel.view.shown.review.boxes[0].xyxy == (120.0, 296.0, 160.0, 334.0)  # drawn where it was dragged
+    panel.view.box_clicked.emit(1)  # a click on the tile's second box: detection 2, rejected
+    assert panel.verdict_combo(2).currentText() == "reject" and panel.verdict_combo(1).currentText() == "confirm"
+
+    panel.draw_button.setChecked(True)  # one meaning for a drag at a time
+    assert not panel.redraw_button.isChecked() and panel.view.draw_mode
+    panel.added_class.setCurrentText("short")
+    panel.view.box_drawn.emit((600.0, 10.0, 700.0, 40.0))  # across the tile's right edge: cut there, and said
+    assert panel.draft.added == [{"box": [1183.0, 15.0, 1223.0, 45.0], "class_name": "short"}]
+    assert "cut at the tile's edge" in panel.banner.text()
+    panel.view.box_drawn.emit((650.0, 10.0, 700.0, 40.0))  # beside the tile: nothing the reviewer saw
+    assert "lies outside the tile (640x640)" in panel.banner.text() and len(panel.draft.added) == 1
+
+    panel.tile_bar.whole_check.setChecked(True)  # the same drag on the whole panel gives the same box
+    panel.redraw_button.setChecked(True)
+    panel.view.box_drawn.emit((703.0, 301.0, 743.0, 339.0))
+    assert panel.draft.boxes[1] == [703.0, 301.0, 743.0, 339.0]
+    panel.verdict_combo(0).setCurrentText("confirm")
+    panel.verdict_combo(3).setCurrentText("confirm")
+    assert panel.save_decision(), panel.banner.text()
+    queue = ReviewQueue(path)
+    try:
+        [decision] = queue.decisions(item)
+        assert decision.verdicts == [{"index": 0, "verdict": "confirm"},
+                                     {"index": 1, "verdict": "confirm", "box": [703.0, 301.0, 743.0, 339.0]},
+                                     {"index": 2, "verdict": "reject"}, {"index": 3, "verdict": "confirm"}]
+        assert decision.added == [{"box": [1183.0, 15.0, 1223.0, 45.0], "class_name": "short"}]
+    finally:
+        queue.close()
+    assert panel.draft is None and not panel.tile_bar.isVisible()  # nothing left in the list
+    panel.close_queue()
+
+
+def test_a_single_board_is_still_shown_whole(qtbot, queue_file):
+    path, near, _ = queue_file
+    panel = open_panel(qtbot, path)
+    panel.pending_table.setCurrentCell(0, 0)
+    assert panel.draft.item.id == near and not panel.tile_bar.isVisible() and panel.tile_bar.window() is None
+    shown = panel.view.shown
+    assert shown.image.shape == (SIZE[1], SIZE[0], 3) and panel.view.tiles == [] and panel.view.focus is None
+    assert [b.xyxy for b in shown.review.boxes] == [(30.0, 30.0, 90.0, 80.0), (150.0, 100.0, 200.0, 140.0)]
+    assert "tile" not in shown.caption and "whole panel" not in shown.caption
+    panel.detections_table.setCurrentCell(1, 0)
+    panel.redraw_button.setChecked(True)  # a drag corrects the selected detection's box, in the picture's pixels
+    panel.view.box_drawn.emit((148.0, 98.0, 330.0, 142.0))  # overshoots the right edge: ends at it
+    assert panel.draft.boxes[1] == [148.0, 98.0, 320.0, 142.0] and panel.box_edit(1).text() == "148, 98, 320, 142"
+    panel.close_queue()
