@@ -95,14 +95,29 @@ def demo_pairs() -> list[tuple[Path, Path]]:
     return [(test, test.with_name(test.name.replace("_test", "_temp"))) for test in tests]
 
 
-def drop_coded_board(folder: Path, name: str, code_text: str, age_s: float = 60.0) -> None:
-    """A defective board pair whose test image carries a QR code of ``code_text`` (the board's serial), as
-    PNG (lossless: the code stays readable), modified ``age_s`` ago (older files are read first)."""
+def code_image(code_format: str, text: str, scale: int = 4):
+    """A grey image (uint8, quiet zone included) of ``text`` as a code of ``code_format`` (a zxing-cpp
+    ``BarcodeFormat`` name: DataMatrix, QRCode, Code128 ...), made by zxing-cpp's own writer."""
+    import numpy as np
+    import zxingcpp
+
+    barcode = zxingcpp.create_barcode(text, getattr(zxingcpp.BarcodeFormat, code_format))
+    return np.ascontiguousarray(zxingcpp.write_barcode_to_image(barcode, scale=scale))
+
+
+def drop_coded_board(folder: Path, name: str, code_text: str, age_s: float = 60.0, code_format: str = "") -> None:
+    """A defective board pair whose test image carries a code of ``code_text`` (the board's serial): a QR
+    code drawn by OpenCV, or a code of ``code_format`` (``code_image``). Written as PNG (lossless: the code
+    stays readable), modified ``age_s`` ago (older files are read first)."""
     import cv2
 
     test, temp = demo_pairs()[0]
-    code = cv2.QRCodeEncoder.create().encode(code_text)
-    code = cv2.cvtColor(cv2.resize(code, None, fx=6, fy=6, interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+    if code_format:
+        code = code_image(code_format, code_text)
+    else:
+        code = cv2.resize(cv2.QRCodeEncoder.create().encode(code_text), None, fx=6, fy=6,
+                          interpolation=cv2.INTER_NEAREST)
+    code = cv2.cvtColor(code, cv2.COLOR_GRAY2BGR)
     board = cv2.imread(str(test))
     board[20:20 + code.shape[0], 20:20 + code.shape[1]] = code
     shutil.copy2(temp, folder / f"{name}_temp.jpg")

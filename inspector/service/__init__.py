@@ -4,8 +4,8 @@ Modules, top-down: ``config`` (file + INSPECTOR_* environment, validated), ``rec
 SQLite journal that is also the spool), ``postgres`` (the shared PostgreSQL store), ``frame_queue``,
 ``evidence``, ``metrics``, ``mqtt``, ``delivery`` (journal -> sink, in order), ``service`` (life cycle and
 capture of the pipeline; ``inspection``: judging and committing frames, ``parts``: PLC trigger mode and
-traceability, ``status``: alarms, monitor, health), ``api`` (FastAPI), ``run`` (the command: HTTP server,
-signals, drain).
+traceability, ``serial_codes``: a board's serial from a code in the frame, the GUI's too, ``status``: alarms,
+monitor, health), ``api`` (FastAPI), ``run`` (the command: HTTP server, signals, drain).
 
 It uses ``inspector.capture`` for frames and ``inspector.runtime`` for the model, nothing else of the project.
 """

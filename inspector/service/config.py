@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspector.redaction import redact
+from inspector.service.serial_codes import CODE_FORMATS, DEFAULT_CODE_FORMATS, parse_code_formats
 
 ENV_PREFIX = "INSPECTOR_"
 log = logging.getLogger(__name__)
@@ -116,11 +117,15 @@ class ServiceConfig(BaseModel):
     result_timeout_s: float = Field(30.0, gt=0, description="trigger mode: no verdict this long -> ERROR to the PLC")
     recipes: Optional[Path] = Field(None, description="directory of recipe files (inspector recipe ...)")
     recipe: Optional[str] = Field(None, description="recipe to start with (default: the last active one)")
-    read_serial_code: bool = Field(False, description="read the board's serial from a QR code in the frame when "
-                                   "the PLC gives no PartId (records' part_id)")
+    read_serial_code: bool = Field(False, description="read the board's serial from a code in the frame "
+                                   "(serial_code_formats) when the PLC gives no PartId (records' part_id)")
+    serial_code_formats: tuple[str, ...] = Field(
+        DEFAULT_CODE_FORMATS, description="with read_serial_code or recipe_by_part_id: the codes a serial is read "
+        "from, in priority order (the first format found wins; within it the largest code): some of "
+        f"{', '.join(CODE_FORMATS)}; a list, or comma-separated in INSPECTOR_SERIAL_CODE_FORMATS")
     recipe_by_part_id: bool = Field(False, description="judge each part with the recipe whose part_id_pattern "
-                                    "matches its id (PLC PartId, else the QR code read from the frame); no match "
-                                    "or several: the active recipe stays, alarm")
+                                    "matches its id (PLC PartId, else the serial code read from the frame); no "
+                                    "match or several: the active recipe stays, alarm")
 
     # verification queue (inspector/review_queue.py, inspector/service/review_feed.py; GET /review)
     review: bool = Field(False, description="queue NG boards, boards with a detection near the threshold and "
@@ -163,6 +168,11 @@ class ServiceConfig(BaseModel):
             if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:502 or 127.0.0.1:5020")
         return value
+
+    @field_validator("serial_code_formats", mode="before")
+    @classmethod
+    def _known_code_formats(cls, value: Any) -> tuple[str, ...]:
+        return parse_code_formats(value)  # ValueError naming the bad name and the known ones
 
     @field_validator("line")
     @classmethod

@@ -10,12 +10,11 @@ import queue
 import time
 from typing import Any, Optional
 
-import cv2
-
 from inspector.capture import Frame
 from inspector.service.config import ServiceConfig
 from inspector.service.errors import ServiceError
 from inspector.service.records import Record, new_record_id
+from inspector.service.serial_codes import serial_reader
 
 log = logging.getLogger("inspector.service.service")
 
@@ -44,6 +43,9 @@ class PartsMixin:
                 self.recipes.load_initial(config.recipe)
             except RecipeError as error:
                 raise ServiceError(f"recipe: {error}") from error
+        self.serial_codes = None  # read_serial_code / recipe_by_part_id: built now, so a missing decoder warns at start
+        if config.read_serial_code or config.recipe_by_part_id:
+            self.serial_codes = serial_reader(config.serial_code_formats)
         self.recipe_patterns = None  # recipe_by_part_id: the part_id_pattern of each recipe (recipe_choice.py)
         self._recipe_choice_problem: Optional[str] = None  # the alarmed reason no recipe was chosen
         if config.recipe_by_part_id:
@@ -98,15 +100,9 @@ class PartsMixin:
         return {"part_id": part_id or serial, "recipe": name, "recipe_version": version}
 
     def _serial_from_code(self, frame: Frame, part) -> Optional[str]:
-        """With ``read_serial_code`` (or ``recipe_by_part_id``): the board's serial from a QR code in the frame
-        (OpenCV's detector), when the PLC gave none. None when off, when the PLC named the part, or when no code is readable."""
-        if not (self.config.read_serial_code or self.config.recipe_by_part_id) or (part is not None and part.part_id):
+        """With ``read_serial_code`` (or ``recipe_by_part_id``): the board's serial from a code of
+        ``serial_code_formats`` in the frame (``serial_codes``: Data Matrix, QR, Code 128 ...), when the PLC gave
+        none. None when off, when the PLC named the part, or when no code is readable."""
+        if self.serial_codes is None or (part is not None and part.part_id):
             return None
-        try:
-            text, _, _ = cv2.QRCodeDetector().detectAndDecode(frame.image)
-        except cv2.error as error:
-            log.warning("%s: QR code not read: %s", frame.frame_id, error)
-            return None
-        from inspector.service.plc.handshake import _clean_part_id
-
-        return _clean_part_id(text) or None
+        return self.serial_codes.read(frame.image, frame.frame_id)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 pytest.importorskip("asyncua.sync")
 
 from inspector.service import Service, ServiceConfig  # noqa: E402
-from line_helpers import Plc, demo_pairs, drop_board, free_port, wait_for  # noqa: E402
+from line_helpers import Plc, drop_board, drop_coded_board, free_port, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -248,34 +247,25 @@ def test_results_by_part_id_over_http(line):
 
 
 @pytest.mark.slow
-def test_serial_read_from_a_qr_code_without_a_plc(tmp_path):
-    import cv2
-
+def test_serial_read_from_a_code_without_a_plc(tmp_path):
+    """Data Matrix (most PCB serials) and QR codes by the default serial_code_formats; no code: no part id."""
     folder = tmp_path / "incoming"
     folder.mkdir()
-    test, temp = demo_pairs()[0]
-    code = cv2.QRCodeEncoder.create().encode("SN-QR-0042")
-    code = cv2.cvtColor(cv2.resize(code, None, fx=6, fy=6, interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
-    board = cv2.imread(str(test))
-    board[20:20 + code.shape[0], 20:20 + code.shape[1]] = code
-    shutil.copy2(temp, folder / "coded_temp.jpg")
-    cv2.imwrite(str(folder / "coded_test.png"), board)
-    shutil.copy2(temp, folder / "plain_temp.jpg")
-    shutil.copy2(test, folder / "plain_test.jpg")
-    old = time.time() - 60
-    for path in folder.iterdir():
-        os.utime(path, (old, old))
+    drop_coded_board(folder, "qr", "SN-QR-0042")
+    drop_coded_board(folder, "dm", "SN-DM-0043", code_format="DataMatrix")
+    drop_board(folder, "plain")
     service = Service(ServiceConfig(source=str(folder), data_dir=tmp_path / "data", http=None,
                                     read_serial_code=True))
     service.start()
     try:
-        wait_for(lambda: service.journal.count() == 2, 60, "two records", interval=0.05)
+        wait_for(lambda: service.journal.count() == 3, 60, "three records", interval=0.05)
     finally:
         service.stop()
     by_file = {record.frame_file: record for record in service.journal.query().items}
-    assert by_file["coded_test.png"].part_id == "SN-QR-0042"
+    assert by_file["qr_test.png"].part_id == "SN-QR-0042"
+    assert by_file["dm_test.png"].part_id == "SN-DM-0043"
     assert by_file["plain_test.jpg"].part_id is None
-    assert service.journal.query(part_id="SN-QR-0042").total == 1
+    assert service.journal.query(part_id="SN-DM-0043").total == 1
 
 
 def test_result_timeout_answers_error_and_a_late_verdict_is_not_shown():
