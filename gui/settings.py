@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from gui.evidence import atomic_write_json
-from inspector.config_base import ConfigBase
+from inspector.config_base import ConfigBase, setting
+from inspector.service.serial_codes import CODE_FORMATS, DEFAULT_CODE_FORMATS
 
 CONFIG_ENV = "INSPECTOR_GUI_CONFIG"
 
@@ -53,7 +54,10 @@ class GuiSettings(ConfigBase):
     window_geometry: str = ""  # Qt's saveGeometry(), base64
     recipes_dir: str = ""  # folder of recipe files (inspector recipe list), as the service's ``recipes``
     recipe: str = ""  # the active recipe's name: loaded again at start-up
-    read_serial_code: bool = False  # read a board's serial from a QR code in the frame when none was scanned
+    read_serial_code: bool = False  # read a board's serial from a code in the frame when none was scanned
+    # the codes read for it, in priority order: as the service's serial_code_formats (inspector/service/serial_codes)
+    serial_code_formats: list[str] = setting(default_factory=lambda: list(DEFAULT_CODE_FORMATS),
+                                             choices=CODE_FORMATS, non_empty=True)
     engineers: dict[str, str] = field(default_factory=dict)  # name -> PIN/token hash (python -m gui.access NAME)
     engineer_unlock_minutes: float = 15.0  # an engineer login lasts this long (Lock ends it sooner)
     review_queue: str = ""  # the line service's verification queue, <data_dir>/review.sqlite3 ("" = ask)

@@ -14,6 +14,7 @@ from gui.panels import SourceBar
 from gui.palette import ERROR_BANNER
 from gui.session import NOT_JUDGED, Inspection
 from inspector.runtime.draw import draw_detections
+from inspector.service.serial_codes import CODE_FORMAT_LABELS
 
 
 class ActionsMixin:
@@ -45,10 +46,17 @@ class ActionsMixin:
         self.changes_action.setChecked(self.settings.flag_changes)
         self.align_action = action("Align frames to the template", None, self._set_align, checkable=True)
         self.align_action.setChecked(self.settings.align)
-        self.serial_code_action = action("Read part id from QR code", None, self._set_read_serial_code,
-                                         "When no part id was scanned or typed, read it from a QR code on the "
-                                         "board", checkable=True)
+        self.serial_code_action = action("Read part id from a code", None, self._set_read_serial_code,
+                                         "When no part id was scanned or typed, read it from a code on the board "
+                                         "(the formats of Part id codes)", checkable=True)
         self.serial_code_action.setChecked(self.settings.read_serial_code)
+        self.serial_format_actions = {}  # format name -> checkable action of the Part id codes menu
+        for name, label in CODE_FORMAT_LABELS.items():
+            act = action(label, None, lambda on, name=name: self._set_serial_code_format(name, on),
+                         f"Read the part id from {label} codes (a format checked later is read after the others)",
+                         checkable=True)
+            act.setChecked(name in self.settings.serial_code_formats)
+            self.serial_format_actions[name] = act
         self.model_action = action("Load model package…", "Ctrl+O", self.choose_model)
         self.folder_action = action("Watch a folder…", None, self.choose_folder, "Inspect images a scanner writes "
                                     "into a folder (hot folder)")
@@ -95,9 +103,12 @@ class ActionsMixin:
         file_menu.addAction(self.quit_action)
         inspect_menu = menus.addMenu("&Inspect")
         for act in (self.start_action, self.snapshot_action, self.overlay_action, self.align_action,
-                    self.serial_code_action,
-                    self.reset_action):
+                    self.serial_code_action):
             inspect_menu.addAction(act)
+        codes_menu = inspect_menu.addMenu("Part id codes")
+        for act in self.serial_format_actions.values():
+            codes_menu.addAction(act)
+        inspect_menu.addAction(self.reset_action)
         review_menu = menus.addMenu("&Review")
         for act in (self.review_action, self.draw_action, self.save_review_action, self.live_action):
             review_menu.addAction(act)

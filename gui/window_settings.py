@@ -84,6 +84,7 @@ class SettingsMixin:
         return InferenceOptions(self.thresholds, self.golden, self.settings.align, self.settings.show_overlay,
                                 self.settings.flag_changes, part_id=self.part_id,
                                 read_serial_code=self.settings.read_serial_code,
+                                serial_code_formats=tuple(self.settings.serial_code_formats),
                                 recipe=f"{self.recipe.name} version {self.recipe.version}" if self.recipe else "")
 
     def _push_options(self) -> None:
@@ -147,6 +148,19 @@ class SettingsMixin:
 
     def _set_read_serial_code(self, on: bool) -> None:
         self.settings.read_serial_code = bool(on)
+        self._push_options()
+        self.save_settings()
+
+    def _set_serial_code_format(self, name: str, on: bool) -> None:
+        """A format switched on is read after those already on (the lowest priority; the settings file may
+        order them at will). The last one stays on: to read no code, switch off reading the part id."""
+        formats = [known for known in self.settings.serial_code_formats if known != name] + ([name] if on else [])
+        if not formats:
+            self.serial_format_actions[name].setChecked(True)
+            self.statusBar().showMessage("One code format at least stays on; to read none, switch off Inspect → "
+                                         "Read part id from a code", 8000)
+            return
+        self.settings.serial_code_formats = formats
         self._push_options()
         self.save_settings()
 

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
@@ -35,6 +34,7 @@ from gui.inference_process import (DetectResult, InferenceCancelled, InferenceCl
 from gui.session import NG, Inspection, Thresholds
 from inspector.capture import (CorruptFrame, Frame, FrameSource, ReconnectingSource, SourceEnded, SourceError,
                                open_source)
+from inspector.service.serial_codes import DEFAULT_CODE_FORMATS, serial_reader
 
 IDLE_POLL_S = 0.005  # how long capture sleeps when the source has nothing ready
 
@@ -184,7 +184,8 @@ class InferenceOptions:
     overlay: bool = False  # compute the template-edge overlay
     unknown_changes: bool = False  # flag template differences no detection explains (inspector.runtime.changes)
     part_id: str = ""  # the board under the camera, as the operator or a barcode scanner entered it
-    read_serial_code: bool = False  # read the board's serial from a QR code in the frame when part_id is ""
+    read_serial_code: bool = False  # read the board's serial from a code in the frame when part_id is ""
+    serial_code_formats: tuple[str, ...] = DEFAULT_CODE_FORMATS  # which codes, in priority order (serial_codes)
     recipe: str = ""  # "name version" of the active recipe, written into each record
 
 
@@ -196,13 +197,10 @@ class _LoadRequest:
     options: InferenceOptions | None = None  # a recipe's: applied with the model, before the next frame
 
 
-def serial_from_code(image: np.ndarray) -> str:
-    """The text of a QR code in the frame ("" when there is none), as the service reads a board's serial."""
-    try:
-        text, _, _ = cv2.QRCodeDetector().detectAndDecode(image)
-    except cv2.error:
-        return ""
-    return "".join(ch for ch in (text or "") if ch.isprintable()).strip()[:64]
+def serial_from_code(image: np.ndarray, formats: tuple[str, ...] = DEFAULT_CODE_FORMATS) -> str:
+    """The board's serial from a code of ``formats`` in the frame ("" when there is none): the service's own
+    reader (``inspector.service.serial_codes``), so the same board gets the same id at the line and here."""
+    return serial_reader(tuple(formats)).read(image) or ""
 
 
 class InferenceThread(QThread):
@@ -316,7 +314,8 @@ class InferenceThread(QThread):
             result = self.client.detect(frame.image, template, align=align,
                                         score_floor=options.thresholds.candidate_floor(), overlay=options.overlay,
                                         unknown_changes=options.unknown_changes)
-        part_id = options.part_id or (serial_from_code(frame.image) if options.read_serial_code else "")
+        part_id = options.part_id or (serial_from_code(frame.image, options.serial_code_formats)
+                                      if options.read_serial_code else "")
         return Inspection.judged(
             part_id=part_id, recipe=options.recipe, frame_id=frame.frame_id, source=frame.source, captured_at=frame.captured_at,
             captured_monotonic=frame.captured_monotonic, image=frame.image, template=template,

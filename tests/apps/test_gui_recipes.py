@@ -190,6 +190,55 @@ def test_part_id_from_a_qr_code_on_the_board(qtbot, open_window):
     window.serial_code_action.trigger()
     qtbot.waitUntil(lambda: window.current.part_id == "PCB-7781", timeout=WAIT_MS)
     assert window.part_panel.shown.text() == "Part: PCB-7781"
+    assert window.serial_code_action.text() == "Read part id from a code"
+    formats = window.serial_format_actions
+    assert [name for name, act in formats.items() if act.isChecked()] == ["datamatrix", "qr", "code128"]
+    formats["qr"].trigger()  # Inspect > Part id codes > QR off: the QR code is no serial any more
+    qtbot.waitUntil(lambda: window.current.part_id == "", timeout=WAIT_MS)
+    assert load_settings(window.config_path)[0].serial_code_formats == ["datamatrix", "code128"]
+    formats["qr"].trigger()  # on again: read after the formats already on
+    qtbot.waitUntil(lambda: window.current.part_id == "PCB-7781", timeout=WAIT_MS)
+    assert load_settings(window.config_path)[0].serial_code_formats == ["datamatrix", "code128", "qr"]
+    formats["datamatrix"].trigger()
+    formats["code128"].trigger()
+    formats["qr"].trigger()  # the last one stays on: reading no code is switching the part id reading off
+    assert formats["qr"].isChecked() and window.settings.serial_code_formats == ["qr"]
     window.set_part_id("SCANNED-1")  # a scanned or typed id wins over the code
     qtbot.waitUntil(lambda: window.current.part_id == "SCANNED-1", timeout=WAIT_MS)
     assert load_settings(window.config_path)[0].read_serial_code
+
+
+def test_part_id_from_a_data_matrix_through_the_inference_options(qapp):
+    """gui/workers: with read_serial_code, each frame's part id is read with the service's reader from the
+    formats of the options (no window, no model process: a stand-in client answers every frame)."""
+    from dataclasses import replace
+
+    from gui.inference_process import DetectResult, ModelSummary
+    from gui.session import Thresholds
+    from gui.settings import GuiSettings
+    from gui.workers import FrameSlot, InferenceOptions
+    from inspector.capture import Frame
+    from line_helpers import code_image
+
+    class Client:
+        def detect(self, image, template, **_):
+            return DetectResult(None, "stand-in: no model", None)
+
+    board = load_dataset(DEMO_DIR).samples[0].load_image().copy()
+    code = code_image("DataMatrix", "PCB-DM-0099", scale=3)
+    board[500:500 + code.shape[0], 20:20 + code.shape[1]] = code[..., None]
+    frame = Frame(image=board, frame_id="cam:1", sequence=1, source="fake-camera", captured_at=0.0,
+                  captured_monotonic=0.0)
+    thread = InferenceThread(FrameSlot(), InferenceOptions(Thresholds(0.5)))
+    thread.model = ModelSummary(path="", name="stand-in", class_names=["open"], needs_template=False,
+                                default_threshold=0.5, package_id="stand-in", files={}, metrics={}, runtime={},
+                                load_seconds=0.0)
+    thread.client = Client()
+    reading = InferenceOptions(Thresholds(0.5), read_serial_code=True)
+    assert reading.serial_code_formats == ("datamatrix", "qr", "code128")  # the service's default
+    assert thread.inspect(frame, reading).part_id == "PCB-DM-0099"
+    assert thread.inspect(frame, replace(reading, serial_code_formats=("qr", "code128"))).part_id == ""
+    assert thread.inspect(frame, replace(reading, read_serial_code=False)).part_id == ""
+    assert thread.inspect(frame, replace(reading, part_id="SCANNED-7")).part_id == "SCANNED-7"
+    with pytest.raises(ValueError, match=r"serial_code_formats: expected some of \('datamatrix', 'qr'"):
+        GuiSettings(serial_code_formats=["datamatrix", "ean13"])  # as a hand-edited settings file would say
