@@ -27,7 +27,7 @@ UNKNOWN_CHANGE_COLOUR = QColor(255, 230, 0)  # yellow: no defect class uses it
 class Shown:
     """What the view paints: one frame and its boxes. ``token`` identifies it for the painted() signal."""
 
-    image: np.ndarray  # BGR
+    image: np.ndarray  # BGR, or 2-D grey
     defects: Detections | None
     class_names: list[str]
     overlay: np.ndarray | None = None  # RGBA, same size as the image
@@ -53,12 +53,13 @@ def screen_pixels(image: np.ndarray, overlay: np.ndarray | None, size: tuple[int
     """The frame scaled to ``size`` with the RGBA overlay blended in, as BGRA for ``to_qimage``.
 
     Scaling and converting in OpenCV once per frame costs ~1 ms; asking QPainter to scale a BGR image
-    costs 15-80 ms per paint on a busy 2-core machine.
+    costs 15-80 ms per paint on a busy 2-core machine. A grey frame is scaled while still one channel and only
+    the screen-sized result becomes colour: a grey 16k-pixel panel is never tripled in memory to be shown.
     """
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     shrinking = size[0] < image.shape[1]
     scaled = cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    if scaled.ndim == 2:
+        scaled = cv2.cvtColor(scaled, cv2.COLOR_GRAY2BGR)
     if overlay is not None:
         layer = cv2.resize(overlay, size, interpolation=cv2.INTER_NEAREST)
         alpha = layer[..., 3:4].astype(np.float32) / 255.0

@@ -1,13 +1,16 @@
 """The GUI's plain logic: verdict rule, counters, defect log, evidence files, review -> VOC, settings, a whole
-panel's queue entries tile by tile."""
+panel's queue entries tile by tile, a queued board's pictures as read and which selection's answer counts."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from gui.evidence import EvidenceStore, atomic_write_bytes, read_records
+from gui.queue_pictures import PictureError, Selection, read_item_pictures, read_picture
 from gui.queue_review import QueueDraft, QueueInputError
 from gui.queue_tiles import ADDED, CHANGE, DETECTION, TileWindow, cut, draft_scene, panel_tiles
 from gui.review import ReviewState, write_voc_review
@@ -296,3 +299,53 @@ def test_on_a_registered_panel_each_tile_window_shows_the_board_of_its_golden_ti
         unmoved = cut(panel.tested, x, y, width, height).astype(np.int16) - cut(panel.template, x, y, width, height)
         assert window.shift != (0, 0)
         assert np.abs(shown - golden).mean() < 0.5 * np.abs(unmoved).mean(), window
+
+
+def test_a_picture_is_read_as_the_file_holds_it_grey_in_one_channel(tmp_path):
+    grey = np.arange(60 * 80, dtype=np.uint8).reshape(60, 80)
+    colour = np.dstack([grey, 255 - grey, grey // 2])
+    files = {"grey.png": grey, "grey.tif": grey, "colour.png": colour, "alpha.png": np.dstack([colour, grey]),
+             "deep.png": grey.astype(np.uint16) * 257}
+    for name, pixels in files.items():
+        assert cv2.imwrite(str(tmp_path / name), pixels)
+    for name in ("grey.png", "grey.tif", "deep.png"):  # 16 bit comes as 8 bit: what the view can show
+        picture = read_picture(tmp_path / name)
+        assert picture.shape == (60, 80) and picture.dtype == np.uint8, name
+        np.testing.assert_array_equal(picture, grey)
+    np.testing.assert_array_equal(read_picture(tmp_path / "colour.png"), colour)
+    np.testing.assert_array_equal(read_picture(tmp_path / "alpha.png"), colour)  # alpha dropped
+
+    with pytest.raises(PictureError, match=f"its image {tmp_path / 'gone.png'} cannot be read: no such file"):
+        read_picture(tmp_path / "gone.png")
+    (tmp_path / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(PictureError, match="its golden template .*damaged.png cannot be read: not an image"):
+        read_picture(tmp_path / "damaged.png", "golden template")
+    with pytest.raises(PictureError, match="no image file is recorded"):
+        read_picture("")
+
+
+def test_an_item_is_read_picture_then_template_and_a_bad_template_does_not_hide_the_board(tmp_path):
+    assert cv2.imwrite(str(tmp_path / "board.png"), np.full((40, 50), 70, np.uint8))
+    item = QueueItem(3, "now", str(tmp_path / "board.png"), str(tmp_path / "gone.png"), "", "", 0.5, ["open"], [],
+                     [], "ng", 0.0, "pending")
+    pictures = read_item_pictures(item)
+    assert pictures.ok and pictures.image.shape == (40, 50) and pictures.template is None
+    assert "golden template" in pictures.template_error and "no such file" in pictures.template_error
+    unwanted = read_item_pictures(item, wanted=lambda: False)  # selected away after the picture: template skipped
+    assert unwanted.ok and unwanted.template_error == ""
+    missing = read_item_pictures(dataclasses.replace(item, image_path=str(tmp_path / "moved.png")))
+    assert not missing.ok and f"its image {tmp_path / 'moved.png'} cannot be read" in missing.error
+
+
+def test_only_the_answer_for_the_last_selection_is_taken():
+    selection = Selection()
+    first = selection.select(7)
+    second = selection.select(8)
+    assert selection.item_id == 8 and not selection.wanted(first) and selection.wanted(second)
+    assert not selection.take(first)  # the earlier one's answer, come late: dropped, still waiting for 8
+    assert selection.item_id == 8
+    assert selection.take(second) and selection.item_id is None
+    assert not selection.take(second)  # taken once
+    third = selection.select(7)
+    selection.cancel()  # the queue closed: nothing wanted
+    assert not selection.wanted(third) and not selection.take(third) and selection.item_id is None
