@@ -10,13 +10,18 @@ A whole panel's item (its entries name the tile that saw them, ``queue_tiles.py`
 its tile at a readable scale (*Previous* / *Next entry*), or as the whole panel with the tiles outlined (*Whole
 panel*). Whatever is drawn in a tile is stored in panel pixels, as on the whole picture; typed boxes are always
 panel pixels.
+
+A board's picture is read off the window's thread (``queue_loading.py``: a whole panel decodes for seconds) and
+kept as the file holds it, a grey panel in one channel (``queue_pictures.py``). Until it is shown the picture
+area says what is being read and nothing can be decided: a decision is never saved for a board the reviewer has
+not seen. Selecting another board meanwhile outdates the read; the board selected last is the one shown.
 """
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Callable
 
-import cv2
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -38,8 +43,10 @@ from PySide6.QtWidgets import (
 )
 
 from gui.frame_view import Shown
-from gui.palette import ERROR_BANNER, INFO_BANNER
+from gui.palette import ERROR_BANNER, INFO_BANNER, WARNING_BANNER
 from gui.panels import Banner
+from gui.queue_loading import PictureLoader, Reader
+from gui.queue_pictures import ItemPictures, read_item_pictures
 from gui.queue_review import CONFIRM, REJECT, QueueDraft, QueueInputError, open_queue, parse_box
 from gui.queue_tile_bar import TileBar
 from gui.queue_tiles import DETECTION, cut, draft_scene, panel_tiles
@@ -50,6 +57,7 @@ from inspector.review_queue import QueueItem, ReviewQueue
 PAGE = 200  # pending boards listed at once (the queue can hold thousands)
 REFRESH_MS = 5000  # the line keeps queueing boards: the list is read again this often while the window shows
 UNDECIDED = "—"
+CHOOSE = "Select a board in the list"  # the picture area with no board open
 VERDICT_CHOICES = (UNDECIDED, CONFIRM, REJECT)
 
 
@@ -64,18 +72,23 @@ def nearest_score(item: QueueItem) -> float | None:
 
 
 class ReviewQueuePanel(QWidget):
-    """Lists, shows and decides the queue at ``open_path``; ``who()`` names the reviewer at save time."""
+    """Lists, shows and decides the queue at ``open_path``; ``who()`` names the reviewer at save time.
+    ``read_pictures`` reads a board's pictures on a reader thread (``read_item_pictures``; tests pass their own)."""
 
     decided = Signal(int, str)  # item id, who: after a decision is stored
+    picture_shown = Signal(int)  # item id: its picture is on screen and it can be decided
 
-    def __init__(self, who: Callable[[], str], parent: QWidget | None = None) -> None:
+    def __init__(self, who: Callable[[], str], parent: QWidget | None = None,
+                 read_pictures: Reader = read_item_pictures) -> None:
         super().__init__(parent)
         self.who = who
         self.queue: ReviewQueue | None = None
         self.items: list[QueueItem] = []
         self.draft: QueueDraft | None = None
-        self._image = None
+        self._image = None  # the open board's picture as read: 2-D for a grey file
         self._template = None  # the board's golden template, when on disk
+        self.loader = PictureLoader(read_pictures, self)
+        self.loader.loaded.connect(self._pictures_loaded)
         self._filling = False  # widgets being filled from the draft: their signals are not the reviewer's
         self._sources: list[tuple[str, int]] = []  # per box on the picture: (kind, index) of what it shows
 
@@ -95,7 +108,7 @@ class ReviewQueuePanel(QWidget):
         self.pending_table.currentCellChanged.connect(lambda row, *_: self.select_row(row))
 
         self.view = QueueView()
-        self.view.set_placeholder("Select a board in the list")
+        self.view.set_placeholder(CHOOSE)
         self.view.box_clicked.connect(self._toggle_from_view)
         self.view.box_drawn.connect(self._box_dragged)
         self.tile_bar = TileBar()  # a whole panel's item: which entry, in which tile
@@ -222,6 +235,7 @@ class ReviewQueuePanel(QWidget):
         if self.queue is not None:
             self.queue.close()
         self.queue, self.items = None, []
+        self.loader.cancel()
         self._show_draft(None)
         self.pending_table.setRowCount(0)
         self.counts_label.setText("")
@@ -240,7 +254,7 @@ class ReviewQueuePanel(QWidget):
         by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(counts["pending"].items()))
         self.counts_label.setText(f"pending: {pending}" + (f" ({by_reason})" if by_reason else "") +
                                   f" · reviewed: {counts['reviewed']} · expired: {counts['expired']}")
-        current = self.draft.item.id if self.draft is not None else None
+        current = self.current_id()
         self.pending_table.blockSignals(True)
         self.pending_table.setRowCount(len(self.items))
         for row, item in enumerate(self.items):
@@ -263,6 +277,7 @@ class ReviewQueuePanel(QWidget):
         except (sqlite3.Error, ValueError) as error:
             status = f"unknown ({error})"
         if status != "pending":
+            self.loader.cancel()
             self._show_draft(None)
             self._say(f"item {item_id} is no longer pending (now {status}: decided at another station or its "
                       "pictures expired); its entries here were not saved")
@@ -270,29 +285,56 @@ class ReviewQueuePanel(QWidget):
     def row_of(self, item_id: int) -> int:
         return next((row for row, item in enumerate(self.items) if item.id == item_id), -1)
 
+    def current_id(self) -> int | None:
+        """The board open in the window: shown, or its picture being read."""
+        return self.draft.item.id if self.draft is not None else self.loader.loading
+
     def select_row(self, row: int) -> None:
+        """Open the board at ``row``: its picture is asked of a reader thread and the picture area says so until
+        it comes (``_pictures_loaded``); the board before is closed at once, its picture released."""
         if row < 0 or row >= len(self.items):
             return
         item = self.items[row]
-        if self.draft is not None and self.draft.item.id == item.id:
+        if self.current_id() == item.id:
             return
+        self.loader.cancel()
+        self._show_draft(None)
+        self.banner.clear_message()
         if item.pictures_removed_at is not None:
-            self._show_draft(None)
             self._say(f"item {item.id}: its pictures were removed at {item.pictures_removed_at} (retention)")
             return
-        image = cv2.imread(item.image_path, cv2.IMREAD_COLOR)
-        if image is None:
-            self._show_draft(None)
-            self._say(f"item {item.id}: its image {item.image_path} cannot be read (moved, removed or not an "
-                      "image)")
+        self.loader.load(item)
+        self.view.set_placeholder(f"Item {item.id} · loading {Path(item.image_path).name}…")
+        self.item_label.setText(f"Item {item.id} · {item.reason} · loading its picture {item.image_path}…")
+
+    def _pictures_loaded(self, generation: int, pictures: ItemPictures) -> None:
+        """A reader's answer, in the window's thread: the board is shown, and can be decided, only when it is the
+        one selected last; an answer for an earlier selection is dropped (and its picture with it)."""
+        if not self.loader.take(generation):
             return
-        self.banner.clear_message()
-        self._image = image
-        self._show_draft(QueueDraft(item, (int(image.shape[1]), int(image.shape[0]))))
+        item = pictures.item
+        if not pictures.ok:
+            self._show_draft(None, f"Item {item.id}: its picture cannot be read (see above); select another")
+            self._say(f"item {item.id}: {pictures.error}")
+            return
+        self._image, self._template = pictures.image, pictures.template
+        self._show_draft(QueueDraft(item, (int(pictures.image.shape[1]), int(pictures.image.shape[0]))))
+        if pictures.template_error:
+            self.banner.show_message(f"item {item.id}: {pictures.template_error}; the board is shown without it",
+                                     WARNING_BANNER)
+        self.picture_shown.emit(item.id)
+
+    def shutdown(self) -> None:
+        """The application ends: the queue closed and the reads under way waited for, so that no reader thread
+        outlives the window it answers."""
+        self.close_queue()
+        self.loader.shutdown()
 
     # ------------------------------------------------------------------ the board being decided
 
-    def _show_draft(self, draft: QueueDraft | None) -> None:
+    def _show_draft(self, draft: QueueDraft | None, placeholder: str = CHOOSE) -> None:
+        """Fill the window from ``draft`` (its picture already in ``_image``), or empty it (``placeholder`` in the
+        picture area): decisions are possible only while a draft is shown."""
         self.draft = draft
         self._filling = True
         self.detections_table.setRowCount(0)
@@ -306,6 +348,7 @@ class ReviewQueuePanel(QWidget):
             self._image = self._template = None
             self.view.changes, self.view.tiles, self.view.current_tile, self.view.focus = [], [], None, None
             self.view.show_frame(None)
+            self.view.set_placeholder(placeholder)
             self.item_label.setText("")
             self.added_list.clear()
             self._enable_editing(False)
@@ -333,7 +376,6 @@ class ReviewQueuePanel(QWidget):
             verdict.addItems(VERDICT_CHOICES)
             verdict.currentTextChanged.connect(lambda text, i=index: self._verdict_chosen(i, text))
             self.detections_table.setCellWidget(index, 3, verdict)
-        self._template = self._read_template(item)
         self._enable_editing(True)
         self._filling = False
         if self.tile_bar.stop() is not None:
@@ -350,18 +392,12 @@ class ReviewQueuePanel(QWidget):
     def box_edit(self, index: int) -> QLineEdit:
         return self.detections_table.cellWidget(index, 4)
 
-    def _read_template(self, item: QueueItem):
-        """The board's golden template when it is on disk (read once, as the picture)."""
-        if not item.template_path:
-            return None
-        return cv2.imread(item.template_path, cv2.IMREAD_COLOR)
-
     def _template_usable(self) -> bool:
         """The template can be shown: in a tile, any (it is cut at the tile, where the boxes fit it); on the
-        whole picture, one of the picture's size only (the boxes are drawn on it unmoved)."""
+        whole picture, one of the picture's size only (the boxes are drawn on it unmoved; grey or colour alike)."""
         if self._template is None or self._image is None:
             return False
-        return self.tile_bar.window() is not None or self._template.shape == self._image.shape
+        return self.tile_bar.window() is not None or self._template.shape[:2] == self._image.shape[:2]
 
     def _enable_editing(self, on: bool) -> None:
         self.template_check.setEnabled(on and self._template_usable())

@@ -69,5 +69,5 @@ class QueueMixin:
 
     def close_review_queue(self) -> None:
         if self.queue_panel is not None:
-            self.queue_panel.close_queue()
+            self.queue_panel.shutdown()  # the queue closed and its picture reads waited for
             self.queue_panel.close()

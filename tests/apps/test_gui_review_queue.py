@@ -1,14 +1,18 @@
 """The verification-queue window (gui/review_queue_panel.py) on a real queue file: list order and counts, a
-decision made through the widgets stored as the HTTP API stores it, bad input refused with its reason."""
+decision made through the widgets stored as the HTTP API stores it, bad input refused with its reason; pictures
+read off the window's thread, the board selected last shown, grey kept grey."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QCoreApplication, Qt
 
+from gui.queue_pictures import ItemPictures, read_item_pictures
 from gui.queue_review import QueueDraft, QueueInputError, open_queue, reviewer_name
 from gui.review_queue_panel import ReviewQueuePanel
 from gui.settings import load_settings
@@ -42,9 +46,9 @@ def queue_file(tmp_path):
     return path, near, ng
 
 
-def open_panel(qtbot, path, who="anna") -> ReviewQueuePanel:
-    panel = ReviewQueuePanel(lambda: who)
-    qtbot.addWidget(panel)
+def open_panel(qtbot, path, who="anna", **kwargs) -> ReviewQueuePanel:
+    panel = ReviewQueuePanel(lambda: who, **kwargs)
+    qtbot.addWidget(panel, before_close_func=lambda p: p.shutdown())  # no reader thread outlives the test
     panel.resize(1400, 800)
     panel.show()
     assert panel.open_path(str(path)), panel.banner.text()
@@ -55,6 +59,20 @@ def pending_ids(panel: ReviewQueuePanel) -> list[int]:
     return [int(panel.pending_table.item(row, 0).text()) for row in range(panel.pending_table.rowCount())]
 
 
+def wait_shown(qtbot, panel: ReviewQueuePanel, item_id: int) -> None:
+    """Until the board ``item_id`` is on screen (its picture is read on a reader thread)."""
+    qtbot.waitUntil(lambda: panel.draft is not None and panel.draft.item.id == item_id and
+                    panel.view.shown is not None and panel.view.shown.token == item_id, timeout=10_000)
+
+
+def select(qtbot, panel: ReviewQueuePanel, row: int) -> None:
+    """The reviewer selects the list's ``row``; returns once its board is shown and can be decided."""
+    item_id = panel.items[row].id
+    with qtbot.waitSignal(panel.picture_shown, timeout=10_000, check_params_cb=lambda shown: shown == item_id):
+        panel.pending_table.setCurrentCell(row, 0)
+    wait_shown(qtbot, panel, item_id)
+
+
 def test_a_decision_made_in_the_panel_is_stored_as_the_api_stores_it(qtbot, queue_file):
     path, near, ng = queue_file
     panel = open_panel(qtbot, path)
@@ -63,7 +81,7 @@ def test_a_decision_made_in_the_panel_is_stored_as_the_api_stores_it(qtbot, queu
     assert panel.pending_table.item(0, 2).text() == "0.550"
     assert "pending: 2" in panel.counts_label.text() and "reviewed: 0" in panel.counts_label.text()
 
-    panel.pending_table.setCurrentCell(0, 0)
+    select(qtbot, panel, 0)
     assert panel.draft is not None and panel.draft.item.id == near
     assert panel.view.shown is not None and len(panel.view.shown.review.boxes) == 2
     assert panel.view.changes and panel.view.changes[0]["box"] == [250, 180, 300, 220]
@@ -111,7 +129,7 @@ def test_a_decision_made_in_the_panel_is_stored_as_the_api_stores_it(qtbot, queu
     finally:
         queue.close()
     assert pending_ids(panel) == [ng]  # the board left the list; the next one is open
-    assert panel.draft is not None and panel.draft.item.id == ng
+    wait_shown(qtbot, panel, ng)  # the next board opens by itself
     assert "pending: 1" in panel.counts_label.text() and "reviewed: 1" in panel.counts_label.text()
     panel.close_queue()
 
@@ -119,7 +137,7 @@ def test_a_decision_made_in_the_panel_is_stored_as_the_api_stores_it(qtbot, queu
 def test_a_box_dragged_on_the_picture_and_a_click_to_reject(qtbot, queue_file):
     path, near, ng = queue_file
     panel = open_panel(qtbot, path, who="bob")
-    panel.pending_table.setCurrentCell(1, 0)
+    select(qtbot, panel, 1)
     assert panel.draft.item.id == ng
     panel.view.box_clicked.emit(0)  # a click on the detection: rejected
     assert panel.verdict_combo(0).currentText() == "reject"
@@ -142,7 +160,7 @@ def test_a_box_dragged_on_the_picture_and_a_click_to_reject(qtbot, queue_file):
 def test_bad_input_is_refused_with_its_reason_and_nothing_is_stored(qtbot, queue_file):
     path, near, _ = queue_file
     panel = open_panel(qtbot, path)
-    panel.pending_table.setCurrentCell(0, 0)
+    select(qtbot, panel, 0)
     panel.added_box.setText("300, 10, 400, 50")
     assert not panel.add_typed_box()
     assert "lies outside the image (320x240)" in panel.banner.text()
@@ -200,8 +218,12 @@ def test_an_item_whose_image_is_gone_says_so(qtbot, queue_file):
     (path.parent.parent / image_path.rsplit("/", 1)[-1]).unlink()
     panel = open_panel(qtbot, path)
     panel.pending_table.setCurrentCell(0, 0)
-    assert panel.draft is None and f"its image {image_path} cannot be read" in panel.banner.text()
-    assert not panel.save_button.isEnabled()
+    qtbot.waitUntil(lambda: "cannot be read" in panel.banner.text())
+    assert panel.draft is None and f"its image {image_path} cannot be read: no such file" in panel.banner.text()
+    assert panel.loader.loading is None and panel.view.shown is None and "cannot be read" in panel.view.placeholder
+    assert not any(w.isEnabled() for w in decision_widgets(panel)) and not panel.save_decision()
+    select(qtbot, panel, 1)  # skipped: the next board opens as usual
+    assert panel.save_button.isEnabled() and f"its image {image_path}" not in panel.banner.text()
     panel.close_queue()
 
 
@@ -239,11 +261,11 @@ def test_the_window_opens_the_queue_and_records_who_decided(qtbot, open_window, 
     panel = window.queue_panel
     assert panel is not None and panel.isVisible() and pending_ids(panel) == [near, ng]
 
-    panel.pending_table.setCurrentCell(0, 0)
+    select(qtbot, panel, 0)
     panel.confirm_all_button.click()
     assert panel.save_decision(), panel.banner.text()
     unlock(window)
-    assert panel.draft.item.id == ng
+    wait_shown(qtbot, panel, ng)
     panel.reject_all_button.click()
     assert panel.save_decision(), panel.banner.text()
 
@@ -273,7 +295,7 @@ def test_the_window_says_when_the_queue_file_cannot_be_opened(qtbot, open_window
 def test_a_board_decided_elsewhere_meanwhile_is_closed_with_a_message(qtbot, queue_file):
     path, near, ng = queue_file
     panel = open_panel(qtbot, path)
-    panel.pending_table.setCurrentCell(0, 0)
+    select(qtbot, panel, 0)
     assert panel.draft.item.id == near
     other_station = ReviewQueue(path)  # as the HTTP API would, from another review station
     try:
@@ -289,7 +311,7 @@ def test_a_board_decided_elsewhere_meanwhile_is_closed_with_a_message(qtbot, que
 def test_ctrl_enter_saves_the_decision(qtbot, queue_file):
     path, near, ng = queue_file
     panel = open_panel(qtbot, path)
-    panel.pending_table.setCurrentCell(1, 0)
+    select(qtbot, panel, 1)
     panel.confirm_all_button.click()
     panel.activateWindow()
     qtbot.waitUntil(panel.isActiveWindow)
@@ -343,12 +365,12 @@ def panel_queue(tmp_path):
 def test_a_panel_opens_entry_by_entry_each_in_its_tile_at_full_resolution(qtbot, panel_queue):
     path, item, tested, golden = panel_queue
     panel = open_panel(qtbot, path)
-    panel.pending_table.setCurrentCell(0, 0)
+    select(qtbot, panel, 0)
     assert panel.draft.item.id == item and panel.tile_bar.isVisible()
     # The first entry's tile, cut from the panel read once (a view of it, no copy), its box where the defect is.
     shown = panel.view.shown
-    assert shown.image.shape == (640, 640, 3) and np.shares_memory(shown.image, panel._image)
-    np.testing.assert_array_equal(shown.image[..., 0], tested[5:645, 7:647])
+    assert shown.image.shape == (640, 640) and np.shares_memory(shown.image, panel._image)
+    np.testing.assert_array_equal(shown.image, tested[5:645, 7:647])
     assert [b.xyxy for b in shown.review.boxes] == [(100.0, 100.0, 130.0, 120.0)]
     assert panel.view.focus == [100.0, 100.0, 130.0, 120.0] and panel.detections_table.currentRow() == 0
     assert panel.tile_bar.label.text() == ("Entry 1 of 5: detection 0 (open 0.900) · tile 1 of 4 at x 0, y 0 "
@@ -358,14 +380,14 @@ def test_a_panel_opens_entry_by_entry_each_in_its_tile_at_full_resolution(qtbot,
 
     panel.tile_bar.next_button.click()  # the next entry: the next tile, with the other entry that falls in it
     assert panel.tile_bar.window().tile == (576, 0, 640, 640) and panel.detections_table.currentRow() == 1
-    np.testing.assert_array_equal(panel.view.shown.image[..., 0], tested[5:645, 583:1223])
+    np.testing.assert_array_equal(panel.view.shown.image, tested[5:645, 583:1223])
     assert [b.xyxy for b in panel.view.shown.review.boxes] == [(124.0, 300.0, 154.0, 330.0),
                                                                 (324.0, 500.0, 364.0, 520.0)]
     assert panel.view.focus == [124.0, 300.0, 154.0, 330.0]
     assert "Entry 2 of 5: detection 1 (short 0.620) · tile 2 of 4 at x 576, y 0" in panel.tile_bar.label.text()
     panel.template_check.setChecked(True)  # the golden panel at the tile itself: the same board, pixel for pixel
-    np.testing.assert_array_equal(panel.view.shown.image[..., 0], golden[0:640, 576:1216])
-    np.testing.assert_array_equal(panel.view.shown.image[..., 0], tested[5:645, 583:1223])
+    np.testing.assert_array_equal(panel.view.shown.image, golden[0:640, 576:1216])
+    np.testing.assert_array_equal(panel.view.shown.image, tested[5:645, 583:1223])
     assert len(panel.view.shown.review.boxes) == 2 and "golden template" in panel.view.shown.caption
     panel.template_check.setChecked(False)
 
@@ -382,21 +404,21 @@ def test_a_panel_opens_entry_by_entry_each_in_its_tile_at_full_resolution(qtbot,
     assert panel.tile_bar.position == 1 and panel.tile_bar.window().tile == (576, 0, 640, 640)
 
     panel.tile_bar.whole_check.setChecked(True)  # the whole panel, its tiles outlined, the entry's one bold
-    assert panel.view.shown.image.shape == (1232, 1800, 3)
+    assert panel.view.shown.image.shape == (1232, 1800)  # grey as read
     assert panel.view.tiles == [[7.0, 5.0, 647.0, 645.0], [583.0, 5.0, 1223.0, 645.0],
                                 [1159.0, 5.0, 1799.0, 645.0], [1159.0, 581.0, 1799.0, 1221.0]]
     assert panel.view.current_tile == 1 and "whole panel" in panel.view.shown.caption
     assert [b.xyxy for b in panel.view.shown.review.boxes] == [tuple(d["box"]) for d in panel.draft.item.detections]
     panel.view.grab()
     panel.tile_bar.whole_check.setChecked(False)
-    assert panel.view.shown.image.shape == (640, 640, 3) and panel.view.tiles == []
+    assert panel.view.shown.image.shape == (640, 640) and panel.view.tiles == []
     panel.close_queue()
 
 
 def test_a_box_corrected_or_added_in_a_tile_is_saved_in_panel_pixels(qtbot, panel_queue):
     path, item, _, _ = panel_queue
     panel = open_panel(qtbot, path)
-    panel.pending_table.setCurrentCell(0, 0)
+    select(qtbot, panel, 0)
     panel.tile_bar.next_button.click()  # detection 1, in the tile at x 583, y 5 of the panel
     panel.redraw_button.setChecked(True)
     assert panel.view.draw_mode
@@ -438,7 +460,7 @@ def test_a_box_corrected_or_added_in_a_tile_is_saved_in_panel_pixels(qtbot, pane
 def test_a_single_board_is_still_shown_whole(qtbot, queue_file):
     path, near, _ = queue_file
     panel = open_panel(qtbot, path)
-    panel.pending_table.setCurrentCell(0, 0)
+    select(qtbot, panel, 0)
     assert panel.draft.item.id == near and not panel.tile_bar.isVisible() and panel.tile_bar.window() is None
     shown = panel.view.shown
     assert shown.image.shape == (SIZE[1], SIZE[0], 3) and panel.view.tiles == [] and panel.view.focus is None
@@ -448,4 +470,151 @@ def test_a_single_board_is_still_shown_whole(qtbot, queue_file):
     panel.redraw_button.setChecked(True)  # a drag corrects the selected detection's box, in the picture's pixels
     panel.view.box_drawn.emit((148.0, 98.0, 330.0, 142.0))  # overshoots the right edge: ends at it
     assert panel.draft.boxes[1] == [148.0, 98.0, 320.0, 142.0] and panel.box_edit(1).text() == "148, 98, 320, 142"
+    panel.close_queue()
+
+
+# ---------------------------------------------------------------------- pictures read off the window's thread
+
+
+def decision_widgets(panel: ReviewQueuePanel) -> list:
+    return [panel.save_button, panel.confirm_all_button, panel.reject_all_button, panel.add_button,
+            panel.draw_button, panel.redraw_button, panel.detections_table, panel.note]
+
+
+class GatedReader:
+    """Reads as the window does, but the items in ``held`` wait for ``release`` first (deterministic: the test
+    says when a read ends, no timing). ``started`` is set once a held read is under way on its thread."""
+
+    def __init__(self, *held: int) -> None:
+        self.held = set(held)
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.finished: list[tuple[int, bool]] = []  # (item id, still wanted when its read ended)
+
+    def __call__(self, item, wanted) -> ItemPictures:
+        if item.id in self.held:
+            self.started.set()
+            assert self.release.wait(30), "the test never released the read"
+        pictures = read_item_pictures(item, wanted)
+        self.finished.append((item.id, wanted()))
+        return pictures
+
+
+def test_a_board_says_loading_and_cannot_be_decided_until_its_picture_is_shown(qtbot, queue_file):
+    path, near, _ = queue_file
+    reader = GatedReader(near)
+    panel = open_panel(qtbot, path, read_pictures=reader)
+    threads: list[threading.Thread] = []
+    panel.picture_shown.connect(lambda _item: threads.append(threading.current_thread()))
+    try:
+        panel.pending_table.setCurrentCell(0, 0)
+        qtbot.waitUntil(reader.started.is_set)  # the window keeps running while the picture is read
+        assert reader.finished == [] and threads == []
+        assert panel.loader.loading == near and panel.draft is None and panel.view.shown is None
+        assert panel.view.placeholder == f"Item {near} · loading board0.png…"
+        assert "loading its picture" in panel.item_label.text()
+        assert not any(w.isEnabled() for w in decision_widgets(panel))
+        assert not panel.save_decision()  # Ctrl+Enter too: nothing to save against an unseen board
+        panel.refresh()  # the list read again meanwhile keeps the board being read selected
+        assert panel.pending_table.currentRow() == 0 and panel.loader.loading == near
+        with qtbot.waitSignal(panel.picture_shown, timeout=10_000) as shown:
+            reader.release.set()
+    finally:
+        reader.release.set()
+    assert shown.args == [near] and threads == [threading.main_thread()]  # shown by the window's thread
+    assert panel.draft.item.id == near and panel.view.shown.token == near
+    assert int(panel.view.shown.image[0, 0, 0]) == 40  # board0's picture
+    assert all(w.isEnabled() for w in decision_widgets(panel)) and panel.loader.loading is None
+    assert panel.template_check.isEnabled() and panel.banner.text() == ""
+    panel.close_queue()
+
+
+def test_the_board_selected_last_is_shown_never_an_earlier_one(qtbot, queue_file):
+    """A is selected and its read held; B is selected and shown; A's read ends afterwards and is dropped."""
+    path, near, ng = queue_file
+    reader = GatedReader(near)
+    panel = open_panel(qtbot, path, read_pictures=reader)
+    shown_ids: list[int] = []
+    panel.picture_shown.connect(shown_ids.append)
+    try:
+        panel.pending_table.setCurrentCell(0, 0)  # A: near
+        first = panel.loader.selection.generation
+        qtbot.waitUntil(reader.started.is_set)
+        select(qtbot, panel, 1)  # B: ng, read on the second reader thread while A's still is held
+        assert panel.draft.item.id == ng and int(panel.view.shown.image[0, 0, 0]) == 100  # board1's picture
+    finally:
+        reader.release.set()
+    assert panel.loader.wait(10_000)
+    QCoreApplication.processEvents()  # anything A's read could have sent is delivered now
+    assert (near, False) in reader.finished  # A's read did end, outdated
+    assert panel.draft.item.id == ng and panel.view.shown.token == ng and shown_ids == [ng]
+    assert int(panel.view.shown.image[0, 0, 0]) == 100 and panel.save_button.isEnabled()
+    late = read_item_pictures(panel.queue.get(near))  # an answer for A that was already on its way: dropped
+    panel.loader.loaded.emit(first, late)
+    QCoreApplication.processEvents()
+    assert panel.draft.item.id == ng and int(panel.view.shown.image[0, 0, 0]) == 100 and shown_ids == [ng]
+    assert pending_ids(panel) == [near, ng] and panel.pending_table.currentRow() == 1
+
+    for row in (0, 1, 0, 1, 0):  # clicked through faster than anything is read: the last one is shown
+        panel.pending_table.setCurrentCell(row, 0)
+    wait_shown(qtbot, panel, near)
+    assert panel.loader.wait(10_000)
+    QCoreApplication.processEvents()
+    assert panel.draft.item.id == near and shown_ids == [ng, near] and int(panel.view.shown.image[0, 0, 0]) == 40
+    panel.close_queue()
+
+
+@pytest.fixture()
+def grey_queue(tmp_path):
+    """One board whose picture and golden template are grey files, as a monochrome line camera writes them."""
+    image = np.full((SIZE[1], SIZE[0]), 90, np.uint8)
+    cv2.rectangle(image, (30, 30), (90, 80), 220, -1)
+    assert cv2.imwrite(str(tmp_path / "grey.png"), image)
+    assert cv2.imwrite(str(tmp_path / "grey_temp.png"), np.full((SIZE[1], SIZE[0]), 150, np.uint8))
+    path = tmp_path / "data" / "review.sqlite3"
+    queue = ReviewQueue(path)
+    item = queue.offer(tmp_path / "grey.png", [{"box": [30, 30, 90, 80], "score": 0.55, "class_name": "open"}],
+                       0.5, CLASSES, template_path=tmp_path / "grey_temp.png")
+    queue.close()
+    return path, item, image
+
+
+def test_a_grey_picture_is_held_in_one_channel_and_shown_grey(qtbot, grey_queue):
+    path, item, image = grey_queue
+    panel = open_panel(qtbot, path)
+    select(qtbot, panel, 0)
+    assert panel._image.ndim == 2 and panel._image.dtype == np.uint8 and panel._image.nbytes == SIZE[0] * SIZE[1]
+    np.testing.assert_array_equal(panel._image, image)
+    assert panel._template.ndim == 2 and panel.template_check.isEnabled()
+    assert panel.view.shown.image is panel._image  # shown as read: no colour copy of it
+    picture = panel.view.grab().toImage()  # painted: a pixel of the board is the file's grey
+    point = panel.view.to_widget(160.5, 200.5)
+    colour = picture.pixelColor(int(point.x()), int(point.y()))
+    assert (colour.red(), colour.green(), colour.blue()) == (90, 90, 90)
+    panel.template_check.setChecked(True)
+    assert panel.view.shown.image is panel._template and int(panel._template[0, 0]) == 150
+    panel.close_queue()
+
+
+def test_a_colour_picture_stays_colour_and_a_damaged_file_or_template_is_said(qtbot, queue_file):
+    path, near, ng = queue_file
+    queue = ReviewQueue(path)
+    near_item = queue.get(near)
+    queue.close()
+    panel = open_panel(qtbot, path)
+    select(qtbot, panel, 1)
+    assert panel._image.shape == (SIZE[1], SIZE[0], 3)
+    with open(near_item.image_path, "wb") as damaged:
+        damaged.write(b"\x89PNG\r\n\x1a\n not really")
+    panel.pending_table.setCurrentCell(0, 0)
+    qtbot.waitUntil(lambda: "cannot be read" in panel.banner.text())
+    assert f"item {near}: its image {near_item.image_path} cannot be read: not an image" in panel.banner.text()
+    assert panel.draft is None and not panel.save_button.isEnabled()
+
+    Path(near_item.template_path).unlink()  # its golden template gone, its picture back
+    assert cv2.imwrite(near_item.image_path, np.full((SIZE[1], SIZE[0], 3), 40, np.uint8))
+    select(qtbot, panel, 1)  # away and back (the row stayed current): the picture is read again
+    select(qtbot, panel, 0)  # shown without its template, and said
+    assert panel.draft.item.id == near and panel.save_button.isEnabled() and not panel.template_check.isEnabled()
+    assert f"its golden template {near_item.template_path} cannot be read: no such file" in panel.banner.text()
     panel.close_queue()
