@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from inspector.cli.common import data_sources, user_errors
-from inspector.cli.options import (Format, Head, InputMode, Ips, MaxSteps, Package, Weight, config_option,
-                                   value_of)
+from inspector.cli.options import (Format, Head, InputMode, Ips, MaxSteps, Nms, NmsThreshold, Package, Weight,
+                                   config_option, for_config, value_of)
 from inspector.pipeline.config import PipelineConfig
 
+PipelineNms = for_config(Nms, PipelineConfig, "nms")
+PipelineNmsThreshold = for_config(NmsThreshold, PipelineConfig, "nms_threshold")
 # Options whose flag is not --field-name (origins of a bad value, and the defaults test)
 PIPELINE_FLAGS = {"teacher_run": "--teacher", "student_run": "--student", "distilled_run": "--distilled",
                   "prune_ratio": "--prune", "package_name": "--name", "max_steps_per_epoch": "--max-steps"}
@@ -69,6 +71,8 @@ def pipeline_command(
     distill: Annotated[Optional[bool], config_option(
         PipelineConfig, "distill", "--distill/--no-distill", help="--no-distill: no distilled stage (when the "
         "teacher cannot beat the student in the time there is).")] = None,
+    nms: PipelineNms = None,
+    nms_threshold: PipelineNmsThreshold = None,
     name: Annotated[Optional[str], typer.Option(
         "--name", help="Name of the shipped package (default OUT-int8).")] = None,
     until: Annotated[Optional[str], typer.Option(
@@ -122,6 +126,7 @@ def pipeline_command(
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
                      "crop_size": crop_size,
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,
+                     "nms": value_of(nms), "nms_threshold": nms_threshold,
                      "max_steps_per_epoch": max_steps, "nproc": nproc, "ips": ips}
         values.update({key: value for key, value in overrides.items() if value is not None})
         cfg = PipelineConfig.from_dict(values, source=source,

@@ -9,7 +9,7 @@ import typer
 
 from inspector.cli.common import all_cores, user_errors
 from inspector.cli.evaluation import echo_eval, evaluate_package, load_eval_dataset
-from inspector.cli.options import Backend, DataFormat, EngineBackend, JsonOut, NmsChoice, Package, Split
+from inspector.cli.options import Backend, DataFormat, EngineBackend, JsonOut, NmsChoice, Package, Split, value_of
 from inspector.models.nms import DEFAULT_NMS, DEFAULT_NMS_THRESHOLD
 
 
@@ -31,13 +31,14 @@ def export_command(
     x86_int8: Annotated[bool, typer.Option(
         "--x86-int8", help="INT8 sources: convert the INT8 graph for x86 too (default: the x86 .nb is the FP32 "
         "twin; Lite's x86 INT8 kernels are ~20% faster but lost 2.5 pt mAP@0.5 on the DeepPCB student).")] = False,
-    nms: Annotated[NmsChoice, typer.Option(
+    nms: Annotated[Optional[NmsChoice], typer.Option(
         "--nms", help="NMS the package's users run: 'agnostic' (greedy across classes, one report per defect), "
         "'hard' (greedy per class: one spot may be reported under two classes) or 'matrix' (soft decay; not in "
-        "the ARM C++ runner).")] = NmsChoice(DEFAULT_NMS),
-    nms_threshold: Annotated[float, typer.Option(
-        "--nms-threshold", help="IoU above which the NMS suppresses (0.33: the official DeepPCB metric's match "
-        "IoU).")] = DEFAULT_NMS_THRESHOLD,
+        "the ARM C++ runner). Default: the model's training recipe's (inspector train --nms), else "
+        f"{DEFAULT_NMS}.")] = None,
+    nms_threshold: Annotated[Optional[float], typer.Option(
+        "--nms-threshold", help="IoU above which the NMS suppresses. Default: the model's training recipe's, else "
+        f"{DEFAULT_NMS_THRESHOLD} (the official DeepPCB metric's match IoU).")] = None,
 ) -> None:
     """Write a model package: Paddle inference model, Paddle Lite .nb per target, manifest.json."""
     from inspector.export import ExportError, PackageError, export_package, record_metrics
@@ -48,7 +49,7 @@ def export_command(
     runnable_here = lite_target_for_this_machine().removeprefix("lite-") in target_list
     with user_errors(ExportError, PackageError, BackendError, FileNotFoundError, ValueError):
         package = export_package(model, out, targets=target_list, progress=typer.echo, x86_int8=x86_int8,
-                                 nms=nms.value, nms_threshold=nms_threshold)
+                                 nms=value_of(nms), nms_threshold=nms_threshold)
         # The package must load and run through the runtime before anyone else sees it.
         detector = Detector.load(package, backend="lite" if runnable_here else "paddle", threads=all_cores())
     typer.echo(f"loaded through the runtime: {detector.info.engine}, precision {detector.info.precision}")

@@ -40,6 +40,7 @@ def eval_command(
     from inspector.data.loader import BatchLoader
     from inspector.data.split import load_split
     from inspector.training.checkpoint import load_checkpoint
+    from inspector.evaluation import recipe_thresholds
     from inspector.training.validate import validate
 
     with user_errors(DataError, FileNotFoundError, ValueError):
@@ -55,7 +56,9 @@ def eval_command(
         fail(f"error: {data} has classes {dataset.class_names}, the model {checkpoint.class_names}")
     cfg = checkpoint.model_config
     loader = BatchLoader(dataset, batch, cfg.input_size, cfg.input_mode, train=False)
-    result = validate(checkpoint.build(), loader, checkpoint.class_names, score_threshold=score_threshold)
+    # Judged with the NMS its training chose its best checkpoint by (the package it exports runs that too).
+    result = validate(checkpoint.build(), loader, checkpoint.class_names, score_threshold=score_threshold,
+                      thresholds=recipe_thresholds(checkpoint.info.get("train_config")))
     summary = {**result.to_dict(), "model": str(checkpoint.path), "backend": "paddle-dygraph"}
     echo_eval(result, len(dataset))
     if json_path:

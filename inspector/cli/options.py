@@ -147,6 +147,13 @@ Init = Annotated[Optional[Path], typer.Option(
     "fine-tuning, e.g. on new boards. A model package (e.g. models/default) works too: its network is recovered "
     "into the run's init-from-package/, converted to --input-mode where that differs (image+template -> "
     "gray-diff-s2d).")]
+# The NMS a run validates with (so its best checkpoint is chosen by what its package will run)
+Nms = Annotated[Optional[NmsChoice], typer.Option(
+    "--nms", help="NMS of validation, best-checkpoint choice and, by default, the exported package: 'agnostic' "
+    "(greedy across classes: one report per defect), 'hard' (greedy per class: overlapping defects of different "
+    "classes both reported) or 'matrix'.")]
+NmsThreshold = Annotated[Optional[float], typer.Option(
+    "--nms-threshold", help="IoU above which that NMS suppresses.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 Nproc = Annotated[int, typer.Option(
     "--nproc", min=1, help="Train data-parallel in N processes on this node under paddle.distributed.launch (GPUs: "

@@ -8,7 +8,8 @@ import typer
 
 from inspector.cli.common import config_from_options, data_sources, fail, given, launch_ranks_if_asked, user_errors
 from inspector.cli.options import (Arch, Augment, Batch, EvalEvery, Format, Head, InputMode, Init, Ips, MaxSteps,
-                                   Nproc, PeakLr, Resume, Seed, Weight, config_option, for_config, value_of)
+                                   Nms, NmsChoice, NmsThreshold, Nproc, PeakLr, Resume, Seed, Weight, config_option,
+                                   for_config, value_of)
 from inspector.compression.distill_config import FEATURE_METHODS, SCHEDULES, DistillConfig
 from inspector.training.config import TrainConfig
 
@@ -22,6 +23,8 @@ TrainLr = for_config(PeakLr, TrainConfig, "lr")
 TrainAugment = for_config(Augment, TrainConfig, "augment")
 TrainSeed = for_config(Seed, TrainConfig, "seed")
 TrainEvalEvery = for_config(EvalEvery, TrainConfig, "eval_every")
+TrainNms = for_config(Nms, TrainConfig, "nms")
+TrainNmsThreshold = for_config(NmsThreshold, TrainConfig, "nms_threshold")
 
 
 def _whole_image_or(crop_size: Optional[int]) -> dict:
@@ -77,6 +80,8 @@ def train_command(
         TrainConfig, "split_seed", "--split-seed", help="Seed of the train/val split (kept in split.json).")] = None,
     seed: TrainSeed = None,
     eval_every: TrainEvalEvery = None,
+    nms: TrainNms = None,
+    nms_threshold: TrainNmsThreshold = None,
     max_steps: MaxSteps = None,
     init: Init = None,
     resume: Resume = False,
@@ -95,7 +100,8 @@ def train_command(
             input_mode=value_of(input_mode), head=value_of(head), augment=augment, lr=lr, val_fraction=val_fraction,
             split_seed=split_seed, seed=seed, eval_every=eval_every, max_steps_per_epoch=max_steps,
             init=str(init) if init else None, dihedral=dihedral, copy_paste=copy_paste,
-            copy_paste_count=copy_paste_count, copy_paste_balance=copy_paste_balance, aug_off_epochs=aug_off_epochs))
+            copy_paste_count=copy_paste_count, copy_paste_balance=copy_paste_balance, aug_off_epochs=aug_off_epochs,
+            nms=value_of(nms), nms_threshold=nms_threshold))
     with user_errors(FileExistsError, FileNotFoundError, ValueError, interrupted=_interrupted(out)):
         run = train(cfg, resume=resume)
     typer.echo(f"done: {run}")
@@ -135,6 +141,12 @@ def distill_command(
         "(otherwise the student keeps the teacher's split).")] = None,
     seed: TrainSeed = None,
     eval_every: TrainEvalEvery = None,
+    nms: Annotated[Optional[NmsChoice], typer.Option(
+        "--nms", help="NMS of the student's validation and best-checkpoint choice; default: the teacher "
+        "run's.")] = None,
+    nms_threshold: Annotated[Optional[float], typer.Option(
+        "--nms-threshold",
+        help="IoU above which that NMS suppresses; default: the teacher run's.")] = None,
     max_steps: MaxSteps = None,
     temperature: Annotated[Optional[float], config_option(
         DistillConfig, "temperature", "--temperature", help="T softening the class scores (loss x T^2).")] = None,
@@ -224,6 +236,8 @@ def distill_command(
                 head=teacher_model.head, **given(
                     format=value_of(format), epochs=epochs, batch_size=batch, augment=augment, lr=lr,
                     val_fraction=val_fraction, split_seed=split_seed, seed=seed, eval_every=eval_every,
-                    max_steps_per_epoch=max_steps, init=str(init) if init else None, dihedral=dihedral))
+                    max_steps_per_epoch=max_steps, init=str(init) if init else None, dihedral=dihedral,
+                    nms=value_of(nms) or teacher_train.get("nms"),
+                    nms_threshold=nms_threshold if nms_threshold is not None else teacher_train.get("nms_threshold")))
             run = distill(cfg, config)
     typer.echo(f"done: {run}")

@@ -40,6 +40,7 @@ from inspector.training.checkpoint import (
 )
 from inspector.training.config import TrainConfig
 from inspector.training.trainer import Objective, train
+from inspector.evaluation import EvalThresholds, recipe_thresholds
 from inspector.training.validate import validate
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,12 @@ def prune(cfg: PruneConfig) -> Path:
     if len(val_set) == 0:
         raise DataError(f"{out / 'split.json'}: no validation images of {cfg.data}; pruning needs them to measure")
     cfg.save(out / PRUNE_CONFIG_FILE)
+    thresholds = recipe_thresholds(train_cfg.to_dict())  # the source's NMS: its fine-tune keeps it too
 
     input_cfg = model.cfg
     val_loader = BatchLoader(val_set, train_cfg.batch_size, input_cfg.input_size, input_cfg.input_mode,
                              workers=cfg.workers)
-    before = _size_and_accuracy(model, val_loader, source.class_names)
+    before = _size_and_accuracy(model, val_loader, source.class_names, thresholds)
     log.info("before: %s", before)
 
     if cfg.ratio is not None:
@@ -109,7 +111,8 @@ def prune(cfg: PruneConfig) -> Path:
                                   workers=cfg.workers)
 
         def scan_metric(candidate: nn.Layer) -> float:
-            return validate(candidate, scan_loader, source.class_names, progress=False).map50_95
+            return validate(candidate, scan_loader, source.class_names, progress=False,
+                            thresholds=thresholds).map50_95
 
         baseline, scan = sensitivity_scan(model, scan_metric, cfg.scan_ratios, cfg.criterion, cfg.channel_multiple)
         choice = choose_ratios(model, scan, cfg.target_flops_reduction, cfg.max_drop, cfg.criterion,
@@ -126,7 +129,7 @@ def prune(cfg: PruneConfig) -> Path:
                         "%.1f%%", 100 * cfg.target_flops_reduction, cfg.max_drop, 100 * choice.flops_reduction)
 
     groups = prune_model(model, ratios, cfg.criterion, cfg.channel_multiple)
-    after = _size_and_accuracy(model, val_loader, source.class_names)
+    after = _size_and_accuracy(model, val_loader, source.class_names, thresholds)
     log.info("pruned: %s", after)
     report = {"source": str(source.path), "arch": input_cfg.arch, "criterion": cfg.criterion,
               "channel_multiple": cfg.channel_multiple, **mode, "input_size": input_cfg.input_size,
@@ -208,9 +211,10 @@ def _adopt_split(source: Checkpoint, split_file: Path) -> Path:
     return split_file
 
 
-def _size_and_accuracy(model: YOLODetector, loader: BatchLoader, class_names: list[str]) -> dict[str, Any]:
+def _size_and_accuracy(model: YOLODetector, loader: BatchLoader, class_names: list[str],
+                       thresholds: EvalThresholds) -> dict[str, Any]:
     size = measure(model)
-    result = validate(model, loader, class_names, progress=False)
+    result = validate(model, loader, class_names, progress=False, thresholds=thresholds)
     return {"params": size.params, "flops": size.flops, "map50": result.map50, "map50_95": result.map50_95,
             "f1_iou033": result.f1_iou033}
 

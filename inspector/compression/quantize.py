@@ -71,6 +71,7 @@ from inspector.compression.quantization.measure import InferenceModel, evaluate_
 from inspector.compression.quantization.program import describe_program, layer_precisions, save_inference_model
 from inspector.compression.quantization.sensitivity import SensitivityReport, layer_sensitivity
 from inspector.data import Dataset, load_dataset
+from inspector.evaluation import recipe_thresholds
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
 from inspector.models import ModelConfig, YOLODetector
@@ -207,7 +208,8 @@ def _sensitivity(source: Checkpoint, fp32_model: YOLODetector, calibration_set: 
     subset = val_set.subset([s.key for s in val_set.samples[: cfg.sensitivity_images]])
     loader = BatchLoader(subset, cfg.batch_size, model_config.input_size, model_config.input_mode,
                          workers=cfg.workers)
-    return layer_sensitivity(fp32_model, quantized, loader, source.class_names, progress=progress)
+    return layer_sensitivity(fp32_model, quantized, loader, source.class_names, progress=progress,
+                             thresholds=recipe_thresholds(source.info.get("train_config")))
 
 
 def _quantize_and_save(source: Checkpoint, skip_layers: list[str], calibration_set: Dataset, train_set: Dataset,
@@ -241,7 +243,8 @@ def _evaluate_saved(prefix: Path, onednn_int8: bool, dataset: Dataset, source: C
     engine = InferenceModel(prefix, onednn_int8=onednn_int8, threads=cfg.threads)
     loader = BatchLoader(dataset, cfg.batch_size, source.model_config.input_size, source.model_config.input_mode,
                          workers=cfg.workers)
-    result = evaluate_inference_model(engine, loader, source.class_names, progress)
+    result = evaluate_inference_model(engine, loader, source.class_names, progress,
+                                      recipe_thresholds(source.info.get("train_config")))
     log.info("%s (%s): official AP %.4f  F %.4f  mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  F(IoU>0.33) %.4f",
              program_file(prefix).name, engine.runtime.precision, result.official_ap, result.official_f, result.map50,
              result.map50_95, result.f1_iou033)

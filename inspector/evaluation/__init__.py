@@ -24,6 +24,7 @@ from inspector.evaluation.protocol import (
     EvalThresholds,
     evaluate_samples,
     predict_batches,
+    recipe_thresholds,
     select_decoded,
 )
 from inspector.evaluation.selection import best_index, improves, selection_basis
@@ -46,6 +47,7 @@ __all__ = [
     "official_metric",
     "pr_curves",
     "predict_batches",
+    "recipe_thresholds",
     "select_decoded",
     "selection_basis",
 ]

@@ -12,14 +12,16 @@ Every evaluation of the project goes through here, so their numbers compare:
 ``EVAL_THRESHOLDS`` keeps detections down to a low score so mAP sees the whole precision-recall curve; the
 DeepPCB F-score then picks its own threshold. Its NMS is the one packages ship with (``inspector.models.nms.
 DEFAULT_NMS``: across classes, at the official metric's match IoU), so a checkpoint is chosen by the numbers
-its package will measure. A package is evaluated with its own manifest's NMS (``inspector.runtime.evaluate``);
-its deployment score threshold is the manifest's, not this one.
+its package will measure. A recipe may choose another (``TrainConfig.nms``): ``recipe_thresholds`` gives a
+model's training, pruning, quantization and checkpoint evaluation that one, and its package runs it too. A
+package is evaluated with its own manifest's NMS (``inspector.runtime.evaluate``); its deployment score
+threshold is the manifest's, not this one.
 No paddle here: the runtime imports this module.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -41,6 +43,17 @@ class EvalThresholds:
 
 
 EVAL_THRESHOLDS = EvalThresholds()
+
+
+def recipe_thresholds(train_config: Mapping | None) -> EvalThresholds:
+    """``EVAL_THRESHOLDS`` with the NMS a model was trained to be judged by (its ``TrainConfig``'s ``nms`` and
+    ``nms_threshold``, as saved in a run or checkpoint): pruning, quantization and ``inspector eval`` of that
+    model then rank and measure it the way its training chose its best checkpoint. A recipe saved before those
+    fields existed gets the product's default."""
+    if not train_config:
+        return EVAL_THRESHOLDS
+    return replace(EVAL_THRESHOLDS, nms=train_config.get("nms", EVAL_THRESHOLDS.nms),
+                   nms_threshold=float(train_config.get("nms_threshold", EVAL_THRESHOLDS.nms_threshold)))
 
 # One image's detections in network-input (letterboxed) pixels: (boxes (K, 4), scores (K,), classes (K,)).
 InputDetections = tuple[np.ndarray, np.ndarray, np.ndarray]

@@ -103,6 +103,23 @@ def resolve_source(path: Path | str) -> ExportSource:
                         checkpoint_info=info, inference_prefix=prefix, split_file=split_file)
 
 
+def recipe_nms(source: ExportSource) -> tuple[str, float]:
+    """The NMS ``source`` was trained to be judged by (its ``train_config``), checked like a manifest's: a recipe
+    file edited by hand gets the same clear refusal as ``--nms``."""
+    train_config = source.checkpoint_info.get("train_config") or {}
+    nms = train_config.get("nms", DEFAULT_NMS)
+    nms_threshold = train_config.get("nms_threshold", DEFAULT_NMS_THRESHOLD)
+    where = source.checkpoint_dir / "checkpoint.json"
+    if nms not in NMS_METHODS:
+        raise ExportError(f"{where}: train_config.nms {nms!r} is not an NMS method; expected one of "
+                          f"{', '.join(NMS_METHODS)}")
+    if isinstance(nms_threshold, bool) or not isinstance(nms_threshold, (int, float)) \
+            or not 0.0 < float(nms_threshold) <= 1.0:
+        raise ExportError(f"{where}: train_config.nms_threshold {nms_threshold!r} is not an IoU; expected a number "
+                          "in (0, 1]")
+    return nms, float(nms_threshold)
+
+
 FP32_TWIN = Path("fp32") / PADDLE_MODEL_FILE  # beside an INT8 model.pdmodel in a quantize run
 
 
@@ -124,24 +141,29 @@ def _check_x86_int8_safe(source: ExportSource) -> None:
 
 
 def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] = LITE_TARGETS,
-                   name: str | None = None, progress=print, x86_int8: bool = False, nms: str = DEFAULT_NMS,
-                   nms_threshold: float = DEFAULT_NMS_THRESHOLD) -> Path:
+                   name: str | None = None, progress=print, x86_int8: bool = False, nms: str | None = None,
+                   nms_threshold: float | None = None) -> Path:
     """Write the package for ``model`` (see the module docstring) to ``out``; returns ``out``.
 
     ``out`` must not exist or be empty. ``progress`` receives one line per step. ``nms`` and
-    ``nms_threshold`` go into the manifest's post-processing, which every runtime and evaluation obeys.
+    ``nms_threshold`` go into the manifest's post-processing, which every runtime and evaluation obeys; each
+    left None is the model's recipe's (the NMS its training validated with, so its best checkpoint was chosen
+    by what the package will run), and the product's default for a model without a recipe.
     """
     out = Path(out)
     unknown = [t for t in targets if t not in LITE_TARGETS]
     if unknown:
         raise ExportError(f"--targets: unknown Paddle Lite target(s) {unknown}; expected some of {LITE_TARGETS}")
-    if nms not in NMS_METHODS:
+    if nms is not None and nms not in NMS_METHODS:
         raise ExportError(f"--nms: {nms!r} is not an NMS method; expected one of {', '.join(NMS_METHODS)}")
-    if not 0.0 < float(nms_threshold) <= 1.0:
+    if nms_threshold is not None and not 0.0 < float(nms_threshold) <= 1.0:
         raise ExportError(f"--nms-threshold: {nms_threshold} is not an IoU; expected a number in (0, 1]")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
     source = resolve_source(model)
+    recipe_method, recipe_threshold = recipe_nms(source)
+    nms = recipe_method if nms is None else nms
+    nms_threshold = recipe_threshold if nms_threshold is None else nms_threshold
     if x86_int8 and "x86" in targets:
         _check_x86_int8_safe(source)
     cfg = source.model_config

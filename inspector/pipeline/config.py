@@ -16,6 +16,7 @@ import yaml
 from inspector.config_base import ConfigBase, setting
 from inspector.data.layouts import INPUT_MODES
 from inspector.models.config import HEADS
+from inspector.models.nms import DEFAULT_NMS, DEFAULT_NMS_THRESHOLD, NMS_METHODS
 
 LITE_TARGETS = ("x86", "arm")
 PRUNE_CRITERIA = ("l1", "fpgm")
@@ -66,6 +67,11 @@ class PipelineConfig(ConfigBase):
     crop_size: int | None = setting(256, above=0, multiple_of=32, note=STRIDE_NOTE)  # 0 or None: whole images
     lr: float = setting(2e-3, above=0.0)
     eval_every: int = setting(2, at_least=1)
+    # The NMS of the package and of every stage's validation (best checkpoints, the QAT source, the deployment
+    # threshold): "agnostic" (one report per place; DeepPCB has one defect per place) or "hard" (per class,
+    # for boards whose defects of different classes may overlap), suppressing above nms_threshold IoU.
+    nms: str = setting(DEFAULT_NMS, choices=NMS_METHODS)
+    nms_threshold: float = setting(DEFAULT_NMS_THRESHOLD, above=0.0, at_most=1.0)
 
     # Pair augmentation of every training stage (teacher and students; inspector.data.augment): off by default.
     dihedral: bool = False  # the 8 exact dihedral orientations, uniformly

@@ -302,7 +302,8 @@ def _package(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
 
     package = out / "package"
     if not (package / "manifest.json").is_file():
-        export_package(stage_run(state, "qat"), package, targets=tuple(cfg.targets), name=cfg.name, progress=echo)
+        export_package(stage_run(state, "qat"), package, targets=tuple(cfg.targets), name=cfg.name, progress=echo,
+                       nms=cfg.nms, nms_threshold=cfg.nms_threshold)
     return {"run": str(package)}
 
 

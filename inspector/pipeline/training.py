@@ -24,7 +24,8 @@ RANK_STAGES = ("teacher", "student", "distilled")
 # Training options that decide a run's result: a stage directory is continued only if they match.
 SCHEDULE_FIELDS = ("arch", "data", "format", "epochs", "batch_size", "input_size", "crop_size", "input_mode", "head",
                    "augment", "lr", "weight_decay", "warmup_epochs", "ema_decay", "seed", "max_steps_per_epoch",
-                   "dihedral", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs", "init")
+                   "dihedral", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs", "init",
+                   "nms", "nms_threshold")
 
 
 def train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs: int, crop_size: int | None,
@@ -40,7 +41,8 @@ def train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs: 
                        max_steps_per_epoch=cfg.max_steps_per_epoch, dihedral=cfg.dihedral,
                        copy_paste=cfg.copy_paste, copy_paste_count=cfg.copy_paste_count,
                        copy_paste_balance=cfg.copy_paste_balance, aug_off_epochs=cfg.aug_off_epochs,
-                       init=None if stage == "teacher" else cfg.student_init)
+                       init=None if stage == "teacher" else cfg.student_init, nms=cfg.nms,
+                       nms_threshold=cfg.nms_threshold)
 
 
 def stage_train_config(cfg: PipelineConfig, out: Path, stage: str):

@@ -10,6 +10,7 @@ from typing import Any
 from inspector.config_base import ConfigBase, setting
 from inspector.data.layouts import INPUT_MODES
 from inspector.models.config import HEADS
+from inspector.models.nms import DEFAULT_NMS, DEFAULT_NMS_THRESHOLD, NMS_METHODS
 
 STRIDE_NOTE = "the detector's largest stride"
 
@@ -50,6 +51,10 @@ class TrainConfig(ConfigBase):
     split_file: str | None = None  # default: <out>/split.json
     seed: int = 0
     eval_every: int = setting(1, at_least=1)  # validate every N epochs (and always after the last)
+    # The NMS validation runs, so the best checkpoint is the one its package (exported with the same NMS) scores
+    # best with; pruning, quantization and `inspector eval` of the run judge it the same way.
+    nms: str = setting(DEFAULT_NMS, choices=NMS_METHODS)  # "agnostic" (across classes) | "hard" (per class) | "matrix"
+    nms_threshold: float = setting(DEFAULT_NMS_THRESHOLD, above=0.0, at_most=1.0)  # IoU above which NMS suppresses
     workers: int = setting(2, at_least=0)
     max_steps_per_epoch: int | None = setting(None, at_least=1)  # for smoke tests and quick benchmarks
     init: str | None = None  # start from this run's (best/) or checkpoint's weights instead of random ones

@@ -30,7 +30,7 @@ from inspector.data.layouts import input_layout
 from inspector.data.loader import BatchLoader
 from inspector.data.transforms import AugmentConfig
 from inspector.data.split import split_dataset
-from inspector.evaluation import improves
+from inspector.evaluation import improves, recipe_thresholds
 from inspector.models import ModelConfig, build_model, count_parameters
 from inspector.training.checkpoint import PRUNED_SHAPES, STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from inspector.training.config import TrainConfig
@@ -197,6 +197,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
                                rank=world.rank, ranks=world.size)
     val_loader = BatchLoader(val_set, cfg.batch_size, cfg.input_size, cfg.input_mode, train=False,
                              workers=cfg.workers)
+    thresholds = recipe_thresholds(cfg.to_dict())
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
                                                                                      cfg.max_steps_per_epoch)
     if steps_per_epoch == 0:
@@ -282,7 +283,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 eval_model = objective.build_model(model_config)
                 ema.copy_to(eval_model)
-                result = validate(eval_model, val_loader, dataset.class_names)
+                result = validate(eval_model, val_loader, dataset.class_names, thresholds=thresholds)
                 row.update(epoch_metrics(result))
                 log.info("epoch %d: %s", epoch + 1, describe_validation(row))
                 if improves(row, best_metrics):

@@ -5,7 +5,8 @@ import numpy as np
 import paddle
 
 from inspector.data.loader import BatchLoader
-from inspector.evaluation import EVAL_THRESHOLDS, EvalResult, ImageDetections, evaluate_samples, predict_batches
+from inspector.evaluation import (EVAL_THRESHOLDS, EvalResult, EvalThresholds, ImageDetections, evaluate_samples,
+                                  predict_batches)
 
 @paddle.no_grad()
 def predict_loader(model: paddle.nn.Layer, loader: BatchLoader,
@@ -25,8 +26,11 @@ def predict_loader(model: paddle.nn.Layer, loader: BatchLoader,
 
 
 def validate(model: paddle.nn.Layer, loader: BatchLoader, class_names: list[str],
-             score_threshold: float | None = None, progress: bool = True) -> EvalResult:
-    """COCO mAP and the DeepPCB F-score of `model` on the loader's (whole, un-augmented) dataset."""
-    detections = predict_loader(model, loader, progress=progress)
+             score_threshold: float | None = None, progress: bool = True,
+             thresholds: EvalThresholds = EVAL_THRESHOLDS) -> EvalResult:
+    """COCO mAP and the DeepPCB F-score of `model` on the loader's (whole, un-augmented) dataset, its detections
+    kept at ``thresholds`` (a recipe's NMS: ``inspector.evaluation.recipe_thresholds``)."""
+    detections = predict_loader(model, loader, thresholds.score_threshold, thresholds.nms_threshold,
+                                thresholds.max_detections, thresholds.nms, progress=progress)
     return evaluate_samples(loader.dataset.samples, detections, class_names, score_threshold=score_threshold)
 

@@ -53,10 +53,12 @@ def test_command_line_options_override_the_preset(tmp_path, monkeypatch):
     preset = Path(__file__).parents[2] / "configs" / "pipeline-cpu.yaml"
     result = CliRunner().invoke(app, ["pipeline", "--config", str(preset), "--data", str(tmp_path / "d"),
                                       "--out", str(tmp_path / "o"), "--epochs", "6", "--prune", "0.25",
-                                      "--prune-epochs", "12", "--no-distill", "--until", "package", "--nproc", "2"])
+                                      "--prune-epochs", "12", "--no-distill", "--until", "package", "--nproc", "2",
+                                      "--nms", "hard", "--nms-threshold", "0.45"])
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert (cfg.epochs, cfg.prune_ratio, cfg.prune_epochs, cfg.distill, cfg.nproc) == (6, 0.25, 12, False, 2)
+    assert (cfg.nms, cfg.nms_threshold) == ("hard", 0.45)
     assert cfg.teacher_epochs == read_preset(preset)["teacher_epochs"]  # not given: the preset's
     assert seen["until"] == "package"
 
@@ -73,6 +75,10 @@ def test_stages_follow_the_settings_and_students_start_from_student_init():
     cfg = PipelineConfig(data="d", out="o", student_init="models/default")
     assert [stage_train_config(cfg, Path("o"), stage).init for stage in ("teacher", "student", "distilled")] == \
         [None, "models/default", "models/default"]
+    # Every training stage validates (and keeps its best checkpoint) with the NMS the package will run.
+    per_class = PipelineConfig(data="d", out="o", nms="hard", nms_threshold=0.5)
+    assert {(c.nms, c.nms_threshold) for c in (stage_train_config(per_class, Path("o"), stage)
+                                               for stage in ("teacher", "student", "distilled"))} == {("hard", 0.5)}
 
 
 def test_only_result_deciding_settings_count_as_differences():
@@ -160,8 +166,8 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     out = tmp_path / "pipe"
     lines: list[str] = []
 
-    def config(**changes) -> PipelineConfig:  # with pruning, so that every stage runs
-        return tiny_config(data, out, prune_ratio=0.25, prune_epochs=1, **changes)
+    def config(**changes) -> PipelineConfig:  # with pruning, so that every stage runs; per-class NMS, not the default
+        return tiny_config(data, out, prune_ratio=0.25, prune_epochs=1, nms="hard", nms_threshold=0.5, **changes)
 
     run_pipeline(config(), until="student", echo=lines.append)
     state = json.loads((out / "pipeline.json").read_text())
@@ -214,6 +220,9 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
 
     detector = Detector.load(out / "package", backend="lite")
     assert detector.manifest.precision == "int8" and detector.manifest.target_precision == {"lite-x86": "fp32"}
+    assert (detector.manifest.postprocess.nms, detector.manifest.postprocess.nms_threshold) == ("hard", 0.5)
+    for stage in ("teacher", "student", "distilled", "pruned"):  # each stage judged by what the package runs
+        assert json.loads((out / stage / "train_config.json").read_text())["nms"] == "hard", stage
     assert detector.info.precision == "fp32"
     assert detector.manifest.metrics["map50"] == qat["accuracy"]["lite"]["map50"]  # measured, then recorded
 
@@ -250,6 +259,9 @@ def test_runs_trained_elsewhere_stand_in_for_the_training_stages_only_if_they_ma
         run_pipeline(tiny_config(data, tmp_path / "pipe-other", temperature=3.0, **runs), echo=lines.append)
     with pytest.raises(PipelineError, match=r"train_config.json: trained with another schedule.*lr"):
         run_pipeline(tiny_config(data, tmp_path / "pipe-lr", lr=0.01, **runs), echo=lines.append)
+    # A run whose best checkpoint was chosen under another NMS than the package will run: refused too.
+    with pytest.raises(PipelineError, match=r"nms: 'agnostic' \(run\) vs 'hard' \(pipeline\)"):
+        run_pipeline(tiny_config(data, tmp_path / "pipe-nms", nms="hard", **runs), echo=lines.append)
     # A student started from other weights (student_init, train --init) is another result: refused too.
     with pytest.raises(PipelineError, match=r"another schedule than this pipeline's: init: None \(run\) vs '.*student'"):
         run_pipeline(tiny_config(data, tmp_path / "pipe-init", student_init=str(out / "student"), **runs),

@@ -22,7 +22,8 @@ from inspector.pipeline.config import PipelineConfig
 from inspector.training.config import TrainConfig
 
 TRAIN_FIELDS = {"format", "epochs", "batch_size", "input_size", "crop_size", "input_mode", "augment", "dihedral", "lr",
-                "val_fraction", "split_seed", "seed", "eval_every", "max_steps_per_epoch", "init"}
+                "val_fraction", "split_seed", "seed", "eval_every", "max_steps_per_epoch", "init", "nms",
+                "nms_threshold"}
 # command, its config, the flags whose spelling differs from --field-name, the fields it sets by option, and those
 # of them whose default is not the config's (distill's student sees the teacher's input: --help says so)
 CONFIG_COMMANDS = [
@@ -35,7 +36,8 @@ CONFIG_COMMANDS = [
       "max_steps_per_epoch"}),
     ("train", TrainConfig, training.TRAIN_FLAGS,
      TRAIN_FIELDS | {"head", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs"}),
-    ("distill", TrainConfig, training.TRAIN_FLAGS, TRAIN_FIELDS, {"input_size", "crop_size", "input_mode"}),
+    ("distill", TrainConfig, training.TRAIN_FLAGS, TRAIN_FIELDS,
+     {"input_size", "crop_size", "input_mode", "nms", "nms_threshold"}),
     ("distill", DistillConfig, training.DISTILL_FLAGS,
      {"temperature", "alpha_start", "alpha_end", "confidence_threshold", "cls_weight", "obj_weight", "box_weight",
       "feature_weight", "feature_normalize", "schedule", "feature_method", "feature_temperature", "teacher_cache",
@@ -43,7 +45,7 @@ CONFIG_COMMANDS = [
     ("pipeline", PipelineConfig, apps.PIPELINE_FLAGS,
      {"format", "teacher_arch", "student_arch", "head", "input_size", "input_mode", "teacher_run", "student_run",
       "distilled_run", "student_init", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio",
-      "prune_epochs", "distill",
+      "prune_epochs", "distill", "nms", "nms_threshold",
       "package_name", "max_steps_per_epoch", "nproc", "ips"}),
 ]
 REQUIRED = {"model", "data", "out", "arch", "teacher"}  # config fields with no default: the command must be given them
@@ -166,12 +168,15 @@ def test_train_unset_options_take_the_config_defaults_and_given_ones_override(mo
         "--format", "voc", "--epochs", "3", "--batch", "4", "--input-size", "640", "--crop-size", "320", "--input-mode",
         "gray-diff-s2d", "--head", "gfl", "--no-augment", "--dihedral", "--copy-paste", "0.5", "--copy-paste-count",
         "3", "--copy-paste-balance", "--aug-off-epochs", "1", "--lr", "0.01", "--val-fraction", "0.3", "--split-seed",
-        "4", "--seed", "9", "--eval-every", "2", "--max-steps", "6"])
+        "4", "--seed", "9", "--eval-every", "2", "--max-steps", "6", "--nms", "hard", "--nms-threshold", "0.5"])
     assert cfg == TrainConfig(arch="mbv3-small", data="boards", out=out, format="voc", epochs=3, batch_size=4,
                               input_size=640, crop_size=320, input_mode="gray-diff-s2d", head="gfl", augment=False,
                               dihedral=True, copy_paste=0.5, copy_paste_count=3, copy_paste_balance=True,
                               aug_off_epochs=1, lr=0.01, val_fraction=0.3, split_seed=4, seed=9, eval_every=2,
-                              max_steps_per_epoch=6)
+                              max_steps_per_epoch=6, nms="hard", nms_threshold=0.5)
+    result = CliRunner().invoke(inspector.cli.app, base + ["--nms-threshold", "0"])
+    assert result.exit_code == 2 and "--nms-threshold: expected a value in (0.0, 1.0], got 0.0" in result.output, \
+        result.output
 
 
 def test_distill_unset_options_take_the_config_defaults_and_given_ones_override(monkeypatch, tmp_path: Path):
@@ -179,7 +184,7 @@ def test_distill_unset_options_take_the_config_defaults_and_given_ones_override(
     teacher_model = types.SimpleNamespace(input_size=416, input_mode="gray-diff-s2d", head="gfl")
     checkpoints = types.ModuleType("inspector.training.checkpoint")
     checkpoints.load_checkpoint = lambda path: types.SimpleNamespace(
-        model_config=teacher_model, info={"train_config": {"crop_size": 320}})
+        model_config=teacher_model, info={"train_config": {"crop_size": 320, "nms": "hard", "nms_threshold": 0.45}})
     distill_module = types.ModuleType("inspector.compression.distill")
     distill_module.distill = lambda cfg, config: (_ for _ in ()).throw(_Captured((cfg, config)))
     for fake in (checkpoints, distill_module):
@@ -187,18 +192,19 @@ def test_distill_unset_options_take_the_config_defaults_and_given_ones_override(
     out = str(tmp_path / "d")
     base = ["distill", "--teacher", "teacher-run", "--student-arch", "mbv3-small", "--data", "boards", "--out", out]
     student, config = _config_from(base)
+    # The student is judged by the teacher's NMS unless told otherwise.
     assert student == TrainConfig(arch="mbv3-small", data="boards", out=out, input_size=416, crop_size=320,
-                                  input_mode="gray-diff-s2d", head="gfl")
+                                  input_mode="gray-diff-s2d", head="gfl", nms="hard", nms_threshold=0.45)
     assert config == DistillConfig(teacher="teacher-run")
     student, config = _config_from(base + [
         "--epochs", "5", "--batch", "2", "--crop-size", "0", "--no-augment", "--lr", "0.005", "--seed", "3",
         "--dihedral", "--temperature", "4", "--alpha-start", "0.9", "--alpha-end", "0.1", "--confidence", "0.6",
         "--cls-weight", "2", "--obj-weight", "0.5", "--box-weight", "3", "--feature-weight", "0",
         "--no-feature-normalize", "--schedule", "cosine", "--feature-method", "cwd", "--feature-temperature", "2",
-        "--teacher-cache", "--teacher-cache-mb", "64"])
+        "--teacher-cache", "--teacher-cache-mb", "64", "--nms", "agnostic", "--nms-threshold", "0.3"])
     assert student == TrainConfig(arch="mbv3-small", data="boards", out=out, input_size=416, crop_size=None,
                                   input_mode="gray-diff-s2d", head="gfl", epochs=5, batch_size=2, augment=False,
-                                  lr=0.005, seed=3, dihedral=True)
+                                  lr=0.005, seed=3, dihedral=True, nms="agnostic", nms_threshold=0.3)
     assert config == DistillConfig(teacher="teacher-run", temperature=4.0, alpha_start=0.9, alpha_end=0.1,
                                    confidence_threshold=0.6, cls_weight=2.0, obj_weight=0.5, box_weight=3.0,
                                    feature_weight=0.0, feature_normalize=False, schedule="cosine",

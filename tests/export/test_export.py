@@ -159,6 +159,32 @@ def test_export_refuses_an_unknown_nms_before_writing_anything(tmp_path, option,
         export_package(tmp_path, out, nms="soft")  # the library call names the option too
 
 
+@pytest.mark.slow
+def test_a_package_runs_the_nms_its_model_was_trained_to_be_judged_by_unless_told_otherwise(tiny, tmp_path):
+    """A run trained with `--nms hard` chose its best checkpoint under per-class NMS: its package runs that by
+    default, `--nms` still decides, and a hand-edited recipe is refused naming its file before anything is written."""
+    checkpoint_dir = Path(shutil.copytree(tiny.run / "best", tmp_path / "run" / "best"))
+    info = json.loads((checkpoint_dir / "checkpoint.json").read_text())
+    info["train_config"].update(nms="hard", nms_threshold=0.5)
+    (checkpoint_dir / "checkpoint.json").write_text(json.dumps(info))
+
+    default = tmp_path / "models" / "default-nms"
+    result = CliRunner().invoke(app, ["export", "--model", str(checkpoint_dir), "--out", str(default), "--targets",
+                                      "x86"])
+    assert result.exit_code == 0, result.output
+    assert (read_manifest(default).postprocess.nms, read_manifest(default).postprocess.nms_threshold) == ("hard", 0.5)
+    told = export_package(checkpoint_dir, tmp_path / "models" / "told", targets=("x86",), progress=lambda line: None,
+                          nms="agnostic")
+    assert (read_manifest(told).postprocess.nms, read_manifest(told).postprocess.nms_threshold) == ("agnostic", 0.5)
+
+    info["train_config"]["nms_threshold"] = 5
+    (checkpoint_dir / "checkpoint.json").write_text(json.dumps(info))
+    out = tmp_path / "models" / "bad"
+    with pytest.raises(ExportError, match=r"best/checkpoint.json: train_config.nms_threshold 5 is not an IoU"):
+        export_package(checkpoint_dir, out, targets=("x86",))
+    assert not out.exists() and not out.with_name("bad.partial").exists()
+
+
 def test_export_rejects_what_is_not_a_model(tmp_path):
     with pytest.raises(ExportError, match="not a training run or checkpoint"):
         export_package(tmp_path, tmp_path / "out")

@@ -138,6 +138,40 @@ def test_cli_train_then_eval_writes_the_json_contract(synth_data, tmp_path):
     assert set(summary["per_class"]) <= {"open", "short", "mousebite", "spur", "copper", "pin-hole"}
 
 
+def test_a_run_is_validated_chosen_and_evaluated_with_its_recipes_nms(synth_data, tmp_path):
+    """`train --nms hard`: per-class NMS decides the run's validation (so its best checkpoint), and `inspector eval`
+    of the run judges it the same way, not with the product's default across classes."""
+    from inspector.data import load_dataset
+    from inspector.data.loader import BatchLoader
+    from inspector.data.split import load_split
+    from inspector.evaluation import EVAL_THRESHOLDS
+    from inspector.training.validate import validate
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--arch", "mbv3-small", "--data", str(synth_data), "--out", str(run),
+                                      "--epochs", "1", "--batch", "4", "--input-size", "128", "--crop-size", "0",
+                                      "--val-fraction", "0.25", "--nms", "hard", "--nms-threshold", "0.5"])
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(run)
+    assert (checkpoint.info["train_config"]["nms"], checkpoint.info["train_config"]["nms_threshold"]) == ("hard", 0.5)
+    recorded = checkpoint.info["metrics"]
+    report = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["eval", str(synth_data), "--model", str(run), "--split", "val",
+                                      "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(report.read_text())
+    for key in ("map50", "map50_95", "official_ap"):
+        assert evaluated[key] == pytest.approx(recorded[key]), key
+
+    # The default NMS scores the same checkpoint differently: the recipe's is what decided the numbers above.
+    _, val_set = load_split(load_dataset(str(synth_data)), run / "split.json")
+    loader = BatchLoader(val_set, 4, 128, "image+template", train=False, workers=0)
+    across_classes = validate(checkpoint.build(), loader, checkpoint.class_names, progress=False,
+                              thresholds=EVAL_THRESHOLDS)
+    assert EVAL_THRESHOLDS.nms == "agnostic"
+    assert across_classes.map50_95 != pytest.approx(recorded["map50_95"])
+
+
 def test_cli_rejects_sizes_that_are_not_multiples_of_32(synth_data, tmp_path):
     result = CliRunner().invoke(app, ["train", "--arch", "mbv3-small", "--data", str(synth_data), "--out",
                                       str(tmp_path / "x"), "--input-size", "300"])

@@ -18,7 +18,8 @@ import numpy as np
 from inspector.compression.quantization.layers import QUANTIZABLE_OPS
 from inspector.compression.quantization.program import describe_program
 from inspector.data.loader import BatchLoader
-from inspector.evaluation import EvalResult, evaluate_samples, predict_batches, select_decoded
+from inspector.evaluation import (EVAL_THRESHOLDS, EvalResult, EvalThresholds, evaluate_samples, predict_batches,
+                                  select_decoded)
 from inspector.models.inference_program import InferencePredictor, params_file, program_file
 
 log = logging.getLogger(__name__)
@@ -93,18 +94,19 @@ def _op_attr(op, name: str) -> Any:
 
 
 def evaluate_inference_model(model: InferenceModel, loader: BatchLoader, class_names: list[str],
-                             progress: bool = True) -> EvalResult:
+                             progress: bool = True, thresholds: EvalThresholds = EVAL_THRESHOLDS) -> EvalResult:
     """COCO mAP and the DeepPCB F-score of a saved model on the loader's dataset (evaluation mode).
 
     Post-processing is every evaluation's (``inspector.evaluation.protocol``): ``select_decoded`` at
-    ``EVAL_THRESHOLDS``, boxes mapped back to original pixels; one image per run (the program's batch is 1).
+    ``thresholds`` (``EVAL_THRESHOLDS`` with the source recipe's NMS), boxes mapped back to original pixels;
+    one image per run (the program's batch is 1).
     """
     if loader.train:
         raise ValueError("evaluate_inference_model needs an evaluation loader (train=False)")
 
     def predict(images: np.ndarray) -> list:
         outputs = [model(image[None]) for image in images]
-        return [select_decoded(boxes[0], scores[0]) for boxes, scores in outputs]
+        return [select_decoded(boxes[0], scores[0], thresholds) for boxes, scores in outputs]
 
     detections = predict_batches(loader, predict, progress=progress)
     return evaluate_samples(loader.dataset.samples, detections, class_names)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from inspector.compression.quantization.layers import convolutions
 from inspector.data.loader import BatchLoader
-from inspector.evaluation import EvalResult
+from inspector.evaluation import EVAL_THRESHOLDS, EvalResult, EvalThresholds
 from inspector.training.validate import validate
 
 
@@ -71,7 +71,7 @@ class SensitivityReport:
 
 def layer_sensitivity(fp32_model: nn.Layer, quantized_model: nn.Layer, loader: BatchLoader,
                       class_names: list[str], layer_names: list[str] | None = None,
-                      progress: bool = True) -> SensitivityReport:
+                      progress: bool = True, thresholds: EvalThresholds = EVAL_THRESHOLDS) -> SensitivityReport:
     """Rank ``layer_names`` (default: every convolution quantized in ``quantized_model``) by mAP drop.
 
     ``quantized_model`` is a calibrated ``quantize_model`` copy of ``fp32_model`` (same weights), and
@@ -93,14 +93,14 @@ def layer_sensitivity(fp32_model: nn.Layer, quantized_model: nn.Layer, loader: B
     if missing:
         raise ValueError(f"layer_sensitivity: {missing[:3]} are not quantized convolutions of both models")
 
-    fp32 = _scores(validate(fp32_model, loader, class_names, progress=False))
-    all_int8 = _scores(validate(quantized_model, loader, class_names, progress=False))
+    fp32 = _scores(validate(fp32_model, loader, class_names, progress=False, thresholds=thresholds))
+    all_int8 = _scores(validate(quantized_model, loader, class_names, progress=False, thresholds=thresholds))
     results = []
     for name in tqdm(layer_names, desc="sensitivity", unit="layer", disable=not progress):
         original = fp32_layers[name]
         _replace_sublayer(fp32_model, name, quantized_layers[name])
         try:
-            scores = _scores(validate(fp32_model, loader, class_names, progress=False))
+            scores = _scores(validate(fp32_model, loader, class_names, progress=False, thresholds=thresholds))
         finally:
             _replace_sublayer(fp32_model, name, original)
         results.append(LayerSensitivity(name, int(np.prod(original.weight.shape)), scores["map50"],
