@@ -39,8 +39,10 @@ from inspector.data import load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
 from inspector.data.transforms import AugmentConfig, unletterbox_boxes
-from inspector.evaluation import EVAL_THRESHOLDS, ImageDetections, evaluate_samples, improves
+from inspector.evaluation import (EVAL_THRESHOLDS, EvalThresholds, ImageDetections, evaluate_samples, improves,
+                                  recipe_thresholds)
 from inspector.models.config import ModelConfig
+from inspector.models.nms import DEFAULT_NMS, DEFAULT_NMS_THRESHOLD, NMS_METHODS
 from inspector.training.config import TrainConfig
 from inspector.training.records import SELECTION_KEYS, epoch_metrics, make_model_config
 from tools.torch_twin.arrays import load_arrays
@@ -134,14 +136,17 @@ def prepare_validation(val_set, cfg: TrainConfig, device) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def validate(model, model_config: ModelConfig, val_images, frames, val_set) -> dict:
+def validate(model, model_config: ModelConfig, val_images, frames, val_set,
+             thresholds: EvalThresholds = EVAL_THRESHOLDS) -> dict:
+    """The paddle trainer's validation (``inspector.training.validate``) on the torch model: the same kept
+    detections (``thresholds``: the run's recipe NMS), the same metrics, so best checkpoints compare."""
     model.eval()
     detections = []
     for start in range(0, len(val_images), 50):
         outputs = model(val_images[start:start + 50])
         for (boxes, scores, classes), (scale, pad) in zip(
-                postprocess(outputs, model_config, EVAL_THRESHOLDS.score_threshold, EVAL_THRESHOLDS.nms_threshold,
-                            EVAL_THRESHOLDS.max_detections, EVAL_THRESHOLDS.nms), frames[start:start + 50]):
+                postprocess(outputs, model_config, thresholds.score_threshold, thresholds.nms_threshold,
+                            thresholds.max_detections, thresholds.nms), frames[start:start + 50]):
             detections.append(ImageDetections(unletterbox_boxes(boxes, scale, pad), scores, classes))
     return evaluate_samples(val_set.samples, detections, val_set.class_names).to_dict()
 
@@ -224,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dihedral", action="store_true")
     p.add_argument("--copy-paste", type=float, default=0.0)
     p.add_argument("--ema-decay", type=float, default=0.9998)
+    p.add_argument("--nms", choices=NMS_METHODS, default=DEFAULT_NMS,
+                   help="NMS of validation and best-checkpoint choice (TrainConfig.nms; the package runs it)")
+    p.add_argument("--nms-threshold", type=float, default=DEFAULT_NMS_THRESHOLD)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--eval-seconds", type=float, default=20.0, help="validate at most this often (and at the end)")
     p.add_argument("--teacher", type=Path, default=None, help="distil from this run folder (best*.npz)")
@@ -252,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(arch=args.arch, data=args.data, out=str(out), epochs=epochs or 1, batch_size=args.batch,
                       input_size=args.input_size, crop_size=None, input_mode=args.input_mode, head=args.head,
                       dihedral=args.dihedral, copy_paste=args.copy_paste, lr=args.lr, ema_decay=args.ema_decay,
-                      seed=args.seed, workers=args.workers)
+                      seed=args.seed, workers=args.workers, nms=args.nms, nms_threshold=args.nms_threshold)
+    thresholds = recipe_thresholds(cfg.to_dict())
     dataset = load_dataset(args.data)
     train_set, val_set = split_dataset(dataset, cfg.val_fraction, cfg.split_seed, args.split)
     model_config = make_model_config(cfg, train_set)
@@ -337,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg.save(out / "train_config.json")
         last = epoch + 1 == schedule.epochs
         if last or time.perf_counter() - last_eval >= args.eval_seconds:
-            metrics = validate(ema.model, model_config, val_images, frames, val_set)
+            metrics = validate(ema.model, model_config, val_images, frames, val_set, thresholds)
             row.update(epoch_metrics(metrics))
             last_eval = time.perf_counter()
             if improves(row, best):
