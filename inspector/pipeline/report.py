@@ -3,7 +3,9 @@
 One row per stage with the official DeepPCB AP and F (the dataset authors' script, what models are
 chosen by), mAP@0.5, mAP@0.5:0.95, the class-aware DeepPCB F-score (IoU > 0.33), parameters, FLOPs,
 file size and latency, all measured through the runtime on the stage's package (``measure.py``); then
-the distillation gain and the quantization drops stated as numbers, and how long each stage took.
+the distillation gain and the quantization drops stated as numbers, the training stages' learning curves
+(validation official AP and training loss per epoch, from each run's ``metrics.json``: the schedule and its
+CPU/GPU time as it was spent), and how long each stage took.
 """
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ from inspector.pipeline.measure import load_rows
 REPORT_FILES = ("report.md", "report.json", "report.png")
 # The accuracy numbers compared between stages; rows measured before the official metric lack its keys.
 ACCURACY_KEYS = ("official_ap", "official_f", "map50", "map50_95", "f1_iou033")
+# The training stages whose runs keep a per-epoch history (metrics.json), in pipeline order.
+TRAINING_STAGES = {"teacher": "teacher", "student": "student alone", "distilled": "distilled student",
+                   "pruned": "pruned, fine-tuned"}
+CURVE_KEYS = ("epoch", "train_loss", "official_ap", "official_f", "map50_95", "epoch_seconds", "train_img_per_s")
 
 
 def summarize(rows: list[dict], bench_threads: list[int], quantized_from: str = "distilled") -> dict[str, Any]:
@@ -53,14 +59,46 @@ def summarize(rows: list[dict], bench_threads: list[int], quantized_from: str = 
 def write_report(cfg: PipelineConfig, out: Path, state: dict) -> list[Path]:
     rows = load_rows(out)
     summary = summarize(rows, cfg.bench_threads, state["stages"]["qat"].get("source_stage", "distilled"))
-    payload = {"config": cfg.to_dict(), "stages": state["stages"], "rows": rows, "summary": summary}
+    curves = learning_curves(state)
+    payload = {"config": cfg.to_dict(), "stages": state["stages"], "rows": rows, "summary": summary,
+               "learning_curves": curves}
     (out / "report.json").write_text(json.dumps(payload, indent=2, default=str))
-    (out / "report.md").write_text(format_markdown(cfg, state, rows, summary))
-    _plot(rows, cfg.bench_threads, out / "report.png")
+    (out / "report.md").write_text(format_markdown(cfg, state, rows, summary, curves))
+    _plot(rows, cfg.bench_threads, out / "report.png", curves)
     return [out / name for name in REPORT_FILES]
 
 
-def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary: dict) -> str:
+def learning_curves(state: dict) -> dict[str, list[dict]]:
+    """Per training stage, its run's epochs as trained (``metrics.json``; a reused run's too): validation
+    official AP / F and mAP@0.5:0.95 where that epoch was validated, training loss, seconds and images/s. A run
+    without the file (trained before it existed) has no curve; keys an epoch lacks are left out."""
+    curves = {}
+    for stage in TRAINING_STAGES:
+        run = (state["stages"].get(stage) or {}).get("run")
+        history = Path(run) / "metrics.json" if run else None
+        if history is None or not history.is_file():
+            continue
+        curves[stage] = [{key: epoch[key] for key in CURVE_KEYS if epoch.get(key) is not None}
+                         for epoch in json.loads(history.read_text())]
+    return curves
+
+
+def describe_curve(curve: list[dict]) -> dict[str, Any]:
+    """A learning curve in numbers: epochs, the best validated epoch by official AP (ties: the first), the
+    time the epochs' training steps took and their mean training speed."""
+    validated = [epoch for epoch in curve if "official_ap" in epoch]
+    best = max(validated, key=lambda epoch: epoch["official_ap"]) if validated else None
+    seconds = [epoch["epoch_seconds"] for epoch in curve if "epoch_seconds" in epoch]
+    speeds = [epoch["train_img_per_s"] for epoch in curve if "train_img_per_s" in epoch]
+    return {"epochs": len(curve), "best_epoch": best["epoch"] if best else None,
+            "best_official_ap": best["official_ap"] if best else None,
+            "last_official_ap": validated[-1]["official_ap"] if validated else None,
+            "train_minutes": sum(seconds) / 60 if seconds else None,
+            "img_per_s": sum(speeds) / len(speeds) if speeds else None}
+
+
+def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary: dict,
+                    curves: dict[str, list[dict]] | None = None) -> str:
     threads = max(cfg.bench_threads)
     n_images = rows[0]["n_images"] if rows else 0
     lines = [
@@ -122,6 +160,19 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
                 cells.append("-" if entry is None else f"{entry['p50_ms']:.1f} / {entry['p99_ms']:.1f} "
                                                        f"({entry['precision']})")
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    if curves:
+        lines += ["", "## Training (learning curves: `report.png`, every epoch in `report.json` → `learning_curves`)",
+                  "", "| stage | epochs | best epoch (official AP) | last epoch's official AP | training time | "
+                  "img/s |", "|---|---|---|---|---|---|"]
+        for stage, curve in curves.items():
+            info = describe_curve(curve)
+            best = "-" if info["best_epoch"] is None else f"{info['best_epoch']} ({info['best_official_ap']:.4f})"
+            last = "-" if info["last_official_ap"] is None else f"{info['last_official_ap']:.4f}"
+            minutes = "-" if info["train_minutes"] is None else f"{info['train_minutes']:.1f} min"
+            speed = "-" if info["img_per_s"] is None else f"{info['img_per_s']:.1f}"
+            lines.append(f"| {TRAINING_STAGES[stage]} | {info['epochs']} | {best} | {last} | {minutes} | {speed} |")
+        lines += ["", "Training time: the epochs' training steps as timed by the trainer, on the machine that "
+                  "trained them (validation and start-up not included: the stage's whole time is under Stages)."]
     lines += ["", "## Stages", "", "| stage | minutes | result |", "|---|---|---|"]
     for name, info in state["stages"].items():
         result = info.get("run", "")
@@ -133,7 +184,8 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
     return "\n".join(lines)
 
 
-def _plot(rows: list[dict], bench_threads: list[int], path: Path) -> None:
+def _plot(rows: list[dict], bench_threads: list[int], path: Path, curves: dict[str, list[dict]] | None = None
+          ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +193,9 @@ def _plot(rows: list[dict], bench_threads: list[int], path: Path) -> None:
 
     threads = max(bench_threads)
     labels = [row["label"].replace(" (shipped)", "\n(shipped)") for row in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    curves = {stage: curve for stage, curve in (curves or {}).items() if curve}
+    figure, axes = plt.subplots(1, 3 if curves else 2, figsize=(18 if curves else 12, 4.5))
+    left, right = axes[0], axes[1]
     positions = range(len(rows))
     bars = [("official_ap", "official AP"), ("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95")]
     for offset, (key, label) in zip((-0.27, 0.0, 0.27), bars):
@@ -164,9 +218,30 @@ def _plot(rows: list[dict], bench_threads: list[int], path: Path) -> None:
     right.set_xlabel(f"p50 latency, ms (Paddle Lite x86, {threads} threads)")
     right.set_ylabel(name)
     right.set_title("accuracy vs speed (marker area ~ file size)")
+    if curves:
+        _plot_curves(axes[2], curves)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _plot_curves(axis, curves: dict[str, list[dict]]) -> None:
+    """Validation official AP per epoch (solid, left axis) and training loss (dashed, right axis) per stage."""
+    losses = axis.twinx()
+    for index, (stage, curve) in enumerate(curves.items()):
+        color = f"C{index}"
+        validated = [epoch for epoch in curve if "official_ap" in epoch]
+        axis.plot([e["epoch"] for e in validated], [e["official_ap"] for e in validated], color=color,
+                  marker="." if len(validated) < 30 else None, label=f"{TRAINING_STAGES[stage]}: official AP")
+        trained = [epoch for epoch in curve if "train_loss" in epoch]
+        losses.plot([e["epoch"] for e in trained], [e["train_loss"] for e in trained], color=color, linestyle="--",
+                    alpha=0.6, label=f"{TRAINING_STAGES[stage]}: training loss")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("official AP (validation)")
+    losses.set_ylabel("training loss")
+    axis.set_title("learning curves")
+    handles = axis.get_legend_handles_labels()[0] + losses.get_legend_handles_labels()[0]
+    axis.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right")
 
 
 def _negate(values: dict | None) -> dict | None:

@@ -147,6 +147,25 @@ def test_summary_and_report_carry_the_official_metric_and_read_rows_without_it()
                                                    {"stages": {}}, [old, rows[1]], mixed)
 
 
+def test_learning_curves_come_from_each_training_runs_history(tmp_path):
+    from inspector.pipeline.report import describe_curve, learning_curves
+
+    student = tmp_path / "student"
+    student.mkdir()
+    history = [{"epoch": 1, "train_loss": 9.0, "epoch_seconds": 60.0, "train_img_per_s": 10.0},  # not validated
+               {"epoch": 2, "train_loss": 7.0, "epoch_seconds": 60.0, "train_img_per_s": 14.0, "official_ap": 0.80},
+               {"epoch": 3, "train_loss": 6.0, "epoch_seconds": 60.0, "train_img_per_s": 12.0, "official_ap": 0.85},
+               {"epoch": 4, "train_loss": 5.5, "epoch_seconds": 60.0, "train_img_per_s": 12.0, "official_ap": 0.83}]
+    (student / "metrics.json").write_text(json.dumps(history))
+    state = {"stages": {"teacher": {"run": str(tmp_path / "teacher")},  # a run without a history: no curve
+                        "student": {"run": str(student)}, "qat": {"run": str(tmp_path / "qat")}}}
+    curves = learning_curves(state)
+    assert list(curves) == ["student"] and [epoch["epoch"] for epoch in curves["student"]] == [1, 2, 3, 4]
+    assert "official_ap" not in curves["student"][0]
+    assert describe_curve(curves["student"]) == {"epochs": 4, "best_epoch": 3, "best_official_ap": 0.85,
+                                                 "last_official_ap": 0.83, "train_minutes": 4.0, "img_per_s": 12.0}
+
+
 def test_the_student_to_quantize_is_chosen_by_official_ap_and_old_records_by_map():
     from inspector.pipeline.run import _best_student
 
@@ -213,6 +232,10 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert report["summary"]["distillation_gain"] is not None and report["summary"]["qat_drop"] is not None
     markdown = (out / "report.md").read_text()
     assert "Distillation gain" in markdown and "Quantization drop, QAT INT8" in markdown
+    # Every training stage's learning curve, epoch by epoch as its run recorded it.
+    assert {stage: len(curve) for stage, curve in report["learning_curves"].items()} == \
+        {"teacher": 1, "student": 1, "distilled": 1, "pruned": 1}
+    assert "official_ap" in report["learning_curves"]["student"][0] and "## Training" in markdown
     for name in ("report.md", "report.json", "report.png", "manifest.json", "model_arm.nb"):
         assert (out / "package" / name).is_file(), name
 
