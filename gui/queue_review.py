@@ -73,17 +73,24 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return values[0], values[1], values[2], values[3]
 
 
-def check_box(box, size: tuple[int, int], what: str = "box") -> list[float]:
-    """``box`` as [x1, y1, x2, y2] if it lies inside a (width, height) picture and has an area."""
-    width, height = size
+def valid_box(box, what: str = "box", pixels: str = "") -> tuple[float, float, float, float]:
+    """``box`` as four finite numbers x1 < x2, y1 < y2 (``pixels``: whose, for the message), or QueueInputError
+    naming it and what was expected."""
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError) as error:
-        raise QueueInputError(f"{what} {box!r}: expected four numbers x1, y1, x2, y2") from error
+        raise QueueInputError(f"{what} {box!r}: expected four numbers x1, y1, x2, y2{pixels}") from error
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         raise QueueInputError(f"{what} {[x1, y1, x2, y2]}: expected finite numbers")
     if x2 <= x1 or y2 <= y1:
         raise QueueInputError(f"{what} {[x1, y1, x2, y2]}: expected x2 > x1 and y2 > y1")
+    return x1, y1, x2, y2
+
+
+def check_box(box, size: tuple[int, int], what: str = "box") -> list[float]:
+    """``box`` as [x1, y1, x2, y2] if it lies inside a (width, height) picture and has an area."""
+    width, height = size
+    x1, y1, x2, y2 = valid_box(box, what)
     if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
         raise QueueInputError(f"{what} {[x1, y1, x2, y2]} lies outside the image ({width}x{height}): expected "
                               f"0 <= x1 < x2 <= {width} and 0 <= y1 < y2 <= {height}")

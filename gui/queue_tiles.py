@@ -18,12 +18,11 @@ saved in panel pixels exactly as one drawn on the whole picture, and the HTTP AP
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from gui.queue_review import REJECT, QueueDraft, QueueInputError
+from gui.queue_review import REJECT, QueueDraft, QueueInputError, valid_box
 from gui.review import MODEL, OPERATOR, ReviewBox
 
 DETECTION, CHANGE, ADDED = "detection", "change", "added"
@@ -79,14 +78,7 @@ class TileWindow:
         since a defect that really runs on past the tile has to be boxed in the whole-panel view. A box with less
         than a pixel inside the tile holds nothing the reviewer saw and is refused (``QueueInputError``).
         """
-        try:
-            x1, y1, x2, y2 = (float(v) for v in box)
-        except (TypeError, ValueError) as error:
-            raise QueueInputError(f"box {box!r}: expected four numbers x1, y1, x2, y2 in tile pixels") from error
-        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-            raise QueueInputError(f"box {[x1, y1, x2, y2]}: expected finite numbers")
-        if x2 <= x1 or y2 <= y1:
-            raise QueueInputError(f"box {[x1, y1, x2, y2]}: expected x2 > x1 and y2 > y1")
+        x1, y1, x2, y2 = valid_box(box, pixels=" in tile pixels")
         inside = [min(max(x1, 0.0), self.width), min(max(y1, 0.0), self.height),
                   min(max(x2, 0.0), self.width), min(max(y2, 0.0), self.height)]
         if inside[2] - inside[0] < 1 or inside[3] - inside[1] < 1:
