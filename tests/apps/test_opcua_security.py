@@ -126,10 +126,15 @@ def station(security: OpcUaSecurity):
     return endpoint, front_end, handshake, requests
 
 
+def use_certificate(client, pair, mode=ua.MessageSecurityMode.SignAndEncrypt) -> None:
+    """``client`` presents ``pair`` (certificate, key) as the PLC's application over Basic256Sha256."""
+    client.application_uri = "urn:example:plc"
+    client.set_security(SecurityPolicyBasic256Sha256, str(pair[0]), str(pair[1]), mode=mode)
+
+
 def secure_client(endpoint: str, plc_pki, mode=ua.MessageSecurityMode.SignAndEncrypt):
     client = asyncua.sync.Client(endpoint, timeout=10)
-    client.application_uri = "urn:example:plc"
-    client.set_security(SecurityPolicyBasic256Sha256, str(plc_pki[0]), str(plc_pki[1]), mode=mode)
+    use_certificate(client, plc_pki, mode)
     client.connect()
     return client
 
@@ -144,6 +149,17 @@ def refused_client(endpoint: str):
     finally:
         if client.tloop.is_alive():
             client.tloop.stop()
+
+
+def assert_refused(endpoint: str, pair, status, prepare=lambda client: None) -> None:
+    """Connecting over SignAndEncrypt with ``pair`` (after ``prepare(client)``) fails with ``status``."""
+    with refused_client(endpoint) as client:
+        use_certificate(client, pair)
+        prepare(client)
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            client.connect()
+        assert refused.value.code == status
+        client.disconnect_socket()
 
 
 def line_node(client, name: str):
@@ -280,22 +296,15 @@ def test_a_client_not_in_the_trust_list_is_refused_and_logged_with_its_fingerpri
     endpoint, _, requests = trusting_station
     intruder = self_signed(tmp_path, "intruder", "urn:example:plc", ExtendedKeyUsageOID.CLIENT_AUTH,
                            key_name="{}-key.pem")
-    with refused_client(endpoint) as client:
-        client.application_uri = "urn:example:plc"
-        client.set_security(SecurityPolicyBasic256Sha256, str(intruder[0]), str(intruder[1]))
-        with pytest.raises(ua.UaStatusCodeError) as refused:
-            client.connect()
-        assert refused.value.code == ua.StatusCodes.BadCertificateUntrusted
-        client.disconnect_socket()
+    assert_refused(endpoint, intruder, ua.StatusCodes.BadCertificateUntrusted)
     logged = wait_for(lambda: refusals(caplog, intruder[0]), 10, "the refusal in the log")
     assert len(logged) == 1, logged
     assert "not in opcua_trusted_clients" in logged[0] and "CN=intruder" in logged[0]
 
     # Naming the trusted PLC's (public) certificate in CreateSession does not help: the channel's counts.
     trusted_der = x509.load_pem_x509_certificate(plc_pki[0].read_bytes()).public_bytes(Encoding.DER)
-    with refused_client(endpoint) as client:
-        client.application_uri = "urn:example:plc"
-        client.set_security(SecurityPolicyBasic256Sha256, str(intruder[0]), str(intruder[1]))
+
+    def claim_the_trusted_certificate(client) -> None:
         create_session = client.aio_obj.uaclient.create_session
 
         async def claiming_the_trusted_certificate(params):
@@ -303,10 +312,8 @@ def test_a_client_not_in_the_trust_list_is_refused_and_logged_with_its_fingerpri
             return await create_session(params)
 
         monkeypatch.setattr(client.aio_obj.uaclient, "create_session", claiming_the_trusted_certificate)
-        with pytest.raises(ua.UaStatusCodeError) as refused:
-            client.connect()
-        assert refused.value.code == ua.StatusCodes.BadCertificateUntrusted
-        client.disconnect_socket()
+
+    assert_refused(endpoint, intruder, ua.StatusCodes.BadCertificateUntrusted, claim_the_trusted_certificate)
     assert len(wait_for(lambda: refusals(caplog, intruder[0])[1:], 10, "the second refusal")) == 1
     assert not requests
 
@@ -316,13 +323,7 @@ def test_an_expired_certificate_in_the_trust_list_is_refused(trust_list, trustin
     caplog.set_level(logging.WARNING, logger="inspector.service.plc.opcua_security")
     endpoint, _, requests = trusting_station
     _, old_plc = trust_list
-    with refused_client(endpoint) as client:
-        client.application_uri = "urn:example:plc"
-        client.set_security(SecurityPolicyBasic256Sha256, str(old_plc[0]), str(old_plc[1]))
-        with pytest.raises(ua.UaStatusCodeError) as refused:
-            client.connect()
-        assert refused.value.code == ua.StatusCodes.BadCertificateTimeInvalid
-        client.disconnect_socket()
+    assert_refused(endpoint, old_plc, ua.StatusCodes.BadCertificateTimeInvalid)
     logged = wait_for(lambda: refusals(caplog, old_plc[0]), 10, "the refusal in the log")
     assert len(logged) == 1 and "old-plc.pem in opcua_trusted_clients" in logged[0], logged
     assert not requests
