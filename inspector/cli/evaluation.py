@@ -39,8 +39,8 @@ def eval_command(
     from inspector.data import DataError, load_dataset
     from inspector.data.loader import BatchLoader
     from inspector.data.split import load_split
-    from inspector.training.checkpoint import load_checkpoint
     from inspector.evaluation import recipe_thresholds
+    from inspector.training.checkpoint import load_checkpoint
     from inspector.training.validate import validate
 
     with user_errors(DataError, FileNotFoundError, ValueError):

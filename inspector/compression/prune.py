@@ -29,6 +29,7 @@ from inspector.compression.pruning.size import measure
 from inspector.data import DataError, Dataset, load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
+from inspector.evaluation import EvalThresholds, recipe_thresholds
 from inspector.models import ModelConfig, build_model
 from inspector.models.detector import YOLODetector
 from inspector.training.checkpoint import (
@@ -40,7 +41,6 @@ from inspector.training.checkpoint import (
 )
 from inspector.training.config import TrainConfig
 from inspector.training.trainer import Objective, train
-from inspector.evaluation import EvalThresholds, recipe_thresholds
 from inspector.training.validate import validate
 
 log = logging.getLogger(__name__)

@@ -71,9 +71,9 @@ from inspector.compression.quantization.measure import InferenceModel, evaluate_
 from inspector.compression.quantization.program import describe_program, layer_precisions, save_inference_model
 from inspector.compression.quantization.sensitivity import SensitivityReport, layer_sensitivity
 from inspector.data import Dataset, load_dataset
-from inspector.evaluation import recipe_thresholds
 from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
+from inspector.evaluation import recipe_thresholds
 from inspector.models import ModelConfig, YOLODetector
 from inspector.models.inference_program import params_file, program_file
 from inspector.training.checkpoint import Checkpoint, load_checkpoint

@@ -103,21 +103,24 @@ def resolve_source(path: Path | str) -> ExportSource:
                         checkpoint_info=info, inference_prefix=prefix, split_file=split_file)
 
 
-def recipe_nms(source: ExportSource) -> tuple[str, float]:
-    """The NMS ``source`` was trained to be judged by (its ``train_config``), checked like a manifest's: a recipe
-    file edited by hand gets the same clear refusal as ``--nms``."""
-    train_config = source.checkpoint_info.get("train_config") or {}
-    nms = train_config.get("nms", DEFAULT_NMS)
-    nms_threshold = train_config.get("nms_threshold", DEFAULT_NMS_THRESHOLD)
-    where = source.checkpoint_dir / "checkpoint.json"
+def checked_nms(nms, nms_threshold, origins: tuple[str, str]) -> tuple[str, float]:
+    """``nms`` and ``nms_threshold`` if they are an NMS method and an IoU, else ExportError naming where each came
+    from (``origins``: e.g. ``("--nms:", "--nms-threshold:")``) and what was expected."""
     if nms not in NMS_METHODS:
-        raise ExportError(f"{where}: train_config.nms {nms!r} is not an NMS method; expected one of "
-                          f"{', '.join(NMS_METHODS)}")
+        raise ExportError(f"{origins[0]} {nms!r} is not an NMS method; expected one of {', '.join(NMS_METHODS)}")
     if isinstance(nms_threshold, bool) or not isinstance(nms_threshold, (int, float)) \
             or not 0.0 < float(nms_threshold) <= 1.0:
-        raise ExportError(f"{where}: train_config.nms_threshold {nms_threshold!r} is not an IoU; expected a number "
-                          "in (0, 1]")
+        raise ExportError(f"{origins[1]} {nms_threshold!r} is not an IoU; expected a number in (0, 1]")
     return nms, float(nms_threshold)
+
+
+def recipe_nms(source: ExportSource) -> tuple[str, float]:
+    """The NMS ``source`` was trained to be judged by (its ``train_config``), checked like ``--nms``: a recipe
+    file edited by hand gets the same clear refusal, naming its file."""
+    train_config = source.checkpoint_info.get("train_config") or {}
+    where = source.checkpoint_dir / "checkpoint.json"
+    return checked_nms(train_config.get("nms", DEFAULT_NMS), train_config.get("nms_threshold", DEFAULT_NMS_THRESHOLD),
+                       (f"{where}: train_config.nms", f"{where}: train_config.nms_threshold"))
 
 
 FP32_TWIN = Path("fp32") / PADDLE_MODEL_FILE  # beside an INT8 model.pdmodel in a quantize run
@@ -154,16 +157,15 @@ def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] 
     unknown = [t for t in targets if t not in LITE_TARGETS]
     if unknown:
         raise ExportError(f"--targets: unknown Paddle Lite target(s) {unknown}; expected some of {LITE_TARGETS}")
-    if nms is not None and nms not in NMS_METHODS:
-        raise ExportError(f"--nms: {nms!r} is not an NMS method; expected one of {', '.join(NMS_METHODS)}")
-    if nms_threshold is not None and not 0.0 < float(nms_threshold) <= 1.0:
-        raise ExportError(f"--nms-threshold: {nms_threshold} is not an IoU; expected a number in (0, 1]")
+    # What was given is checked before anything else (one left None is the recipe's, checked when read).
+    checked_nms(DEFAULT_NMS if nms is None else nms,
+                DEFAULT_NMS_THRESHOLD if nms_threshold is None else nms_threshold, ("--nms:", "--nms-threshold:"))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
     source = resolve_source(model)
     recipe_method, recipe_threshold = recipe_nms(source)
     nms = recipe_method if nms is None else nms
-    nms_threshold = recipe_threshold if nms_threshold is None else nms_threshold
+    nms_threshold = recipe_threshold if nms_threshold is None else float(nms_threshold)
     if x86_int8 and "x86" in targets:
         _check_x86_int8_safe(source)
     cfg = source.model_config
@@ -203,7 +205,7 @@ def export_package(model: Path | str, out: Path | str, targets: tuple[str, ...] 
     if source.split_file is not None:
         shutil.copyfile(source.split_file, staging / SPLIT_FILE)
 
-    manifest = _make_manifest(source, program, name or out.name, lite_files, staging, nms, float(nms_threshold))
+    manifest = _make_manifest(source, program, name or out.name, lite_files, staging, nms, nms_threshold)
     manifest.target_precision = target_precision
     if target_precision:
         manifest.provenance["lite_x86_source"] = ("the FP32 model the INT8 one was quantized from "
