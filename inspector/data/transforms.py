@@ -23,12 +23,23 @@ PAD_VALUE = 0  # letterbox border: black, like the background of a binarised sca
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Fit ``image`` into a ``size`` x ``size`` square, keeping its aspect ratio.
+    """Fit ``image`` into a ``size`` x ``size`` BGR square, keeping its aspect ratio (grey frames become BGR).
 
     Returns ``(resized, scale, (pad_x, pad_y))``: a pixel ``(x, y)`` of the input lands at
     ``(x * scale + pad_x, y * scale + pad_y)``; the border is filled with ``PAD_VALUE``.
     """
-    image = _as_bgr(image)
+    return _fit_square(_as_bgr(image), size)
+
+
+def letterbox_gray(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """``letterbox`` for the grey layouts: one ``size`` x ``size`` grey plane (BGR through ``gray_plane``).
+
+    Why not ``letterbox`` then grey: a grey camera's frame would be tripled to BGR and folded back per frame.
+    """
+    return _fit_square(gray_plane(image), size)
+
+
+def _fit_square(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
     height, width = image.shape[:2]
     scale = min(size / width, size / height)
     new_width = max(1, min(size, round(width * scale)))
@@ -41,7 +52,7 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[in
     pad_y = (size - new_height) // 2
     if (new_width, new_height) == (size, size):
         return np.ascontiguousarray(image), scale, (0, 0)
-    square = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    square = np.full((size, size) + image.shape[2:], PAD_VALUE, dtype=np.uint8)
     square[pad_y : pad_y + new_height, pad_x : pad_x + new_width] = image
     return square, scale, (pad_x, pad_y)
 
@@ -88,7 +99,7 @@ def to_input(image: np.ndarray, template: np.ndarray | None = None, mode: str | 
     if template is not None and template.shape != image.shape:
         raise ValueError(f"template shape {template.shape} differs from image shape {image.shape}")
     if layout.color == "GRAY":
-        return _gray_diff_space_to_depth(_as_gray(image), _as_gray(template), layout.block)
+        return _gray_diff_space_to_depth(gray_plane(image), gray_plane(template), layout.block)
     planes = [image] if template is None else [image, template]
     height, width = image.shape[:2]
     out = np.empty((3 * len(planes), height, width), dtype=np.float32)
@@ -110,18 +121,23 @@ def _gray_diff_space_to_depth(image: np.ndarray, template: np.ndarray, block: in
     if height % block or width % block:
         raise ValueError(f"space-to-depth by {block} needs sides divisible by {block}, got {width}x{height}")
     planes = (image, template, cv2.absdiff(image, template))
-    out = np.empty((len(planes) * block * block, height // block, width // block), dtype=np.float32)
+    packed = np.empty((len(planes) * block * block, height // block, width // block), dtype=np.uint8)
     channel = 0
+    # Pack in uint8, then one contiguous float conversion: a third of the time of strided float copies
+    # (0.39 vs 0.92 ms for two 640 px boards on this CPU). cv2.split of a plane viewed as `block`-channel
+    # pixels separates the columns (dx) in one SIMD pass; rows (dy) are then plain row slices.
     for plane in planes:
+        columns = cv2.split(plane.reshape(height, width // block, block)) if block > 1 else (plane,)
         for dy in range(block):
             for dx in range(block):
-                out[channel] = plane[dy::block, dx::block]
+                packed[channel] = columns[dx][dy::block]
                 channel += 1
+    out = packed.astype(np.float32)
     out *= np.float32(1 / 255)
     return out
 
 
-def _as_gray(image: np.ndarray) -> np.ndarray:
+def gray_plane(image: np.ndarray) -> np.ndarray:
     """One grey plane: (H, W) and (H, W, 1) as they are, BGR through OpenCV's luma weights (exact for the
     identical planes of a grey image stored as colour)."""
     if image.ndim == 2:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from inspector.data.layouts import InputLayout, input_layout
-from inspector.data.transforms import letterbox, to_input, unletterbox_boxes
+from inspector.data.transforms import gray_plane, letterbox, letterbox_gray, to_input, unletterbox_boxes
 from inspector.export.manifest import PRECISIONS, PackageError
 from inspector.models.nms import select_detections
 from inspector.runtime.alignment import Alignment, align_to_template
@@ -196,7 +196,7 @@ class Detector:
         """
         start = time.perf_counter()
         layout = self.layout
-        self._check_frame(image, "image")
+        net_image = self._checked_frame(image, "image")
         if self.needs_template and template is None:
             raise ValueError(f"this model compares each frame with its golden template (input mode "
                              f"{layout.mode!r}): pass the template image")
@@ -206,22 +206,25 @@ class Detector:
             raise ValueError(f"this model looks at the frame alone (input mode {layout.mode!r}): it takes no template")
         alignment = None
         model_image = image
+        net_template = None
         if template is not None:
-            self._check_frame(template, "template")
+            net_template = self._checked_frame(template, "template")
             if template.ndim != image.ndim or (image.ndim == 3 and template.shape[2] != image.shape[2]):
                 raise ValueError(f"template has {_channels(template)} channel(s) but the image has {_channels(image)}: "
                                  f"give both in the same colour format")
             if align:
                 alignment = align_to_template(image, template)
                 model_image = alignment.aligned
+                net_image = gray_plane(model_image) if layout.color == "GRAY" else model_image
             elif template.shape[:2] != image.shape[:2]:
                 raise ValueError(f"template is {template.shape[1]}x{template.shape[0]} but the image is "
                                  f"{image.shape[1]}x{image.shape[0]}: pass align=True to register the frame to it")
         elif align:
             raise ValueError("align=True needs a template to align to")
         size = layout.letterbox_size(self.input_size)
-        resized, scale, pad = letterbox(model_image, size)
-        resized_template = None if template is None or not self.needs_template else letterbox(template, size)[0]
+        fit = letterbox_gray if layout.color == "GRAY" else letterbox
+        resized, scale, pad = fit(net_image, size)
+        resized_template = None if net_template is None or not self.needs_template else fit(net_template, size)[0]
         batch = to_input(resized, resized_template, layout.mode)[None]
         # Space-to-depth packs the letterboxed frame `block` times smaller: the network's pixels.
         scale, pad = scale / layout.block, (pad[0] / layout.block, pad[1] / layout.block)
@@ -265,19 +268,24 @@ class Detector:
             unknown_changes=changes,
         )
 
-    def _check_frame(self, image: np.ndarray, name: str) -> None:
-        """A uint8 frame in the colour format the package's layout was trained on: a colour model is
-        not given grey frames, nor a grey model colour ones (grey stored as three equal planes is grey)."""
+    def _checked_frame(self, image: np.ndarray, name: str) -> np.ndarray:
+        """``image`` as the network's layout takes it (grey layouts: one grey plane), once it is a uint8 frame
+        in the colour format the package was trained on: a colour model is not given grey frames, nor a grey
+        model colour ones (grey stored as three equal planes is grey, and any of them is the grey plane)."""
         _check_image(image, name)
         layout = self.layout
         if layout.color == "RGB" and _channels(image) == 1:
             raise ValueError(f"{name}: {self.info.package} expects colour BGR (H, W, 3) frames (input layout "
                              f"{layout.mode!r}), got a grey {image.shape} frame; use a grey model (layout "
                              f"'gray-diff-s2d') for a monochrome camera")
-        if layout.color == "GRAY" and _channels(image) == 3 and _has_colour(image):
-            raise ValueError(f"{name}: {self.info.package} expects grey frames (input layout {layout.mode!r}), got a "
-                             f"colour frame whose channels differ; use a colour model (layout 'image+template') "
-                             f"for a colour camera")
+        if layout.color == "GRAY" and _channels(image) == 3:
+            grey = _equal_planes(image)
+            if grey is None:
+                raise ValueError(f"{name}: {self.info.package} expects grey frames (input layout {layout.mode!r}), "
+                                 f"got a colour frame whose channels differ; use a colour model (layout "
+                                 f"'image+template') for a colour camera")
+            return grey
+        return gray_plane(image) if layout.color == "GRAY" else image
 
     def _check_outputs(self) -> None:
         """One run on a blank input: the engine must return what the manifest promises."""
@@ -333,10 +341,14 @@ def _channels(image: np.ndarray) -> int:
     return 1 if image.ndim == 2 else int(image.shape[2])
 
 
-def _has_colour(image: np.ndarray) -> bool:
-    """True when a 3-channel frame's planes differ: a colour picture, not grey stored as BGR."""
+def _equal_planes(image: np.ndarray) -> np.ndarray | None:
+    """The grey plane of a 3-channel frame whose planes are equal (grey stored as BGR), None for a colour
+    picture. The blue plane is exactly what ``cv2.COLOR_BGR2GRAY`` would give for equal planes (its fixed-point
+    weights sum to one), without a second pass over the frame."""
     blue, green, red = cv2.split(image)
-    return bool(cv2.countNonZero(cv2.absdiff(blue, green)) or cv2.countNonZero(cv2.absdiff(blue, red)))
+    if cv2.countNonZero(cv2.absdiff(blue, green)) or cv2.countNonZero(cv2.absdiff(blue, red)):
+        return None
+    return blue
 
 
 def _cpu_name() -> str:

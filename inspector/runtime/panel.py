@@ -48,11 +48,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from inspector.data.transforms import gray_plane
 from inspector.runtime.alignment import AlignmentError
 from inspector.runtime.changes import ChangeSettings, UnknownChange
 from inspector.runtime.detector import Detections, Detector, Timing
 from inspector.runtime.panel_changes import PanelChange, stitch_changes, tile_of
-from inspector.runtime.panel_registration import (IDENTITY_REGISTRATION, MOTIONS, PanelRegistration, gray,
+from inspector.runtime.panel_registration import (IDENTITY_REGISTRATION, MOTIONS, PanelRegistration,
                                                   is_binarised, register_panel, residual_shift, sample_tile,
                                                   shifted_map, tile_map)
 from inspector.runtime.panel_tiles import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, IgnoreRegions, Tile, cut_by_seam,
@@ -324,7 +325,7 @@ class PanelInspector:
             binarised = is_binarised(golden)
             tested, used = sample_tile(panel, tile_map(matrix, tile), tile.width, tile.height, golden, binarised)
             if refine:
-                measured = residual_shift(gray(golden), gray(tested), max_shift=_MAX_LOCAL_SHIFT)
+                measured = residual_shift(gray_plane(golden), gray_plane(tested), max_shift=_MAX_LOCAL_SHIFT)
                 if measured is not None and np.abs(measured).max() >= _MIN_LOCAL_SHIFT:
                     tested, used = sample_tile(panel, shifted_map(used, measured), tile.width, tile.height, golden,
                                                 binarised)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inspector.data.transforms import gray_plane
 from inspector.runtime.alignment import align_to_template
 from inspector.runtime.panel_tiles import DEFAULT_TILE_SIZE, Tile, tile_grid
 
@@ -90,7 +91,7 @@ def register_panel(panel: np.ndarray, template: np.ndarray, *, motion: str = "si
         for x in (xs[i] for i in picks[0]):
             tile = Tile(x, y, min(tile_size, width), min(tile_size, height), (False,) * 4)
             tested, used = sample_tile(panel, tile_map(matrix, tile), tile.width, tile.height)
-            shift = residual_shift(gray(template[y:y + tile.height, x:x + tile.width]), gray(tested),
+            shift = residual_shift(gray_plane(template[y:y + tile.height, x:x + tile.width]), gray_plane(tested),
                                     max_shift=tile_size / 8)
             if shift is None:
                 continue
@@ -135,7 +136,7 @@ def _overview(image: np.ndarray, scale: float) -> np.ndarray:
     """A grey copy shrunk by ``scale`` (INTER_AREA: thin traces fade rather than vanish); resized before
     the colour conversion so a colour panel is never copied at full size."""
     small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
-    return gray(small)
+    return gray_plane(small)
 
 
 def _spread(count: int, most: int) -> list[int]:
@@ -143,12 +144,6 @@ def _spread(count: int, most: int) -> list[int]:
     if count <= most:
         return list(range(count))
     return sorted({int(round(v)) for v in np.linspace(0, count - 1, most)})
-
-
-def gray(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return image.reshape(image.shape[:2])
 
 
 def _apply(matrix: np.ndarray, point: np.ndarray) -> np.ndarray:
@@ -228,7 +223,7 @@ def sample_tile(panel: np.ndarray, local: np.ndarray, width: int, height: int,
             py = local[1, 0] * columns + local[1, 1] * rows + local[1, 2]
             outside = (px < 0) | (py < 0) | (px > panel_width - 1) | (py > panel_height - 1)
             source = fill if fill.ndim == warped.ndim else (cv2.cvtColor(fill, cv2.COLOR_GRAY2BGR)
-                                                            if warped.ndim == 3 else gray(fill))
+                                                            if warped.ndim == 3 else gray_plane(fill))
             warped[outside] = source[outside]
     return warped, local
 

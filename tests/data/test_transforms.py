@@ -9,8 +9,10 @@ import pytest
 from inspector.data.transforms import (
     AugmentConfig,
     augment,
+    gray_plane,
     letterbox,
     letterbox_boxes,
+    letterbox_gray,
     random_crop,
     to_input,
     unletterbox_boxes,
@@ -112,6 +114,21 @@ def test_letterbox_accepts_grayscale() -> None:
     resized, scale, pad = letterbox(np.full((100, 200), 90, np.uint8), 100)
     assert resized.shape == (100, 100, 3) and scale == 0.5 and pad == (0, 25)
     assert resized[50, 50].tolist() == [90, 90, 90]
+
+
+@pytest.mark.parametrize("height, width", [(640, 640), (300, 500), (700, 420)])
+def test_the_grey_letterbox_is_the_grey_of_the_colour_letterbox(height: int, width: int) -> None:
+    """The runtime fits grey layouts' frames as one plane; training fits BGR then greys: both must agree to the
+    bit, for a grey camera's (H, W) frame, grey stored as BGR, and (through the luma weights) a colour frame."""
+    rng = np.random.default_rng(height)
+    grey = ((rng.random((height, width)) > 0.5) * 255).astype(np.uint8)
+    colour = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    for frame in (grey, np.repeat(grey[..., None], 3, axis=2), colour):
+        plane, scale, pad = letterbox_gray(frame, 320)
+        expected, expected_scale, expected_pad = letterbox(frame, 320)
+        assert plane.shape == (320, 320) and plane.dtype == np.uint8
+        assert (scale, pad) == (expected_scale, expected_pad)
+        np.testing.assert_array_equal(plane, gray_plane(expected))
 
 
 # --------------------------------------------------------------------------- to_input
