@@ -194,6 +194,12 @@ def serve_command(
         "--recipes", help="Directory of recipe files (inspector recipe).")] = None,
     recipe: Annotated[Optional[str], typer.Option(
         "--recipe", help="Recipe to start with (default: the last active).")] = None,
+    read_serial_code: Annotated[Optional[bool], typer.Option(
+        "--read-serial-code/--no-read-serial-code", help="Read each board's serial from a code in the frame when "
+        "the PLC gives no PartId (default: the config's, off).", show_default=False)] = None,
+    serial_code_formats: Annotated[Optional[str], typer.Option(
+        "--serial-code-formats", help="Codes a serial is read from, comma-separated, in priority order: some of "
+        "datamatrix, qr, code128, ... (default: datamatrix,qr,code128).")] = None,
 ) -> None:
     """Headless line service: inspect every frame, store and publish verdicts, serve health, metrics and results.
     Runs until SIGTERM/SIGINT, then finishes the queued frames and exits 0."""
@@ -205,7 +211,8 @@ def serve_command(
     overrides = {"source": source, "model": model, "line": line, "db": db, "mqtt": mqtt, "http": http,
                  "evidence": evidence, "data_dir": data_dir, "opcua": opcua, "modbus": modbus, "recipes": recipes,
                  "recipe": recipe, "tls_cert": tls_cert, "tls_key": tls_key, "opcua_cert": opcua_cert,
-                 "opcua_key": opcua_key, "opcua_trusted_clients": opcua_trusted_clients}
+                 "opcua_key": opcua_key, "opcua_trusted_clients": opcua_trusted_clients,
+                 "read_serial_code": read_serial_code, "serial_code_formats": serial_code_formats}
     raise typer.Exit(serve(config, overrides))
 
 

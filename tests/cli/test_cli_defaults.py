@@ -237,3 +237,31 @@ def test_the_shown_default_is_read_from_dataclass_and_pydantic_configs():
         shown_default(ServiceConfig, "source")
     with pytest.raises(ValueError, match="PruneConfig.model has no default"):
         shown_default(PruneConfig, "model")
+
+
+def test_serve_reads_serial_codes_when_told_and_refuses_an_unknown_format_by_name(monkeypatch):
+    """--read-serial-code and --serial-code-formats set the service's fields (unset: the config's defaults), and
+    the formats' --help names the config's default list."""
+    from inspector.service import run
+    from inspector.service.config import ConfigError, load_config
+    from inspector.service.serial_codes import DEFAULT_CODE_FORMATS
+
+    given: list[dict] = []
+    monkeypatch.setattr(run, "serve", lambda config, overrides: given.append(overrides) or 0)
+    runner = CliRunner()
+    no_api = {"http": "", "source": "demo"}  # else the service config asks for the API's token and a source
+    assert runner.invoke(inspector.cli.app, ["serve", "--source", "demo"]).exit_code == 0
+    defaults = load_config(None, {**given[-1], **no_api}, environ={})
+    assert (defaults.read_serial_code, defaults.serial_code_formats) == (False, DEFAULT_CODE_FORMATS)
+    assert runner.invoke(inspector.cli.app, ["serve", "--read-serial-code", "--serial-code-formats",
+                                             "code128, Data Matrix"]).exit_code == 0
+    told = load_config(None, {**given[-1], **no_api}, environ={})
+    assert (told.read_serial_code, told.serial_code_formats) == (True, ("code128", "datamatrix"))
+    assert runner.invoke(inspector.cli.app, ["serve", "--no-read-serial-code"]).exit_code == 0
+    assert load_config(None, {**given[-1], **no_api}, environ={"INSPECTOR_READ_SERIAL_CODE": "1"}).read_serial_code \
+        is False
+    assert runner.invoke(inspector.cli.app, ["serve", "--serial-code-formats", "datamatrix,ean99"]).exit_code == 0
+    with pytest.raises(ConfigError, match="serial_code_formats.*command line.*ean99"):
+        load_config(None, {**given[-1], **no_api}, environ={})
+    option = next(p for p in _command("serve").params if p.name == "serial_code_formats")
+    assert f"default: {','.join(DEFAULT_CODE_FORMATS)}" in option.help
