@@ -37,10 +37,11 @@ from gui.window_queue import QueueMixin
 from gui.window_actions import ActionsMixin
 from gui.window_recipes import RecipeMixin
 from gui.window_review import ReviewMixin
-from gui.window_settings import SettingsMixin
+from gui.window_settings import CODE_NOTE_PREFIX, SettingsMixin
 from gui.workers import CaptureThread, EvidenceThread, FrameSlot, InferenceThread
 from inspector.capture import FrameSource, SourceError
 from inspector.capture.base import read_template_file
+from inspector.service.serial_codes import missing_decoder_note
 
 NUMBERS_REFRESH_MS = 250
 SETTINGS_SAVE_DELAY_MS = 600  # thresholds are saved once the operator stops turning the knob
@@ -115,6 +116,8 @@ class MainWindow(ActionsMixin, SettingsMixin, RecipeMixin, AccessMixin, ReviewMi
             self.restoreGeometry(QByteArray.fromBase64(settings.window_geometry.encode()))
         else:
             self.resize(1440, 900)
+        if settings.read_serial_code and (note := missing_decoder_note(settings.serial_code_formats)):
+            problems.append(f"{CODE_NOTE_PREFIX}{note}")
         if problems:
             self.message_banner.show_message("; ".join(problems), WARNING_BANNER)
 

@@ -12,6 +12,9 @@ from gui.settings import save_settings
 from gui.workers import InferenceOptions
 from inspector.capture import SourceError
 from inspector.capture.base import read_template_file
+from inspector.service.serial_codes import missing_decoder_note
+
+CODE_NOTE_PREFIX = "Part id codes: "  # the banner's note that zxing-cpp is missing, cleared by its prefix
 
 
 class SettingsMixin:
@@ -150,6 +153,16 @@ class SettingsMixin:
         self.settings.read_serial_code = bool(on)
         self._push_options()
         self.save_settings()
+        self._show_code_reading_note()
+
+    def _show_code_reading_note(self) -> None:
+        """Without zxing-cpp only QR codes are read: said on the banner while part ids are read from codes (in
+        the log alone, an operator would only see Data Matrix serials never appear)."""
+        note = missing_decoder_note(self.settings.serial_code_formats) if self.settings.read_serial_code else None
+        if note:
+            self.message_banner.show_message(f"{CODE_NOTE_PREFIX}{note}", WARNING_BANNER)
+        elif self.message_banner.text().startswith(CODE_NOTE_PREFIX):
+            self.message_banner.clear_message()
 
     def _set_serial_code_format(self, name: str, on: bool) -> None:
         """A format switched on is read after those already on (the lowest priority; the settings file may
@@ -163,6 +176,7 @@ class SettingsMixin:
         self.settings.serial_code_formats = formats
         self._push_options()
         self.save_settings()
+        self._show_code_reading_note()
 
     def save_settings(self) -> None:
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()

@@ -142,6 +142,20 @@ def _load_zxing():
     return zxingcpp
 
 
+def missing_decoder_note(formats: Iterable[str]) -> Optional[str]:
+    """What a user must be told when zxing-cpp cannot be imported and codes of ``formats`` are to be read
+    (OpenCV then reads QR codes only), in one sentence; None when zxing-cpp is there."""
+    if _load_zxing() is not None:
+        return None
+    formats = parse_code_formats(list(formats))
+    lost = [name for name in formats if name != "qr"]
+    if "qr" not in formats:
+        return (f"{ZXING_PACKAGE} is not installed: no serial can be read from {', '.join(formats)} codes "
+                f"(pip install {ZXING_PACKAGE})")
+    read = "QR codes only" + (f", not {', '.join(lost)}" if lost else "")
+    return f"{ZXING_PACKAGE} is not installed: serials are read from {read} (pip install {ZXING_PACKAGE})"
+
+
 class SerialCodeReader:
     """Reads the codes of the configured formats from a frame and chooses the board's serial among them."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -206,6 +207,22 @@ def test_part_id_from_a_qr_code_on_the_board(qtbot, open_window):
     window.set_part_id("SCANNED-1")  # a scanned or typed id wins over the code
     qtbot.waitUntil(lambda: window.current.part_id == "SCANNED-1", timeout=WAIT_MS)
     assert load_settings(window.config_path)[0].read_serial_code
+
+
+def test_without_zxing_cpp_the_banner_says_which_codes_are_not_read(qtbot, open_window, monkeypatch):
+    from inspector.service import serial_codes
+
+    monkeypatch.setitem(sys.modules, "zxingcpp", None)  # `import zxingcpp` now raises ImportError
+    monkeypatch.setattr(serial_codes, "_fallback_warned", True)
+    window = open_window("fake-camera", source_factory=lambda spec: BoardSource(boards=[0], fps=10.0))
+    assert not window.message_banner.isVisible()  # not reading codes: nothing to say
+    window.serial_code_action.trigger()
+    assert window.message_banner.text() == ("Part id codes: zxing-cpp is not installed: serials are read from QR "
+                                            "codes only, not datamatrix, code128 (pip install zxing-cpp)")
+    window.serial_format_actions["qr"].trigger()
+    assert "no serial can be read from datamatrix, code128 codes" in window.message_banner.text()
+    window.serial_code_action.trigger()  # off: the note goes
+    assert not window.message_banner.isVisible() and window.message_banner.text() == ""
 
 
 def test_part_id_from_a_data_matrix_through_the_inference_options(qapp):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from inspector.service import serial_codes
-from inspector.service.serial_codes import DEFAULT_CODE_FORMATS, SerialCodeReader, parse_code_formats
+from inspector.service.serial_codes import (DEFAULT_CODE_FORMATS, SerialCodeReader, missing_decoder_note,
+                                           parse_code_formats)
 from line_helpers import code_image
 
 
@@ -164,3 +165,16 @@ def test_without_zxing_cpp_qr_codes_are_still_read_with_opencv_and_one_warning(m
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 1 and "zxing-cpp is not installed" in warnings[0]
     assert "pip install zxing-cpp" in warnings[0]
+
+
+def test_what_is_lost_without_zxing_cpp_is_said_in_one_sentence(monkeypatch):
+    """The GUI's banner: nothing to say with zxing-cpp; without it, which formats are not read, or that none is."""
+    assert missing_decoder_note(DEFAULT_CODE_FORMATS) is None
+    monkeypatch.setitem(sys.modules, "zxingcpp", None)
+    monkeypatch.setattr(serial_codes, "_fallback_warned", True)
+    assert missing_decoder_note(DEFAULT_CODE_FORMATS) == ("zxing-cpp is not installed: serials are read from QR codes "
+                                                          "only, not datamatrix, code128 (pip install zxing-cpp)")
+    assert missing_decoder_note(["qr"]) == "zxing-cpp is not installed: serials are read from QR codes only " \
+                                           "(pip install zxing-cpp)"
+    assert missing_decoder_note(["Data Matrix"]) == ("zxing-cpp is not installed: no serial can be read from "
+                                                     "datamatrix codes (pip install zxing-cpp)")
