@@ -24,6 +24,8 @@ STUDENT_S=${STUDENT_S:-190}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-}  # set: a fixed schedule instead of the time budget
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-}
 WORKERS_SCALE=${WORKERS_SCALE:-1}  # 0: batches in the training process (a CPU rehearsal)
+NMS=${NMS:-}  # set (hard | agnostic | matrix, NMS_THRESHOLD an IoU): the recipe's NMS; unset: the product's
+NMS_THRESHOLD=${NMS_THRESHOLD:-}
 w() { echo $(( $1 * WORKERS_SCALE )); }
 
 if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import pycocotools" 2>/dev/null; then
@@ -37,6 +39,8 @@ nproc
 rm -rf "$RUNS"; mkdir -p "$RUNS" "$OUT"
 COMMON=(--data gpu_data/deeppcb --split gpu_data/split.json --input-mode gray-diff-s2d --input-size "$INPUT_SIZE"
         --dihedral --batch 32 --lr 0.004)
+[ -n "$NMS" ] && COMMON+=(--nms "$NMS")
+[ -n "$NMS_THRESHOLD" ] && COMMON+=(--nms-threshold "$NMS_THRESHOLD")
 train() { local name=$1; shift; $PY -m tools.torch_twin.train "${COMMON[@]}" --out "$RUNS/$name" "$@" > "$RUNS/$name.out" 2>&1; }
 
 teacher_len=(--seconds "$TEACHER_S"); [ -n "$TEACHER_EPOCHS" ] && teacher_len=(--epochs "$TEACHER_EPOCHS")
