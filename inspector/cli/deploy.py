@@ -93,7 +93,8 @@ def bench_command(
     typer.echo(f"{result.engine} on {result.device}, {result.threads} thread(s), precision {result.precision}")
     typer.echo(f"frame {result.frame_size[0]}x{result.frame_size[1]} -> input {result.input_size}: "
                f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.fps:.1f} FPS  "
-               f"(network p50 {result.infer_p50_ms:.2f} ms)  model {result.model_bytes / 1e6:.2f} MB  "
+               f"(network p50 {result.infer_p50_ms:.2f} ms, pre-processing {result.preprocess_p50_ms:.2f}, "
+               f"post-processing {result.postprocess_p50_ms:.2f})  model {result.model_bytes / 1e6:.2f} MB  "
                f"peak RSS {result.peak_rss_mb:.0f} MB")
     if json_path:
         json_path.write_text(json.dumps(result.to_dict(), indent=2))

@@ -1,8 +1,9 @@
 """Latency of a loaded package on a real-sized frame: warm-up runs, then timed runs, one at a time.
 
 Each timed run is a whole ``Detector.detect`` call (letterbox, network, NMS), what a production
-line waits for per frame; the network's share is reported beside it. ``fps`` is frames per second
-over the timed runs, back to back on one thread of the caller (the engine may use more).
+line waits for per frame; each stage's median is reported beside it (medians need not add up to the
+whole frame's). ``fps`` is frames per second over the timed runs, back to back on one thread of the
+caller (the engine may use more).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class BenchResult:
     mean_ms: float
     fps: float
     infer_p50_ms: float  # the network alone
+    preprocess_p50_ms: float  # letterbox, colour checks, input planes (Timing.preprocess_ms)
+    postprocess_p50_ms: float  # NMS and boxes mapped back
     backend: str
     precision: str  # what ran (Detector.info), not what was asked for
     threads: int
@@ -47,21 +50,24 @@ def benchmark(detector: Detector, image: np.ndarray, template: np.ndarray | None
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     for _ in range(warmup):
         detector.detect(image, template)
-    totals, infers = [], []
+    totals, stages = [], []
     started = time.perf_counter()
     for _ in range(runs):
         before = time.perf_counter()
         result = detector.detect(image, template)
         totals.append((time.perf_counter() - before) * 1e3)
-        infers.append(result.timing.infer_ms)
+        stages.append((result.timing.preprocess_ms, result.timing.infer_ms, result.timing.postprocess_ms))
     elapsed = time.perf_counter() - started
     info = detector.info
+    pre_p50, infer_p50, post_p50 = (float(v) for v in np.percentile(np.array(stages), 50, axis=0))
     return BenchResult(
         p50_ms=float(np.percentile(totals, 50)),
         p99_ms=float(np.percentile(totals, 99)),
         mean_ms=float(np.mean(totals)),
         fps=runs / elapsed,
-        infer_p50_ms=float(np.percentile(infers, 50)),
+        infer_p50_ms=infer_p50,
+        preprocess_p50_ms=pre_p50,
+        postprocess_p50_ms=post_p50,
         backend=info.backend,
         precision=info.precision,
         threads=info.threads,

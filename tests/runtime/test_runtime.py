@@ -186,6 +186,10 @@ def test_bench_writes_the_promised_json(tiny, tmp_path):
                                                                                              tiny.input_size)
     assert bench["model_bytes"] == (tiny.package / "model_x86.nb").stat().st_size
     assert bench["frame_size"] == [640, 640] and bench["peak_rss_mb"] > 10
+    # every stage's median, each a part of a frame's time (medians of parts need not add up to the whole's)
+    stages = [bench["preprocess_p50_ms"], bench["infer_p50_ms"], bench["postprocess_p50_ms"]]
+    assert all(0 < stage < bench["p99_ms"] for stage in stages)
+    assert "pre-processing" in result.output and "post-processing" in result.output
 
 
 def test_predict_writes_annotated_images_and_one_json(tiny, tmp_path):
