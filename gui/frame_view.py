@@ -136,17 +136,19 @@ class FrameView(QWidget):
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(24, 24, 24))
         if self._image_size is None or self.shown is None:
-            painter.setPen(QColor(200, 200, 200))
-            painter.setFont(self._caption_font)
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
+            self._paint_note(painter, self.placeholder)
             return
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         rect = self.image_rect()
         size = (max(1, round(rect.width())), max(1, round(rect.height())))
-        if self._screen is None or (self._screen.width(), self._screen.height()) != size:
-            self._screen_pixels = screen_pixels(self.shown.image, self.shown.overlay, size)
-            self._screen = to_qimage(self._screen_pixels)
-        painter.drawImage(QPointF(rect.x(), rect.y()), self._screen)
+        screen = self._screen_image(size)
+        if screen is None:  # not made yet (a subclass makes it elsewhere): no picture, so no boxes either
+            self._paint_note(painter, self.screen_note())
+            return
+        if (screen.width(), screen.height()) == size:
+            painter.drawImage(QPointF(rect.x(), rect.y()), screen)
+        else:  # the copy made for the size before, stretched until the one for this size is made
+            painter.drawImage(rect, screen)
         labels: list[tuple[QRectF, str, QColor]] = []
         if self.shown.review is not None:
             self._paint_review(painter, self.shown.review, labels)
@@ -167,6 +169,25 @@ class FrameView(QWidget):
             self._paint_caption(painter, self.shown.caption)
         painter.end()
         self.painted.emit(self.shown.token)
+
+    def _screen_image(self, size: tuple[int, int]) -> QImage | None:
+        """The shown frame at ``size`` (width, height) as painted: made here, once per frame and size. A subclass
+        may make it elsewhere and answer a copy of another size meanwhile (drawn stretched), or None (nothing to
+        draw yet: ``screen_note`` is said instead)."""
+        if self._screen is None or (self._screen.width(), self._screen.height()) != size:
+            self._screen_pixels = screen_pixels(self.shown.image, self.shown.overlay, size)
+            self._screen = to_qimage(self._screen_pixels)
+        return self._screen
+
+    def screen_note(self) -> str:
+        """What the view says while the shown frame has no copy to draw (``_screen_image`` None)."""
+        return self.placeholder
+
+    def _paint_note(self, painter: QPainter, text: str) -> None:
+        painter.setPen(QColor(200, 200, 200))
+        painter.setFont(self._caption_font)
+        painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
+        painter.end()
 
     def _paint_review(self, painter: QPainter, review: ReviewState, labels: list) -> None:
         for box in review.boxes:

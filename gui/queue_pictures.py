@@ -82,33 +82,39 @@ def read_item_pictures(item: QueueItem, wanted: Callable[[], bool] = lambda: Tru
 
 
 class Selection:
-    """The item whose pictures the window is waiting for, numbered: each ``select`` outdates every answer asked
-    for before it. ``wanted`` may be asked from a reader thread (a read of one int); only the window's thread
-    changes the numbers."""
+    """The request whose answer the window is waiting for, numbered: each ``select`` outdates every answer asked
+    for before it. The item whose pictures are read (``queue_loading.PictureLoader``), or the size a picture is
+    scaled to (``queue_loading.ScreenScaler``). ``wanted`` may be asked from a worker thread (a read of one int);
+    only the window's thread changes the numbers."""
 
     def __init__(self) -> None:
         self.generation = 0
-        self.item_id: int | None = None  # the item being loaded; None once shown, failed or cancelled
+        self.waiting: object | None = None  # what is being made; None once shown, failed or cancelled
 
-    def select(self, item_id: int) -> int:
-        """A new selection; its number, which its answer must carry."""
+    @property
+    def item_id(self) -> int | None:
+        """The item being loaded (a selection of pictures), or None."""
+        return self.waiting
+
+    def select(self, what: object) -> int:
+        """A new selection (an item id, a size); its number, which its answer must carry."""
         self.generation += 1
-        self.item_id = item_id
+        self.waiting = what
         return self.generation
 
     def cancel(self) -> None:
         """Nothing is waited for any more (the queue closed, the item left the list): every answer is late."""
         self.generation += 1
-        self.item_id = None
+        self.waiting = None
 
     def wanted(self, generation: int) -> bool:
         """True while ``generation`` is the newest selection and its answer has not been taken yet."""
-        return generation == self.generation and self.item_id is not None
+        return generation == self.generation and self.waiting is not None
 
     def take(self, generation: int) -> bool:
-        """The answer for ``generation`` has come: True (and nothing is loading any more) when it is the one
+        """The answer for ``generation`` has come: True (and nothing is waited for any more) when it is the one
         waited for, False for a late answer to an earlier selection, to be dropped."""
         if not self.wanted(generation):
             return False
-        self.item_id = None
+        self.waiting = None
         return True

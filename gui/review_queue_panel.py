@@ -14,7 +14,11 @@ panel pixels.
 A board's picture is read off the window's thread (``queue_loading.py``: a whole panel decodes for seconds) and
 kept as the file holds it, a grey panel in one channel (``queue_pictures.py``). Until it is shown the picture
 area says what is being read and nothing can be decided: a decision is never saved for a board the reviewer has
-not seen. Selecting another board meanwhile outdates the read; the board selected last is the one shown.
+not seen. Selecting another board meanwhile outdates the read; the board selected last is the one shown. The whole
+of a large panel is scaled to the screen off the window's thread too (``queue_view.py``).
+
+The list holds a page of the queue at first (``queue_pages.py``); *Load more*, or scrolling the list to its end,
+lists the next page after the last board listed, in the queue's order and each board once.
 """
 from __future__ import annotations
 
@@ -42,10 +46,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.frame_view import Shown
+from gui.frame_view import Shown, screen_pixels
 from gui.palette import ERROR_BANNER, INFO_BANNER, WARNING_BANNER
 from gui.panels import Banner
-from gui.queue_loading import PictureLoader, Reader
+from gui.queue_loading import PictureLoader, Reader, Scale
+from gui.queue_pages import PAGE, PendingList
 from gui.queue_pictures import ItemPictures, read_item_pictures
 from gui.queue_review import CONFIRM, REJECT, QueueDraft, QueueInputError, open_queue, parse_box
 from gui.queue_tile_bar import TileBar
@@ -54,7 +59,6 @@ from gui.queue_view import QueueView
 from gui.review import ReviewState
 from inspector.review_queue import QueueItem, ReviewQueue
 
-PAGE = 200  # pending boards listed at once (the queue can hold thousands)
 REFRESH_MS = 5000  # the line keeps queueing boards: the list is read again this often while the window shows
 UNDECIDED = "—"
 CHOOSE = "Select a board in the list"  # the picture area with no board open
@@ -73,17 +77,23 @@ def nearest_score(item: QueueItem) -> float | None:
 
 class ReviewQueuePanel(QWidget):
     """Lists, shows and decides the queue at ``open_path``; ``who()`` names the reviewer at save time.
-    ``read_pictures`` reads a board's pictures on a reader thread (``read_item_pictures``; tests pass their own)."""
+    ``read_pictures`` reads a board's pictures on a reader thread (``read_item_pictures``; tests pass their own),
+    ``scale_pictures`` scales a large one to the screen on the scaler thread (``screen_pixels``; the same);
+    ``page``: the boards listed, and read, at a time."""
 
     decided = Signal(int, str)  # item id, who: after a decision is stored
     picture_shown = Signal(int)  # item id: its picture is on screen and it can be decided
 
     def __init__(self, who: Callable[[], str], parent: QWidget | None = None,
-                 read_pictures: Reader = read_item_pictures) -> None:
+                 read_pictures: Reader = read_item_pictures, scale_pictures: Scale = screen_pixels,
+                 page: int = PAGE) -> None:
         super().__init__(parent)
         self.who = who
         self.queue: ReviewQueue | None = None
-        self.items: list[QueueItem] = []
+        self.page = page
+        self.pending_list = PendingList(page)
+        self._listed_ids: list[int] = []  # the boards the table's rows show, in order
+        self._filling_list = False  # the table being filled: its scrolling is not the reviewer's
         self.draft: QueueDraft | None = None
         self._image = None  # the open board's picture as read: 2-D for a grey file
         self._template = None  # the board's golden template, when on disk
@@ -106,8 +116,14 @@ class ReviewQueuePanel(QWidget):
         self.pending_table.verticalHeader().hide()
         self.pending_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.pending_table.currentCellChanged.connect(lambda row, *_: self.select_row(row))
+        self.pending_table.verticalScrollBar().valueChanged.connect(self._list_scrolled)
+        self.more_button = QPushButton("Load more")
+        self.more_button.setToolTip("List the next pending boards, after the last one listed (or scroll the list "
+                                    "to its end)")
+        self.more_button.clicked.connect(self.load_more)
+        self.more_button.setEnabled(False)
 
-        self.view = QueueView()
+        self.view = QueueView(scale=scale_pictures)
         self.view.set_placeholder(CHOOSE)
         self.view.box_clicked.connect(self._toggle_from_view)
         self.view.box_drawn.connect(self._box_dragged)
@@ -177,6 +193,7 @@ class ReviewQueuePanel(QWidget):
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(self.counts_label)
         left_layout.addWidget(self.pending_table, 1)
+        left_layout.addWidget(self.more_button)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
@@ -234,44 +251,95 @@ class ReviewQueuePanel(QWidget):
     def close_queue(self) -> None:
         if self.queue is not None:
             self.queue.close()
-        self.queue, self.items = None, []
+        self.queue, self.pending_list = None, PendingList(self.page)
         self.loader.cancel()
         self._show_draft(None)
-        self.pending_table.setRowCount(0)
+        self._fill_list()
         self.counts_label.setText("")
+        self.more_button.setText("Load more")
+        self.more_button.setEnabled(False)
+
+    @property
+    def items(self) -> list[QueueItem]:
+        """The boards listed, in the queue's order (``queue_pages.PendingList``)."""
+        return self.pending_list.items
 
     def refresh(self) -> None:
-        """Read the pending boards again (the line keeps adding them); the board being decided stays open."""
+        """Read the listed boards again (the line keeps adding them, other stations decide them); the board being
+        decided stays open."""
         if self.queue is None:
             return
         try:
-            self.items = self.queue.pending(PAGE)
+            self.pending_list.refresh(self.queue)
             counts = self.queue.counts()
         except (sqlite3.Error, ValueError, KeyError) as error:  # a locked file or a damaged row: said, not a crash
             self._say(f"verification queue {self.queue.path} cannot be read: {error}")
             return
+        self._show_counts(counts)
+        current = self.current_id()
+        self._fill_list()
+        if current is not None and self.row_of(current) < 0:
+            self._left_the_list(current)
+
+    def load_more(self) -> int:
+        """List the next page of pending boards, after the last one listed (*Load more*, or the list scrolled to its
+        end); the number of boards added."""
+        if self.queue is None:
+            return 0
+        try:
+            added = self.pending_list.more(self.queue)
+            counts = self.queue.counts()
+        except (sqlite3.Error, ValueError, KeyError) as error:
+            self._say(f"verification queue {self.queue.path}: the next pending boards cannot be read: {error}")
+            return 0
+        self._show_counts(counts)
+        self._fill_list()
+        return len(added)
+
+    def _show_counts(self, counts: dict) -> None:
+        """The counts of the whole queue, and how many pending boards are not listed yet (*Load more*)."""
         pending = sum(counts["pending"].values())
         by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(counts["pending"].items()))
         self.counts_label.setText(f"pending: {pending}" + (f" ({by_reason})" if by_reason else "") +
                                   f" · reviewed: {counts['reviewed']} · expired: {counts['expired']}")
+        unlisted = self.pending_list.unlisted(pending)
+        self.more_button.setText(f"Load {min(self.page, unlisted)} more ({len(self.items)} listed, {unlisted} not)"
+                                 if unlisted else f"All {len(self.items)} pending boards listed")
+        self.more_button.setEnabled(unlisted > 0)
+
+    def _fill_list(self) -> None:
+        """The table from the listed boards, the open board's row current again. Rows are written only where the
+        boards listed changed (a page added: only its rows), since thousands of rows rewritten every 5 s would be
+        felt."""
+        ids = [item.id for item in self.items]
         current = self.current_id()
+        self._filling_list = True
         self.pending_table.blockSignals(True)
-        self.pending_table.setRowCount(len(self.items))
-        for row, item in enumerate(self.items):
-            score = nearest_score(item)
-            cells = [str(item.id), item.reason, "—" if score is None else f"{score:.3f}",
-                     str(len(item.detections)), str(len(item.unknown_changes))]
-            for column, text in enumerate(cells):
-                self.pending_table.setItem(row, column, QTableWidgetItem(text))
-        rows = [row for row, item in enumerate(self.items) if item.id == current]
-        self.pending_table.setCurrentCell(rows[0] if rows else -1, 0)
+        if ids != self._listed_ids:
+            kept = len(self._listed_ids) if ids[:len(self._listed_ids)] == self._listed_ids else 0
+            self.pending_table.setRowCount(len(ids))
+            for row in range(kept, len(ids)):
+                item = self.items[row]
+                score = nearest_score(item)
+                cells = [str(item.id), item.reason, "—" if score is None else f"{score:.3f}",
+                         str(len(item.detections)), str(len(item.unknown_changes))]
+                for column, text in enumerate(cells):
+                    self.pending_table.setItem(row, column, QTableWidgetItem(text))
+            self._listed_ids = ids
+        self.pending_table.setCurrentCell(self.row_of(current) if current is not None else -1, 0)
         self.pending_table.blockSignals(False)
-        if current is not None and not rows:
-            self._left_the_list(current)
+        self._filling_list = False
+
+    def _list_scrolled(self, value: int) -> None:
+        """The list scrolled to its end by the reviewer: the next page is listed, as when walking down a list."""
+        if not self._filling_list and value > 0 and value == self.pending_table.verticalScrollBar().maximum() and \
+                self.more_button.isEnabled():
+            self.load_more()
 
     def _left_the_list(self, item_id: int) -> None:
         """The board being decided is no longer listed: decided elsewhere (another station, the HTTP API) or
-        expired, and then the reviewer is told; or pushed past the listed page by newer boards, and kept."""
+        expired, and then the reviewer is told. (A board still pending stays listed: the list holds every pending
+        board up to the last one listed.)"""
         try:
             status = self.queue.get(item_id).status
         except (sqlite3.Error, ValueError) as error:
@@ -329,6 +397,7 @@ class ReviewQueuePanel(QWidget):
         outlives the window it answers."""
         self.close_queue()
         self.loader.shutdown()
+        self.view.scaler.shutdown()
 
     # ------------------------------------------------------------------ the board being decided
 

@@ -160,12 +160,34 @@ class ReviewQueue:
 
     # ------------------------------------------------------------------ reviewing
 
-    def pending(self, limit: int = 50, offset: int = 0) -> list[QueueItem]:
-        """Boards waiting for review, the most instructive first."""
+    def pending(self, limit: int = 50, offset: int = 0, after: int | None = None,
+                through: int | None = None) -> list[QueueItem]:
+        """Boards waiting for review, the most instructive first.
+
+        ``after`` / ``through``: item ids (pending or not); only the boards ranked after the one, up to and
+        including the other. Paging by the last board read, where an offset would count rows that change: a
+        board decided meanwhile moves every later one up by one row (an offset page then skips one) and a new
+        board ranked higher moves them down (an offset page lists one twice). An item's rank never changes, so
+        the boards after it are the same whatever was decided or queued since. ``ReviewError`` for an id that
+        is not in the queue."""
+        where, values = ["status = 'pending'"], []
         with self._lock:
-            rows = self._db.execute("SELECT * FROM items WHERE status = 'pending' ORDER BY rank_group, rank_value, id "
-                                    "LIMIT ? OFFSET ?", (int(limit), int(offset))).fetchall()
+            for name, item_id, compare in (("after", after, ">"), ("through", through, "<=")):
+                if item_id is not None:
+                    where.append(f"(rank_group, rank_value, id) {compare} (?, ?, ?)")
+                    values += self._rank_of(item_id, name)
+            rows = self._db.execute(f"SELECT * FROM items WHERE {' AND '.join(where)} "
+                                    "ORDER BY rank_group, rank_value, id LIMIT ? OFFSET ?",
+                                    (*values, int(limit), int(offset))).fetchall()
         return [_item(row) for row in rows]
+
+    def _rank_of(self, item_id: int, name: str) -> list:
+        """(rank_group, rank_value, id) of ``item_id``, the place a page starts or ends at (lock held)."""
+        row = self._db.execute("SELECT rank_group, rank_value, id FROM items WHERE id = ?",
+                               (int(item_id),)).fetchone()
+        if row is None:
+            raise ReviewError(f"pending boards {name} item {item_id}: no such item")
+        return [row["rank_group"], row["rank_value"], row["id"]]
 
     def get(self, item_id: int) -> QueueItem:
         with self._lock:

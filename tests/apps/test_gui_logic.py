@@ -1,5 +1,6 @@
 """The GUI's plain logic: verdict rule, counters, defect log, evidence files, review -> VOC, settings, a whole
-panel's queue entries tile by tile, a queued board's pictures as read and which selection's answer counts."""
+panel's queue entries tile by tile, a queued board's pictures as read and which selection's answer counts, the
+queue listed page by page."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from gui.evidence import EvidenceStore, atomic_write_bytes, read_records
+from gui.queue_pages import PendingList
 from gui.queue_pictures import PictureError, Selection, read_item_pictures, read_picture
 from gui.queue_review import QueueDraft, QueueInputError
 from gui.queue_tiles import ADDED, CHANGE, DETECTION, TileWindow, cut, draft_scene, panel_tiles
@@ -28,7 +30,7 @@ from gui.session import (
 from gui.settings import GuiSettings, load_settings, save_settings
 from inspector.data import load_dataset, read_image
 from inspector.data.bundled import BUNDLED_DEEPPCB
-from inspector.review_queue import QueueItem
+from inspector.review_queue import QueueItem, ReviewQueue
 from inspector.runtime import Detections, Timing
 
 CLASSES = ["open", "short", "mousebite", "spur", "copper", "pin-hole"]
@@ -349,3 +351,30 @@ def test_only_the_answer_for_the_last_selection_is_taken():
     third = selection.select(7)
     selection.cancel()  # the queue closed: nothing wanted
     assert not selection.wanted(third) and not selection.take(third) and selection.item_id is None
+
+
+def test_the_pending_list_reads_each_page_after_the_last_board_listed_and_lists_each_board_once(tmp_path):
+    queue = ReviewQueue(tmp_path / "queue.db")
+    ids = [queue.offer(f"b{i}.png", [{"box": [1, 1, 5, 5], "score": 0.8 + i / 1000, "class_name": "open"}], 0.5,
+                       CLASSES) for i in range(8)]  # NG boards, ranked in the order queued
+    pages: list[dict] = []
+    pending = queue.pending
+    queue.pending = lambda *args, **kwargs: pages.append(kwargs) or pending(*args, **kwargs)  # what is asked
+    listing = PendingList(3)
+    assert [item.id for item in listing.refresh(queue)] == ids[:3] and listing.through == ids[2]
+    assert [item.id for item in listing.more(queue)] == ids[3:6] and listing.wanted == 6
+    assert pages[-1] == {"after": ids[2]}  # after the last board listed, never at an offset
+    queue.decide(ids[1], "ann", [{"index": 0, "verdict": "reject"}])
+    queue.decide(ids[5], "ann", [{"index": 0, "verdict": "reject"}])  # the list's last board: still its end
+    first = queue.offer("new.png", [{"box": [1, 1, 5, 5], "score": 0.51, "class_name": "open"}], 0.5, CLASSES)
+    pages.clear()
+    assert [item.id for item in listing.refresh(queue)] == [first, ids[0], ids[2], ids[3], ids[4], ids[6]]
+    assert pages == [{"after": None, "through": ids[5]}, {"after": ids[2], "through": ids[5]},
+                     {"after": ids[5], "through": None}]  # up to the list's end, a page at a time, then topped up
+    assert listing.through == ids[6] and listing.unlisted(len(queue.pending(100))) == 1
+    assert [item.id for item in listing.more(queue)] == [ids[7]] and listing.more(queue) == []
+    assert [item.id for item in listing.items] == [first, ids[0], ids[2], ids[3], ids[4], ids[6], ids[7]]
+    assert listing.unlisted(7) == 0
+    with pytest.raises(ValueError, match="pending list: page must be at least 1 board, got 0"):
+        PendingList(0)
+    queue.close()

@@ -1,6 +1,7 @@
 """The verification-queue window (gui/review_queue_panel.py) on a real queue file: list order and counts, a
 decision made through the widgets stored as the HTTP API stores it, bad input refused with its reason; pictures
-read off the window's thread, the board selected last shown, grey kept grey."""
+read off the window's thread, the board selected last shown, grey kept grey; a long queue listed page by page; a
+large panel scaled to the screen off the window's thread."""
 from __future__ import annotations
 
 import sqlite3
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QCoreApplication, Qt
 
+from gui.frame_view import screen_pixels
+from gui.queue_loading import Scaled
 from gui.queue_pictures import ItemPictures, read_item_pictures
 from gui.queue_review import QueueDraft, QueueInputError, open_queue, reviewer_name
 from gui.review_queue_panel import ReviewQueuePanel
@@ -325,6 +328,98 @@ def test_ctrl_enter_saves_the_decision(qtbot, queue_file):
     panel.close_queue()
 
 
+# ---------------------------------------------------------------------- a queue of thousands, page by page
+
+
+def long_queue(tmp_path, boards: int) -> tuple[Path, list[int]]:
+    """``boards`` NG boards, queued in the queue's order (lowest score first), all showing one picture."""
+    image = np.full((SIZE[1], SIZE[0], 3), 70, np.uint8)
+    assert cv2.imwrite(str(tmp_path / "board.png"), image)
+    path = tmp_path / "data" / "review.sqlite3"
+    queue = ReviewQueue(path)
+    ids = [queue.offer(tmp_path / "board.png", [{"box": [30, 30, 90, 80], "score": 0.8 + i / 1000,
+                                                 "class_name": "short"}], 0.5, CLASSES) for i in range(boards)]
+    queue.close()
+    return path, ids
+
+
+def at_another_station(path, decided=(), offered=()) -> list[int]:
+    """What another review station and the line do meanwhile: boards decided (rejected), boards queued (scores,
+    near the 0.5 threshold: ranked first). The new boards' ids."""
+    queue = ReviewQueue(path)
+    try:
+        for item_id in decided:
+            queue.decide(item_id, "carl", [{"index": 0, "verdict": "reject"}])
+        return [queue.offer(queue.get(decided[0] if decided else 1).image_path,
+                            [{"box": [30, 30, 90, 80], "score": score, "class_name": "open"}], 0.5, CLASSES)
+                for score in offered]
+    finally:
+        queue.close()
+
+
+def test_a_long_queue_is_listed_page_by_page_in_its_order_each_board_once(qtbot, tmp_path):
+    path, ids = long_queue(tmp_path, 11)
+    panel = open_panel(qtbot, path, page=3)
+    panel._refresh_timer.stop()  # the test says when the list is read again
+    assert pending_ids(panel) == ids[:3] and "pending: 11" in panel.counts_label.text()
+    assert panel.more_button.isEnabled() and panel.more_button.text() == "Load 3 more (3 listed, 8 not)"
+
+    # The next page starts after the last board listed, whatever happened meanwhile: a listed board decided
+    # elsewhere (an offset page would skip a board), then a new board queued, ranked first (one would be listed twice).
+    at_another_station(path, decided=[ids[1]])
+    panel.more_button.click()
+    assert pending_ids(panel) == ids[:6]
+    [new] = at_another_station(path, offered=[0.51])
+    panel.more_button.click()
+    assert pending_ids(panel) == ids[:9]
+    panel.refresh()  # read again: the new board in its place, the decided one gone, nothing past the list's end
+    assert pending_ids(panel) == [new, ids[0], *ids[2:9]]
+    assert "pending: 11" in panel.counts_label.text() and panel.more_button.text() == "Load 2 more (9 listed, 2 not)"
+
+    select(qtbot, panel, 7)  # a board of the third page, decided at another station while open: as on the first
+    assert panel.draft.item.id == ids[7]
+    at_another_station(path, decided=[ids[7]])
+    panel.refresh()
+    assert panel.draft is None and f"item {ids[7]} is no longer pending (now reviewed" in panel.banner.text()
+    assert pending_ids(panel) == [new, ids[0], *ids[2:7], ids[8], ids[9]]  # topped up to the 9 asked for
+
+    select(qtbot, panel, 8)  # the last board listed, decided here: the next one is listed and opened
+    panel.confirm_all_button.click()
+    assert panel.save_decision(), panel.banner.text()
+    assert pending_ids(panel) == [new, ids[0], *ids[2:7], ids[8], ids[10]]
+    wait_shown(qtbot, panel, ids[10])
+    assert panel.pending_table.currentRow() == 8
+    assert not panel.more_button.isEnabled() and panel.more_button.text() == "All 9 pending boards listed"
+    assert panel.load_more() == 0 and len(set(pending_ids(panel))) == 9
+    panel.close_queue()
+
+
+def test_the_list_scrolled_to_its_end_lists_the_next_page(qtbot, tmp_path):
+    path, ids = long_queue(tmp_path, 100)
+    panel = open_panel(qtbot, path, page=40)
+    panel._refresh_timer.stop()
+    bar = panel.pending_table.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0)  # more rows than the list shows (laid out by the event loop)
+    assert pending_ids(panel) == ids[:40]
+    select(qtbot, panel, 2)
+    bar.setValue(bar.maximum() // 2)  # scrolled, not to the end: nothing read
+    assert pending_ids(panel) == ids[:40]
+    end = bar.maximum()
+    bar.setValue(end)
+    assert pending_ids(panel) == ids[:80]
+    qtbot.waitUntil(lambda: bar.maximum() > end)  # the rows added below the end
+    assert bar.value() == end and panel.pending_table.currentRow() == 2 and panel.draft.item.id == ids[2]
+    bar.setValue(bar.maximum())
+    assert pending_ids(panel) == ids and not panel.more_button.isEnabled()
+    end = bar.maximum()
+    qtbot.waitUntil(lambda: bar.maximum() > end)
+    bar.setValue(bar.maximum())  # at the end of the queue: nothing more to read
+    assert pending_ids(panel) == ids
+    panel.refresh()
+    assert pending_ids(panel) == ids  # a refresh keeps every page listed
+    panel.close_queue()
+
+
 # ---------------------------------------------------------------------- a whole panel, tile by tile
 
 PANEL_SIZE = (1800, 1232)  # width, height of the synthetic panel (its tiles are 640 px, as the line's)
@@ -454,6 +549,109 @@ def test_a_box_corrected_or_added_in_a_tile_is_saved_in_panel_pixels(qtbot, pane
     finally:
         queue.close()
     assert panel.draft is None and not panel.tile_bar.isVisible()  # nothing left in the list
+    panel.close_queue()
+
+
+class GatedScaler:
+    """Scales as the view does (``screen_pixels``), but the first ``held`` calls wait for ``release`` (the test says
+    when a scaling ends). ``calls``: (picture, size, thread) of each."""
+
+    def __init__(self, held: int = 1) -> None:
+        self.held = held
+        self.calls: list[tuple[np.ndarray, tuple[int, int], threading.Thread]] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, image, overlay, size):
+        self.calls.append((image, size, threading.current_thread()))
+        if len(self.calls) <= self.held:
+            self.started.set()
+            assert self.release.wait(30), "the test never released the scaling"
+        return screen_pixels(image, overlay, size)
+
+
+def view_size(panel: ReviewQueuePanel) -> tuple[int, int]:
+    """The size the picture is drawn at in the view now, as the view asks for it."""
+    rect = panel.view.image_rect()
+    return max(1, round(rect.width())), max(1, round(rect.height()))
+
+
+def test_the_whole_of_a_large_panel_is_scaled_off_the_windows_thread_for_the_last_size_asked(qtbot, panel_queue):
+    path, item, tested, golden = panel_queue
+    scaler = GatedScaler()
+    panel = open_panel(qtbot, path, scale_pictures=scaler)
+    panel.view.off_thread_pixels = 1_000_000  # the 1800 x 1232 panel counts as large, its 640 px tiles do not
+    select(qtbot, panel, 0)
+    panel.view.grab()  # the first entry's tile: scaled while painted, as before
+    assert scaler.calls == [] and panel.view._screen is not None
+    painted, clicked = [], []
+    panel.view.painted.connect(painted.append)
+    panel.view.box_clicked.connect(clicked.append)
+    try:
+        panel.tile_bar.whole_check.setChecked(True)
+        qtbot.waitUntil(scaler.started.is_set)  # the window runs on while the panel is being scaled
+        [(image, first_size, thread)] = scaler.calls
+        assert image is panel._image and image.ndim == 2 and thread is not threading.main_thread()  # grey, as read
+        assert first_size == view_size(panel) and panel.view.scaling == first_size
+        first = panel.view.scaler.selection.generation
+        panel.view.grab()  # painted meanwhile: what is happening said, no picture and no boxes
+        assert panel.view.screen_note() == "Scaling the picture (1800 × 1232 px) to the screen…" and painted == []
+        middle = panel.view.to_widget(715.0, 315.0).toPoint()  # detection 1's box: nothing to click on yet
+        qtbot.mouseClick(panel.view, Qt.MouseButton.LeftButton, pos=middle)
+        assert clicked == [] and panel.verdict_combo(1).currentText() == "—"
+        panel.verdict_combo(0).setCurrentText("confirm")  # drawn again: the same picture, its scaling goes on
+        panel.view.grab()
+        assert panel.view.scaler.selection.generation == first and panel.view.scaling == first_size
+        panel.resize(1100, 700)  # a smaller view while the first size is still being made: the new size is asked
+        qtbot.waitUntil(lambda: panel.view.scaling not in (None, first_size))
+        second_size = panel.view.scaling
+        assert second_size == view_size(panel)
+    finally:
+        scaler.release.set()
+    qtbot.waitUntil(lambda: panel.view.scaling is None and panel.view._screen is not None)
+    assert panel.view.scaler.wait(10_000)
+    QCoreApplication.processEvents()  # anything the outdated scaling could have sent is delivered now
+    assert [size for _, size, _ in scaler.calls] == [first_size, second_size]  # the first ran, outdated
+    assert (panel.view._screen.width(), panel.view._screen.height()) == second_size
+    np.testing.assert_array_equal(panel.view._screen_pixels, screen_pixels(tested, None, second_size))
+    late = Scaled(first_size, np.zeros((first_size[1], first_size[0], 4), np.uint8))
+    panel.view.scaler.scaled.emit(first, late)  # an answer for the first size that was already on its way: dropped
+    QCoreApplication.processEvents()
+    assert (panel.view._screen.width(), panel.view._screen.height()) == second_size
+    panel.view.grab()
+    assert painted and set(painted) == {item}  # the panel on screen, boxes and all
+    qtbot.mouseClick(panel.view, Qt.MouseButton.LeftButton, pos=panel.view.to_widget(715.0, 315.0).toPoint())
+    assert clicked == [1] and panel.verdict_combo(1).currentText() == "reject"  # now a click counts
+    panel.view.grab()  # the verdict drew the panel again: its screen copy kept, nothing scaled anew
+    assert len(scaler.calls) == 2 and panel.view.scaling is None and painted[-1] == item
+
+    panel.template_check.setChecked(True)  # another picture: scaled in turn, then shown
+    qtbot.waitUntil(lambda: len(scaler.calls) == 3 and panel.view.scaling is None and panel.view._screen is not None)
+    assert scaler.calls[2][0] is panel._template and scaler.calls[2][1] == view_size(panel)
+    np.testing.assert_array_equal(panel.view._screen_pixels, screen_pixels(golden, None, view_size(panel)))
+    panel.close_queue()
+
+
+def test_a_panel_that_cannot_be_scaled_says_why_and_its_tiles_still_show(qtbot, panel_queue):
+    path, item, tested, _ = panel_queue
+
+    def no_memory(image, overlay, size):
+        raise MemoryError("no room for the screen copy")
+
+    panel = open_panel(qtbot, path, scale_pictures=no_memory)
+    panel.view.off_thread_pixels = 1_000_000
+    select(qtbot, panel, 0)
+    panel.tile_bar.whole_check.setChecked(True)
+    qtbot.waitUntil(lambda: panel.view.scale_error != "")
+    width, height = view_size(panel)
+    assert panel.view.screen_note() == (f"The picture cannot be shown: the 1800 × 1232 px picture cannot be scaled "
+                                        f"to {width} × {height} px: MemoryError: no room for the screen copy")
+    panel.view.grab()  # said in the picture's place; not asked again at every paint
+    assert panel.view.scaling is None and panel.view._screen is None
+    panel.tile_bar.whole_check.setChecked(False)  # a tile is scaled while painted: shown as ever
+    panel.view.grab()
+    assert panel.view._screen is not None and panel.view.scale_error == ""
+    np.testing.assert_array_equal(panel.view.shown.image, tested[5:645, 7:647])
     panel.close_queue()
 
 

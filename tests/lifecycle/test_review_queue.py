@@ -47,6 +47,35 @@ def test_queue_order_near_threshold_then_unknown_changes_then_ng(tmp_path):
         queue.offer("x.jpg", [_det(0.7, "scratch")], threshold, CLASSES)
 
 
+def test_pages_follow_the_last_board_read_whatever_was_decided_or_queued_meanwhile(tmp_path):
+    """``after`` / ``through`` page by the place of a board, so a decision or a new board between two pages
+    neither skips a board nor lists one twice (an offset would do both)."""
+    queue = ReviewQueue(tmp_path / "queue.db")
+    threshold = 0.6
+    ids = [queue.offer(f"b{i}.jpg", [_det(score)], threshold, CLASSES)
+           for i, score in enumerate([0.9, 0.62, 0.9, 0.9, 0.55, 0.9])]
+    order = [ids[1], ids[4], ids[0], ids[2], ids[3], ids[5]]  # near the threshold, then NG; equal ranks by id
+    assert [item.id for item in queue.pending()] == order
+    first = [item.id for item in queue.pending(2)]
+    second = [item.id for item in queue.pending(2, after=first[-1])]
+    assert first + second == order[:4]  # a page ends inside a run of equal ranks: the next one goes on by id
+    queue.decide(ids[4], "ann", [{"index": 0, "verdict": "confirm"}])  # listed on the first page: decided
+    assert [item.id for item in queue.pending(2, after=second[-1])] == order[4:]
+    assert [item.id for item in queue.pending(2, offset=4)] == order[5:]  # what an offset page would have skipped
+    newest = queue.offer("new.jpg", [_det(0.61)], threshold, CLASSES)  # queued meanwhile, ranked first
+    assert [item.id for item in queue.pending(2, after=second[-1])] == order[4:]
+    assert [item.id for item in queue.pending(10, through=second[-1])] == [newest, ids[1], ids[0], ids[2]]
+    assert [item.id for item in queue.pending(10, after=ids[1], through=ids[3])] == [ids[0], ids[2], ids[3]]
+    # A board decided is still a place in the order: the boards before or after it, as before.
+    assert [item.id for item in queue.pending(10, through=ids[4])] == [newest, ids[1]]
+    assert [item.id for item in queue.pending(10, after=ids[4])] == [ids[0], ids[2], ids[3], ids[5]]
+    with pytest.raises(ReviewError, match="pending boards after item 999: no such item"):
+        queue.pending(after=999)
+    with pytest.raises(ReviewError, match="pending boards through item 998: no such item"):
+        queue.pending(through=998)
+    queue.close()
+
+
 def test_decisions_are_validated_stored_with_who_and_when_and_survive_a_restart(tmp_path):
     path = tmp_path / "queue.db"
     queue = ReviewQueue(path)
