@@ -2,7 +2,8 @@
 
     app.include_router(review_router(queue, app.state.authorized))
 
-``GET /review`` (or ``/review/queue``) the pending boards, most instructive first; ``GET /review/items/{id}`` one board
+``GET /review`` (or ``/review/queue``) the pending boards, most instructive first (paged with ``limit`` and
+``after``, the ``next_after`` of the page before); ``GET /review/items/{id}`` one board
 with its decisions; ``GET /review/items/{id}/image`` and ``/template`` its pictures; ``GET
 /review/items/{id}/crop?x=&y=&width=&height=&of=image|template`` a region of one as PNG (a whole panel's entries
 name their ``tile``: the station shows that instead of a 16k-pixel panel); ``POST
@@ -55,8 +56,16 @@ def review_router(queue: ReviewQueue, authorized: Optional[Callable] = None,
 
     @router.get("")
     @router.get("/queue")
-    def pending(limit: int = Query(30, ge=1, le=500), offset: int = Query(0, ge=0)) -> dict:
-        return {"items": [item.to_dict() for item in queue.pending(limit, offset)], "counts": queue.counts()}
+    def pending(limit: int = Query(30, ge=1, le=500), offset: int = Query(0, ge=0),
+                after: Optional[int] = Query(None, description="id of the last board of the page before: the boards "
+                                             "ranked after it (what next_after says), whatever was decided or "
+                                             "queued since; an offset would skip or repeat a board then")) -> dict:
+        try:
+            items = queue.pending(limit, offset, after=after)
+        except ReviewError as error:
+            raise HTTPException(status_code=404, detail=str(error)) from error
+        return {"items": [item.to_dict() for item in items], "counts": queue.counts(),
+                "next_after": items[-1].id if items else after}
 
     @router.get("/items/{item_id}")
     def item(item_id: int) -> dict:

@@ -133,6 +133,15 @@ def test_review_api_roles_decision_export_and_training_data(tmp_path, tiny_packa
     assert decided.status_code == 200 and decided.json()["decided_by"] == "ope1"  # the token's user, not a field
     after = client.get("/review", headers=AS_ROLE["operator"]).json()
     assert after["counts"]["reviewed"] == 1 and item["id"] not in [i["id"] for i in after["items"]]
+    # Paged by the last board read: the decided board still marks its place, so no board is skipped.
+    ids = [i["id"] for i in page["items"]]
+    assert len(ids) >= 3
+    first_page = client.get(f"/review?limit=1&after={item['id']}", headers=AS_ROLE["operator"]).json()
+    assert [i["id"] for i in first_page["items"]] == ids[1:2] and first_page["next_after"] == ids[1]
+    second = client.get(f"/review?limit=1&after={first_page['next_after']}", headers=AS_ROLE["operator"]).json()
+    assert [i["id"] for i in second["items"]] == ids[2:3]
+    unknown = client.get("/review?after=999999", headers=AS_ROLE["operator"])
+    assert unknown.status_code == 404 and "pending boards after item 999999: no such item" in unknown.text
 
     denied = client.post("/review/export", headers=AS_ROLE["operator"])
     assert denied.status_code == 403 and "needs the engineer role" in denied.text
