@@ -111,6 +111,10 @@ class Detector:
         self.manifest = package.manifest
         self.backend = backend
         self.info = info
+        spec = self.manifest.input
+        # The network's input, written in place at every frame (to_input's ``out``): a frame-sized array made
+        # afresh per frame costs page faults every frame. One per detector, as the engine is.
+        self._input = np.empty((1, spec.channels, spec.size, spec.size), np.float32)
 
     @classmethod
     def load(cls, package_dir: Path | str | None = None, backend: str = "lite", threads: int = 1,
@@ -225,7 +229,7 @@ class Detector:
         fit = letterbox_gray if layout.color == "GRAY" else letterbox
         resized, scale, pad = fit(net_image, size)
         resized_template = None if net_template is None or not self.needs_template else fit(net_template, size)[0]
-        batch = to_input(resized, resized_template, layout.mode)[None]
+        batch = to_input(resized, resized_template, layout.mode, out=self._input[0])[None]
         # Space-to-depth packs the letterboxed frame `block` times smaller: the network's pixels.
         scale, pad = scale / layout.block, (pad[0] / layout.block, pad[1] / layout.block)
         prepared = time.perf_counter()

@@ -139,3 +139,26 @@ def test_grey_layout_is_exported_and_runs_the_same_on_both_engines(grey_package)
     assert len(lite.boxes) == len(paddle_found.boxes)
     np.testing.assert_allclose(lite.boxes, paddle_found.boxes, atol=0.05)
     assert input_layout(read_manifest(grey_package).input.mode).block == 2
+
+
+def test_each_frame_is_written_into_one_input_buffer_exactly_as_to_input_makes_it(grey_package):
+    """A fresh 5 MB input per frame is page-faulted in again at every frame (glibc gives it back to the kernel):
+    the detector writes every frame's input into one buffer, and what reaches the engine is still to_input's."""
+    from inspector.data.transforms import letterbox_gray
+    from inspector.runtime import Detector
+
+    detector = Detector.load(grey_package, backend="lite", threads=1)
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    run = detector.backend.run
+    detector.backend.run = lambda images: seen.append((images, images.copy())) or run(images)
+    size = detector.layout.letterbox_size(detector.input_size)
+    samples = load_dataset(BUNDLED_DEEPPCB).samples[:2]
+    for sample in samples:
+        detector.detect(sample.load_image(), sample.load_template())
+    assert np.shares_memory(seen[0][0], seen[1][0])
+    for sample, (_, sent) in zip(samples, seen):
+        expected = to_input(letterbox_gray(sample.load_image(), size)[0], letterbox_gray(sample.load_template(),
+                                                                                     size)[0], "gray-diff-s2d")
+        np.testing.assert_array_equal(sent[0], expected)
+    with pytest.raises(ValueError, match=r"to_input out: expected a contiguous float32 array of shape \(12, 8, 8\)"):
+        to_input(_board(1), _board(2), "gray-diff-s2d", out=np.empty((12, 8, 8), np.float64))
