@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from inspector.cli.common import config_from_options, fail, given, user_errors
-from inspector.cli.options import (Batch, Criterion, Format, MaxSteps, QuantMethod, Seed, config_option, for_config,
-                                   value_of)
+from inspector.cli.options import (Batch, Criterion, Format, KeepEpoch, MaxSteps, QuantMethod, Seed, config_option,
+                                   for_config, value_of)
 from inspector.compression.pruning.config import PruneConfig
 from inspector.compression.quantization.config import QuantizeConfig
 
@@ -120,6 +120,9 @@ def quantize_command(
         QuantizeConfig, "epochs", "--epochs", min=0, help="QAT fine-tuning epochs (0: calibration only).")] = None,
     lr: Annotated[Optional[float], config_option(
         QuantizeConfig, "lr", "--lr", help="QAT peak learning rate (AdamW, cosine to 0).")] = None,
+    keep_epoch: Annotated[Optional[KeepEpoch], config_option(
+        QuantizeConfig, "keep_epoch", "--keep-epoch", help="QAT epoch saved: best (highest official AP on "
+        "validation through oneDNN INT8, scored after each epoch) or last.")] = None,
     batch: QuantizeBatch = None,
     crop_size: Annotated[Optional[int], config_option(
         QuantizeConfig, "crop_size", "--crop-size",
@@ -161,6 +164,7 @@ def quantize_command(
         cfg = config_from_options(
             QuantizeConfig, QUANTIZE_FLAGS, model=str(model), data=str(data), out=str(out),
             **given(method=value_of(method), format=value_of(format), epochs=epochs, lr=lr, batch_size=batch,
+                    keep_epoch=value_of(keep_epoch),
                     crop_size=crop_size, calibration_images=calibration_images, skip_layers=layers,
                     sensitivity=sensitivity, sensitivity_images=sensitivity_images,
                     skip_most_sensitive=skip_most_sensitive, threads=threads, seed=seed,
@@ -172,6 +176,11 @@ def quantize_command(
         typer.echo(f"{name:11s} ({row['runtime']['precision']}, {row['model_bytes'] / 1e6:.2f} MB): official AP "
                    f"{row['official_ap']:.4f}  F {row['official_f']:.4f}  mAP@0.5 {row['map50']:.4f}  "
                    f"mAP@0.5:0.95 {row['map50_95']:.4f}  F(IoU>0.33) {row['f1_iou033']:.4f}")
+    scored = [row for row in metrics["qat_history"] if "val_onednn_official_ap" in row]
+    if scored:
+        typer.echo("QAT epochs, oneDNN INT8 official AP on validation: " + "  ".join(
+            f"{row['epoch']}: {row['val_onednn_official_ap']:.4f}" for row in scored)
+            + f"; kept epoch {metrics['qat_kept_epoch']}")
     for key, label in (("drop", "INT8 model"), ("drop_onednn", "oneDNN INT8 kernels")):
         drop = metrics[key]
         typer.echo(f"drop ({label}) on {metrics['n_images']} validation images: official AP "

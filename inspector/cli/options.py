@@ -23,7 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from inspector.compression.pruning.config import CRITERIA
-from inspector.compression.quantization.config import METHODS
+from inspector.compression.quantization.config import KEEP_EPOCH, METHODS
 from inspector.models.nms import NMS_METHODS
 
 
@@ -67,6 +67,7 @@ class Split(str, Enum):
 # Choices a config lists (its field's ``setting(choices=...)``): built from that list, not copied.
 Criterion = Enum("Criterion", {name: name for name in CRITERIA}, type=str)
 QuantMethod = Enum("QuantMethod", {name: name for name in METHODS}, type=str)
+KeepEpoch = Enum("KeepEpoch", {name: name for name in KEEP_EPOCH}, type=str)
 NmsChoice = Enum("NmsChoice", {name: name for name in NMS_METHODS}, type=str)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from inspector.compression.quantization.config import KEEP_EPOCH
 from inspector.config_base import ConfigBase, setting
 from inspector.data.layouts import INPUT_MODES
 from inspector.models.config import HEADS
@@ -101,6 +102,8 @@ class PipelineConfig(ConfigBase):
     # Quantization: QAT ships; PTQ is the baseline it is compared with
     qat_epochs: int = setting(2, at_least=0)
     qat_lr: float = setting(1e-4, above=0.0)
+    # best: the QAT epoch whose INT8 graph scores the highest official AP on validation through oneDNN INT8
+    qat_keep_epoch: str = setting("best", choices=KEEP_EPOCH)
     calibration_images: int = setting(64, at_least=1)
     # Kept in FP32 (--skip-layers of `inspector quantize`). The 1x1 prediction convolutions write the box
     # offsets and scores themselves: 3 small layers whose INT8 cost the DeepPCB student 1.8 pt mAP@0.5:0.95

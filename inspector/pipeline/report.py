@@ -83,6 +83,21 @@ def learning_curves(state: dict) -> dict[str, list[dict]]:
     return curves
 
 
+def qat_epochs_line(run: str | None) -> str | None:
+    """Each QAT epoch's oneDNN INT8 official AP on validation and the epoch kept, from the QAT run's
+    ``metrics.json``; None when the run scored no epoch (``keep_epoch: last``, or run before epochs were scored)."""
+    metrics_file = Path(run) / "metrics.json" if run else None
+    if metrics_file is None or not metrics_file.is_file():
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    scored = [row for row in metrics.get("qat_history", []) if "val_onednn_official_ap" in row]
+    if not scored:
+        return None
+    each = ", ".join(f"{row['epoch']}: {row['val_onednn_official_ap']:.4f}" for row in scored)
+    return (f"oneDNN INT8 official AP on validation after each epoch {each}; epoch {metrics['qat_kept_epoch']} "
+            "is the one saved (`keep_epoch: best`)")
+
+
 def describe_curve(curve: list[dict]) -> dict[str, Any]:
     """A learning curve in numbers: epochs, the best validated epoch by official AP (ties: the first), the
     time the epochs' training steps took and their mean training speed."""
@@ -145,6 +160,9 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
     quantized = state["stages"].get("qat", {})
     if quantized.get("source_reason"):
         lines.append(f"- **Quantized student**: `{quantized.get('source')}`; {quantized['source_reason']}.")
+    epochs_line = qat_epochs_line(quantized.get("run"))
+    if epochs_line:
+        lines.append(f"- **QAT epochs**: {epochs_line}.")
     for row in rows:
         for backend, info in row["runtime"].items():
             if info.get("note"):

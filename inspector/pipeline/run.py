@@ -256,6 +256,7 @@ def _quantized(method: str):
         if not (run / "metrics.json").is_file():  # quantize() renames its run into place only when complete
             quantize(QuantizeConfig(model=str(source), data=cfg.data, out=str(run), method=method, format=cfg.format,
                                     epochs=cfg.qat_epochs if method == "qat" else 0, lr=cfg.qat_lr,
+                                    keep_epoch=cfg.qat_keep_epoch,
                                     batch_size=cfg.batch_size, calibration_images=cfg.calibration_images,
                                     skip_layers=list(cfg.qat_skip_layers), seed=cfg.seed,
                                     max_steps_per_epoch=cfg.max_steps_per_epoch))

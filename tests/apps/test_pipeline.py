@@ -232,6 +232,10 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert report["summary"]["distillation_gain"] is not None and report["summary"]["qat_drop"] is not None
     markdown = (out / "report.md").read_text()
     assert "Distillation gain" in markdown and "Quantization drop, QAT INT8" in markdown
+    qat_metrics = json.loads((out / "qat" / "metrics.json").read_text())  # its one epoch scored, and kept
+    assert qat_metrics["qat_kept_epoch"] == 1
+    assert ("**QAT epochs**: oneDNN INT8 official AP on validation after each epoch "
+            f"1: {qat_metrics['qat_history'][0]['val_onednn_official_ap']:.4f}; epoch 1 is the one saved") in markdown
     # Every training stage's learning curve, epoch by epoch as its run recorded it.
     assert {stage: len(curve) for stage, curve in report["learning_curves"].items()} == \
         {"teacher": 1, "student": 1, "distilled": 1, "pruned": 1}

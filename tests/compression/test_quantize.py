@@ -273,3 +273,59 @@ def test_quantize_command_writes_a_run_that_export_can_read(tmp_path, method):
     again = CliRunner().invoke(app, ["quantize", "--model", str(tmp_path / "fp32-run"), "--data", str(data),
                                      "--out", str(out)])
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+@pytest.mark.slow
+def test_qat_saves_the_epoch_whose_int8_graph_scored_best_on_validation_through_onednn(tmp_path, monkeypatch):
+    """keep_epoch "best": each epoch's saved graph is scored through oneDNN INT8 and the best one's files are
+    what the run ships, not the last epoch's. (An untrained detector scores 0 everywhere, so the scores of the
+    epochs' graphs are set here; the files scored are the real ones.)"""
+    import inspector.compression.quantize as quantize_module
+
+    data = write_deeppcb(tmp_path / "boards", n=6, seed=3, size=160)
+    dataset = load_dataset(data)
+    split_dataset(dataset, 0.34, 0, tmp_path / "fp32-run" / "split.json")
+    model = tiny_detector(num_classes=len(dataset.class_names))
+    save_checkpoint(tmp_path / "fp32-run" / "best", model.state_dict(), model.cfg, dataset.class_names,
+                    {"epoch": 1, "train_config": {"crop_size": None}})
+    scripted = iter([0.2, 0.5, 0.4])
+    scored: list[bytes] = []
+    real_evaluate = quantize_module._evaluate_saved
+
+    def evaluate(prefix, onednn_int8, *args, **kwargs):
+        result = real_evaluate(prefix, onednn_int8, *args, **kwargs)
+        if "qat-epochs" in str(prefix):
+            assert onednn_int8  # epochs are chosen on what x86 runs
+            scored.append(params_file(prefix).read_bytes())
+            result["official_ap"] = next(scripted)
+        return result
+
+    monkeypatch.setattr(quantize_module, "_evaluate_saved", evaluate)
+    out = tmp_path / "int8-run"
+    result = CliRunner().invoke(app, [
+        "quantize", "--model", str(tmp_path / "fp32-run"), "--data", str(data), "--method", "qat",
+        "--out", str(out), "--epochs", "3", "--max-steps", "1", "--batch", "2", "--calibration-images", "2",
+        "--lr", "0.01", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "QAT epochs, oneDNN INT8 official AP on validation: 1: 0.2000  2: 0.5000  3: 0.4000; kept epoch 2" \
+        in result.output
+
+    assert len(scored) == 3 and len(set(scored)) == 3  # the weights moved every epoch
+    assert params_file(out / "model").read_bytes() == scored[1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["qat_kept_epoch"] == 2
+    assert [row["val_onednn_official_ap"] for row in metrics["qat_history"]] == [0.2, 0.5, 0.4]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "checkpoint.json", "fp32", "metrics.json", "model.pdiparams", "model.pdmodel", "quant_config.json",
+        "quantize.log", "split.json"]  # the epochs' graphs are gone
+
+    last = tmp_path / "int8-last"
+    result = CliRunner().invoke(app, [
+        "quantize", "--model", str(tmp_path / "fp32-run"), "--data", str(data), "--method", "qat",
+        "--out", str(last), "--epochs", "3", "--max-steps", "1", "--batch", "2", "--calibration-images", "2",
+        "--lr", "0.01", "--threads", "1", "--keep-epoch", "last"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((last / "metrics.json").read_text())
+    assert metrics["qat_kept_epoch"] == 3 and len(metrics["qat_history"]) == 3
+    assert not any("val_onednn_official_ap" in row for row in metrics["qat_history"])  # nothing scored
+    assert "QAT epochs" not in result.output

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from inspector.config_base import ConfigBase, setting
 
 METHODS = ("qat", "ptq")
+# Which QAT epoch is saved: "best", the one whose saved INT8 graph scores the highest official AP on the
+# validation split through oneDNN's INT8 kernels (what x86 runs); "last", the last one.
+KEEP_EPOCH = ("best", "last")
 
 
 @dataclass
@@ -30,6 +33,7 @@ class QuantizeConfig(ConfigBase):
     # None: the source run's training crop (whole image if it had none); 0: the whole image
     crop_size: int | None = setting(None, at_least=0, multiple_of=32, note="the detector's largest stride")
     max_steps_per_epoch: int | None = setting(None, at_least=1)  # for smoke tests
+    keep_epoch: str = setting("best", choices=KEEP_EPOCH)
     # Calibration (activation scales: all of PTQ, QAT's starting point)
     calibration_images: int = setting(64, at_least=1)  # from the training split
     # Mixed precision

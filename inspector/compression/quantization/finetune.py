@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import paddle
 import paddle.nn as nn
@@ -14,13 +15,15 @@ log = logging.getLogger(__name__)
 
 
 def finetune(model: YOLODetector, loader: BatchLoader, epochs: int, lr: float, weight_decay: float = 5e-4,
-             max_steps_per_epoch: int | None = None, progress: bool = True) -> list[dict[str, float]]:
+             max_steps_per_epoch: int | None = None, progress: bool = True,
+             after_epoch: Callable[[int], dict[str, float]] | None = None) -> list[dict[str, float]]:
     """Quantization-aware fine-tuning: the detector's own loss through the fake-quant model.
 
     AdamW with a cosine decay from ``lr`` to 0; the activation observers keep updating their moving
     averages. ``quantize_model`` has folded the BatchNorms into the convolutions; any left (beside
     deformable convolutions) stay in eval mode: their statistics are the FP32 model's, and a few epochs
-    of small batches would only add noise. Returns one row of mean losses per epoch.
+    of small batches would only add noise. Returns one row of mean losses per epoch; ``after_epoch(epoch)``,
+    called with the model in eval mode after each epoch (1-based), adds its values to that epoch's row.
     """
     steps = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
     if steps == 0:
@@ -58,6 +61,9 @@ def finetune(model: YOLODetector, loader: BatchLoader, epochs: int, lr: float, w
         bar.close()
         row = {"epoch": epoch + 1, **{f"train_{k}": v / steps for k, v in sums.items()}}
         log.info("QAT epoch %d: loss %.4f", epoch + 1, row["train_loss"])
+        if after_epoch is not None:
+            model.eval()
+            row.update(after_epoch(epoch + 1))
         history.append(row)
     model.eval()
     return history
