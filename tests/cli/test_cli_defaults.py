@@ -33,7 +33,7 @@ CONFIG_COMMANDS = [
     ("quantize", QuantizeConfig, compress.QUANTIZE_FLAGS,
      {"method", "format", "epochs", "lr", "batch_size", "crop_size", "calibration_images", "skip_layers",
       "sensitivity", "sensitivity_images", "skip_most_sensitive", "threads", "lite_x86_safe", "seed",
-      "max_steps_per_epoch"}),
+      "max_steps_per_epoch", "keep_epoch"}),
     ("train", TrainConfig, training.TRAIN_FLAGS,
      TRAIN_FIELDS | {"head", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs"}),
     ("distill", TrainConfig, training.TRAIN_FLAGS, TRAIN_FIELDS,
@@ -149,11 +149,12 @@ def test_quantize_unset_options_take_the_config_defaults_and_given_ones_override
         "--method", "ptq", "--format", "coco", "--epochs", "0", "--lr", "0.002", "--batch", "2", "--crop-size", "0",
         "--calibration-images", "9", "--skip-layers", "head.predictions, stem", "--sensitivity",
         "--sensitivity-images", "4", "--skip-most-sensitive", "1", "--threads", "2", "--lite-x86-safe", "--seed", "5",
-        "--max-steps", "1"])
+        "--max-steps", "1", "--keep-epoch", "last"])
     assert cfg == QuantizeConfig(model="run", data="boards", out=str(tmp_path / "q"), method="ptq", format="coco",
                                  epochs=0, lr=0.002, batch_size=2, crop_size=0, calibration_images=9,
                                  skip_layers=["head.predictions", "stem"], sensitivity=True, sensitivity_images=4,
-                                 skip_most_sensitive=1, threads=2, lite_x86_safe=True, seed=5, max_steps_per_epoch=1)
+                                 skip_most_sensitive=1, threads=2, lite_x86_safe=True, seed=5, max_steps_per_epoch=1,
+                                 keep_epoch="last")
 
 
 def test_train_unset_options_take_the_config_defaults_and_given_ones_override(monkeypatch, tmp_path: Path):
