@@ -186,4 +186,8 @@ def quantize_command(
         typer.echo(f"drop ({label}) on {metrics['n_images']} validation images: official AP "
                    f"{drop['official_ap']:+.4f}  F {drop['official_f']:+.4f}  mAP@0.5 {drop['map50']:+.4f}  "
                    f"mAP@0.5:0.95 {drop['map50_95']:+.4f}  F(IoU>0.33) {drop['f1_iou033']:+.4f}")
+        if "official_ap_interval" in drop:
+            from inspector.evaluation.bootstrap import Interval
+
+            typer.echo(f"  official AP drop: {Interval(**drop['official_ap_interval']).text(points=True)}")
     typer.echo(f"done: {run}")

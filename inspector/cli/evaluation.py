@@ -58,7 +58,7 @@ def eval_command(
     loader = BatchLoader(dataset, batch, cfg.input_size, cfg.input_mode, train=False)
     # Judged with the NMS its training chose its best checkpoint by (the package it exports runs that too).
     result = validate(checkpoint.build(), loader, checkpoint.class_names, score_threshold=score_threshold,
-                      thresholds=recipe_thresholds(checkpoint.info.get("train_config")))
+                      thresholds=recipe_thresholds(checkpoint.info.get("train_config")), interval=True)
     summary = {**result.to_dict(), "model": str(checkpoint.path), "backend": "paddle-dygraph"}
     echo_eval(result, len(dataset))
     if json_path:
@@ -107,13 +107,15 @@ def evaluate_package(detector, dataset, score_threshold: Optional[float]):
     from inspector.runtime.evaluate import evaluate_detector
 
     with user_errors(ValueError):
-        return evaluate_detector(detector, dataset, score_threshold=score_threshold)
+        return evaluate_detector(detector, dataset, score_threshold=score_threshold, interval=True)
 
 
 def echo_eval(result, n_images: int) -> None:
     official_at = "-" if result.official_threshold is None else f"{result.official_threshold:.3f}"
     typer.echo(f"{n_images} images: official DeepPCB AP {result.official_ap:.4f}  F {result.official_f:.4f} "
                f"(P {result.official_precision:.4f}  R {result.official_recall:.4f} at score {official_at})")
+    if result.official_ap_interval is not None:
+        typer.echo(f"  official AP {result.official_ap_interval.text()}")
     typer.echo(f"  COCO mAP@0.5 {result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  class-aware "
                f"P {result.precision:.4f}  R {result.recall:.4f}  F(IoU>0.33) {result.f1_iou033:.4f} "
                f"at score {result.score_threshold}")

@@ -9,11 +9,13 @@ official DeepPCB AP/F (the dataset authors' script), by which models are chosen.
 
 Modules, read in this order: ``inputs`` (the per-image structures), ``coco`` (mAP via
 pycocotools), ``deeppcb`` (IoU > 0.33 matching and the F-maximising threshold), ``official`` (the
-authors' rule: a wrong-class detection consumes the box; non-interpolated AP), ``metrics``
-(``evaluate`` and ``EvalResult``), ``selection`` (which model is best: official AP, then mAP@0.5:0.95),
+authors' rule: a wrong-class detection consumes the box; non-interpolated AP), ``bootstrap`` (how far an
+official AP, or a difference of two on the same images, can be trusted), ``metrics`` (``evaluate`` and
+``EvalResult``), ``selection`` (which model is best: official AP, then mAP@0.5:0.95),
 ``protocol`` (the thresholds every evaluation keeps detections at, and the loop from a model's
 predictions to ``evaluate``: shared by training validation, quantization, export and the runtime).
 """
+from inspector.evaluation.bootstrap import Interval, official_ap_difference_interval, official_ap_interval
 from inspector.evaluation.coco import PRCurve
 from inspector.evaluation.deeppcb import DEEPPCB_IOU_THRESHOLD, box_iou
 from inspector.evaluation.inputs import ImageDetections, ImageGT
@@ -37,6 +39,7 @@ __all__ = [
     "EvalThresholds",
     "ImageDetections",
     "ImageGT",
+    "Interval",
     "OfficialResult",
     "PRCurve",
     "best_index",
@@ -44,6 +47,8 @@ __all__ = [
     "evaluate",
     "evaluate_samples",
     "improves",
+    "official_ap_difference_interval",
+    "official_ap_interval",
     "official_metric",
     "pr_curves",
     "predict_batches",

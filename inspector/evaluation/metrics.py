@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inspector.evaluation.bootstrap import Interval, official_ap_interval
 from inspector.evaluation.coco import PRCurve, average_precision, coco_precision, curves_from_precision
 from inspector.evaluation.deeppcb import DEEPPCB_IOU_THRESHOLD, best_f1_threshold, counts_at, match_dataset
 from inspector.evaluation.inputs import ImageDetections, ImageGT, check_inputs
@@ -61,6 +62,8 @@ class EvalResult:
     official_precision: float
     official_recall: float
     pr_curves: dict[str, PRCurve] = field(default_factory=dict, repr=False)  # for plots, not in to_dict()
+    # How far official_ap can be trusted on these images (``bootstrap``); computed when asked for.
+    official_ap_interval: Interval | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary (plain floats, ints and None)."""
@@ -81,6 +84,8 @@ class EvalResult:
             "official_threshold": self.official_threshold,
             "official_precision": self.official_precision,
             "official_recall": self.official_recall,
+            **({} if self.official_ap_interval is None else
+               {"official_ap_interval": self.official_ap_interval.to_dict()}),
         }
 
 
@@ -94,13 +99,14 @@ def _mean_over_classes(ap: np.ndarray) -> float:
 
 
 def evaluate(gts: Sequence[ImageGT], dets: Sequence[ImageDetections], class_names: Sequence[str],
-             score_threshold: float | None = None, max_detections: int = 100) -> EvalResult:
+             score_threshold: float | None = None, max_detections: int = 100, interval: bool = False) -> EvalResult:
     """Evaluate detections against ground truth, image by image (``gts[i]`` goes with ``dets[i]``).
 
     mAP uses every detection given (pycocotools, up to ``max_detections`` per image and class).
     The DeepPCB numbers count detections with score >= ``score_threshold``; with None, the
     threshold that maximises the F-score is chosen and reported. The official DeepPCB numbers always
-    use every detection for AP and their own F-maximising threshold for F.
+    use every detection for AP and their own F-maximising threshold for F. ``interval``: also the 95 %
+    bootstrap interval of the official AP over the images (``bootstrap.official_ap_interval``).
     Raises ValueError naming the image and field when the inputs are malformed.
     """
     check_inputs(gts, dets, len(class_names))
@@ -149,6 +155,7 @@ def evaluate(gts: Sequence[ImageGT], dets: Sequence[ImageDetections], class_name
         official_precision=official.precision,
         official_recall=official.recall,
         pr_curves=curves_from_precision(precision, class_names),
+        official_ap_interval=official_ap_interval(gts, dets) if interval else None,
     )
 
 

@@ -85,12 +85,14 @@ def predict_batches(loader: Iterable, predict: Callable[[np.ndarray], Sequence[I
 
 
 def evaluate_samples(samples: Sequence, detections: Mapping[str, ImageDetections] | Sequence[ImageDetections],
-                     class_names: list[str], score_threshold: float | None = None) -> EvalResult:
+                     class_names: list[str], score_threshold: float | None = None,
+                     interval: bool = False) -> EvalResult:
     """COCO mAP, the DeepPCB protocol and the official DeepPCB AP/F of ``detections`` against ``samples``'
     labels. ``detections``: by sample key (``predict_batches``), or one per sample in order.
-    ``score_threshold`` fixes the DeepPCB F-score's threshold; None picks the F-maximising one."""
+    ``score_threshold`` fixes the DeepPCB F-score's threshold; None picks the F-maximising one. ``interval``: also
+    the bootstrap interval of the official AP (``EvalResult.official_ap_interval``)."""
     dets = [detections[s.key] for s in samples] if isinstance(detections, Mapping) else list(detections)
     if len(dets) != len(samples):
         raise ValueError(f"evaluate_samples: {len(dets)} detections for {len(samples)} samples")
     return evaluate([ImageGT(s.boxes, s.classes) for s in samples], dets, class_names,
-                    score_threshold=score_threshold)
+                    score_threshold=score_threshold, interval=interval)

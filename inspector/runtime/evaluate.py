@@ -19,11 +19,13 @@ from inspector.runtime.panel import PanelInspector
 
 
 def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: float | None = None,
-                      progress: bool = True, panels: PanelInspector | None = None) -> EvalResult:
+                      progress: bool = True, panels: PanelInspector | None = None,
+                      interval: bool = False) -> EvalResult:
     """COCO mAP and the DeepPCB protocol of ``detector`` on every sample of ``dataset``.
 
     ``score_threshold`` fixes the DeepPCB F-score's threshold; None picks the F-maximising one.
     ``panels``: how images larger than a tile are tiled (default: ``PanelInspector(detector)``).
+    ``interval``: also the official AP's bootstrap interval over the images (``EvalResult.official_ap_interval``).
     """
     if dataset.class_names != detector.class_names:
         raise ValueError(f"{dataset.root}: the data has classes {dataset.class_names}, "
@@ -39,4 +41,5 @@ def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: flo
         found = panels.inspect(sample.load_image(), template, score_threshold=EVAL_THRESHOLDS.score_threshold,
                                max_detections=EVAL_THRESHOLDS.max_detections)
         dets.append(ImageDetections(found.boxes, found.scores, found.class_ids))
-    return evaluate_samples(dataset.samples, dets, detector.class_names, score_threshold=score_threshold)
+    return evaluate_samples(dataset.samples, dets, detector.class_names, score_threshold=score_threshold,
+                            interval=interval)

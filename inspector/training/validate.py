@@ -27,10 +27,12 @@ def predict_loader(model: paddle.nn.Layer, loader: BatchLoader,
 
 def validate(model: paddle.nn.Layer, loader: BatchLoader, class_names: list[str],
              score_threshold: float | None = None, progress: bool = True,
-             thresholds: EvalThresholds = EVAL_THRESHOLDS) -> EvalResult:
+             thresholds: EvalThresholds = EVAL_THRESHOLDS, interval: bool = False) -> EvalResult:
     """COCO mAP and the DeepPCB F-score of `model` on the loader's (whole, un-augmented) dataset, its detections
-    kept at ``thresholds`` (a recipe's NMS: ``inspector.evaluation.recipe_thresholds``)."""
+    kept at ``thresholds`` (a recipe's NMS: ``inspector.evaluation.recipe_thresholds``); ``interval``: also the
+    official AP's bootstrap interval."""
     detections = predict_loader(model, loader, thresholds.score_threshold, thresholds.nms_threshold,
                                 thresholds.max_detections, thresholds.nms, progress=progress)
-    return evaluate_samples(loader.dataset.samples, detections, class_names, score_threshold=score_threshold)
+    return evaluate_samples(loader.dataset.samples, detections, class_names, score_threshold=score_threshold,
+                            interval=interval)
 

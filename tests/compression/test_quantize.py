@@ -246,6 +246,10 @@ def test_quantize_command_writes_a_run_that_export_can_read(tmp_path, method):
     assert metrics["drop"]["map50"] == pytest.approx(metrics["fp32"]["map50"] - metrics["int8"]["map50"])
     assert metrics["int8"]["model_bytes"] < 0.5 * metrics["fp32"]["model_bytes"]
     assert metrics["method"] == method and len(metrics["qat_history"]) == (1 if method == "qat" else 0)
+    for key in ("drop", "drop_onednn"):  # each drop with its paired interval over the validation boards
+        interval = metrics[key]["official_ap_interval"]
+        assert interval["resamples"] == 1000 and interval["low"] <= interval["high"]
+    assert "official AP drop: 95% interval" in result.output
     config = json.loads((out / "quant_config.json").read_text())
     assert [name for name, p in config["layers"].items() if p == "fp32"] == ["head.predictions.1"]
     assert (out / "split.json").read_text() == (tmp_path / "fp32-run" / "split.json").read_text()
@@ -293,12 +297,12 @@ def test_qat_saves_the_epoch_whose_int8_graph_scored_best_on_validation_through_
     real_evaluate = quantize_module._evaluate_saved
 
     def evaluate(prefix, onednn_int8, *args, **kwargs):
-        result = real_evaluate(prefix, onednn_int8, *args, **kwargs)
+        result, detections = real_evaluate(prefix, onednn_int8, *args, **kwargs)
         if "qat-epochs" in str(prefix):
             assert onednn_int8  # epochs are chosen on what x86 runs
             scored.append(params_file(prefix).read_bytes())
             result["official_ap"] = next(scripted)
-        return result
+        return result, detections
 
     monkeypatch.setattr(quantize_module, "_evaluate_saved", evaluate)
     out = tmp_path / "int8-run"

@@ -235,6 +235,10 @@ def test_eval_of_the_package_matches_the_training_checkpoint(tiny, tmp_path):
                 "model", "backend"):
         assert key in package, key
     assert package["backend"] == "lite" and run["backend"] == "paddle-dygraph"
+    for summary in (package, run):  # how far the official AP can be trusted on these images
+        interval = summary["official_ap_interval"]
+        assert interval["confidence"] == 0.95 and interval["low"] <= interval["high"]
+    assert "official AP 95% interval" in result.output
     assert package["n_images"] == run["n_images"] == 2
     assert package["map50"] == pytest.approx(run["map50"], abs=1e-3)
     assert package["score_threshold"] == pytest.approx(run["score_threshold"], abs=1e-4)

@@ -18,8 +18,8 @@ import numpy as np
 from inspector.compression.quantization.layers import QUANTIZABLE_OPS
 from inspector.compression.quantization.program import describe_program
 from inspector.data.loader import BatchLoader
-from inspector.evaluation import (EVAL_THRESHOLDS, EvalResult, EvalThresholds, evaluate_samples, predict_batches,
-                                  select_decoded)
+from inspector.evaluation import (EVAL_THRESHOLDS, EvalResult, EvalThresholds, ImageDetections, evaluate_samples,
+                                  predict_batches, select_decoded)
 from inspector.models.inference_program import InferencePredictor, params_file, program_file
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,14 @@ def _op_attr(op, name: str) -> Any:
 
 def evaluate_inference_model(model: InferenceModel, loader: BatchLoader, class_names: list[str],
                              progress: bool = True, thresholds: EvalThresholds = EVAL_THRESHOLDS) -> EvalResult:
-    """COCO mAP and the DeepPCB F-score of a saved model on the loader's dataset (evaluation mode).
+    """COCO mAP and the DeepPCB F-score of a saved model on the loader's dataset (evaluation mode)."""
+    detections = predict_inference_model(model, loader, progress, thresholds)
+    return evaluate_samples(loader.dataset.samples, detections, class_names)
+
+
+def predict_inference_model(model: InferenceModel, loader: BatchLoader, progress: bool = True,
+                            thresholds: EvalThresholds = EVAL_THRESHOLDS) -> dict[str, ImageDetections]:
+    """A saved model's detections on the loader's dataset, by sample key, in original image pixels.
 
     Post-processing is every evaluation's (``inspector.evaluation.protocol``): ``select_decoded`` at
     ``thresholds`` (``EVAL_THRESHOLDS`` with the source recipe's NMS), boxes mapped back to original pixels;
@@ -108,5 +115,4 @@ def evaluate_inference_model(model: InferenceModel, loader: BatchLoader, class_n
         outputs = [model(image[None]) for image in images]
         return [select_decoded(boxes[0], scores[0], thresholds) for boxes, scores in outputs]
 
-    detections = predict_batches(loader, predict, progress=progress)
-    return evaluate_samples(loader.dataset.samples, detections, class_names)
+    return predict_batches(loader, predict, progress=progress)
