@@ -18,7 +18,7 @@ predictions to ``evaluate``: shared by training validation, quantization, export
 from inspector.evaluation.bootstrap import Interval, official_ap_difference_interval, official_ap_interval
 from inspector.evaluation.coco import PRCurve
 from inspector.evaluation.deeppcb import DEEPPCB_IOU_THRESHOLD, box_iou
-from inspector.evaluation.inputs import ImageDetections, ImageGT
+from inspector.evaluation.inputs import ImageDetections, ImageGT, load_detections, save_detections
 from inspector.evaluation.metrics import ClassResult, EvalResult, evaluate, pr_curves
 from inspector.evaluation.official import OfficialResult, official_metric
 from inspector.evaluation.protocol import (
@@ -47,12 +47,14 @@ __all__ = [
     "evaluate",
     "evaluate_samples",
     "improves",
+    "load_detections",
     "official_ap_difference_interval",
     "official_ap_interval",
     "official_metric",
     "pr_curves",
     "predict_batches",
     "recipe_thresholds",
+    "save_detections",
     "select_decoded",
     "selection_basis",
 ]

@@ -82,3 +82,25 @@ def check_inputs(gts: Sequence[ImageGT], dets: Sequence[ImageDetections], num_cl
                              f"expected ({len(det.boxes)},), one per box")
         if not np.isfinite(det.scores).all():
             raise ValueError(f"image {index}: detections: scores contain NaN or infinite values")
+
+
+def save_detections(path, dets: Sequence[ImageDetections]) -> None:
+    """Write the detections of a data set, image by image, to one ``.npz`` file (``load_detections`` reads it):
+    kept so that two models' detections on the same images can be compared later (``bootstrap``)."""
+    counts = np.array([len(det) for det in dets], dtype=np.int64)
+    np.savez_compressed(
+        path, counts=counts,
+        boxes=np.concatenate([det.boxes for det in dets]) if dets else np.zeros((0, 4)),
+        scores=np.concatenate([det.scores for det in dets]) if dets else np.zeros(0),
+        classes=np.concatenate([det.classes for det in dets]) if dets else np.zeros(0, dtype=np.int64))
+
+
+def load_detections(path) -> list[ImageDetections]:
+    """The detections ``save_detections`` wrote, one ``ImageDetections`` per image in the original order."""
+    with np.load(path) as saved:
+        counts, boxes, scores, classes = saved["counts"], saved["boxes"], saved["scores"], saved["classes"]
+    if int(counts.sum()) != len(boxes):
+        raise ValueError(f"{path}: {int(counts.sum())} detections counted, {len(boxes)} stored")
+    ends = np.cumsum(counts)
+    return [ImageDetections(boxes[end - count:end], scores[end - count:end], classes[end - count:end])
+            for count, end in zip(counts, ends)]

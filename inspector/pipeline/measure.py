@@ -7,6 +7,10 @@ x86 ``.nb`` is its FP32 twin (see ``inspector.export.package``), so on x86 the I
 through Paddle Inference (oneDNN INT8 kernels): quantization drops are measured there. Parameters and
 FLOPs come from the FP32 model the row was made from. A row is saved as ``OUT/measure/<row>.json`` once
 measured, so an interrupted measurement continues where it stopped.
+
+Each row's detections on the validation boards are kept too (``<row>.<backend>.detections.npz``), so that the
+distillation gain and the quantization drops get paired bootstrap intervals (``OUT/measure/intervals.json``,
+``inspector.evaluation.bootstrap``): on 200 boards a difference of a few tenths of a point can be the boards drawn.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from inspector.data.layouts import input_layout
 from inspector.pipeline.config import PipelineConfig
 
 MEASURE_DIR = "measure"
+INTERVALS_FILE = "intervals.json"
 # (row, label, the stage whose model it is, INT8)
 ROWS = (
     ("teacher", "teacher FP32", "teacher", False),
@@ -50,7 +55,39 @@ def measure_rows(cfg: PipelineConfig, out: Path, state: dict, echo: Callable[[st
         row_file.parent.mkdir(parents=True, exist_ok=True)
         row_file.write_text(json.dumps(result, indent=2))
         rows.append(result)
+    quantized_from = state["stages"].get("qat", {}).get("source_stage", "distilled")
+    intervals = paired_intervals(out, val_set, quantized_from)
+    (out / MEASURE_DIR / INTERVALS_FILE).write_text(json.dumps(intervals, indent=2))
     return rows
+
+
+# The differences the report states, each as (name, row a, row b, backend): a - b. Drops are FP32 - INT8 through
+# Paddle Inference, where the INT8 graph itself runs (report.summarize measures them there too).
+def _differences(quantized_from: str) -> tuple[tuple[str, str, str, str], ...]:
+    return (("distillation_gain", "distilled", "student", "lite"),
+            ("qat_drop", quantized_from, "qat", "paddle"),
+            ("ptq_drop", quantized_from, "ptq", "paddle"))
+
+
+def paired_intervals(out: Path, val_set, quantized_from: str) -> dict[str, dict]:
+    """The 95 % paired bootstrap interval of the official AP difference behind the distillation gain and each
+    quantization drop, from the rows' saved detections; a difference whose rows lack them (measured before
+    they were kept) is left out."""
+    from inspector.evaluation import ImageGT, load_detections, official_ap_difference_interval
+
+    ground_truth = [ImageGT(sample.boxes, sample.classes) for sample in val_set.samples]
+    intervals = {}
+    for name, row_a, row_b, backend in _differences(quantized_from):
+        files = [detections_file(out, row, backend) for row in (row_a, row_b)]
+        if all(file.is_file() for file in files):
+            dets_a, dets_b = (load_detections(file) for file in files)
+            if len(dets_a) == len(dets_b) == len(ground_truth):
+                intervals[name] = official_ap_difference_interval(ground_truth, dets_a, dets_b).to_dict()
+    return intervals
+
+
+def detections_file(out: Path, row: str, backend: str) -> Path:
+    return out / MEASURE_DIR / f"{row}.{backend}.detections.npz"
 
 
 def load_rows(out: Path) -> list[dict]:
@@ -63,7 +100,8 @@ def _measure_row(cfg: PipelineConfig, out: Path, state: dict, row: str, label: s
     from inspector.export import export_package
     from inspector.runtime import Detector
     from inspector.runtime.bench import benchmark
-    from inspector.runtime.evaluate import evaluate_detector
+    from inspector.evaluation import evaluate_samples, save_detections
+    from inspector.runtime.evaluate import detect_dataset
 
     stage_info = state["stages"][stage]
     if row == "qat":
@@ -80,7 +118,10 @@ def _measure_row(cfg: PipelineConfig, out: Path, state: dict, row: str, label: s
     accuracy, runtime = {}, {}
     for backend in ("lite", "paddle"):
         detector = Detector.load(package, backend=backend, threads=max(cfg.bench_threads))
-        result = evaluate_detector(detector, val_set, progress=True)
+        detections = detect_dataset(detector, val_set, progress=True)
+        detections_file(out, row, backend).parent.mkdir(parents=True, exist_ok=True)
+        save_detections(detections_file(out, row, backend), detections)
+        result = evaluate_samples(val_set.samples, detections, detector.class_names)
         accuracy[backend] = {key: value for key, value in result.to_dict().items() if key != "per_class"}
         runtime[backend] = detector.info.to_dict()
         echo(f"  {backend}: official AP {result.official_ap:.4f}  F {result.official_f:.4f}  mAP@0.5 "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.pipeline.config import PipelineConfig
-from inspector.pipeline.measure import load_rows
+from inspector.pipeline.measure import INTERVALS_FILE, MEASURE_DIR, load_rows
 
 REPORT_FILES = ("report.md", "report.json", "report.png")
 # The accuracy numbers compared between stages; rows measured before the official metric lack its keys.
@@ -59,6 +59,8 @@ def summarize(rows: list[dict], bench_threads: list[int], quantized_from: str = 
 def write_report(cfg: PipelineConfig, out: Path, state: dict) -> list[Path]:
     rows = load_rows(out)
     summary = summarize(rows, cfg.bench_threads, state["stages"]["qat"].get("source_stage", "distilled"))
+    intervals_file = out / MEASURE_DIR / INTERVALS_FILE
+    summary["official_ap_intervals"] = json.loads(intervals_file.read_text()) if intervals_file.is_file() else {}
     curves = learning_curves(state)
     payload = {"config": cfg.to_dict(), "stages": state["stages"], "rows": rows, "summary": summary,
                "learning_curves": curves}
@@ -146,13 +148,16 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
     gain = summary["distillation_gain"]
     if not cfg.distill:
         lines.append("- **Distillation**: not run in this pipeline (`distill: false`).")
+    intervals = summary.get("official_ap_intervals") or {}
     if gain:
-        lines.append(f"- **Distillation gain** (distilled - student alone, same schedule): {_deltas(gain)}.")
+        lines.append(f"- **Distillation gain** (distilled - student alone, same schedule): {_deltas(gain)}"
+                     f"{_interval_note(intervals.get('distillation_gain'))}.")
     for key, name in (("qat_drop", "QAT INT8"), ("ptq_drop", "PTQ INT8")):
         drop = summary[key]
         if drop:
             lines.append(f"- **Quantization drop, {name}** vs the FP32 {summary['fp32_reference']} model, both "
-                         f"through Paddle Inference: {_deltas(drop)} (positive = lost).")
+                         f"through Paddle Inference: {_deltas(drop)} (positive = lost)"
+                         f"{_interval_note(intervals.get(key))}.")
     if summary["speedup_vs_teacher"]:
         lines.append(f"- **Speed**: the shipped INT8 package on Paddle Lite is {summary['speedup_vs_teacher']:.1f}x "
                      f"faster than the FP32 teacher on Paddle Inference ({threads} threads, whole frame incl. "
@@ -272,6 +277,14 @@ def _accuracy(row: dict, backend: str) -> str:
         return "-"
     return (f"{acc['map50']:.4f} / {acc['map50_95']:.4f} / {acc['f1_iou033']:.4f} "
             f"({row['runtime'][backend]['precision']})")
+
+
+def _interval_note(interval: dict | None) -> str:
+    """'; official AP: 95 % paired interval -0.53 to +1.49 pt over the validation boards', or nothing."""
+    if not interval:
+        return ""
+    return (f"; official AP: {interval['confidence']:.0%} paired interval {100 * interval['low']:+.2f} to "
+            f"{100 * interval['high']:+.2f} pt over the validation boards ({interval['resamples']} resamples)")
 
 
 def _official(row: dict, backend: str) -> str:

@@ -27,6 +27,15 @@ def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: flo
     ``panels``: how images larger than a tile are tiled (default: ``PanelInspector(detector)``).
     ``interval``: also the official AP's bootstrap interval over the images (``EvalResult.official_ap_interval``).
     """
+    dets = detect_dataset(detector, dataset, progress, panels)
+    return evaluate_samples(dataset.samples, dets, detector.class_names, score_threshold=score_threshold,
+                            interval=interval)
+
+
+def detect_dataset(detector: Detector, dataset: Dataset, progress: bool = True,
+                   panels: PanelInspector | None = None) -> list[ImageDetections]:
+    """``detector``'s detections on every sample of ``dataset``, in order, kept down to the evaluation's low score
+    (what ``evaluate_detector`` scores)."""
     if dataset.class_names != detector.class_names:
         raise ValueError(f"{dataset.root}: the data has classes {dataset.class_names}, "
                          f"the model {detector.class_names}")
@@ -41,5 +50,4 @@ def evaluate_detector(detector: Detector, dataset: Dataset, score_threshold: flo
         found = panels.inspect(sample.load_image(), template, score_threshold=EVAL_THRESHOLDS.score_threshold,
                                max_detections=EVAL_THRESHOLDS.max_detections)
         dets.append(ImageDetections(found.boxes, found.scores, found.class_ids))
-    return evaluate_samples(dataset.samples, dets, detector.class_names, score_threshold=score_threshold,
-                            interval=interval)
+    return dets

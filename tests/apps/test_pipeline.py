@@ -236,6 +236,13 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert qat_metrics["qat_kept_epoch"] == 1
     assert ("**QAT epochs**: oneDNN INT8 official AP on validation after each epoch "
             f"1: {qat_metrics['qat_history'][0]['val_onednn_official_ap']:.4f}; epoch 1 is the one saved") in markdown
+    # The gain and the drops with paired intervals over the validation boards, from each row's saved detections.
+    intervals = json.loads((out / "measure" / "intervals.json").read_text())
+    assert set(intervals) == {"distillation_gain", "qat_drop", "ptq_drop"}
+    assert all(entry["low"] <= entry["high"] and entry["resamples"] == 1000 for entry in intervals.values())
+    assert report["summary"]["official_ap_intervals"] == intervals
+    assert markdown.count("paired interval") == 3
+    assert (out / "measure" / "pruned.paddle.detections.npz").is_file()
     # Every training stage's learning curve, epoch by epoch as its run recorded it.
     assert {stage: len(curve) for stage, curve in report["learning_curves"].items()} == \
         {"teacher": 1, "student": 1, "distilled": 1, "pruned": 1}

@@ -4,7 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspector.evaluation import evaluate, official_ap_difference_interval, official_ap_interval, official_metric
+from inspector.evaluation import (
+    evaluate,
+    load_detections,
+    official_ap_difference_interval,
+    official_ap_interval,
+    official_metric,
+    save_detections,
+)
 from inspector.evaluation.bootstrap import official_ap_resamples
 
 from eval_cases import CLASSES, SQUARE, det, gt
@@ -90,3 +97,20 @@ def test_evaluate_reports_the_interval_only_when_asked_for_and_names_bad_setting
         official_ap_resamples(gts, [dets], resamples=0)
     with pytest.raises(ValueError, match="3 detection sets for 4 ground-truth sets"):
         official_ap_resamples(gts, [dets[:3]])
+
+
+def test_saved_detections_come_back_image_by_image_and_a_damaged_file_is_named(tmp_path):
+    _, dets = boards([0, 1, 2, 3])
+    dets.insert(2, det(np.zeros((0, 4)), [], []))  # an image without detections keeps its place
+    save_detections(tmp_path / "row.npz", dets)
+    loaded = load_detections(tmp_path / "row.npz")
+    assert len(loaded) == 5 and len(loaded[2]) == 0
+    for before, after in zip(dets, loaded):
+        np.testing.assert_array_equal(before.boxes, after.boxes)
+        np.testing.assert_array_equal(before.scores, after.scores)
+        np.testing.assert_array_equal(before.classes, after.classes)
+    with np.load(tmp_path / "row.npz") as saved:
+        parts = dict(saved)
+    np.savez(tmp_path / "damaged.npz", **{**parts, "counts": parts["counts"] + 1})
+    with pytest.raises(ValueError, match="damaged.npz: 11 detections counted, 6 stored"):
+        load_detections(tmp_path / "damaged.npz")
