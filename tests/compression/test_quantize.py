@@ -221,15 +221,22 @@ def loader_images(loader: BatchLoader) -> np.ndarray:
     return np.concatenate([batch.images for batch in loader])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["qat", "ptq"])
-def test_quantize_command_writes_a_run_that_export_can_read(tmp_path, method):
+def tiny_fp32_run(tmp_path):
+    """Six synthetic boards and an untrained detector saved as the training run ``tmp_path/fp32-run`` (its best/
+    checkpoint and its split), the source ``inspector quantize`` reads."""
     data = write_deeppcb(tmp_path / "boards", n=6, seed=3, size=160)
     dataset = load_dataset(data)
     split_dataset(dataset, 0.34, 0, tmp_path / "fp32-run" / "split.json")
     model = tiny_detector(num_classes=len(dataset.class_names))
     save_checkpoint(tmp_path / "fp32-run" / "best", model.state_dict(), model.cfg, dataset.class_names,
                     {"epoch": 1, "train_config": {"crop_size": None}})
+    return data, dataset, model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["qat", "ptq"])
+def test_quantize_command_writes_a_run_that_export_can_read(tmp_path, method):
+    data, dataset, model = tiny_fp32_run(tmp_path)
     out = tmp_path / "int8-run"
     result = CliRunner().invoke(app, [
         "quantize", "--model", str(tmp_path / "fp32-run"), "--data", str(data), "--method", method,
@@ -286,12 +293,7 @@ def test_qat_saves_the_epoch_whose_int8_graph_scored_best_on_validation_through_
     epochs' graphs are set here; the files scored are the real ones.)"""
     import inspector.compression.quantize as quantize_module
 
-    data = write_deeppcb(tmp_path / "boards", n=6, seed=3, size=160)
-    dataset = load_dataset(data)
-    split_dataset(dataset, 0.34, 0, tmp_path / "fp32-run" / "split.json")
-    model = tiny_detector(num_classes=len(dataset.class_names))
-    save_checkpoint(tmp_path / "fp32-run" / "best", model.state_dict(), model.cfg, dataset.class_names,
-                    {"epoch": 1, "train_config": {"crop_size": None}})
+    data, _, _ = tiny_fp32_run(tmp_path)
     scripted = iter([0.2, 0.5, 0.4])
     scored: list[bytes] = []
     real_evaluate = quantize_module._evaluate_saved
