@@ -26,6 +26,10 @@ def eval_command(
         "--score-threshold", help="Threshold of the DeepPCB F-score; default: the one that maximises F.")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1)] = 8,
     json_path: JsonOut = None,
+    against: Annotated[Optional[Path], typer.Option(
+        "--against", help="Another model package, scored on the same images through the same backend: the "
+        "difference of official AP with its paired 95 % bootstrap interval (is the first model really better?).")]
+        = None,
 ) -> None:
     """Official DeepPCB AP/F, COCO mAP@0.5 and mAP@0.5:0.95, and the class-aware DeepPCB P/R/F of a model on DATA."""
     import json
@@ -33,8 +37,11 @@ def eval_command(
     from inspector.runtime.package import is_package
 
     if model is None or is_package(model):
-        _eval_package(data, model, format, backend, split, score_threshold, json_path)
+        _eval_package(data, model, format, backend, split, score_threshold, json_path, against)
         return
+    if against is not None:
+        fail(f"error: --against compares model packages through the runtime; {model} is a training run: export it "
+             "first (inspector export)")
 
     from inspector.data import DataError, load_dataset
     from inspector.data.loader import BatchLoader
@@ -66,23 +73,59 @@ def eval_command(
 
 
 def _eval_package(data: Path, model: Optional[Path], format: Optional[DataFormat], backend: Backend, split: Split,
-                  score_threshold: Optional[float], json_path: Optional[Path]) -> None:
-    """`inspector eval` of a model package, through the runtime."""
+                  score_threshold: Optional[float], json_path: Optional[Path], against: Optional[Path] = None) -> None:
+    """`inspector eval` of a model package, through the runtime (``against``: compared with another package)."""
     import json
 
     from inspector.runtime import BackendError, Detector, PackageError
 
     with user_errors(PackageError, BackendError, ValueError):
         detector = Detector.load(model, backend=backend.value, threads=all_cores())
+        other = None if against is None else Detector.load(against, backend=backend.value, threads=all_cores())
     package = detector.package.path
     dataset = load_eval_dataset(data, format, split, package)
-    result = evaluate_package(detector, dataset, score_threshold)
+    if other is None:
+        result = evaluate_package(detector, dataset, score_threshold)
+    else:
+        result, comparison = _compare_packages(detector, other, dataset, split, score_threshold)
     echo_eval(result, len(dataset))
     typer.echo(f"through {detector.info.engine}, precision {detector.info.precision}")
+    summary = {**result.to_dict(), "model": str(package), "backend": detector.info.backend,
+               "runtime": detector.info.to_dict()}
+    if other is not None:
+        typer.echo(f"against {comparison['model']}: official AP {comparison['official_ap']:.4f}; difference "
+                   f"{100 * comparison['difference']:+.2f} pt, {comparison['interval_text']}")
+        summary["against"] = {key: value for key, value in comparison.items() if key != "interval_text"}
     if json_path:
-        summary = {**result.to_dict(), "model": str(package), "backend": detector.info.backend,
-                   "runtime": detector.info.to_dict()}
         json_path.write_text(json.dumps(summary, indent=2))
+
+
+def _compare_packages(detector, other, dataset, split: Split, score_threshold: Optional[float]):
+    """``detector``'s result on ``dataset`` and its official AP difference with ``other`` on the same images, with
+    the paired bootstrap interval. Refused when the two packages' training splits differ (one model's validation
+    boards would be the other's training boards) or their classes do."""
+    from inspector.evaluation import ImageGT, evaluate_samples, official_ap_difference_interval, official_metric
+    from inspector.export.manifest import SPLIT_FILE
+    from inspector.runtime.evaluate import detect_dataset
+
+    first, second = detector.package.path, other.package.path
+    if other.class_names != detector.class_names:
+        fail(f"error: --against {second} has classes {other.class_names}, {first} {detector.class_names}")
+    if split is not Split.all:
+        mine, theirs = first / SPLIT_FILE, second / SPLIT_FILE
+        if not theirs.is_file() or theirs.read_text() != mine.read_text():
+            fail(f"error: --split {split.value}: {theirs} is not the split of {mine}; the images would not be held "
+                 "out from both models alike (use --split all on data neither was trained on)")
+    with user_errors(ValueError):
+        dets = detect_dataset(detector, dataset)
+        other_dets = detect_dataset(other, dataset)
+    result = evaluate_samples(dataset.samples, dets, detector.class_names, score_threshold=score_threshold,
+                              interval=True)
+    ground_truth = [ImageGT(sample.boxes, sample.classes) for sample in dataset.samples]
+    other_ap = official_metric(ground_truth, other_dets, len(detector.class_names)).ap
+    interval = official_ap_difference_interval(ground_truth, dets, other_dets)
+    return result, {"model": str(second), "official_ap": other_ap, "difference": result.official_ap - other_ap,
+                    "interval": interval.to_dict(), "interval_text": interval.text(points=True)}
 
 
 def load_eval_dataset(data: Path, format: Optional[DataFormat], split: Split, package: Path):

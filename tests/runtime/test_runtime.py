@@ -242,3 +242,37 @@ def test_eval_of_the_package_matches_the_training_checkpoint(tiny, tmp_path):
     assert package["n_images"] == run["n_images"] == 2
     assert package["map50"] == pytest.approx(run["map50"], abs=1e-3)
     assert package["score_threshold"] == pytest.approx(run["score_threshold"], abs=1e-4)
+
+
+def test_eval_against_another_package_scores_both_on_the_same_images_and_refuses_another_split(
+        tiny, tiny_grey_package, tmp_path):
+    from pathlib import Path
+
+    runner = CliRunner()
+    summary_file = tmp_path / "against.json"
+    result = runner.invoke(app, ["eval", str(tiny.data), "--model", str(tiny.package), "--against",
+                                 str(tiny_grey_package.package), "--json", str(summary_file)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(summary_file.read_text())
+    against = summary["against"]
+    assert against["model"] == str(tiny_grey_package.package)
+    assert against["difference"] == pytest.approx(summary["official_ap"] - against["official_ap"])
+    assert against["interval"]["low"] <= against["interval"]["high"]
+    alone = runner.invoke(app, ["eval", str(tiny.data), "--model", str(tiny_grey_package.package), "--json",
+                                str(tmp_path / "grey.json")])
+    assert alone.exit_code == 0, alone.output
+    assert json.loads((tmp_path / "grey.json").read_text())["official_ap"] == pytest.approx(against["official_ap"])
+    assert f"against {tiny_grey_package.package}: official AP" in result.output and "(paired" in result.output
+
+    itself = runner.invoke(app, ["eval", str(tiny.data), "--model", str(tiny.package), "--against", str(tiny.package),
+                                 "--split", "val"])
+    assert itself.exit_code == 0, itself.output
+    assert "difference +0.00 pt, 95% interval +0.00 to +0.00 pt (paired" in itself.output
+
+    shipped = Path(__file__).parents[2] / "models" / "default"  # trained on another split of other boards
+    refused = runner.invoke(app, ["eval", str(tiny.data), "--model", str(tiny.package), "--against", str(shipped),
+                                  "--split", "val"])
+    assert refused.exit_code == 2
+    assert "is not the split of" in refused.output and "held out from both models alike" in refused.output
+    run = runner.invoke(app, ["eval", str(tiny.data), "--model", str(tiny.run), "--against", str(tiny.package)])
+    assert run.exit_code == 2 and "--against compares model packages" in run.output
