@@ -4,6 +4,7 @@ A registry is a directory::
 
     REGISTRY/registry.json        the index (written atomically: temp file, fsync, rename; under a lock)
     REGISTRY/packages/<id>/       registered packages, copied in (or referenced where they lie)
+    REGISTRY/evaluations/         each golden-set evaluation's detections (<id>@<golden fingerprint>.npz)
 
 The index holds every registered model (its package identity, metrics from its manifest, provenance,
 who registered it and when), the golden set (a labeled dataset directory, optionally one split of a
@@ -16,7 +17,9 @@ threshold) on the golden set and compares it with the current model evaluated th
 per package and golden set): official DeepPCB AP and F (F-maximising threshold), F at the package's
 operating threshold, and every class's recall at that threshold. A candidate worse than the current
 model by more than the tolerance on any of them is refused, with the numbers; ``force=True`` promotes
-it anyway and the event records that it was forced and what it failed. ``rollback`` makes the
+it anyway and the event records that it was forced and what it failed. Every promotion and refusal also
+states the official AP difference with its paired bootstrap interval over the golden boards (both models' kept
+detections; the tolerances still decide). ``rollback`` makes the
 previously promoted model current again. Records are never deleted.
 
 This is an application module: it uses the runtime and the data readers, never training code.
@@ -44,6 +47,10 @@ from inspector.runtime.package import open_package
 INDEX_FILE = "registry.json"
 LOCK_FILE = ".registry.lock"
 FORMAT_VERSION = 1
+# An evaluator may return the golden boards' detections under this key: the registry keeps them in
+# evaluations/<model>@<golden fingerprint>.npz so that a promotion states the official AP difference with its paired
+# bootstrap interval (on a small golden set a difference of a point can be the boards, not the models).
+DETECTIONS_KEY = "detections"
 DEFAULT_TOLERANCE = {"official_ap": 0.01, "official_f": 0.01, "f1_at_threshold": 0.01, "class_recall": 0.03}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -97,13 +104,15 @@ class GoldenSet:
 
 def evaluate_package(package: Path, golden: GoldenSet, backend: str = "lite") -> dict:
     """The gate's numbers for ``package`` on ``golden``, through the runtime at the package's threshold."""
+    from inspector.evaluation import evaluate_samples
     from inspector.runtime.detector import Detector
-    from inspector.runtime.evaluate import evaluate_detector
+    from inspector.runtime.evaluate import detect_dataset
 
     detector = Detector.load(package, backend=backend, threads=max(1, min(4, os.cpu_count() or 1)))
     dataset = golden.load()
     threshold = detector.manifest.postprocess.score_threshold
-    result = evaluate_detector(detector, dataset, score_threshold=threshold, progress=False).to_dict()
+    detections = detect_dataset(detector, dataset, progress=False)
+    result = evaluate_samples(dataset.samples, detections, detector.class_names, score_threshold=threshold).to_dict()
     official = "official_ap" in result
     return {
         "official_ap": result["official_ap"] if official else result["map50"],
@@ -116,6 +125,7 @@ def evaluate_package(package: Path, golden: GoldenSet, backend: str = "lite") ->
         "n_images": result["n_images"],
         "backend": detector.info.backend,
         "precision_ran": detector.info.precision,
+        DETECTIONS_KEY: detections,  # kept beside the index by the registry, not in it
     }
 
 
@@ -134,6 +144,16 @@ def compare(candidate: dict, current: dict, tolerance: dict) -> list[dict]:
             failures.append({"metric": f"recall[{name}]", "candidate": got, "current": recall,
                              "difference": got - recall, "tolerance": tolerance["class_recall"]})
     return failures
+
+
+def describe_difference(difference: dict | None, prefix: str = "") -> str:
+    """'official AP -0.42 pt, 95% interval -1.30 to +0.41 pt (paired, ...)' after ``prefix``, or nothing."""
+    if not difference:
+        return ""
+    from inspector.evaluation import Interval
+
+    return (f"{prefix}official AP {100 * difference['difference']:+.2f} pt against the current model, "
+            f"{Interval(**difference['interval']).text(points=True)}")
 
 
 def describe_failures(failures: list[dict]) -> str:
@@ -277,10 +297,12 @@ class Registry:
         current_metrics = self._evaluation(index, current, fingerprint, golden) if current else None
         tolerance = index.get("tolerance") or dict(DEFAULT_TOLERANCE)
         failures = compare(candidate_metrics, current_metrics, tolerance) if current_metrics else []
+        difference = self._paired_difference(candidate_metrics, current_metrics, golden) if current_metrics else None
         user = by or _user()
         event = {"action": "promote", "model": model_id, "previous": current_id, "by": user, "at": _now(),
                  "forced": bool(force and failures), "reason": reason, "golden_fingerprint": fingerprint,
-                 "candidate": candidate_metrics, "current": current_metrics, "failures": failures}
+                 "candidate": candidate_metrics, "current": current_metrics, "failures": failures,
+                 "official_ap_difference": difference}
         with self._locked() as fresh:
             for key in (entry["id"], current_id):
                 if key:
@@ -296,8 +318,8 @@ class Registry:
         if failures and not force:
             raise PromotionRefused(f"{model_id} not promoted: worse than the current model {current_id} on the "
                                    f"golden set ({len(failures)} of the gate's metrics): {describe_failures(failures)}"
-                                   "; pass --force to promote it anyway (recorded)", failures, candidate_metrics,
-                                   current_metrics)
+                                   f"{describe_difference(difference, '; ')}; pass --force to promote it anyway "
+                                   "(recorded)", failures, candidate_metrics, current_metrics)
         return event
 
     def rollback(self, by: str | None = None, reason: str = "") -> dict:
@@ -332,8 +354,44 @@ class Registry:
             if package.package_id != entry["package_id"]:
                 raise RegistryError(f"{entry['id']}: {path} holds other files than were registered "
                                     f"(package id {package.package_id}, registered {entry['package_id']})")
-            index["evaluations"][key] = {**self.evaluator(path, golden), "at": _now()}
+            metrics = dict(self.evaluator(path, golden))
+            detections = metrics.pop(DETECTIONS_KEY, None)
+            if detections is not None:
+                metrics["detections_file"] = self._keep_detections(key, detections)
+            index["evaluations"][key] = {**metrics, "at": _now()}
         return index["evaluations"][key]
+
+    def _keep_detections(self, key: str, detections: list) -> str:
+        """Write one evaluation's detections under evaluations/ (atomically: two promotions may evaluate the same
+        model at once) and return the path relative to the registry."""
+        from inspector.evaluation import save_detections
+
+        target = _mkdir(self.root / "evaluations") / f"{key}.npz"
+        handle, staging = tempfile.mkstemp(prefix=f".{key}.", suffix=".npz", dir=target.parent)
+        os.close(handle)
+        try:
+            save_detections(staging, detections)
+            os.replace(staging, target)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+        return str(target.relative_to(self.root))
+
+    def _paired_difference(self, candidate: dict, current: dict, golden: GoldenSet) -> dict | None:
+        """Candidate - current official AP on the golden boards with its paired 95 % bootstrap interval, when both
+        evaluations kept their detections (None otherwise: an evaluation recorded before they were kept)."""
+        from inspector.evaluation import ImageGT, load_detections, official_ap_difference_interval
+
+        files = [self.root / metrics["detections_file"] for metrics in (candidate, current)
+                 if metrics.get("detections_file")]
+        if len(files) != 2 or not all(file.is_file() for file in files):
+            return None
+        ground_truth = [ImageGT(sample.boxes, sample.classes) for sample in golden.load().samples]
+        candidate_dets, current_dets = (load_detections(file) for file in files)
+        if not len(candidate_dets) == len(current_dets) == len(ground_truth):
+            return None
+        interval = official_ap_difference_interval(ground_truth, candidate_dets, current_dets)
+        return {"difference": candidate["official_ap"] - current["official_ap"], "interval": interval.to_dict()}
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict]:

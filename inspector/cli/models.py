@@ -100,7 +100,7 @@ def models_promote(
     registry: RegistryDir = REGISTRY_DEFAULT,
 ) -> None:
     """Evaluate the model on the golden set and make it current unless it is worse than the current one."""
-    from inspector.registry import PromotionRefused, Registry, RegistryError, describe_failures
+    from inspector.registry import PromotionRefused, Registry, RegistryError, describe_difference, describe_failures
 
     with user_errors(RegistryError):
         try:
@@ -111,6 +111,8 @@ def models_promote(
     typer.echo(f"promoted {model_id} (was {event['previous'] or 'none'}): official AP {candidate['official_ap']:.4f}, "
                f"F {candidate['official_f']:.4f}, F at threshold {candidate['f1_at_threshold']:.4f} on "
                f"{candidate['n_images']} golden boards")
+    if event.get("official_ap_difference"):
+        typer.echo(describe_difference(event["official_ap_difference"]))
     if event["forced"]:
         typer.secho(f"FORCED past the gate: {describe_failures(event['failures'])}", fg=typer.colors.YELLOW)
 

@@ -64,6 +64,13 @@ def test_gate_refuses_a_worse_model_with_the_numbers_force_is_recorded_and_rollb
     f1 = next(f for f in refused["failures"] if f["metric"] == "f1_at_threshold")
     assert f1["difference"] == pytest.approx(f1["candidate"] - f1["current"]) and f1["difference"] < -0.05
     assert f"{f1['difference']:+.4f}" in out.output
+    # The same network with a stricter threshold ranks its detections alike: the official AP (every detection down
+    # to the evaluation's low score) is the same on every draw of the golden boards.
+    assert refused["official_ap_difference"] == {
+        "difference": 0.0, "interval": {"low": 0.0, "high": 0.0, "confidence": 0.95, "resamples": 1000}}
+    assert "official AP +0.00 pt against the current model, 95% interval +0.00 to +0.00 pt (paired" in out.output
+    assert sorted(p.name for p in (tmp_path / "registry" / "evaluations").iterdir()) == [
+        f"{model}@{index['golden']['fingerprint']}.npz" for model in ("good-1", "worse-1")]
     assert Registry(registry).current()["id"] == "good-1"  # nothing changed on the line
 
     out = _run("models", "promote", "worse-1", "--registry", registry, "--force", "--reason", "trial", "--by", "bob")
