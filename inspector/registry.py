@@ -380,17 +380,17 @@ class Registry:
     def _paired_difference(self, candidate: dict, current: dict, golden: GoldenSet) -> dict | None:
         """Candidate - current official AP on the golden boards with its paired 95 % bootstrap interval, when both
         evaluations kept their detections (None otherwise: an evaluation recorded before they were kept)."""
-        from inspector.evaluation import ImageGT, load_detections, official_ap_difference_interval
+        from inspector.evaluation import ground_truth, load_detections, official_ap_difference_interval
 
         files = [self.root / metrics["detections_file"] for metrics in (candidate, current)
                  if metrics.get("detections_file")]
         if len(files) != 2 or not all(file.is_file() for file in files):
             return None
-        ground_truth = [ImageGT(sample.boxes, sample.classes) for sample in golden.load().samples]
+        labels = ground_truth(golden.load().samples)
         candidate_dets, current_dets = (load_detections(file) for file in files)
-        if not len(candidate_dets) == len(current_dets) == len(ground_truth):
+        if not len(candidate_dets) == len(current_dets) == len(labels):
             return None
-        interval = official_ap_difference_interval(ground_truth, candidate_dets, current_dets)
+        interval = official_ap_difference_interval(labels, candidate_dets, current_dets)
         return {"difference": candidate["official_ap"] - current["official_ap"], "interval": interval.to_dict()}
 
     @contextlib.contextmanager

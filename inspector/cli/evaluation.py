@@ -104,7 +104,7 @@ def _compare_packages(detector, other, dataset, split: Split, score_threshold: O
     """``detector``'s result on ``dataset`` and its official AP difference with ``other`` on the same images, with
     the paired bootstrap interval. Refused when the two packages' training splits differ (one model's validation
     boards would be the other's training boards) or their classes do."""
-    from inspector.evaluation import ImageGT, evaluate_samples, official_ap_difference_interval, official_metric
+    from inspector.evaluation import evaluate_samples, ground_truth, official_ap_difference_interval, official_metric
     from inspector.export.manifest import SPLIT_FILE
     from inspector.runtime.evaluate import detect_dataset
 
@@ -121,9 +121,9 @@ def _compare_packages(detector, other, dataset, split: Split, score_threshold: O
         other_dets = detect_dataset(other, dataset)
     result = evaluate_samples(dataset.samples, dets, detector.class_names, score_threshold=score_threshold,
                               interval=True)
-    ground_truth = [ImageGT(sample.boxes, sample.classes) for sample in dataset.samples]
-    other_ap = official_metric(ground_truth, other_dets, len(detector.class_names)).ap
-    interval = official_ap_difference_interval(ground_truth, dets, other_dets)
+    labels = ground_truth(dataset.samples)
+    other_ap = official_metric(labels, other_dets, len(detector.class_names)).ap
+    interval = official_ap_difference_interval(labels, dets, other_dets)
     return result, {"model": str(second), "official_ap": other_ap, "difference": result.official_ap - other_ap,
                     "interval": interval.to_dict(), "interval_text": interval.text(points=True)}
 

@@ -75,8 +75,8 @@ from inspector.data.loader import BatchLoader
 from inspector.data.split import split_dataset
 from inspector.evaluation import (
     ImageDetections,
-    ImageGT,
     evaluate_samples,
+    ground_truth,
     improves,
     official_ap_difference_interval,
     recipe_thresholds,
@@ -178,8 +178,8 @@ def _quantize_into(staging: Path, cfg: QuantizeConfig, progress: bool) -> None:
                                       ("int8_onednn", int8_prefix, True)):
         results[name], detections[name] = _evaluate_saved(prefix, onednn_int8, val_set, source, cfg, progress)
     # How far each drop can be trusted on these boards: FP32 and INT8 scored on the same draws of them.
-    ground_truth = [ImageGT(sample.boxes, sample.classes) for sample in val_set.samples]
-    intervals = {name: official_ap_difference_interval(ground_truth, detections["fp32"], detections[name])
+    labels = ground_truth(val_set.samples)
+    intervals = {name: official_ap_difference_interval(labels, detections["fp32"], detections[name])
                  for name in ("int8", "int8_onednn")}
     timings["evaluate_s"] = round(time.perf_counter() - tick, 1)
     timings["total_s"] = round(time.perf_counter() - started, 1)

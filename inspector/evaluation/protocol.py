@@ -84,6 +84,11 @@ def predict_batches(loader: Iterable, predict: Callable[[np.ndarray], Sequence[I
     return results
 
 
+def ground_truth(samples: Sequence) -> list[ImageGT]:
+    """The labels of dataset samples as the evaluation takes them, one ``ImageGT`` per sample in order."""
+    return [ImageGT(s.boxes, s.classes) for s in samples]
+
+
 def evaluate_samples(samples: Sequence, detections: Mapping[str, ImageDetections] | Sequence[ImageDetections],
                      class_names: list[str], score_threshold: float | None = None,
                      interval: bool = False) -> EvalResult:
@@ -94,5 +99,4 @@ def evaluate_samples(samples: Sequence, detections: Mapping[str, ImageDetections
     dets = [detections[s.key] for s in samples] if isinstance(detections, Mapping) else list(detections)
     if len(dets) != len(samples):
         raise ValueError(f"evaluate_samples: {len(dets)} detections for {len(samples)} samples")
-    return evaluate([ImageGT(s.boxes, s.classes) for s in samples], dets, class_names,
-                    score_threshold=score_threshold, interval=interval)
+    return evaluate(ground_truth(samples), dets, class_names, score_threshold=score_threshold, interval=interval)

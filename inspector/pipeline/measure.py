@@ -73,16 +73,16 @@ def paired_intervals(out: Path, val_set, quantized_from: str) -> dict[str, dict]
     """The 95 % paired bootstrap interval of the official AP difference behind the distillation gain and each
     quantization drop, from the rows' saved detections; a difference whose rows lack them (measured before
     they were kept) is left out."""
-    from inspector.evaluation import ImageGT, load_detections, official_ap_difference_interval
+    from inspector.evaluation import ground_truth, load_detections, official_ap_difference_interval
 
-    ground_truth = [ImageGT(sample.boxes, sample.classes) for sample in val_set.samples]
+    labels = ground_truth(val_set.samples)
     intervals = {}
     for name, row_a, row_b, backend in _differences(quantized_from):
         files = [detections_file(out, row, backend) for row in (row_a, row_b)]
         if all(file.is_file() for file in files):
             dets_a, dets_b = (load_detections(file) for file in files)
-            if len(dets_a) == len(dets_b) == len(ground_truth):
-                intervals[name] = official_ap_difference_interval(ground_truth, dets_a, dets_b).to_dict()
+            if len(dets_a) == len(dets_b) == len(labels):
+                intervals[name] = official_ap_difference_interval(labels, dets_a, dets_b).to_dict()
     return intervals
 
 
@@ -97,10 +97,10 @@ def load_rows(out: Path) -> list[dict]:
 
 def _measure_row(cfg: PipelineConfig, out: Path, state: dict, row: str, label: str, stage: str, int8: bool,
                  val_set, frame, template, echo) -> dict[str, Any]:
+    from inspector.evaluation import evaluate_samples, save_detections
     from inspector.export import export_package
     from inspector.runtime import Detector
     from inspector.runtime.bench import benchmark
-    from inspector.evaluation import evaluate_samples, save_detections
     from inspector.runtime.evaluate import detect_dataset
 
     stage_info = state["stages"][stage]

@@ -18,8 +18,7 @@ import numpy as np
 from inspector.compression.quantization.layers import QUANTIZABLE_OPS
 from inspector.compression.quantization.program import describe_program
 from inspector.data.loader import BatchLoader
-from inspector.evaluation import (EVAL_THRESHOLDS, EvalResult, EvalThresholds, ImageDetections, evaluate_samples,
-                                  predict_batches, select_decoded)
+from inspector.evaluation import EVAL_THRESHOLDS, EvalThresholds, ImageDetections, predict_batches, select_decoded
 from inspector.models.inference_program import InferencePredictor, params_file, program_file
 
 log = logging.getLogger(__name__)
@@ -93,13 +92,6 @@ def _op_attr(op, name: str) -> Any:
     return None
 
 
-def evaluate_inference_model(model: InferenceModel, loader: BatchLoader, class_names: list[str],
-                             progress: bool = True, thresholds: EvalThresholds = EVAL_THRESHOLDS) -> EvalResult:
-    """COCO mAP and the DeepPCB F-score of a saved model on the loader's dataset (evaluation mode)."""
-    detections = predict_inference_model(model, loader, progress, thresholds)
-    return evaluate_samples(loader.dataset.samples, detections, class_names)
-
-
 def predict_inference_model(model: InferenceModel, loader: BatchLoader, progress: bool = True,
                             thresholds: EvalThresholds = EVAL_THRESHOLDS) -> dict[str, ImageDetections]:
     """A saved model's detections on the loader's dataset, by sample key, in original image pixels.
@@ -109,7 +101,7 @@ def predict_inference_model(model: InferenceModel, loader: BatchLoader, progress
     one image per run (the program's batch is 1).
     """
     if loader.train:
-        raise ValueError("evaluate_inference_model needs an evaluation loader (train=False)")
+        raise ValueError("predict_inference_model needs an evaluation loader (train=False)")
 
     def predict(images: np.ndarray) -> list:
         outputs = [model(image[None]) for image in images]
