@@ -108,7 +108,9 @@ def task_aligned_assign(
 
     k = min(topk, num_points)
     ranked = np.where(candidate, alignment, -1.0)
-    top = np.argpartition(-ranked, k - 1, axis=2)[:, :, :k]
+    # Ties (early in training many candidates align 0) go to the lowest point index: a stable sort, not
+    # argpartition's arbitrary pick, so the torch twin's assignment (tools/torch_twin/assign.py) is this one.
+    top = np.argsort(-ranked, axis=2, kind="stable")[:, :, :k]
     in_top = np.zeros_like(candidate)
     np.put_along_axis(in_top, top, True, axis=2)
     positive = in_top & candidate  # (B, M, N)

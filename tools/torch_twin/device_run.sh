@@ -3,9 +3,12 @@
 # by the torch twin within a fixed time, their weights and logs written to $OUT (at most 8 files of 16 MiB).
 #
 # Timeline (seconds from the start; each job fixes its epochs after timing its first one):
-#   0 ............ TEACHER_S   teacher (ppyolo-r34, GFL), 6 loader workers
-#   0 ....... STUDENT_S        student alone, GFL head, 4 workers      (head A/B: the same with the YOLO head, 3)
-#   teacher done ... + about STUDENT_S   distilled student, the student's epochs exactly, 8 workers
+#   0 ............ TEACHER_S   teacher (ppyolo-r34, GFL)
+#   0 ....... STUDENT_S        student alone, GFL head      (head A/B: the same with the YOLO head)
+#   teacher done ... + about STUDENT_S   distilled student, the student's epochs exactly
+# Each job makes its batches on the GPU from the boards it keeps there (train.py --batches device; the --workers
+# below only serve --batches workers). First, a few seconds: ms per board on the CPU and on the GPU
+# (batch_speed.json in runs.tar.gz).
 #
 # Before it travels (on the CPU machine):
 #   python -m tools.torch_twin.pack_data --data ../shared/datasets/deeppcb --out gpu_data/deeppcb
@@ -41,6 +44,8 @@ COMMON=(--data gpu_data/deeppcb --split gpu_data/split.json --input-mode gray-di
         --dihedral --batch 32 --lr 0.004)
 [ -n "$NMS" ] && COMMON+=(--nms "$NMS")
 [ -n "$NMS_THRESHOLD" ] && COMMON+=(--nms-threshold "$NMS_THRESHOLD")
+$PY -m tools.torch_twin.batch_speed --data gpu_data/deeppcb --input-size "$INPUT_SIZE" > "$RUNS/batch_speed.json" \
+  2> "$RUNS/batch_speed.err"; cat "$RUNS/batch_speed.json"
 train() { local name=$1; shift; $PY -m tools.torch_twin.train "${COMMON[@]}" --out "$RUNS/$name" "$@" > "$RUNS/$name.out" 2>&1; }
 
 teacher_len=(--seconds "$TEACHER_S"); [ -n "$TEACHER_EPOCHS" ] && teacher_len=(--epochs "$TEACHER_EPOCHS")

@@ -5,9 +5,9 @@ Paddle loss, term for term and gradient for gradient, or the weights it brings b
 another objective. Mirrored:
 
 - ``gfl_loss`` = ``inspector/models/gfl_loss.py::gfl_loss`` (varifocal or quality focal classification, GIoU,
-  DFL, PicoDet's normalisation; the same keys). The targets come from the same numpy
-  ``inspector.models.assign.task_aligned_assign`` on the same inputs (sigmoid scores and detached decoded boxes,
-  float32 arrays moved to the CPU); the targets go back to the outputs' device.
+  DFL, PicoDet's normalisation; the same keys). The targets are ``inspector.models.assign.task_aligned_assign``'s
+  on the same inputs (sigmoid scores and detached decoded boxes), computed on the outputs' device by its torch
+  mirror (``assign.py``: numpy's ~120 ms a batch of 32 on one core would cap a GPU job).
 - ``gfl_distill_losses`` = ``DistillationObjective.gfl_losses`` of ``inspector/compression/distill.py`` with the
   terms of ``inspector/compression/gfl_distill.py``: ``(1 - alpha) * hard + alpha * (cls_weight * quality +
   box_weight * LD + feature_weight * neck)``, alpha on the ``scheduled_weight`` schedule, and the same parts
@@ -29,9 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from inspector.models.assign import task_aligned_assign
 from inspector.models.config import ModelConfig
 from inspector.models.head_layout import anchor_points, gfl_channels
+from tools.torch_twin.assign import task_aligned_assign
 from tools.torch_twin.model import as_numpy, intersection_and_union
 
 GFL_LOSS_KEYS = ("loss_cls", "loss_iou", "loss_dfl")
@@ -133,7 +133,7 @@ def gfl_loss(
     pred_boxes = distances_to_boxes(distances, points, strides)
 
     assignment = task_aligned_assign(
-        as_numpy(torch.sigmoid(cls_logits)), as_numpy(pred_boxes), points_np, strides_np, gt_boxes_np,
+        torch.sigmoid(cls_logits), pred_boxes, points_np, strides_np, gt_boxes_np,
         gt_classes_np, topk=cfg.tal_topk, alpha=cfg.tal_alpha, beta=cfg.tal_beta,
         center_radius=cfg.tal_center_radius,
     )

@@ -11,8 +11,10 @@ What differs, and why:
 - The number of epochs can be set by ``--seconds``: the first epoch (the warm-up) is timed and the schedule
   is fixed to the epochs that fit, because a lent GPU is lent for minutes. The chosen number is written into
   the run's ``train_config.json``, so the run reads as an ordinary fixed schedule afterwards.
-- Batches are prepared by worker processes (``torch.utils.data``) instead of threads: one GPU consumes what
-  many CPU cores prepare. Every batch is still a pure function of (seed, epoch, position), as on the CPU.
+- Batches are made on the GPU from the training boards kept there (``--batches device``, the default;
+  ``device_batches.py``: the loader's draws, bit-identical batches but for the noise field's values), or by worker
+  processes (``--batches workers``, ``torch.utils.data``; needed for copy-paste). Every batch is still a pure
+  function of (seed, epoch, position), as on the CPU.
 - Validation inputs are prepared once and kept on the GPU.
 
 Weights leave the GPU machine as numpy arrays under the Paddle parameter names (``best.npz``); nothing here
@@ -46,6 +48,7 @@ from inspector.models.nms import DEFAULT_NMS, DEFAULT_NMS_THRESHOLD, NMS_METHODS
 from inspector.training.config import TrainConfig
 from inspector.training.records import SELECTION_KEYS, epoch_metrics, make_model_config
 from tools.torch_twin.arrays import load_arrays
+from tools.torch_twin.device_batches import DeviceBatches
 from tools.torch_twin.model import build_torch_model, load_paddle_arrays, postprocess, to_paddle_arrays
 
 
@@ -232,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nms", choices=NMS_METHODS, default=DEFAULT_NMS,
                    help="NMS of validation and best-checkpoint choice (TrainConfig.nms; the package runs it)")
     p.add_argument("--nms-threshold", type=float, default=DEFAULT_NMS_THRESHOLD)
+    p.add_argument("--batches", choices=("device", "workers"), default=None,
+                   help="make the training batches on the device from boards kept there (default; not with "
+                        "--copy-paste) or in --workers processes on the CPU")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--eval-seconds", type=float, default=20.0, help="validate at most this often (and at the end)")
     p.add_argument("--teacher", type=Path, default=None, help="distil from this run folder (best*.npz)")
@@ -278,12 +284,16 @@ def main(argv: list[str] | None = None) -> None:
     if epochs is not None:
         aug_off = max(1, round(epochs * args.aug_off_fraction)) if args.aug_off_fraction > 0 else 0
         schedule.plain_from = epochs - aug_off if aug_off else None
-    batches = torch.utils.data.DataLoader(Batches(loader), batch_size=None, sampler=schedule,
-                                          num_workers=args.workers, pin_memory=device.type == "cuda",
-                                          prefetch_factor=4 if args.workers else None,
-                                          persistent_workers=bool(args.workers),
-                                          multiprocessing_context="fork" if args.workers else None)
-    stream = iter(batches)  # the workers fork now, before this process touches CUDA
+    made_on = args.batches or ("workers" if args.copy_paste > 0 else "device")
+    if made_on == "device":
+        stream = device_stream(DeviceBatches(loader, device), schedule)
+    else:
+        batches = torch.utils.data.DataLoader(Batches(loader), batch_size=None, sampler=schedule,
+                                              num_workers=args.workers, pin_memory=device.type == "cuda",
+                                              prefetch_factor=4 if args.workers else None,
+                                              persistent_workers=bool(args.workers),
+                                              multiprocessing_context="fork" if args.workers else None)
+        stream = iter(batches)  # the workers fork now, before this process touches CUDA
     val_images, frames, _ = prepare_validation(val_set, cfg, device)
 
     if args.teacher is not None:  # what inspector.compression.distill.DistillConfig reads back (import_run)
@@ -300,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     last_eval = time.perf_counter()
     sums: dict[str, float] = {}
     seen, epoch_start, step_in_run = 0, time.perf_counter(), 0
-    log(out, f"ready after {time.perf_counter() - started:.1f} s; {steps} steps per epoch of {cfg.batch_size}")
+    log(out, f"ready after {time.perf_counter() - started:.1f} s; {steps} steps per epoch of {cfg.batch_size}, batches "
+             f"made {'on the device' if made_on == 'device' else f'by {args.workers} workers'}")
     model.train()
     for epoch, step, images_boxes_classes in _numbered(stream, steps):
         images, boxes, classes = images_boxes_classes
@@ -365,6 +376,13 @@ def main(argv: list[str] | None = None) -> None:
     save_arrays(out / "last.npz", ema.model, half=args.half_weights)
     (out / "done").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1), "best": best}))
     log(out, f"done in {time.perf_counter() - started:.0f} s; best {best}")
+
+
+def device_stream(batches: DeviceBatches, schedule: Schedule):
+    """The schedule's batches made on the device, read as the schedule is fixed (its epochs, its plain epochs)."""
+    for epoch, step, plain_from in schedule:
+        batches.loader.plain_from_epoch = plain_from
+        yield batches.batch(epoch, step)
 
 
 def _numbered(batches, steps: int):
