@@ -111,11 +111,16 @@ class EMA:
         self.updates += 1
         d = self.decay * (1.0 - math.exp(-self.updates / self.ramp_steps))
         source = model.state_dict()
+        averaged, current = [], []
         for name, value in self.model.state_dict().items():
             if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[name].detach(), alpha=1.0 - d)
+                averaged.append(value)
+                current.append(source[name].detach())
             else:
                 value.copy_(source[name])
+        # the same mul, then add, in two multi-tensor kernels instead of two launches per tensor (~300 of them)
+        torch._foreach_mul_(averaged, d)
+        torch._foreach_add_(averaged, current, alpha=1.0 - d)
 
 
 def learning_rate(step: int, steps_per_epoch: int, epochs: int, lr: float, warmup_epochs: float) -> float:
