@@ -15,7 +15,12 @@ What each rank does (see ``train``):
   CPU kernel for it (``sync_batch_norm`` is not registered for CPU), so over gloo each rank normalises with
   its own slice, and the running statistics (model and EMA) are averaged across ranks at the end of every
   epoch (``average_buffers``), before validation and checkpoints: every rank then holds the same state;
-- rank 0 alone validates and writes checkpoints, metrics, logs and plots; the others wait at a barrier.
+- validation: every rank detects on its share of the validation boards (``share_of``), rank 0 gathers the
+  detections (``gather_on_main``), scores them and alone writes checkpoints, metrics, logs and plots; the others
+  wait at a barrier for that. No rank waits for a whole validation: a gloo collective gives up after 30 s (Paddle
+  creates its gloo group with gloo's default timeout, and has no setting for it), and a ResNet teacher validated
+  on one core by rank 0 alone took 80 s, so the waiting rank's barrier failed and the pipeline stopped
+  (``configs/pipeline-cpu.yaml``, 2026-12-07);
 
 A failure in one rank ends the launcher's job: the launcher stops the other ranks. Ctrl-C reaches the process
 that started the launcher (``launch_ranks``), which hands the launcher one SIGINT; the launcher sends every rank
@@ -116,6 +121,31 @@ def data_parallel(step: paddle.nn.Layer, world: World, device: str, may_skip_lay
     if device == "gpu":
         step = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(step)
     return paddle.DataParallel(step, find_unused_parameters=may_skip_layers)
+
+
+def share_of(dataset, world: World):
+    """This rank's share of an evaluation set: every ``world.size``-th sample from its rank on, in the set's order
+    (the whole set in one process)."""
+    if not world.distributed:
+        return dataset
+    return dataset.subset([sample.key for sample in dataset.samples[world.rank::world.size]])
+
+
+def gather_on_main(part: dict, world: World) -> dict | None:
+    """Every rank's ``part`` (a dict, e.g. detections by sample key) merged on rank 0; None on the other ranks.
+    ``part`` itself in one process."""
+    if not world.distributed:
+        return part
+    import paddle.distributed as dist
+
+    parts: list = []
+    dist.all_gather_object(parts, part)
+    if not world.is_main:
+        return None
+    merged: dict = {}
+    for other in parts:
+        merged.update(other)
+    return merged
 
 
 @paddle.no_grad()

@@ -7,8 +7,9 @@ Ctrl-C saves `last` before exiting, so `--resume` continues from the start of th
 With several ranks, Ctrl-C stops every rank after the same step and rank 0 saves `last` there the same way.
 
 Under ``python -m paddle.distributed.launch`` (``inspector train --nproc N``) the same loop runs data-parallel:
-``--batch`` is the global batch, sliced among the ranks; rank 0 alone validates and writes (see
-``inspector.training.distributed``). One process without the launcher trains exactly as before.
+``--batch`` is the global batch, sliced among the ranks; each rank detects on its share of the validation boards,
+rank 0 scores them and alone writes (see ``inspector.training.distributed``). One process without the launcher
+trains exactly as before.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from inspector.data.layouts import input_layout
 from inspector.data.loader import BatchLoader
 from inspector.data.transforms import AugmentConfig
 from inspector.data.split import split_dataset
-from inspector.evaluation import improves, recipe_thresholds
+from inspector.evaluation import evaluate_samples, improves, recipe_thresholds
 from inspector.models import ModelConfig, build_model, count_parameters
 from inspector.training.checkpoint import PRUNED_SHAPES, STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from inspector.training.config import TrainConfig
@@ -42,16 +43,18 @@ from inspector.training.distributed import (
     average_buffers,
     barrier,
     data_parallel,
+    gather_on_main,
     init_world,
     local_batch_size,
     main_first,
     running_statistics,
+    share_of,
 )
 from inspector.training.ema import ModelEMA
 from inspector.training.package_init import PACKAGE_INIT_DIR, checkpoint_from_package, is_package
 from inspector.training.plots import plot_training
 from inspector.training.records import SELECTION_KEYS, describe_validation, epoch_metrics, make_model_config
-from inspector.training.validate import validate
+from inspector.training.validate import predict_loader
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +198,8 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
                                augment=AugmentConfig() if cfg.augment else AugmentConfig.off(),
                                pairs=cfg.pair_augment(), plain_from_epoch=cfg.plain_from_epoch(),
                                rank=world.rank, ranks=world.size)
-    val_loader = BatchLoader(val_set, cfg.batch_size, cfg.input_size, cfg.input_mode, train=False,
+    # each rank detects on its share of the validation boards; rank 0 scores them all (distributed.py)
+    val_loader = BatchLoader(share_of(val_set, world), cfg.batch_size, cfg.input_size, cfg.input_mode, train=False,
                              workers=cfg.workers)
     thresholds = recipe_thresholds(cfg.to_dict())
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader),
@@ -276,14 +280,21 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
                 synchronise_statistics()
             if trace is not None:
                 trace.record_state(epoch, model, ema)
-            if not world.is_main:  # rank 0 validates and writes; the others wait for it
+            validating = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+            if validating:  # every rank detects on its share of the boards
+                eval_model = objective.build_model(model_config)
+                ema.copy_to(eval_model)
+                detections = gather_on_main(predict_loader(eval_model, val_loader, thresholds.score_threshold,
+                                                           thresholds.nms_threshold, thresholds.max_detections,
+                                                           thresholds.nms), world)
+                if trace is not None:
+                    trace.record_validation(epoch, [sample.key for sample in val_loader.dataset.samples])
+            if not world.is_main:  # rank 0 scores and writes; the others wait for it
                 history.append(row)
                 barrier(world)
                 continue
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                eval_model = objective.build_model(model_config)
-                ema.copy_to(eval_model)
-                result = validate(eval_model, val_loader, dataset.class_names, thresholds=thresholds)
+            if validating:
+                result = evaluate_samples(val_set.samples, detections, dataset.class_names)
                 row.update(epoch_metrics(result))
                 log.info("epoch %d: %s", epoch + 1, describe_validation(row))
                 if improves(row, best_metrics):
@@ -347,6 +358,10 @@ class _StepTrace:
         trained = [(name, p) for name, p in model.named_parameters() if not p.stop_gradient]
         self._write({"epoch": epoch, "step": step, "keys": list(keys), "loss": float(losses["loss"]),
                      "weights": _digest(trained)})
+
+    def record_validation(self, epoch: int, keys: list[str]) -> None:
+        """The validation boards this rank detected on."""
+        self._write({"epoch": epoch, "validated": list(keys)})
 
     def record_state(self, epoch: int, model: paddle.nn.Layer, ema: ModelEMA) -> None:
         """At the end of an epoch: everything a checkpoint holds, the model's and the EMA's running statistics too."""

@@ -100,7 +100,17 @@ def test_two_cpu_ranks_split_each_epoch_stay_identical_and_train_like_one_proces
     assert [e["weights"] for e in rank0] == [e["weights"] for e in rank1]
     assert _states(two, 0) == _states(two, 1) and len(_states(two, 0)) == EPOCHS
 
-    # Rank 0 alone validated and wrote: one checkpoint pair, one metrics row per epoch.
+    # Each rank detected on its half of the validation boards at each epoch (no rank waits through a whole
+    # validation: gloo gives up after 30 s); rank 0 scored them all and alone wrote: one checkpoint pair, one
+    # metrics row per epoch, on every validation board.
+    val_keys = set(json.loads((two / "split.json").read_text())["val"])
+    validated = [[e["validated"] for e in map(json.loads, (two / "trace" / f"rank{rank}.jsonl").read_text()
+                                              .splitlines()) if "validated" in e] for rank in (0, 1)]
+    assert len(validated[0]) == len(validated[1]) == EPOCHS
+    for share0, share1 in zip(*validated):
+        assert abs(len(share0) - len(share1)) <= 1 and not set(share0) & set(share1)
+        assert {Path(key).stem for key in share0 + share1} == {Path(key).stem for key in val_keys}
+    assert json.loads((two / "metrics.json").read_text())[-1]["official_ap"] is not None
     assert sorted(p.name for p in two.iterdir() if p.name in ("best", "last") or p.name.endswith((".saving", ".old"))) \
         == ["best", "last"]
     assert load_checkpoint(two / "last").info["epoch"] == EPOCHS
