@@ -158,6 +158,14 @@ class ReviewQueue:
         return self.offer(image_path, detections, score_threshold, class_names, template_path, changes, source,
                           model, near_band)
 
+    def change_token(self) -> tuple[int, int]:
+        """A value that changes whenever the queue's file may have changed: another connection (the line, another
+        station, retention) committed (SQLite's ``data_version``), or this object wrote (its connection's
+        ``total_changes``). Equal tokens: nothing to read again. A window polls this instead of re-reading its
+        thousands of listed boards on a quiet queue."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._db.total_changes
+
     # ------------------------------------------------------------------ reviewing
 
     def pending(self, limit: int = 50, offset: int = 0, after: int | None = None,

@@ -394,6 +394,29 @@ def test_a_long_queue_is_listed_page_by_page_in_its_order_each_board_once(qtbot,
     panel.close_queue()
 
 
+def test_the_timer_reads_the_list_again_only_when_the_queue_changed(qtbot, tmp_path, monkeypatch):
+    path, ids = long_queue(tmp_path, 6)
+    panel = open_panel(qtbot, path, page=3)
+    panel._refresh_timer.stop()  # the test ticks the timer
+    reads = []
+    real_pending = panel.queue.pending
+    monkeypatch.setattr(panel.queue, "pending", lambda *a, **k: reads.append(1) or real_pending(*a, **k))
+    assert not panel.refresh_if_changed() and not reads  # a quiet queue: nothing read
+    [new] = at_another_station(path, offered=[0.51])  # the line queues a board, ranked first
+    assert panel.refresh_if_changed() and reads and pending_ids(panel) == [new, *ids[:3]]
+    reads.clear()
+    assert not panel.refresh_if_changed() and not reads
+    select(qtbot, panel, 1)  # a decision at this station: the board leaves the list
+    panel.confirm_all_button.click()
+    assert panel.save_decision(), panel.banner.text()
+    assert ids[0] not in pending_ids(panel)
+    reads.clear()
+    at_another_station(path, decided=[ids[1]])  # one at another station: read at the next tick
+    assert panel.refresh_if_changed() and reads and ids[1] not in pending_ids(panel)
+    panel.close_queue()
+    assert not panel.refresh_if_changed()  # no queue open
+
+
 def test_the_list_scrolled_to_its_end_lists_the_next_page(qtbot, tmp_path):
     path, ids = long_queue(tmp_path, 100)
     panel = open_panel(qtbot, path, page=40)

@@ -76,6 +76,24 @@ def test_pages_follow_the_last_board_read_whatever_was_decided_or_queued_meanwhi
     queue.close()
 
 
+def test_the_change_token_moves_with_every_write_from_any_connection_and_not_with_reads(tmp_path):
+    """What a review window polls before re-reading its listed boards."""
+    station, line = ReviewQueue(tmp_path / "queue.db"), ReviewQueue(tmp_path / "queue.db")
+    first = line.offer("a.jpg", [_det(0.9)], 0.6, CLASSES)
+    token = station.change_token()
+    station.pending(), station.counts(), station.get(first)  # reading changes nothing
+    assert station.change_token() == token
+    second = line.offer("b.jpg", [_det(0.7)], 0.6, CLASSES)  # the line queues a board: another connection
+    assert station.change_token() != token
+    token = station.change_token()
+    station.decide(first, "ann", [{"index": 0, "verdict": "confirm"}])  # this station's own decision
+    assert station.change_token() != token
+    token = station.change_token()
+    line.mark_pictures_removed(second, expire=True)  # retention, in the service
+    assert station.change_token() != token and station.counts()["expired"] == 1
+    station.close(), line.close()
+
+
 def test_decisions_are_validated_stored_with_who_and_when_and_survive_a_restart(tmp_path):
     path = tmp_path / "queue.db"
     queue = ReviewQueue(path)
