@@ -160,8 +160,8 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
                          f"{_interval_note(intervals.get(key))}.")
     if summary["speedup_vs_teacher"]:
         lines.append(f"- **Speed**: the shipped INT8 package on Paddle Lite is {summary['speedup_vs_teacher']:.1f}x "
-                     f"faster than the FP32 teacher on Paddle Inference ({threads} threads, whole frame incl. "
-                     "pre- and post-processing).")
+                     f"faster than the FP32 teacher on Paddle Inference ({threads} thread{'s' * (threads > 1)}, "
+                     "whole frame incl. pre- and post-processing).")
     quantized = state["stages"].get("qat", {})
     if quantized.get("source_reason"):
         lines.append(f"- **Quantized student**: `{quantized.get('source')}`; {quantized['source_reason']}.")
