@@ -254,11 +254,11 @@ def test_the_training_run_keeps_the_epoch_with_the_best_official_ap_as_best(tmp_
     scripted = {1: _scripted_result(0.5, 0.6), 2: _scripted_result(0.7, 0.3), 3: _scripted_result(0.1, 0.9)}
     epochs_validated: list[int] = []
 
-    def scripted_validate(model, loader, class_names, **kwargs):
+    def scripted_scores(samples, detections, class_names, **kwargs):  # the scoring of the epoch's detections
         epochs_validated.append(len(epochs_validated) + 1)
         return scripted[epochs_validated[-1]]
 
-    monkeypatch.setattr(trainer_module, "validate", scripted_validate)
+    monkeypatch.setattr(trainer_module, "evaluate_samples", scripted_scores)
     data = write_deeppcb(tmp_path / "boards", n=10, seed=1, size=160)
     cfg = TrainConfig(arch="mbv3-small", data=str(data), out=str(tmp_path / "run"), epochs=3, batch_size=2,
                       input_size=64, crop_size=None, input_mode="image+template", warmup_epochs=0.0,
