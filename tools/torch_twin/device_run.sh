@@ -38,7 +38,7 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, numpy, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
-nproc
+nproc --all  # (plain nproc would say 1: it follows OMP_NUM_THREADS)
 rm -rf "$RUNS"; mkdir -p "$RUNS" "$OUT"
 COMMON=(--data gpu_data/deeppcb --split gpu_data/split.json --input-mode gray-diff-s2d --input-size "$INPUT_SIZE"
         --dihedral --batch 32 --lr 0.004)
