@@ -81,7 +81,7 @@ class DeviceBatches:
             if self.gray:
                 planes.append(np.stack([gray_plane(p) for p in pictures]))
             else:  # BGR (H, W, 3) -> RGB planes, the image's then the template's, as to_input orders them
-                planes.append(np.concatenate([np.ascontiguousarray(p[:, :, ::-1].transpose(2, 0, 1)) for p in pictures]))
+                planes.append(np.concatenate([p[:, :, ::-1].transpose(2, 0, 1) for p in pictures]))
             self.boxes.append(np.asarray(item.boxes, dtype=np.float32).reshape(-1, 4))
             self.classes.append(np.asarray(sample.classes, dtype=np.int64).reshape(-1))
         self.planes = torch.from_numpy(np.stack(planes)).to(self.device)  # (N, P, F, F) uint8
