@@ -37,7 +37,7 @@ from inspector.data.loader import BatchLoader
 from inspector.data.transforms import _brightness_contrast_table, gray_plane
 
 # OpenCV's RGB -> grey weights in 1/16384ths (R, G, B)
-LUMA_WEIGHTS = torch.tensor([4899.0, 9617.0, 1868.0])
+LUMA_WEIGHTS = (4899.0, 9617.0, 1868.0)
 INV_255 = np.float32(1 / 255)
 
 
@@ -185,7 +185,8 @@ class DeviceBatches:
             return torch.clamp(part + noise, 0, 255).floor()  # the loader's astype(uint8) truncates
         noise = torch.randn((3, *part.shape), generator=generator, device=self.device) * sigma
         channels = torch.clamp(part[None] + noise, 0, 255).floor()
-        return torch.floor((torch.tensordot(LUMA_WEIGHTS.to(self.device), channels, dims=1) + 8192.0) / 16384.0)
+        red, green, blue = LUMA_WEIGHTS  # written out: a matrix product may run in TF32 on a GPU
+        return torch.floor((red * channels[0] + green * channels[1] + blue * channels[2] + 8192.0) / 16384.0)
 
     def _to_input(self, pictures: torch.Tensor) -> torch.Tensor:
         """(B, P, F, F) uint8 values -> the layout's network input (B, C, S, S) float32 in [0, 1]."""
@@ -200,11 +201,12 @@ def gaussian_blur_3x3(planes: torch.Tensor, sigma: float) -> torch.Tensor:
 
     OpenCV blurs uint8 pictures in fixed point: the kernel in 1/256ths (its sides rounded, the centre what makes
     256), the rows, then the columns, the sum rounded half up. In units of 1/65536 every partial sum is an integer
-    below 2^24, so float32 holds it exactly. Border: reflect-101 (OpenCV's default, torch's "reflect").
+    below 2^24, so float32 holds it exactly; the sums are written as shifted adds, not as a convolution, which a
+    GPU may run in TF32 (10-bit mantissa). Border: reflect-101 (OpenCV's default, torch's "reflect").
     Checked against OpenCV for sigma 0.3-0.9, the augmentation's range."""
     side = float(np.round(cv2.getGaussianKernel(3, sigma)[0, 0] * 256))
-    weights = torch.tensor([side, 256.0 - 2 * side, side], dtype=torch.float32, device=planes.device)
-    x = F.pad(planes[:, None], (1, 1, 1, 1), mode="reflect")
-    x = F.conv2d(x, weights.view(1, 1, 1, 3))
-    x = F.conv2d(x, weights.view(1, 1, 3, 1))
-    return torch.floor((x[:, 0] + 32768.0) / 65536.0)
+    centre = 256.0 - 2 * side
+    x = F.pad(planes[:, None], (1, 1, 1, 1), mode="reflect")[:, 0]
+    x = side * (x[:, :, :-2] + x[:, :, 2:]) + centre * x[:, :, 1:-1]  # along the rows
+    x = side * (x[:, :-2] + x[:, 2:]) + centre * x[:, 1:-1]  # along the columns
+    return torch.floor((x + 32768.0) / 65536.0)
