@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,19 +85,20 @@ from paddleslim.dygraph.dist.losses.distillation_loss import ShapeAlign
 from inspector.compression.gfl_distill import (check_gfl_pair, gfl_feature_loss,
                                                gfl_response_losses, scheduled_weight)
 from inspector.compression.distill_config import DISTILL_CONFIG_FILE, DistillConfig  # noqa: F401 (re-exported)
-from inspector.compression.teacher_cache import TeacherCache, TeacherView
+from inspector.compression.teacher_cache import TeacherCache, TeacherView, store_for
 from inspector.data import DataError, Dataset, load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import relative_key, write_split
 from inspector.models import ModelConfig, parse_arch
 from inspector.models.head import split_level
-from inspector.training.checkpoint import INFO_FILE, Checkpoint, load_checkpoint
+from inspector.training.checkpoint import INFO_FILE, MODEL_FILE, Checkpoint, load_checkpoint
 from inspector.training.config import TrainConfig
 from inspector.training.trainer import Objective, train
 
 log = logging.getLogger(__name__)
 
 RESPONSE_KEYS = ("distill_cls", "distill_obj", "distill_box")
+TEACHER_CACHE_DIR = "teacher-cache"  # in the distillation run's directory while it trains (teacher_cache.py)
 
 
 def teacher_weight(epoch: int, epochs: int, alpha_start: float, alpha_end: float) -> float:
@@ -236,6 +238,7 @@ class DistillationObjective(Objective):
         self.epochs = epochs
         self.adapters: FeatureAdapters | None = None
         self.cache: TeacherCache | None = None
+        self.cache_root: Path | None = None
         self._views: list[TeacherView | None] | None = None
 
     def model_config(self, cfg: TrainConfig, train_set: Dataset, start: Checkpoint | None = None) -> ModelConfig:
@@ -258,8 +261,10 @@ class DistillationObjective(Objective):
         self.adapters = FeatureAdapters(model.neck.out_channels, self.teacher.neck.out_channels)
         return self.adapters
 
-    def attach_loader(self, loader: BatchLoader) -> None:
-        """With ``teacher_cache``: crops aligned to the teacher's coarsest cell, views recorded, the cache built."""
+    def attach_loader(self, loader: BatchLoader, out: Path | None = None) -> None:
+        """With ``teacher_cache``: crops aligned to the teacher's coarsest cell, views recorded, the cache built
+        (with ``out``: its entries also kept on disk in ``out/teacher-cache``, shared by the ranks and by a resumed
+        run, removed when training finishes)."""
         if not self.config.teacher_cache:
             return
         augment = loader.augment
@@ -269,15 +274,25 @@ class DistillationObjective(Objective):
                              "recorded) or without augmentation")
         teacher_cfg = self.teacher_checkpoint.model_config
         block = teacher_cfg.layout.block
+        with_features = self.config.feature_weight > 0
+        store = None
+        if out is not None:
+            self.cache_root = Path(out) / TEACHER_CACHE_DIR
+            store = store_for(self.cache_root, self.teacher_checkpoint.path / MODEL_FILE, teacher_cfg.strides, block,
+                              with_features)
         cache = TeacherCache(self.teacher_forward, loader.full_input, teacher_cfg.strides, block,
-                             with_features=self.config.feature_weight > 0,
-                             max_bytes=self.config.teacher_cache_mb << 20)
+                             with_features=with_features, max_bytes=self.config.teacher_cache_mb << 20, store=store)
         if loader.crop_size is not None and (loader.crop_size * block) % cache.alignment:
             raise ValueError(f"teacher_cache: crop_size {loader.crop_size} must be a multiple of the teacher's "
                              f"coarsest stride {max(teacher_cfg.strides)}")
         loader.crop_align = cache.alignment
         loader.record_views = True
         self.cache = cache
+
+    def training_finished(self) -> None:
+        """The disk store served the ranks and would serve a resume; a finished run needs neither (GBs)."""
+        if self.cache_root is not None:
+            shutil.rmtree(self.cache_root, ignore_errors=True)  # every rank tries; whichever is first removes it
 
     def observe_batch(self, batch) -> None:
         views = getattr(batch, "views", None)
@@ -294,7 +309,10 @@ class DistillationObjective(Objective):
     def _cache_terms(self) -> dict[str, paddle.Tensor]:
         if self.cache is None:
             return {}
-        return {"teacher_cache_hit_rate": paddle.full([], self.cache.stats.hit_rate, dtype="float32")}
+        stats = self.cache.stats
+        looked_up = max(stats.hits + stats.misses, 1)
+        return {"teacher_cache_hit_rate": paddle.full([], stats.hit_rate, dtype="float32"),
+                "teacher_cache_from_store": paddle.full([], stats.from_store / looked_up, dtype="float32")}
 
     def alpha(self, epoch: int) -> float:
         return scheduled_weight(epoch, self.epochs, self.config.alpha_start, self.config.alpha_end,

@@ -109,9 +109,12 @@ class Objective:
         """Layers optimised together with ``model`` but not part of it; called once per run."""
         return None
 
-    def attach_loader(self, loader: BatchLoader) -> None:
+    def attach_loader(self, loader: BatchLoader, out: Path | None = None) -> None:
         """The run's training loader, before the first batch (distillation's teacher cache aligns its crops
-        and reads whole boards from it)."""
+        and reads whole boards from it); ``out``: the run's directory, where it may keep files while training."""
+
+    def training_finished(self) -> None:
+        """Every rank, after the last epoch (not after an interruption): drop what only a resume would need."""
 
     def observe_batch(self, batch) -> None:
         """The training batch whose tensors the next ``losses`` call gets (its keys and views)."""
@@ -208,7 +211,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         raise ValueError(f"{len(train_set)} training images are fewer than one batch of {cfg.batch_size}")
 
     objective = objective or Objective()
-    objective.attach_loader(train_loader)
+    objective.attach_loader(train_loader, out)
     start = None
     if resume:
         state = paddle.load(str(out / "last" / STATE_FILE))
@@ -320,6 +323,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
     finally:
         if stop is not None:
             stop.restore()
+    objective.training_finished()
     if world.is_main:
         plot_training(history, out / "plots", None)
     return out

@@ -253,7 +253,7 @@ def test_cli_distills_a_gfl_teacher_into_a_checkpointed_student(teacher_run, syn
 
 
 from inspector.compression.teacher_cache import (TeacherCache, TeacherView, crop_agreement, crop_maps,  # noqa: E402
-                                                 orient_array, oriented_window)
+                                                 orient_array, oriented_window, store_for)
 from inspector.data.transforms import to_input  # noqa: E402
 
 
@@ -354,6 +354,64 @@ def test_the_lru_bound_evicts_old_boards():
     assert len(cache) == 1 and cache.stats.evictions == 2 and cache.stats.misses == 3
 
 
+def counting(teacher):
+    """``teacher``, and the list of batch sizes it was called with (one entry per teacher pass)."""
+    calls: list[int] = []
+
+    def forward(images):
+        calls.append(int(images.shape[0]))
+        return teacher(images)
+    return forward, calls
+
+
+def test_ranks_sharing_a_disk_store_ask_the_teacher_once_per_board_orientation(tmp_path):
+    """Two caches on one store (two ranks of a node, or a run and its resume): what one computed, the other reads
+    back identical instead of a teacher pass; an evicted entry comes back from disk, not from the teacher."""
+    strides, block, frame = (8, 16, 32), 1, 64
+    image, template = board(frame)
+    full = full_input_of(image, template, "image+template")
+    views = [TeacherView("a", element, 0, 0, 32, frame) for element in (0, 3, 5)]
+    images = paddle.to_tensor(np.stack([crop_input(image, template, v, "image+template") for v in views]))
+    first_teacher, first_calls = counting(local_teacher(strides, block))
+    first = TeacherCache(first_teacher, full, strides, block, store=tmp_path / "store")
+    _, first_maps = first.outputs(images, views)
+    assert first_calls == [3] and first.stats.misses == 3
+    assert len(list((tmp_path / "store").glob("*.npz"))) == 3 and not list((tmp_path / "store").glob(".*"))
+
+    second_teacher, second_calls = counting(local_teacher(strides, block))
+    second = TeacherCache(second_teacher, full, strides, block, store=tmp_path / "store", max_bytes=1)
+    _, second_maps = second.outputs(images, views)
+    assert second_calls == [] and (second.stats.hits, second.stats.misses, second.stats.from_store) == (3, 0, 3)
+    for a, b in zip(first_maps, second_maps):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    second.outputs(images, views)  # max_bytes=1 evicted all but one: the rest read from disk again
+    assert second_calls == [] and second.stats.evictions >= 2 and second.stats.from_store >= 5
+
+    # A damaged file is computed again (and rewritten), not served and not fatal.
+    damaged = sorted((tmp_path / "store").glob("*.npz"))[0]
+    damaged.write_bytes(b"not an npz")
+    third_teacher, third_calls = counting(local_teacher(strides, block))
+    third = TeacherCache(third_teacher, full, strides, block, store=tmp_path / "store")
+    _, third_maps = third.outputs(images, views)
+    assert third_calls == [1] and (third.stats.misses, third.stats.from_store) == (1, 2)
+    for a, b in zip(first_maps, third_maps):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with np.load(damaged) as data:
+        assert sorted(data.files) == ["map0", "map1", "map2"]
+
+
+def test_a_store_belongs_to_one_teacher_and_layout(tmp_path):
+    weights = tmp_path / "model.pdparams"
+    weights.write_bytes(b"teacher one")
+    store = store_for(tmp_path / "cache", weights, (8, 16, 32), 2, False)
+    assert store.parent == tmp_path / "cache"
+    assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, False) == store
+    assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, True) != store  # needs features it may lack
+    assert store_for(tmp_path / "cache", weights, (8, 16, 32), 1, False) != store
+    weights.write_bytes(b"teacher two")  # retrained in place: its old maps must not be served
+    assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, False) != store
+
+
 @pytest.mark.slow
 def test_a_resnet_teacher_s_cached_crop_is_its_board_output_close_to_a_fresh_crop_pass(teacher_run):
     """The real PP-YOLO teacher: a cached crop is the teacher on the whole board, sliced. At the whole board it is
@@ -446,6 +504,7 @@ def test_a_cached_distillation_run_trains_reuses_the_teacher_and_writes_a_checkp
     rows = json.loads((out / "metrics.json").read_text())
     assert len(rows) == 3 and rows[-1]["train_teacher_cache_hit_rate"] > 0
     assert load_checkpoint(out / "last").model_config.head == "gfl"
+    assert not (out / "teacher-cache").exists()  # the disk store served the run; a finished run drops it
     with pytest.raises(ValueError, match="dihedral"):  # augment's flips are not recorded: refused, not ignored
         distill(run_config(synth_data, tmp_path / "flips", "mbv3-small", crop_size=32),
                 DistillConfig(teacher=str(teacher_run), teacher_cache=True))
