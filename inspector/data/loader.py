@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -79,6 +79,19 @@ class _Prepared(NamedTuple):
     scale: float
     pad: tuple[float, float]
     view: SampleView | None = None
+
+
+def padded_targets(boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's per-sample boxes (N_i, 4) and classes (N_i,) as (B, M, 4) float32 and (B, M) int64, M the most
+    boxes of any sample; padding slots are zero boxes of class -1 (what the losses skip). At least one slot, so a
+    batch without defects still has well-formed (B, 1, 4) targets."""
+    most = max([1] + [len(b) for b in boxes])
+    padded_boxes = np.zeros((len(boxes), most, 4), dtype=np.float32)
+    padded_classes = np.full((len(boxes), most), -1, dtype=np.int64)
+    for row, (sample_boxes, sample_classes) in enumerate(zip(boxes, classes)):
+        padded_boxes[row, : len(sample_boxes)] = sample_boxes
+        padded_classes[row, : len(sample_classes)] = sample_classes
+    return padded_boxes, padded_classes
 
 
 class BatchLoader:
@@ -217,14 +230,8 @@ class BatchLoader:
 
     def _make_batch(self, indices: np.ndarray, epoch: int, start: int) -> Batch:
         prepared = [self._prepare(int(index), epoch, start + offset) for offset, index in enumerate(indices)]
-        # At least one box slot, so a batch without defects still has well-formed (B, 1, 4) targets.
-        most = max([1] + [len(p.boxes) for p in prepared])
         count = len(prepared)
-        boxes = np.zeros((count, most, 4), dtype=np.float32)
-        classes = np.full((count, most), -1, dtype=np.int64)
-        for row, item in enumerate(prepared):
-            boxes[row, : len(item.boxes)] = item.boxes
-            classes[row, : len(item.classes)] = item.classes
+        boxes, classes = padded_targets([p.boxes for p in prepared], [p.classes for p in prepared])
         return Batch(
             images=np.stack([p.input for p in prepared]),
             boxes=boxes,

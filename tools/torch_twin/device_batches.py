@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from inspector.data.augment import dihedral_boxes
-from inspector.data.loader import BatchLoader
+from inspector.data.loader import BatchLoader, padded_targets
 from inspector.data.transforms import _brightness_contrast_table, gray_plane
 
 # OpenCV's RGB -> grey weights in 1/16384ths (R, G, B)
@@ -109,12 +109,8 @@ class DeviceBatches:
             pictures.append(self._photometric(picture, draws))
             boxes.append(sample_boxes)
         images = self._to_input(torch.stack(pictures))
-        most = max([1] + [len(b) for b in boxes])
-        padded_boxes = np.zeros((len(boxes), most, 4), dtype=np.float32)
-        padded_classes = np.full((len(boxes), most), -1, dtype=np.int64)
-        for row, (sample_boxes, index) in enumerate(zip(boxes, indices)):
-            padded_boxes[row, :len(sample_boxes)] = sample_boxes / np.float32(self.layout.block)
-            padded_classes[row, :len(sample_boxes)] = self.classes[int(index)]
+        padded_boxes, padded_classes = padded_targets([b / np.float32(self.layout.block) for b in boxes],
+                                                      [self.classes[int(index)] for index in indices])
         return images, padded_boxes, padded_classes
 
     def draws(self, epoch: int, position: int) -> Draws:
