@@ -22,7 +22,8 @@ ACCURACY_KEYS = ("official_ap", "official_f", "map50", "map50_95", "f1_iou033")
 # The training stages whose runs keep a per-epoch history (metrics.json), in pipeline order.
 TRAINING_STAGES = {"teacher": "teacher", "student": "student alone", "distilled": "distilled student",
                    "pruned": "pruned, fine-tuned"}
-CURVE_KEYS = ("epoch", "train_loss", "official_ap", "official_f", "map50_95", "epoch_seconds", "train_img_per_s")
+CURVE_KEYS = ("epoch", "train_loss", "official_ap", "official_f", "map50_95", "epoch_seconds", "train_img_per_s",
+              "train_teacher_cache_hit_rate", "train_teacher_cache_from_store")
 
 
 def summarize(rows: list[dict], bench_threads: list[int], quantized_from: str = "distilled") -> dict[str, Any]:
@@ -107,11 +108,15 @@ def describe_curve(curve: list[dict]) -> dict[str, Any]:
     best = max(validated, key=lambda epoch: epoch["official_ap"]) if validated else None
     seconds = [epoch["epoch_seconds"] for epoch in curve if "epoch_seconds" in epoch]
     speeds = [epoch["train_img_per_s"] for epoch in curve if "train_img_per_s" in epoch]
-    return {"epochs": len(curve), "best_epoch": best["epoch"] if best else None,
-            "best_official_ap": best["official_ap"] if best else None,
-            "last_official_ap": validated[-1]["official_ap"] if validated else None,
-            "train_minutes": sum(seconds) / 60 if seconds else None,
-            "img_per_s": sum(speeds) / len(speeds) if speeds else None}
+    described = {"epochs": len(curve), "best_epoch": best["epoch"] if best else None,
+                 "best_official_ap": best["official_ap"] if best else None,
+                 "last_official_ap": validated[-1]["official_ap"] if validated else None,
+                 "train_minutes": sum(seconds) / 60 if seconds else None,
+                 "img_per_s": sum(speeds) / len(speeds) if speeds else None}
+    if curve and "train_teacher_cache_hit_rate" in curve[-1]:  # a distillation run with the teacher cache
+        described["teacher_cache_hit_rate"] = curve[-1]["train_teacher_cache_hit_rate"]
+        described["teacher_cache_from_store"] = curve[-1].get("train_teacher_cache_from_store")
+    return described
 
 
 def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary: dict,
@@ -196,6 +201,16 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
             lines.append(f"| {TRAINING_STAGES[stage]} | {info['epochs']} | {best} | {last} | {minutes} | {speed} |")
         lines += ["", "Training time: the epochs' training steps as timed by the trainer, on the machine that "
                   "trained them (validation and start-up not included: the stage's whole time is under Stages)."]
+        for stage, curve in curves.items():
+            info = describe_curve(curve)
+            if "teacher_cache_hit_rate" not in info:
+                continue
+            from_store = info["teacher_cache_from_store"]
+            lines += ["", f"Teacher cache ({TRAINING_STAGES[stage]}): {info['teacher_cache_hit_rate']:.2f} of the "
+                      "boards' lookups served without a teacher pass" + ("" if from_store is None else
+                      f", {from_store:.2f} from the disk store the ranks share") + " (cumulative since the stage's "
+                      "processes started, as of its last epoch); its img/s above against the student alone's is "
+                      "what the teacher still costs."]
     lines += ["", "## Stages", "", "| stage | minutes | result |", "|---|---|---|"]
     for name, info in state["stages"].items():
         result = info.get("run", "")

@@ -164,6 +164,20 @@ def test_learning_curves_come_from_each_training_runs_history(tmp_path):
     assert "official_ap" not in curves["student"][0]
     assert describe_curve(curves["student"]) == {"epochs": 4, "best_epoch": 3, "best_official_ap": 0.85,
                                                  "last_official_ap": 0.83, "train_minutes": 4.0, "img_per_s": 12.0}
+    # A distilled run with the teacher cache: its last epoch's (cumulative) hit rates are carried to the report.
+    distilled = tmp_path / "distilled"
+    distilled.mkdir()
+    (distilled / "metrics.json").write_text(json.dumps([
+        {**history[0], "train_teacher_cache_hit_rate": 0.0, "train_teacher_cache_from_store": 0.0},
+        {**history[1], "train_teacher_cache_hit_rate": 0.31, "train_teacher_cache_from_store": 0.12}]))
+    curves = learning_curves({"stages": {"distilled": {"run": str(distilled)}}})
+    described = describe_curve(curves["distilled"])
+    assert (described["teacher_cache_hit_rate"], described["teacher_cache_from_store"]) == (0.31, 0.12)
+    assert "teacher_cache_hit_rate" not in describe_curve(learning_curves(state)["student"])
+    from inspector.pipeline.report import format_markdown
+    markdown = format_markdown(PipelineConfig(data="d", out="o", bench_threads=[2]), {"stages": {}}, [],
+                               summarize([], [2]), curves)
+    assert "Teacher cache (distilled student): 0.31 of the boards' lookups" in markdown and "0.12 from the disk" in markdown
 
 
 def test_the_student_to_quantize_is_chosen_by_official_ap_and_old_records_by_map():
