@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from inspector.compression.distill_config import FEATURE_METHODS
 from inspector.compression.quantization.config import KEEP_EPOCH
 from inspector.config_base import ConfigBase, setting
 from inspector.data.layouts import INPUT_MODES
@@ -90,6 +91,9 @@ class PipelineConfig(ConfigBase):
     alpha_start: float = setting(0.7, at_least=0.0, at_most=1.0)
     alpha_end: float = setting(0.3, at_least=0.0, at_most=1.0)
     feature_weight: float = setting(1.0, at_least=0.0)
+    feature_method: str = setting("pkd", choices=FEATURE_METHODS)  # gfl head's neck term: "pkd" | "cwd"
+    cls_weight: float = setting(1.0, at_least=0.0)  # the teacher's class scores (gfl: its quality scores)
+    box_weight: float = setting(1.0, at_least=0.0)  # the teacher's boxes (gfl: localization distillation)
     # The teacher's outputs computed once per board and orientation and cropped (inspector.compression.
     # teacher_cache): for a CPU, where the teacher's pass costs more than the student's step. Needs dihedral: true.
     teacher_cache: bool = False

@@ -202,14 +202,20 @@ def _student(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
     return {"run": str(run), "reused": True, **_best_metrics(run)}
 
 
-def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
+def distill_settings(cfg: PipelineConfig, teacher_run: Path):
+    """The distilled stage's ``DistillConfig``: the pipeline's distillation fields, under the same names."""
     from inspector.compression.distill import DistillConfig
 
+    return DistillConfig(teacher=str(teacher_run), temperature=cfg.temperature, alpha_start=cfg.alpha_start,
+                         alpha_end=cfg.alpha_end, feature_weight=cfg.feature_weight,
+                         feature_method=cfg.feature_method, cls_weight=cfg.cls_weight, box_weight=cfg.box_weight,
+                         teacher_cache=cfg.teacher_cache)
+
+
+def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:
     teacher_run = stage_run(state, "teacher")
     train_cfg = stage_train_config(cfg, out, "distilled")
-    config = DistillConfig(teacher=str(teacher_run), temperature=cfg.temperature, alpha_start=cfg.alpha_start,
-                           alpha_end=cfg.alpha_end, feature_weight=cfg.feature_weight,
-                           teacher_cache=cfg.teacher_cache)
+    config = distill_settings(cfg, teacher_run)
     if cfg.distilled_run is not None:
         return _reused_distilled(Path(cfg.distilled_run), train_cfg, config, out, echo)
     prepare_distillation(train_cfg, config, teacher_run)

@@ -34,6 +34,21 @@ def test_presets_are_valid_configs_and_unknown_options_are_named(tmp_path):
         PipelineConfig(data="d", out="o", crop_size=100)
 
 
+def test_the_distillation_settings_of_a_pipeline_reach_its_distilled_stage():
+    """Each distillation field of the pipeline is the same-named ``DistillConfig`` field of the distilled stage (a
+    preset can tune the terms as ``inspector distill`` can); a wrong value is refused naming the field."""
+    from inspector.pipeline.run import distill_settings
+
+    cfg = PipelineConfig(data="d", out="o", temperature=3.0, alpha_start=0.9, alpha_end=0.5, feature_weight=0.0,
+                         feature_method="cwd", cls_weight=4.0, box_weight=0.5, teacher_cache=True, dihedral=True)
+    settings = distill_settings(cfg, Path("runs/teacher")).to_dict()
+    assert settings == {**settings, "teacher": "runs/teacher", "temperature": 3.0, "alpha_start": 0.9,
+                        "alpha_end": 0.5, "feature_weight": 0.0, "feature_method": "cwd", "cls_weight": 4.0,
+                        "box_weight": 0.5, "teacher_cache": True}
+    with pytest.raises(PipelineError, match=r"feature_method: .*'pkd'"):
+        PipelineConfig(data="d", out="o", feature_method="fgd")
+
+
 def test_command_line_options_override_the_preset(tmp_path, monkeypatch):
     """What ``inspector pipeline`` hands to ``run_pipeline``: the preset, with each given option on top."""
     from pathlib import Path
