@@ -246,7 +246,8 @@ class DistillationObjective(Objective):
             raise ValueError(f"{cfg.data} has classes {train_set.class_names}, the teacher "
                              f"({self.teacher_checkpoint.path}) {self.teacher_checkpoint.class_names}")
         config = student_model_config(self.teacher_checkpoint, cfg.arch)
-        if start is not None and start.model_config != config:  # its head maps must pair with the teacher's
+        # its head maps must pair with the teacher's; a head of another family starts afresh (backbone and neck kept)
+        if start is not None and start.model_config.head == config.head and start.model_config != config:
             given = start.model_config.to_dict()
             differing = [name for name, value in config.to_dict().items() if given.get(name) != value]
             raise ValueError(f"--init {start.path}: its model differs from the teacher's in {differing}; a student "

@@ -94,8 +94,11 @@ class Objective:
     """
 
     def model_config(self, cfg: TrainConfig, train_set: Dataset, start: Checkpoint | None = None) -> ModelConfig:
-        """The new run's model; ``start`` is the ``--init`` checkpoint (its anchors are what its head learned)."""
-        return start.model_config if start is not None else make_model_config(cfg, train_set)
+        """The new run's model; ``start`` is the ``--init`` checkpoint (its anchors are what its head learned;
+        one with another head family lends only its backbone and neck, so the head is configured afresh)."""
+        if start is not None and start.model_config.head == cfg.head:
+            return start.model_config
+        return make_model_config(cfg, train_set)
 
     def build_model(self, model_config: ModelConfig) -> paddle.nn.Layer:
         """A model of the run's architecture, for training and for validating the EMA weights.
@@ -133,6 +136,9 @@ def initial_checkpoint(cfg: TrainConfig, class_names: list[str], train_set: Data
                        out: Path | None = None, world: World | None = None) -> Checkpoint:
     """The ``--init`` checkpoint, refused (ValueError naming the fields) unless it fits the run.
 
+    Its head may be of another family (e.g. the shipped yolo-head model under a new gfl head): the run then
+    starts from its backbone and neck only (``load_initial_weights``).
+
     ``--init`` may also name a model package (``package_init``): its network is recovered, in the run's
     input layout, into ``out/init-from-package`` (by the main rank; BatchNorm statistics measured on
     ``train_set``), and the run starts from that.
@@ -149,8 +155,7 @@ def initial_checkpoint(cfg: TrainConfig, class_names: list[str], train_set: Data
     config = start.model_config
     problems = [f"{name} {got!r} (init) vs {wanted!r} (this run)"
                 for name, got, wanted in (("arch", config.arch, cfg.arch), ("input_size", config.input_size,
-                                          cfg.input_size), ("input_mode", config.input_mode, cfg.input_mode),
-                                         ("head", config.head, cfg.head))
+                                          cfg.input_size), ("input_mode", config.input_mode, cfg.input_mode))
                 if got != wanted]
     if list(start.class_names) != list(class_names):
         problems.append(f"classes {start.class_names} (init) vs {list(class_names)} (the data)")
@@ -159,6 +164,32 @@ def initial_checkpoint(cfg: TrainConfig, class_names: list[str], train_set: Data
     if problems:
         raise ValueError(f"--init {start.path}: cannot start this run from it: {'; '.join(problems)}")
     return start
+
+
+HEAD_PREFIX = "head."  # the parameters of a detector's head (``build_model``); the rest is backbone and neck
+
+
+def load_initial_weights(model: paddle.nn.Layer, model_config: ModelConfig, start: Checkpoint) -> None:
+    """``start``'s weights into ``model``: all of them, or, when its head is of another family, its backbone and
+    neck (every one of them must fit: a partial body would train from a silently half-random start) while the
+    new head keeps its random initialisation."""
+    weights = start.build().state_dict()
+    if start.model_config.head == model_config.head:
+        model.set_state_dict(weights)
+        log.info("initialised from %s (epoch %s)", start.path, start.info.get("epoch"))
+        return
+    own = model.state_dict()
+    body = {name: tensor for name, tensor in own.items() if not name.startswith(HEAD_PREFIX)}
+    unfit = [f"{name} {list(tensor.shape)} (this run) vs "
+             f"{list(weights[name].shape) if name in weights else 'missing'} (init)"
+             for name, tensor in body.items() if name not in weights or list(weights[name].shape) != list(tensor.shape)]
+    if unfit:
+        raise ValueError(f"--init {start.path}: its backbone and neck do not fit this run's model: "
+                         f"{'; '.join(unfit[:5])}{f' and {len(unfit) - 5} more' if len(unfit) > 5 else ''}")
+    model.set_state_dict({**own, **{name: weights[name] for name in body}})
+    log.info("initialised backbone and neck from %s (epoch %s, %d tensors); its %s head is not this run's %s head, "
+             "which starts from random weights", start.path, start.info.get("epoch"), len(body),
+             start.model_config.head, model_config.head)
 
 
 def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = None) -> Path:
@@ -222,8 +253,7 @@ def train(cfg: TrainConfig, resume: bool = False, objective: Objective | None = 
         model_config = objective.model_config(cfg, train_set, start)
     model = objective.build_model(model_config)
     if start is not None:  # fine-tuning: the EMA below starts from these weights too
-        model.set_state_dict(start.build().state_dict())
-        log.info("initialised from %s (epoch %s)", start.path, start.info.get("epoch"))
+        load_initial_weights(model, model_config, start)
     extra = objective.extra_layers(model)
     schedule = build_lr_schedule(cfg, steps_per_epoch)
     optimizer = paddle.optimizer.AdamW(learning_rate=schedule,

@@ -233,6 +233,17 @@ def test_a_student_started_from_another_layout_is_refused(teacher_run, synth_dat
                                load_checkpoint(tmp_path / "init"))
 
 
+def test_a_student_started_from_a_yolo_head_model_gets_the_teachers_gfl_head(teacher_run, synth_data, tmp_path):
+    dataset = load_dataset(synth_data)
+    cfg = run_config(synth_data, tmp_path / "x", "mbv3-small")
+    teacher = load_checkpoint(teacher_run)
+    yolo = ModelConfig.from_dict({**teacher.model_config.to_dict(), "arch": "mbv3-small", "head": "yolo"})
+    save_checkpoint(tmp_path / "init", build_model(yolo).state_dict(), yolo, dataset.class_names, {})
+    objective = DistillationObjective(teacher, DistillConfig(teacher=str(teacher_run)), epochs=2)
+    config = objective.model_config(cfg, dataset, load_checkpoint(tmp_path / "init"))
+    assert config == objective.model_config(cfg, dataset)  # the head pairs with the teacher's, as without --init
+
+
 @pytest.mark.slow
 def test_cli_distills_a_gfl_teacher_into_a_checkpointed_student(teacher_run, synth_data, tmp_path):
     out = tmp_path / "student"

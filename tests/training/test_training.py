@@ -106,6 +106,21 @@ def test_init_starts_from_a_trained_run_and_refuses_one_that_does_not_fit(synth_
         train(tiny_config(synth_data, tmp_path / "other-size", input_size=96, init=str(first)))
 
 
+def test_init_with_another_head_keeps_the_backbone_and_neck_and_starts_the_head_afresh(synth_data, tmp_path):
+    first = train(tiny_config(synth_data, tmp_path / "yolo", epochs=1))  # the yolo head, as models/default
+    start = paddle.load(str(first / "best" / "model.pdparams"))
+    tuned = train(tiny_config(synth_data, tmp_path / "gfl", epochs=1, lr=1e-12, max_steps_per_epoch=1, head="gfl",
+                              init=str(first)))
+    weights = paddle.load(str(tuned / "last" / "model.pdparams"))
+    assert load_checkpoint(tuned).model_config.head == "gfl"
+    body = [name for name in weights if not name.startswith("head.") and name.endswith(".weight")]
+    assert body and all(name in start for name in body)
+    for name in body:
+        np.testing.assert_allclose(weights[name].numpy(), start[name].numpy(), atol=1e-6, err_msg=name)
+    head = [name for name in weights if name.startswith("head.predictions") and name.endswith(".weight")]
+    assert head and all(start[name].shape != weights[name].shape for name in head)  # a fresh gfl head
+
+
 def test_checkpoint_round_trip_reproduces_predictions(synth_data, tmp_path):
     out = train(tiny_config(synth_data, tmp_path / "run", epochs=1))
     checkpoint = load_checkpoint(out)  # a run directory resolves to best/
