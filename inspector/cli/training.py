@@ -190,6 +190,9 @@ def distill_command(
     dihedral: Annotated[Optional[bool], config_option(
         TrainConfig, "dihedral", "--dihedral/--no-dihedral",
         help="The 8 exact dihedral transforms of each crop (replacing --augment's flips and turns).")] = None,
+    aug_off_epochs: Annotated[Optional[int], config_option(
+        TrainConfig, "aug_off_epochs", "--aug-off-epochs", min=0, help="Train the last N epochs on whole letterboxed "
+        "images without crops or augmentation (the teacher cache serves whole boards too).")] = None,
     init: Init = None,
     resume: Resume = False,
     nproc: Nproc = 1,
@@ -237,7 +240,7 @@ def distill_command(
                     format=value_of(format), epochs=epochs, batch_size=batch, augment=augment, lr=lr,
                     val_fraction=val_fraction, split_seed=split_seed, seed=seed, eval_every=eval_every,
                     max_steps_per_epoch=max_steps, init=str(init) if init else None, dihedral=dihedral,
-                    nms=value_of(nms) or teacher_train.get("nms"),
+                    aug_off_epochs=aug_off_epochs, nms=value_of(nms) or teacher_train.get("nms"),
                     nms_threshold=nms_threshold if nms_threshold is not None else teacher_train.get("nms_threshold")))
             run = distill(cfg, config)
     typer.echo(f"done: {run}")

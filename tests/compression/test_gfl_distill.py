@@ -250,8 +250,9 @@ def test_cli_distills_a_gfl_teacher_into_a_checkpointed_student(teacher_run, syn
     result = CliRunner().invoke(app, ["distill", "--teacher", str(teacher_run), "--student-arch", "mbv3-small",
                                       "--data", str(synth_data), "--out", str(out), "--epochs", "2", "--batch", "4",
                                       "--max-steps", "1", "--crop-size", "0", "--feature-method", "cwd",
-                                      "--schedule", "cosine"])
+                                      "--schedule", "cosine", "--aug-off-epochs", "1"])
     assert result.exit_code == 0, result.output
+    assert json.loads((out / "train_config.json").read_text())["aug_off_epochs"] == 1
     student = load_checkpoint(out / "last")
     assert student.model_config.head == "gfl" and student.model_config.arch == "mbv3-small"
     assert student.info["distillation"]["feature_method"] == "cwd"
