@@ -240,7 +240,8 @@ def _wait_uninterrupted(process: subprocess.Popen, limit_s: float = LAUNCHER_STO
             log.warning("still stopping the ranks; waiting for the launcher (it kills them after 30 s)")
         except subprocess.TimeoutExpired:
             log.error("the launcher did not stop within %.0f s of the interrupt; killing it and its ranks", limit_s)
-            for pid in reversed(process_tree(process.pid)):
+            # From the top: killed first, the launcher cannot see its children die and exit 0 on its own.
+            for pid in process_tree(process.pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):

@@ -36,7 +36,7 @@ CONFIG_COMMANDS = [
       "max_steps_per_epoch", "keep_epoch"}),
     ("train", TrainConfig, training.TRAIN_FLAGS,
      TRAIN_FIELDS | {"head", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs"}),
-    ("distill", TrainConfig, training.TRAIN_FLAGS, TRAIN_FIELDS,
+    ("distill", TrainConfig, training.TRAIN_FLAGS, TRAIN_FIELDS | {"aug_off_epochs"},
      {"input_size", "crop_size", "input_mode", "nms", "nms_threshold"}),
     ("distill", DistillConfig, training.DISTILL_FLAGS,
      {"temperature", "alpha_start", "alpha_end", "confidence_threshold", "cls_weight", "obj_weight", "box_weight",
