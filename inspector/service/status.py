@@ -116,14 +116,17 @@ class StatusMixin:
     # ------------------------------------------------------------------ what the API shows
 
     def health(self) -> dict[str, Any]:
-        camera = {"state": "ended" if self.source_ended else self.source.state, "kind": self.source.kind,
+        # One reading of the capture thread's state (before its last_error, which it sets first): read twice, a
+        # change in between showed a degraded status beside a camera still "connected".
+        source_state = self.source.state
+        camera = {"state": "ended" if self.source_ended else source_state, "kind": self.source.kind,
                   "source": self.source.name, "reconnects": self.source.reconnects,
                   "last_error": self.source.last_error}
         sinks = [{"name": d.state.name, "up": d.state.up, "backlog": self._backlog(d), "last_error": d.state.last_error}
                  for d in self.deliveries]
         if self._stalled is not None:
             camera.update(state="stalled", last_error=self._stalled)
-        camera_ok = self.source.state == "connected" and not self.source_ended and self._stalled is None
+        camera_ok = source_state == "connected" and not self.source_ended and self._stalled is None
         ready = self.state == "running" and self.worker_alive and camera_ok
         degraded = not ready or any(d.state.up is False for d in self.deliveries) or self._evidence_error is not None
         status = self.state if self.state != "running" else ("degraded" if degraded else "ok")
