@@ -54,6 +54,9 @@ def pipeline_command(
     student_init: Annotated[Optional[Path], typer.Option(
         "--student-init", help="Both students start from this run, checkpoint or model package (train --init), e.g. "
         "models/default: fine-tuning instead of training from random weights.")] = None,
+    teacher_init: Annotated[Optional[Path], typer.Option(
+        "--teacher-init", help="The teacher trained here starts from this run, checkpoint or model package (train "
+        "--init, same arch), e.g. an earlier teacher continued with a new schedule.")] = None,
     teacher_epochs: Annotated[Optional[int], config_option(
         PipelineConfig, "teacher_epochs", "--teacher-epochs", min=1)] = None,
     epochs: Annotated[Optional[int], config_option(
@@ -123,6 +126,7 @@ def pipeline_command(
                      "teacher_run": str(teacher) if teacher else None, "student_run": str(student) if student else None,
                      "distilled_run": str(distilled) if distilled else None,
                      "student_init": str(student_init) if student_init else None,
+                     "teacher_init": str(teacher_init) if teacher_init else None,
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
                      "crop_size": crop_size,
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,

@@ -54,6 +54,9 @@ class PipelineConfig(ConfigBase):
     teacher_epochs: int = setting(8, at_least=1)
     teacher_crop_size: int | None = setting(160, above=0, multiple_of=32, note=STRIDE_NOTE)  # 0 or None: whole images
     teacher_lr: float = setting(2e-3, above=0.0)
+    # The teacher trained here starts from this run, checkpoint or model package (`inspector train --init`, same
+    # arch), e.g. to continue a teacher with a new schedule or on new data; None: from random weights.
+    teacher_init: str | None = None
 
     # Students: the baseline (alone) and the distilled one train with exactly this schedule.
     student_arch: str = "mbv3-small"
@@ -143,6 +146,9 @@ class PipelineConfig(ConfigBase):
         if self.batch_size % self.nproc:
             raise self._invalid("batch_size", f"{self.batch_size} (the global batch) does not divide among nproc "
                                 f"{self.nproc} ranks: choose a multiple of {self.nproc}")
+        if self.teacher_init is not None and self.teacher_run is not None:
+            raise self._invalid("teacher_init", f"{self.teacher_init!r} starts a teacher trained by this pipeline, but "
+                                f"teacher_run {self.teacher_run!r} is reused as it is: give one of them")
         if self.teacher_cache and self.distill and not self.dihedral:
             raise self._invalid(None, "teacher_cache: true needs dihedral: true (the augmentation's own flips and "
                                 "turns are not recorded per crop, so the cache could serve none)")

@@ -86,6 +86,20 @@ def learning_curves(state: dict) -> dict[str, list[dict]]:
     return curves
 
 
+def started_from(state: dict, stage: str) -> str:
+    """What a training stage's run started from (its ``train_config.json`` → ``init``; the pruned stage: the
+    student it pruned): the weights a fine-tune inherits change what its epochs and gain mean."""
+    info = state["stages"].get(stage) or {}
+    if stage == "pruned":
+        return f"`{info['source']}`, pruned" if info.get("source") else "-"
+    run = info.get("run")
+    config_file = Path(run) / "train_config.json" if run else None
+    if config_file is None or not config_file.is_file():
+        return "-"
+    init = json.loads(config_file.read_text()).get("init")
+    return f"`{init}`" if init else "random weights"
+
+
 def qat_epochs_line(run: str | None) -> str | None:
     """Each QAT epoch's oneDNN INT8 official AP on validation and the epoch kept, from the QAT run's
     ``metrics.json``; None when the run scored no epoch (``keep_epoch: last``, or run before epochs were scored)."""
@@ -190,15 +204,17 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     if curves:
         lines += ["", "## Training (learning curves: `report.png`, every epoch in `report.json` → `learning_curves`)",
-                  "", "| stage | epochs | best epoch (official AP) | last epoch's official AP | training time | "
-                  "img/s |", "|---|---|---|---|---|---|"]
+                  "", "| stage | started from | epochs | best epoch (official AP) | last epoch's official AP | "
+                  "training time | img/s |", "|---|---|---|---|---|---|---|"]
         for stage, curve in curves.items():
             info = describe_curve(curve)
             best = "-" if info["best_epoch"] is None else f"{info['best_epoch']} ({info['best_official_ap']:.4f})"
             last = "-" if info["last_official_ap"] is None else f"{info['last_official_ap']:.4f}"
             minutes = "-" if info["train_minutes"] is None else f"{info['train_minutes']:.1f} min"
             speed = "-" if info["img_per_s"] is None else f"{info['img_per_s']:.1f}"
-            lines.append(f"| {TRAINING_STAGES[stage]} | {info['epochs']} | {best} | {last} | {minutes} | {speed} |")
+            start = started_from(state, stage)
+            lines.append(f"| {TRAINING_STAGES[stage]} | {start} | {info['epochs']} | {best} | {last} | {minutes} | "
+                         f"{speed} |")
         lines += ["", "Training time: the epochs' training steps as timed by the trainer, on the machine that "
                   "trained them (validation and start-up not included: the stage's whole time is under Stages)."]
         for stage, curve in curves.items():

@@ -41,7 +41,7 @@ def train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs: 
                        max_steps_per_epoch=cfg.max_steps_per_epoch, dihedral=cfg.dihedral,
                        copy_paste=cfg.copy_paste, copy_paste_count=cfg.copy_paste_count,
                        copy_paste_balance=cfg.copy_paste_balance, aug_off_epochs=cfg.aug_off_epochs,
-                       init=None if stage == "teacher" else cfg.student_init, nms=cfg.nms,
+                       init=cfg.teacher_init if stage == "teacher" else cfg.student_init, nms=cfg.nms,
                        nms_threshold=cfg.nms_threshold)
 
 

@@ -69,11 +69,13 @@ def test_command_line_options_override_the_preset(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["pipeline", "--config", str(preset), "--data", str(tmp_path / "d"),
                                       "--out", str(tmp_path / "o"), "--epochs", "6", "--prune", "0.25",
                                       "--prune-epochs", "12", "--no-distill", "--until", "package", "--nproc", "2",
-                                      "--nms", "hard", "--nms-threshold", "0.45"])
+                                      "--nms", "hard", "--nms-threshold", "0.45",
+                                      "--teacher-init", str(tmp_path / "old-teacher")])
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert (cfg.epochs, cfg.prune_ratio, cfg.prune_epochs, cfg.distill, cfg.nproc) == (6, 0.25, 12, False, 2)
     assert (cfg.nms, cfg.nms_threshold) == ("hard", 0.45)
+    assert cfg.teacher_init == str(tmp_path / "old-teacher")
     assert cfg.teacher_epochs == read_preset(preset)["teacher_epochs"]  # not given: the preset's
     assert seen["until"] == "package"
 
@@ -90,6 +92,12 @@ def test_stages_follow_the_settings_and_students_start_from_student_init():
     cfg = PipelineConfig(data="d", out="o", student_init="models/default")
     assert [stage_train_config(cfg, Path("o"), stage).init for stage in ("teacher", "student", "distilled")] == \
         [None, "models/default", "models/default"]
+    # A teacher continued from an earlier one (teacher_init); one reused as it is (teacher_run) cannot also be.
+    cfg = PipelineConfig(data="d", out="o", teacher_init="runs/old/teacher")
+    assert [stage_train_config(cfg, Path("o"), stage).init for stage in ("teacher", "student")] == \
+        ["runs/old/teacher", None]
+    with pytest.raises(PipelineError, match=r"teacher_init.*'runs/old/teacher'.*teacher_run 't'.*give one of them"):
+        PipelineConfig(data="d", out="o", teacher_init="runs/old/teacher", teacher_run="t")
     # Every training stage validates (and keeps its best checkpoint) with the NMS the package will run.
     per_class = PipelineConfig(data="d", out="o", nms="hard", nms_threshold=0.5)
     assert {(c.nms, c.nms_threshold) for c in (stage_train_config(per_class, Path("o"), stage)
@@ -193,6 +201,14 @@ def test_learning_curves_come_from_each_training_runs_history(tmp_path):
     markdown = format_markdown(PipelineConfig(data="d", out="o", bench_threads=[2]), {"stages": {}}, [],
                                summarize([], [2]), curves)
     assert "Teacher cache (distilled student): 0.31 of the boards' lookups" in markdown and "0.12 from the disk" in markdown
+    # Each row says what its run started from: a fine-tune's epochs and gain mean something else.
+    (student / "train_config.json").write_text(json.dumps({"init": "models/default"}))
+    (distilled / "train_config.json").write_text(json.dumps({"init": None}))
+    state["stages"]["distilled"] = {"run": str(distilled)}
+    markdown = format_markdown(PipelineConfig(data="d", out="o", bench_threads=[2]), state, [], summarize([], [2]),
+                               learning_curves(state))
+    assert "| student alone | `models/default` | 4 | 3 (0.8500) |" in markdown
+    assert "| distilled student | random weights | 2 |" in markdown
 
 
 def test_the_student_to_quantize_is_chosen_by_official_ap_and_old_records_by_map():
@@ -276,6 +292,8 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert {stage: len(curve) for stage, curve in report["learning_curves"].items()} == \
         {"teacher": 1, "student": 1, "distilled": 1, "pruned": 1}
     assert "official_ap" in report["learning_curves"]["student"][0] and "## Training" in markdown
+    assert f"| pruned, fine-tuned | `{out / 'student'}`, pruned |" in markdown or \
+        f"| pruned, fine-tuned | `{out / 'distilled'}`, pruned |" in markdown
     for name in ("report.md", "report.json", "report.png", "manifest.json", "model_arm.nb"):
         assert (out / "package" / name).is_file(), name
 

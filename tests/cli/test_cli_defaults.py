@@ -44,7 +44,7 @@ CONFIG_COMMANDS = [
       "teacher_cache_mb"}),
     ("pipeline", PipelineConfig, apps.PIPELINE_FLAGS,
      {"format", "teacher_arch", "student_arch", "head", "input_size", "input_mode", "teacher_run", "student_run",
-      "distilled_run", "student_init", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio",
+      "distilled_run", "student_init", "teacher_init", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio",
       "prune_epochs", "distill", "nms", "nms_threshold",
       "package_name", "max_steps_per_epoch", "nproc", "ips"}),
 ]
