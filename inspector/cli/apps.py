@@ -57,6 +57,10 @@ def pipeline_command(
     teacher_init: Annotated[Optional[Path], typer.Option(
         "--teacher-init", help="The teacher trained here starts from this run, checkpoint or model package (train "
         "--init, same arch), e.g. an earlier teacher continued with a new schedule.")] = None,
+    teacher_cache_dir: Annotated[Optional[Path], typer.Option(
+        "--teacher-cache-dir", help="Keep the teacher cache's disk store here after the distilled stage "
+        "(teacher_cache: true): the next pipeline distilling from the same teacher reads its maps instead of "
+        "computing them.")] = None,
     teacher_epochs: Annotated[Optional[int], config_option(
         PipelineConfig, "teacher_epochs", "--teacher-epochs", min=1)] = None,
     epochs: Annotated[Optional[int], config_option(
@@ -127,6 +131,7 @@ def pipeline_command(
                      "distilled_run": str(distilled) if distilled else None,
                      "student_init": str(student_init) if student_init else None,
                      "teacher_init": str(teacher_init) if teacher_init else None,
+                     "teacher_cache_dir": str(teacher_cache_dir) if teacher_cache_dir else None,
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
                      "crop_size": crop_size,
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,

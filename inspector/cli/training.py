@@ -187,6 +187,10 @@ def distill_command(
     teacher_cache_mb: Annotated[Optional[int], config_option(
         DistillConfig, "teacher_cache_mb", "--teacher-cache-mb", min=1,
         help="Memory bound of --teacher-cache.")] = None,
+    teacher_cache_dir: Annotated[Optional[Path], typer.Option(
+        "--teacher-cache-dir", help="Keep --teacher-cache's disk store here after the run (one sub-directory per "
+        "teacher and layout): a later distillation from the same teacher reads its maps instead of computing them. "
+        "Default: in OUT while training, then removed.")] = None,
     dihedral: Annotated[Optional[bool], config_option(
         TrainConfig, "dihedral", "--dihedral/--no-dihedral",
         help="The 8 exact dihedral transforms of each crop (replacing --augment's flips and turns).")] = None,
@@ -230,7 +234,8 @@ def distill_command(
                     confidence_threshold=confidence, cls_weight=cls_weight, obj_weight=obj_weight,
                     box_weight=box_weight, feature_weight=feature_weight, feature_normalize=feature_normalize,
                     schedule=schedule, feature_method=feature_method, feature_temperature=feature_temperature,
-                    teacher_cache=teacher_cache, teacher_cache_mb=teacher_cache_mb))
+                    teacher_cache=teacher_cache, teacher_cache_mb=teacher_cache_mb,
+                    teacher_cache_dir=str(teacher_cache_dir) if teacher_cache_dir else None))
             cfg = config_from_options(
                 TrainConfig, {**TRAIN_FLAGS, "arch": "--student-arch"}, arch=student_arch,
                 data=data_sources(data, weight), out=str(out),

@@ -265,7 +265,7 @@ class DistillationObjective(Objective):
     def attach_loader(self, loader: BatchLoader, out: Path | None = None) -> None:
         """With ``teacher_cache``: crops aligned to the teacher's coarsest cell, views recorded, the cache built
         (with ``out``: its entries also kept on disk in ``out/teacher-cache``, shared by the ranks and by a resumed
-        run, removed when training finishes)."""
+        run, removed when training finishes; with ``teacher_cache_dir``: there instead, kept for later runs)."""
         if not self.config.teacher_cache:
             return
         augment = loader.augment
@@ -277,12 +277,18 @@ class DistillationObjective(Objective):
         block = teacher_cfg.layout.block
         with_features = self.config.feature_weight > 0
         store = None
-        if out is not None:
-            self.cache_root = Path(out) / TEACHER_CACHE_DIR
-            store = store_for(self.cache_root, self.teacher_checkpoint.path / MODEL_FILE, teacher_cfg.strides, block,
-                              with_features)
+        kept = self.config.teacher_cache_dir
+        if kept is not None or out is not None:
+            root = Path(kept) if kept is not None else Path(out) / TEACHER_CACHE_DIR
+            self.cache_root = None if kept is not None else root  # only the run's own store is removed at the end
+            store = store_for(root, self.teacher_checkpoint.path / MODEL_FILE, teacher_cfg.strides, block,
+                              with_features, layout=loader.input_mode)
+            if kept is not None:
+                known = sum(1 for _ in store.glob("*.npz")) if store.is_dir() else 0
+                log.info("teacher cache: %s (kept across runs; %d boards x orientations stored)", store, known)
         cache = TeacherCache(self.teacher_forward, loader.full_input, teacher_cfg.strides, block,
-                             with_features=with_features, max_bytes=self.config.teacher_cache_mb << 20, store=store)
+                             with_features=with_features, max_bytes=self.config.teacher_cache_mb << 20, store=store,
+                             board_version=loader.board_version)
         if loader.crop_size is not None and (loader.crop_size * block) % cache.alignment:
             raise ValueError(f"teacher_cache: crop_size {loader.crop_size} must be a multiple of the teacher's "
                              f"coarsest stride {max(teacher_cfg.strides)}")

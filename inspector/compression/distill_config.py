@@ -40,3 +40,7 @@ class DistillConfig(ConfigBase):
     feature_temperature: float = setting(1.0, above=0.0)  # cwd's softmax temperature over the positions
     teacher_cache: bool = False  # reuse the teacher's whole-board outputs (teacher_cache.py); crops stride-aligned
     teacher_cache_mb: int = setting(2048, at_least=1)  # its memory bound (least recently used boards are dropped)
+    # Its disk store in this directory, kept after the run (a sub-directory per teacher and layout): a later
+    # distillation from the same teacher reads the boards' maps instead of computing them. None: in the run's
+    # directory while it trains. Where, not what: runs with and without it are the same result.
+    teacher_cache_dir: str | None = None

@@ -42,6 +42,11 @@ miss where one process would hit (measured on the CPU preset with 2 ranks: hit r
 run keeps what the interrupted one computed. Files are written under a temporary name and renamed, so a reader
 never sees half an entry and two ranks computing the same key at once is harmless. The directory must belong to
 one teacher (``store_for``: named by a digest of the teacher's weights and the cache's layout).
+
+A store may outlive its run (``DistillConfig.teacher_cache_dir``): a second distillation from the same teacher
+(another weight schedule, another student) then reads every board's maps instead of computing them. Each entry's
+file name includes the board's ``board_version`` (its files' sizes and modification times, from the loader), so
+a board whose image or template changed since is computed afresh, never served stale.
 """
 from __future__ import annotations
 
@@ -139,6 +144,8 @@ class CacheStats:
 
 # full_input(key, element) -> the network input (C, S, S) float32 of the whole letterboxed board in that orientation
 FullInput = Callable[[str, int], np.ndarray]
+# board_version(key) -> what identifies the board's files as they are now (sizes, modification times)
+BoardVersion = Callable[[str], str]
 # teacher(images (B, C, H, W)) -> (neck features or None, head maps), each a list of (B, C', h, w) tensors
 TeacherForward = Callable[[paddle.Tensor], "tuple[list[paddle.Tensor] | None, list[paddle.Tensor]]"]
 
@@ -149,11 +156,13 @@ class TeacherCache:
     ``teacher`` runs the frozen teacher; ``full_input`` builds a board's whole input in an orientation (the
     loader's letterboxed copy); ``strides`` and ``block`` (the layout's space-to-depth block) place the crops
     on the levels' grids; ``with_features``: keep neck features as well (for a feature term); ``store``: a
-    directory of this teacher's entries shared with other processes and later runs (``store_for``), or None.
+    directory of this teacher's entries shared with other processes and later runs (``store_for``), or None;
+    ``board_version``: names each stored entry after its board's files as they are (None: after the key alone).
     """
 
     def __init__(self, teacher: TeacherForward, full_input: FullInput, strides: Sequence[int], block: int,
-                 with_features: bool = False, max_bytes: int = 2 << 30, store: Path | None = None) -> None:
+                 with_features: bool = False, max_bytes: int = 2 << 30, store: Path | None = None,
+                 board_version: BoardVersion | None = None) -> None:
         self.teacher = teacher
         self.full_input = full_input
         self.strides = tuple(int(s) for s in strides)
@@ -163,6 +172,8 @@ class TeacherCache:
         self.stats = CacheStats()
         self._entries: OrderedDict[tuple, tuple[list[np.ndarray], list[np.ndarray] | None]] = OrderedDict()
         self._bytes = 0
+        self.board_version = board_version
+        self._versions: dict[str, str] = {}  # per board, read once per process
         self.store = Path(store) if store is not None else None
         if self.store is not None:
             self.store.mkdir(parents=True, exist_ok=True)
@@ -201,7 +212,14 @@ class TeacherCache:
         self._bytes += sum(a.nbytes for a in entry[0]) + sum(a.nbytes for a in entry[1] or [])
 
     def _path(self, key: tuple) -> Path:
-        return self.store / (hashlib.sha1(repr(key).encode()).hexdigest() + ".npz")
+        version = None
+        if self.board_version is not None:
+            board = key[0]
+            if board not in self._versions:
+                self._versions[board] = self.board_version(board)
+            version = self._versions[board]
+        named = key if version is None else (*key, version)
+        return self.store / (hashlib.sha1(repr(named).encode()).hexdigest() + ".npz")
 
     def _write(self, key: tuple, entry: tuple[list[np.ndarray], list[np.ndarray] | None]) -> None:
         if self.store is None:
@@ -282,15 +300,17 @@ class TeacherCache:
         return features, head
 
 
-def store_for(root: Path, teacher_weights: Path, strides: Sequence[int], block: int, with_features: bool) -> Path:
+def store_for(root: Path, teacher_weights: Path, strides: Sequence[int], block: int, with_features: bool,
+              layout: str = "") -> Path:
     """The directory under ``root`` for the entries of the teacher whose weights are the file ``teacher_weights``,
-    at these strides, block and features setting: another teacher (or a retrained one) gets another directory, so a
-    store never serves a stale teacher's maps."""
+    at these strides, block and features setting and input ``layout`` (e.g. the loader's input mode and size):
+    another teacher (or a retrained one) gets another directory, so a store never serves a stale teacher's maps."""
     digest = hashlib.sha256()
     with open(teacher_weights, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
-    digest.update(repr((STORE_FORMAT, tuple(int(s) for s in strides), int(block), bool(with_features))).encode())
+    digest.update(repr((STORE_FORMAT, tuple(int(s) for s in strides), int(block), bool(with_features),
+                        str(layout))).encode())
     return Path(root) / digest.hexdigest()[:16]
 
 

@@ -13,6 +13,7 @@ position in the epoch)``, so an epoch is reproducible (for resume) whatever the 
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -272,6 +273,21 @@ class BatchLoader:
         # Space-to-depth shrinks the letterboxed frame by `block`: boxes, scale and padding follow it.
         return _Prepared(to_input(image, template, self.layout.mode), boxes / np.float32(block), classes,
                          item.scale / block, (item.pad[0] / block, item.pad[1] / block), view)
+
+    def board_version(self, key: str) -> str:
+        """What identifies board ``key``'s files as they are now: each file's size and modification time (a
+        teacher cache kept across runs names its entries with it, so an edited board is computed afresh)."""
+        if self._index_of_key is None:
+            self._index_of_key = {sample.key: index for index, sample in enumerate(self.dataset.samples)}
+        if key not in self._index_of_key:
+            raise KeyError(f"{key}: not a sample of this loader's dataset")
+        sample = self.dataset.samples[self._index_of_key[key]]
+        parts = []
+        for path in (sample.image_path, sample.template_path):
+            if path is not None:
+                stat = os.stat(path)
+                parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+        return "/".join(parts)
 
     def full_input(self, key: str, element: int = 0) -> np.ndarray:
         """The network input (C, S, S) of the whole letterboxed board ``key`` under dihedral ``element``, without

@@ -100,6 +100,10 @@ class PipelineConfig(ConfigBase):
     # The teacher's outputs computed once per board and orientation and cropped (inspector.compression.
     # teacher_cache): for a CPU, where the teacher's pass costs more than the student's step. Needs dihedral: true.
     teacher_cache: bool = False
+    # Keep the teacher cache's disk store in this directory after the distilled stage (DistillConfig's
+    # teacher_cache_dir), e.g. runs/teacher-cache: the next pipeline distilling from the same teacher reads the
+    # boards' maps instead of computing them. None: in the stage's run directory, removed when it finishes.
+    teacher_cache_dir: str | None = None
 
     # Pruning: a stage only when prune_ratio is set
     prune_ratio: float | None = setting(None, above=0.0, below=0.95)
@@ -161,7 +165,8 @@ class PipelineConfig(ConfigBase):
 # What decides the pipeline's results: a pipeline directory continues only with the same values.
 # (Measurement settings may change between runs; they only redo nothing.)
 RESULT_FIELDS = tuple(f.name for f in fields(PipelineConfig)
-                      if f.name not in ("out", "bench_threads", "bench_runs", "package_name", "nproc", "ips"))
+                      if f.name not in ("out", "bench_threads", "bench_runs", "package_name", "nproc", "ips",
+                                        "teacher_cache_dir"))
 
 
 def read_preset(path: Path | str) -> dict[str, Any]:

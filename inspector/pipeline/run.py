@@ -209,7 +209,7 @@ def distill_settings(cfg: PipelineConfig, teacher_run: Path):
     return DistillConfig(teacher=str(teacher_run), temperature=cfg.temperature, alpha_start=cfg.alpha_start,
                          alpha_end=cfg.alpha_end, feature_weight=cfg.feature_weight,
                          feature_method=cfg.feature_method, cls_weight=cfg.cls_weight, box_weight=cfg.box_weight,
-                         teacher_cache=cfg.teacher_cache)
+                         teacher_cache=cfg.teacher_cache, teacher_cache_dir=cfg.teacher_cache_dir)
 
 
 def _distilled(cfg: PipelineConfig, out: Path, state: dict, echo: Echo) -> dict:

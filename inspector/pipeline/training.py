@@ -27,6 +27,9 @@ SCHEDULE_FIELDS = ("arch", "data", "format", "epochs", "batch_size", "input_size
                    "dihedral", "copy_paste", "copy_paste_count", "copy_paste_balance", "aug_off_epochs", "init",
                    "nms", "nms_threshold")
 
+# Distillation settings that say where, not what: a run distilled with others is the same result.
+WHERE_NOT_WHAT = ("teacher", "teacher_cache_dir")  # (the teacher is compared as a path, separately)
+
 
 def train_config(cfg: PipelineConfig, out: Path, stage: str, arch: str, epochs: int, crop_size: int | None,
                  lr: float):
@@ -133,7 +136,7 @@ def matching_distill_settings(settings_file: Path, config):
         raise PipelineError(f"{settings_file}: distilled from {saved.teacher}, the pipeline's teacher is {config.teacher}")
     wanted = config.to_dict()
     changed = [f"{name}: {value!r} (run) vs {wanted[name]!r} (pipeline)" for name, value in saved.to_dict().items()
-               if name != "teacher" and value != wanted[name]]
+               if name not in WHERE_NOT_WHAT and value != wanted[name]]
     if changed:
         raise PipelineError(f"{settings_file}: distilled with other settings than this pipeline's: {'; '.join(changed)}")
     return saved

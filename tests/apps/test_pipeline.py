@@ -34,17 +34,28 @@ def test_presets_are_valid_configs_and_unknown_options_are_named(tmp_path):
         PipelineConfig(data="d", out="o", crop_size=100)
 
 
-def test_the_distillation_settings_of_a_pipeline_reach_its_distilled_stage():
+def test_the_distillation_settings_of_a_pipeline_reach_its_distilled_stage(tmp_path):
     """Each distillation field of the pipeline is the same-named ``DistillConfig`` field of the distilled stage (a
     preset can tune the terms as ``inspector distill`` can); a wrong value is refused naming the field."""
     from inspector.pipeline.run import distill_settings
 
     cfg = PipelineConfig(data="d", out="o", temperature=3.0, alpha_start=0.9, alpha_end=0.5, feature_weight=0.0,
-                         feature_method="cwd", cls_weight=4.0, box_weight=0.5, teacher_cache=True, dihedral=True)
+                         feature_method="cwd", cls_weight=4.0, box_weight=0.5, teacher_cache=True, dihedral=True,
+                         teacher_cache_dir="runs/teacher-cache")
     settings = distill_settings(cfg, Path("runs/teacher")).to_dict()
     assert settings == {**settings, "teacher": "runs/teacher", "temperature": 3.0, "alpha_start": 0.9,
                         "alpha_end": 0.5, "feature_weight": 0.0, "feature_method": "cwd", "cls_weight": 4.0,
-                        "box_weight": 0.5, "teacher_cache": True}
+                        "box_weight": 0.5, "teacher_cache": True, "teacher_cache_dir": "runs/teacher-cache"}
+    # Where the cache's store is kept does not change the result: a distilled run made with another one (or none)
+    # stands in for the stage.
+    from inspector.pipeline.training import matching_distill_settings
+
+    saved = tmp_path / "distill_config.json"
+    distill_settings(PipelineConfig(**{**cfg.to_dict(), "teacher_cache_dir": None}), Path("runs/teacher")).save(saved)
+    matching_distill_settings(saved, distill_settings(cfg, Path("runs/teacher")))
+    with pytest.raises(PipelineError, match=r"cls_weight: 4.0 \(run\) vs 2.0 \(pipeline\)"):
+        matching_distill_settings(saved, distill_settings(PipelineConfig(**{**cfg.to_dict(), "cls_weight": 2.0}),
+                                                          Path("runs/teacher")))
     with pytest.raises(PipelineError, match=r"feature_method: .*'pkd'"):
         PipelineConfig(data="d", out="o", feature_method="fgd")
 
@@ -106,7 +117,8 @@ def test_stages_follow_the_settings_and_students_start_from_student_init():
 
 def test_only_result_deciding_settings_count_as_differences():
     a = PipelineConfig(data="d", out="o1").to_dict()
-    b = PipelineConfig(data="d", out="o2", bench_runs=7, epochs=9, nproc=4, ips="10.0.0.1,10.0.0.2").to_dict()
+    b = PipelineConfig(data="d", out="o2", bench_runs=7, epochs=9, nproc=4, ips="10.0.0.1,10.0.0.2",
+                       teacher_cache_dir="runs/teacher-cache").to_dict()
     assert differences(a, b) == ["epochs: 16 -> 9"]  # a pipeline continues with any number of ranks
     with pytest.raises(PipelineError, match="batch_size: 6 .* does not divide among nproc 4 ranks"):
         PipelineConfig(data="d", out="o", batch_size=6, nproc=4)

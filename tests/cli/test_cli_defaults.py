@@ -41,10 +41,10 @@ CONFIG_COMMANDS = [
     ("distill", DistillConfig, training.DISTILL_FLAGS,
      {"temperature", "alpha_start", "alpha_end", "confidence_threshold", "cls_weight", "obj_weight", "box_weight",
       "feature_weight", "feature_normalize", "schedule", "feature_method", "feature_temperature", "teacher_cache",
-      "teacher_cache_mb"}),
+      "teacher_cache_dir", "teacher_cache_mb"}),
     ("pipeline", PipelineConfig, apps.PIPELINE_FLAGS,
      {"format", "teacher_arch", "student_arch", "head", "input_size", "input_mode", "teacher_run", "student_run",
-      "distilled_run", "student_init", "teacher_init", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio",
+      "distilled_run", "student_init", "teacher_init", "teacher_cache_dir", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio",
       "prune_epochs", "distill", "nms", "nms_threshold",
       "package_name", "max_steps_per_epoch", "nproc", "ips"}),
 ]
@@ -202,7 +202,8 @@ def test_distill_unset_options_take_the_config_defaults_and_given_ones_override(
         "--dihedral", "--temperature", "4", "--alpha-start", "0.9", "--alpha-end", "0.1", "--confidence", "0.6",
         "--cls-weight", "2", "--obj-weight", "0.5", "--box-weight", "3", "--feature-weight", "0",
         "--no-feature-normalize", "--schedule", "cosine", "--feature-method", "cwd", "--feature-temperature", "2",
-        "--teacher-cache", "--teacher-cache-mb", "64", "--nms", "agnostic", "--nms-threshold", "0.3"])
+        "--teacher-cache", "--teacher-cache-mb", "64", "--teacher-cache-dir", "runs/cache", "--nms", "agnostic",
+        "--nms-threshold", "0.3"])
     assert student == TrainConfig(arch="mbv3-small", data="boards", out=out, input_size=416, crop_size=None,
                                   input_mode="gray-diff-s2d", head="gfl", epochs=5, batch_size=2, augment=False,
                                   lr=0.005, seed=3, dihedral=True, nms="agnostic", nms_threshold=0.3)
@@ -210,7 +211,7 @@ def test_distill_unset_options_take_the_config_defaults_and_given_ones_override(
                                    confidence_threshold=0.6, cls_weight=2.0, obj_weight=0.5, box_weight=3.0,
                                    feature_weight=0.0, feature_normalize=False, schedule="cosine",
                                    feature_method="cwd", feature_temperature=2.0, teacher_cache=True,
-                                   teacher_cache_mb=64)
+                                   teacher_cache_mb=64, teacher_cache_dir="runs/cache")
     result = CliRunner().invoke(inspector.cli.app, base + ["--schedule", "cosinus"])
     assert result.exit_code == 2 and "--schedule" in result.output and "cosine" in result.output, result.output
 

@@ -4,6 +4,7 @@ terms on crafted tensors, a frozen teacher, the weight schedules, refusals namin
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -412,6 +413,40 @@ def test_ranks_sharing_a_disk_store_ask_the_teacher_once_per_board_orientation(t
         assert sorted(data.files) == ["map0", "map1", "map2"]
 
 
+def test_a_stored_entry_is_served_only_while_its_board_s_files_are_unchanged(tmp_path, synth_data):
+    """A store kept across runs names each entry after its board's files as they were: the same version reads
+    it back, an edited board (another version) gets a teacher pass."""
+    strides, block, frame = (8, 16, 32), 1, 64
+    image, template = board(frame)
+    full = full_input_of(image, template, "image+template")
+    views = [TeacherView("a", 0, 0, 0, 32, frame)]
+    images = paddle.to_tensor(np.stack([crop_input(image, template, v, "image+template") for v in views]))
+    version = {"a": "1000:1"}
+    first = TeacherCache(local_teacher(strides, block), full, strides, block, store=tmp_path / "store",
+                         board_version=version.__getitem__)
+    first.outputs(images, views)
+    same_teacher, same_calls = counting(local_teacher(strides, block))
+    same = TeacherCache(same_teacher, full, strides, block, store=tmp_path / "store", board_version=version.__getitem__)
+    same.outputs(images, views)
+    assert same_calls == [] and same.stats.from_store == 1
+    version["a"] = "1000:2"  # the board's file rewritten since
+    edited_teacher, edited_calls = counting(local_teacher(strides, block))
+    edited = TeacherCache(edited_teacher, full, strides, block, store=tmp_path / "store",
+                          board_version=version.__getitem__)
+    edited.outputs(images, views)
+    assert edited_calls == [1] and edited.stats.from_store == 0
+
+    # The loader's version of a board: its files' sizes and modification times; touching one changes it.
+    loader = BatchLoader(load_dataset(synth_data), 2, 96, "image+template", train=True, workers=0)
+    sample = loader.dataset.samples[0]
+    before = loader.board_version(sample.key)
+    assert before == loader.board_version(sample.key)
+    os.utime(sample.template_path, ns=(1, 1))
+    assert loader.board_version(sample.key) != before
+    with pytest.raises(KeyError, match="not a sample"):
+        loader.board_version("no/such/board.jpg")
+
+
 def test_a_store_belongs_to_one_teacher_and_layout(tmp_path):
     weights = tmp_path / "model.pdparams"
     weights.write_bytes(b"teacher one")
@@ -420,6 +455,7 @@ def test_a_store_belongs_to_one_teacher_and_layout(tmp_path):
     assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, False) == store
     assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, True) != store  # needs features it may lack
     assert store_for(tmp_path / "cache", weights, (8, 16, 32), 1, False) != store
+    assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, False, layout="gray-diff-s2d") != store
     weights.write_bytes(b"teacher two")  # retrained in place: its old maps must not be served
     assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, False) != store
 
@@ -517,6 +553,22 @@ def test_a_cached_distillation_run_trains_reuses_the_teacher_and_writes_a_checkp
     assert len(rows) == 3 and rows[-1]["train_teacher_cache_hit_rate"] > 0
     assert load_checkpoint(out / "last").model_config.head == "gfl"
     assert not (out / "teacher-cache").exists()  # the disk store served the run; a finished run drops it
+    # teacher_cache_dir: the store outlives the run, and the same schedule distilled again from the same teacher
+    # finds every board and orientation there (no teacher pass on a whole board), with the same result.
+    kept = tmp_path / "kept-cache"
+    first = distill(run_config(synth_data, tmp_path / "kept-1", "mbv3-small", epochs=3, crop_size=32, dihedral=True,
+                               max_steps_per_epoch=2, batch_size=3),
+                    DistillConfig(teacher=str(teacher_run), teacher_cache=True, teacher_cache_dir=str(kept)))
+    stored = sorted(kept.glob("*/*.npz"))
+    assert stored and not (first / "teacher-cache").exists()
+    second = distill(run_config(synth_data, tmp_path / "kept-2", "mbv3-small", epochs=3, crop_size=32, dihedral=True,
+                                max_steps_per_epoch=2, batch_size=3),
+                     DistillConfig(teacher=str(teacher_run), teacher_cache=True, teacher_cache_dir=str(kept)))
+    rows = json.loads((second / "metrics.json").read_text())
+    assert rows[-1]["train_teacher_cache_hit_rate"] == 1.0 and rows[-1]["train_teacher_cache_from_store"] > 0
+    assert sorted(kept.glob("*/*.npz")) == stored
+    first_rows = json.loads((first / "metrics.json").read_text())
+    assert [row["train_loss"] for row in rows] == [row["train_loss"] for row in first_rows]
     with pytest.raises(ValueError, match="dihedral"):  # augment's flips are not recorded: refused, not ignored
         distill(run_config(synth_data, tmp_path / "flips", "mbv3-small", crop_size=32),
                 DistillConfig(teacher=str(teacher_run), teacher_cache=True))
