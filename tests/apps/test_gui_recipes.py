@@ -59,9 +59,10 @@ def test_recipe_switch_applies_template_thresholds_and_regions_and_a_bad_one_is_
     options = window.inference.options
     assert options.thresholds.global_threshold == 0.3 and options.thresholds.per_class == {"open": 0.6}
     assert options.golden is not None and window.threshold_panel.global_box.value() == pytest.approx(0.3)
-    judged = window.session.counters.inspected
-    qtbot.waitUntil(lambda: window.session.counters.inspected >= judged + 1, timeout=WAIT_MS)  # compared now
-    assert window.current.verdict == "NG" and window.current.recipe == "board-a version 3"
+    # Frames judged before the switch may still be on their way to the window (queued signals, a busy machine):
+    # await the first one judged under the recipe, not a count of frames.
+    qtbot.waitUntil(lambda: window.current.recipe == "board-a version 3", timeout=WAIT_MS)  # compared now
+    assert window.current.verdict == "NG"
     assert all(score >= (0.6 if name == "open" else 0.3)
                for score, name in zip(window.current.defects.scores, window.current.defects.class_names))
 
@@ -81,9 +82,8 @@ def test_recipe_switch_applies_template_thresholds_and_regions_and_a_bad_one_is_
 
     # board-b ignores the whole frame (the service's rule: a defect whose centre is inside): PASS
     assert window.select_recipe("board-b")
-    seen = window.session.counters.inspected
-    qtbot.waitUntil(lambda: window.session.counters.inspected >= seen + 2, timeout=WAIT_MS)
-    assert window.current.verdict == "PASS" and window.current.recipe == "board-b version 7"
+    qtbot.waitUntil(lambda: window.current.recipe == "board-b version 7", timeout=WAIT_MS)
+    assert window.current.verdict == "PASS"
     assert window.current.record()["thresholds"]["ignore_regions"] == [[0.0, 0.0, 5000.0, 5000.0]]
 
     window.stop()
