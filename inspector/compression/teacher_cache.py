@@ -303,7 +303,8 @@ class TeacherCache:
 def store_for(root: Path, teacher_weights: Path, strides: Sequence[int], block: int, with_features: bool,
               layout: str = "") -> Path:
     """The directory under ``root`` for the entries of the teacher whose weights are the file ``teacher_weights``,
-    at these strides, block and features setting and input ``layout`` (e.g. the loader's input mode and size):
+    at these strides, block and features setting and input ``layout`` (the loader's input mode; the frame size is
+    in each entry's key):
     another teacher (or a retrained one) gets another directory, so a store never serves a stale teacher's maps."""
     digest = hashlib.sha256()
     with open(teacher_weights, "rb") as file:
