@@ -274,14 +274,18 @@ class BatchLoader:
         return _Prepared(to_input(image, template, self.layout.mode), boxes / np.float32(block), classes,
                          item.scale / block, (item.pad[0] / block, item.pad[1] / block), view)
 
-    def board_version(self, key: str) -> str:
-        """What identifies board ``key``'s files as they are now: each file's size and modification time (a
-        teacher cache kept across runs names its entries with it, so an edited board is computed afresh)."""
+    def _index_of(self, key: str) -> int:
+        """The dataset index of board ``key`` (KeyError naming it when the dataset has no such sample)."""
         if self._index_of_key is None:
             self._index_of_key = {sample.key: index for index, sample in enumerate(self.dataset.samples)}
         if key not in self._index_of_key:
             raise KeyError(f"{key}: not a sample of this loader's dataset")
-        sample = self.dataset.samples[self._index_of_key[key]]
+        return self._index_of_key[key]
+
+    def board_version(self, key: str) -> str:
+        """What identifies board ``key``'s files as they are now: each file's size and modification time (a
+        teacher cache kept across runs names its entries with it, so an edited board is computed afresh)."""
+        sample = self.dataset.samples[self._index_of(key)]
         parts = []
         for path in (sample.image_path, sample.template_path):
             if path is not None:
@@ -292,11 +296,7 @@ class BatchLoader:
     def full_input(self, key: str, element: int = 0) -> np.ndarray:
         """The network input (C, S, S) of the whole letterboxed board ``key`` under dihedral ``element``, without
         any other augmentation: what a distillation teacher's cache computes its whole-board maps on."""
-        if self._index_of_key is None:
-            self._index_of_key = {sample.key: index for index, sample in enumerate(self.dataset.samples)}
-        if key not in self._index_of_key:
-            raise KeyError(f"{key}: not a sample of this loader's dataset")
-        item = self._letterboxed(self.dataset[self._index_of_key[key]])
+        item = self._letterboxed(self.dataset[self._index_of(key)])
         image, template, _ = dihedral(item.image, item.template, np.zeros((0, 4), np.float32), element)
         return to_input(image, template, self.layout.mode)
 
