@@ -46,6 +46,7 @@ class InputMode(str, Enum):
     image = "image"
     image_template = "image+template"
     gray_diff_s2d = "gray-diff-s2d"
+    gray_frame_diff_s2d = "gray-frame-diff-s2d"
 
 
 class Head(str, Enum):

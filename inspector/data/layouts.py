@@ -9,6 +9,7 @@ and (mirrored in C++) the ARM runner, so every side agrees on what a mode means:
 | ``image+template`` | 6     | the frame's R, G, B, then the template's                        | ``size``       |
 | ``gray-diff-s2d`` | 12     | grey frame, grey template, abs(frame - template), each split    | ``2 * size``   |
 |                 |          | 2x2 space-to-depth (channel = plane * 4 + dy * 2 + dx)          |                |
+| ``gray-frame-diff-s2d`` | 8 | grey frame, abs(frame - template), packed 2x2 likewise        | ``2 * size``   |
 
 Why ``gray-diff-s2d``: DeepPCB boards are 640 px and binarised, and the thin-trace defects (open,
 short, mousebite) are 1-3 px features. Letterboxing to 320 throws half of those pixels away, while
@@ -16,6 +17,12 @@ three identical RGB planes carry nothing a grey plane does not. Packing the nati
 planes and their difference 2x2 into depth keeps every board pixel at the cost of a 320 network
 (Paddle Lite 2.13 has no pixel_unshuffle op, so the packing happens in pre-processing). The
 explicit difference plane hands the network the cue the template exists for.
+
+Why ``gray-frame-diff-s2d``: on a binarised board the template is the frame wherever the difference
+is 0 and its inverse wherever it is 255, so the frame and the difference already say what the template
+plane says. Leaving that plane out makes the stem a third cheaper (the stem convolution at 160 x 160 is
+the network's largest layer) and the pre-processing one plane shorter. On grey-level boards the
+difference's sign is lost with it (was the template brighter or darker?): measure before choosing it.
 
 Box coordinates stay in *network input* pixels for every layout: for a space-to-depth layout the
 letterbox scale and padding are divided by the block, so ``unletterbox_boxes`` maps back as usual.
@@ -36,6 +43,8 @@ class InputLayout:
     block: int  # space-to-depth block: the letterbox is ``block`` times the network's side
     needs_template: bool
     color: str  # "RGB": the frame's colour planes; "GRAY": one grey plane per image
+    # GRAY layouts: the grey planes in channel order, each one of "frame", "template", "difference"
+    gray_planes: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -51,7 +60,10 @@ INPUT_LAYOUTS: dict[str, InputLayout] = {
     for layout in (
         InputLayout("image", planes=3, block=1, needs_template=False, color="RGB"),
         InputLayout("image+template", planes=6, block=1, needs_template=True, color="RGB"),
-        InputLayout("gray-diff-s2d", planes=3, block=2, needs_template=True, color="GRAY"),
+        InputLayout("gray-diff-s2d", planes=3, block=2, needs_template=True, color="GRAY",
+                    gray_planes=("frame", "template", "difference")),
+        InputLayout("gray-frame-diff-s2d", planes=2, block=2, needs_template=True, color="GRAY",
+                    gray_planes=("frame", "difference")),
     )
 }
 INPUT_MODES: tuple[str, ...] = tuple(INPUT_LAYOUTS)

@@ -110,7 +110,7 @@ def to_input(image: np.ndarray, template: np.ndarray | None = None, mode: str | 
         raise ValueError(f"to_input out: expected a contiguous float32 array of shape {shape}, got {out.dtype} "
                          f"{out.shape}")
     if layout.color == "GRAY":
-        return _gray_diff_space_to_depth(gray_plane(image), gray_plane(template), layout.block, out)
+        return _gray_space_to_depth(gray_plane(image), gray_plane(template), layout.gray_planes, layout.block, out)
     planes = [image] if template is None else [image, template]
     # cv2.split makes contiguous uint8 channel planes; copying those into the float block is ~10x faster
     # than numpy's strided HWC -> CHW cast (0.25 ms vs 2.5 ms for 2 x 320x320 on this CPU): per frame that
@@ -122,14 +122,16 @@ def to_input(image: np.ndarray, template: np.ndarray | None = None, mode: str | 
     return out
 
 
-def _gray_diff_space_to_depth(image: np.ndarray, template: np.ndarray, block: int, out: np.ndarray) -> np.ndarray:
-    """Grey image, grey template and their absolute difference, each packed ``block`` x ``block`` into
-    depth in ``out``: channel ``plane * block**2 + dy * block + dx`` holds pixels ``[dy::block, dx::block]``
-    (the order of paddle's pixel_unshuffle)."""
+def _gray_space_to_depth(image: np.ndarray, template: np.ndarray, contents: tuple[str, ...], block: int,
+                         out: np.ndarray) -> np.ndarray:
+    """The grey planes ``contents`` names ("frame", "template", "difference": the absolute difference), in
+    that order, each packed ``block`` x ``block`` into depth in ``out``: channel ``plane * block**2 + dy * block
+    + dx`` holds pixels ``[dy::block, dx::block]`` (the order of paddle's pixel_unshuffle)."""
     height, width = image.shape
     if height % block or width % block:
         raise ValueError(f"space-to-depth by {block} needs sides divisible by {block}, got {width}x{height}")
-    planes = (image, template, cv2.absdiff(image, template))
+    made = {"frame": lambda: image, "template": lambda: template, "difference": lambda: cv2.absdiff(image, template)}
+    planes = [made[name]() for name in contents]
     channel = 0
     # cv2.split of a plane viewed as `block`-channel pixels separates the columns (dx) in one SIMD pass; the
     # rows (dy) are then plain row slices, cast into the float planes (half the time of strided float copies).

@@ -14,6 +14,12 @@ each preserving the function the package computes:
    so the stem's weight for a sub-pixel of the grey test plane is a quarter of the sum of its three
    test RGB weights, likewise for the template, and zero for the difference planes. The network
    starts by computing what shipped and learns to use the extra pixels and the difference.
+   ``gray-diff-s2d`` becomes ``gray-frame-diff-s2d`` (its template plane left out): on a binarised board,
+   frame f, template t and difference d in {0, 1} satisfy t = f - d + 2(1 - f)d, so the template's weight
+   is added to the frame's and subtracted from the difference's. That is exact but where the frame is dark
+   and the template bright (f = 0, d = 1: on DeepPCB's dark copper over a bright substrate, extra copper:
+   short, spur, copper), which the fine-tuning then learns; missing copper (open, mousebite, pin-hole, the
+   thin-trace classes) keeps exactly what shipped.
 3. **BatchNorm unfolding.** A folded layer is conv' + b; training needs conv -> BN, and in train mode
    BN normalises with the batch's statistics. The pre-BN mean and variance of every channel are
    measured on training boards, then running statistics = those, gamma = sqrt(var + eps) and
@@ -40,7 +46,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PACKAGE_INIT_DIR = "init-from-package"  # in the run directory
-STEM_CONVERSIONS = {("image+template", "gray-diff-s2d")}
+STEM_CONVERSIONS = {("image+template", "gray-diff-s2d"), ("gray-diff-s2d", "gray-frame-diff-s2d")}
 
 
 def is_package(path: Path | str) -> bool:
@@ -66,7 +72,7 @@ def checkpoint_from_package(package: Path | str, out: Path | str, calibration: D
                              f"this version converts {', '.join(f'{a} -> {b}' for a, b in sorted(STEM_CONVERSIONS))}")
         config = ModelConfig.from_dict({**config.to_dict(), "input_mode": input_mode}, source=f"{source} (model)")
         converted = build_model(config)
-        _convert_stem(model, converted, folded)
+        _convert_stem(model, converted, manifest["model"]["input_mode"], input_mode)
         model = converted
     _unfold_batch_norms(model, config, folded, calibration, calibration_images, batch_size)
     info = {"epoch": None, "init_from_package": {"package": str(package), "name": manifest.get("name"),
@@ -215,23 +221,29 @@ def _load_folded(model: paddle.nn.Layer, config: ModelConfig, graph: list[_Graph
     return folded
 
 
-def _convert_stem(source: paddle.nn.Layer, target: paddle.nn.Layer, folded: dict[str, np.ndarray]) -> None:
-    """Copy every weight of ``source`` (image+template) into ``target`` (gray-diff-s2d); the stem (the
-    only differently shaped weight) as the module docstring derives."""
+def _convert_stem(source: paddle.nn.Layer, target: paddle.nn.Layer, source_mode: str, target_mode: str) -> None:
+    """Copy every weight of ``source`` into ``target``; the stem (the only differently shaped weight) as the
+    module docstring derives for the pair of input modes."""
     target_state = target.state_dict()
     converted = {}
     for name, value in source.state_dict().items():
         if list(value.shape) == list(target_state[name].shape):
             converted[name] = value
             continue
-        weight = value.numpy()  # (out, 6, k, k): test R, G, B, template R, G, B
-        if weight.ndim != 4 or weight.shape[1] != 6 or target_state[name].shape[1] != 12:
+        weight = value.numpy()
+        expected = {"image+template": 6, "gray-diff-s2d": 12}[source_mode]
+        made = {"gray-diff-s2d": 12, "gray-frame-diff-s2d": 8}[target_mode]
+        if weight.ndim != 4 or weight.shape[1] != expected or target_state[name].shape[1] != made:
             raise ValueError(f"{name}: cannot convert a weight of shape {list(weight.shape)} to "
                              f"{list(target_state[name].shape)}")
         stem = np.zeros(list(target_state[name].shape), np.float32)
-        stem[:, 0:4] = weight[:, 0:3].sum(axis=1, keepdims=True) / 4  # grey test, each of the 2x2 sub-pixels
-        stem[:, 4:8] = weight[:, 3:6].sum(axis=1, keepdims=True) / 4  # grey template
-        # planes 8-11 (the difference) start at zero: the converted network computes what shipped
+        if source_mode == "image+template":  # weight (out, 6, k, k): test R, G, B, template R, G, B
+            stem[:, 0:4] = weight[:, 0:3].sum(axis=1, keepdims=True) / 4  # grey test, each of the 2x2 sub-pixels
+            stem[:, 4:8] = weight[:, 3:6].sum(axis=1, keepdims=True) / 4  # grey template
+            # planes 8-11 (the difference) start at zero: the converted network computes what shipped
+        else:  # weight (out, 12, k, k): frame, template, difference, 4 sub-pixels each; t ~ f - d
+            stem[:, 0:4] = weight[:, 0:4] + weight[:, 4:8]
+            stem[:, 4:8] = weight[:, 8:12] - weight[:, 4:8]
         converted[name] = paddle.to_tensor(stem)
     target.set_state_dict(converted)
 

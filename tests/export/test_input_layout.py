@@ -54,7 +54,7 @@ def test_to_input_refuses_a_missing_template_odd_sides_and_an_unknown_layout():
 def test_model_config_channels_come_from_the_layout():
     assert ModelConfig(arch="mbv3-small", input_size=320, input_mode="gray-diff-s2d").in_channels == 12
     assert {mode: layout.channels for mode, layout in INPUT_LAYOUTS.items()} == \
-        {"image": 3, "image+template": 6, "gray-diff-s2d": 12}
+        {"image": 3, "image+template": 6, "gray-diff-s2d": 12, "gray-frame-diff-s2d": 8}
     with pytest.raises(ValueError, match="input_mode: unknown input layout"):
         ModelConfig(arch="mbv3-small", input_mode="grey")
 

@@ -3,6 +3,7 @@ recovered as a trainable checkpoint that computes what the package computes, als
 full-resolution grey layout, and in train mode as in eval mode."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import paddle
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from inspector.data import load_dataset
 from inspector.data.bundled import BUNDLED_DEEPPCB
 from inspector.data.loader import BatchLoader
+from inspector.data.transforms import to_input
 from inspector.models.detector import DecodedDetector
 from inspector.models.inference_program import InferencePredictor
 from inspector.training.checkpoint import load_checkpoint
@@ -58,6 +60,35 @@ def test_converting_to_gray_diff_s2d_keeps_the_function_on_grey_boards(tiny_pack
     stem = load_checkpoint(grey.path).build().state_dict()
     first = next(value for value in stem.values() if value.ndim == 4)
     assert first.shape[1] == 12 and float(np.abs(first.numpy()[:, 8:]).max()) == 0.0
+
+
+def test_leaving_out_the_template_plane_keeps_the_function_where_copper_is_only_missing(tmp_path):
+    """gray-diff-s2d -> gray-frame-diff-s2d: on a binarised board t = f - d + 2(1 - f)d, exact wherever the frame
+    is not dark where the template is bright. A board whose defects only remove (dark) copper gets the same
+    detections from both; one with extra copper does not (what the fine-tuning then learns)."""
+    boards = load_dataset(BUNDLED_DEEPPCB)
+    same = checkpoint_from_package(SHIPPED, tmp_path / "same", boards, calibration_images=4)
+    lean = checkpoint_from_package(SHIPPED, tmp_path / "lean", boards, input_mode="gray-frame-diff-s2d",
+                                   calibration_images=4)
+    assert same.model_config.input_mode == "gray-diff-s2d", "models/default changed its layout: update this test"
+    assert lean.model_config.input_mode == "gray-frame-diff-s2d" and lean.model_config.in_channels == 8
+    grey = cv2.imread(str(boards.samples[0].template_path), cv2.IMREAD_GRAYSCALE)
+    template = np.where(grey >= 128, 255, 0).astype(np.uint8)  # binarised (the JPEG files blur edges a little)
+    region = np.zeros_like(template, dtype=bool)
+    region[400:600, 100:500] = True  # traces and substrate
+    missing = np.where(region, 255, template).astype(np.uint8)  # copper (dark) removed
+    extra = np.where(region, 0, template).astype(np.uint8)  # copper added
+    assert (missing != template).sum() > 1000 and (extra != template).sum() > 1000
+    for frame, equal in ((missing, True), (extra, False)):
+        full = to_input(frame, template, "gray-diff-s2d")[None]
+        reduced = to_input(frame, template, "gray-frame-diff-s2d")[None]
+        assert reduced.shape == (1, 8, 320, 320)
+        (boxes_full, scores_full), (boxes_lean, scores_lean) = _decoded(same.path, full), _decoded(lean.path, reduced)
+        if equal:
+            np.testing.assert_allclose(scores_lean, scores_full, atol=1e-4)
+            np.testing.assert_allclose(boxes_lean, boxes_full, atol=1e-2)
+        else:
+            assert float(np.abs(scores_lean - scores_full).max()) > 1e-2
 
 
 def test_the_shipped_int8_package_becomes_a_model_that_trains_from_where_it_stands(tmp_path):
