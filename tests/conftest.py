@@ -6,8 +6,8 @@ The tests are grouped by the layer they exercise (ARCHITECTURE.md's table): ``te
 "prepend" import mode), so the shared helper modules beside it (``eval_cases.py``) import by name.
 
 ``make test-fast`` runs ``-m "not slow"``: everything except the tests that train, export or need an
-exported package. Any test that asks for ``tiny_package`` or ``tiny_grey_package`` (directly or through
-another fixture) is marked slow here, so the fast set never pays for a training run by accident.
+exported package. Any test that asks for one of ``PACKAGE_FIXTURES`` (directly or through another fixture)
+is marked slow here, so the fast set never pays for a training run by accident.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE_FIXTURES = ("tiny_package", "tiny_grey_package")
+PACKAGE_FIXTURES = ("tiny_package", "tiny_grey_package", "tiny_frame_diff_package")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,12 @@ def tiny_package(tmp_path_factory) -> TinyPackage:
 def tiny_grey_package(tmp_path_factory) -> TinyPackage:
     """The grey space-to-depth package (gray-diff-s2d, 12 input channels)."""
     return build_tiny_package(tmp_path_factory, "gray-diff-s2d")
+
+
+@pytest.fixture(scope="session")
+def tiny_frame_diff_package(tmp_path_factory) -> TinyPackage:
+    """The grey space-to-depth package without its template plane (gray-frame-diff-s2d, 8 input channels)."""
+    return build_tiny_package(tmp_path_factory, "gray-frame-diff-s2d")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so the mark added here counts

@@ -40,6 +40,16 @@ def test_gray_diff_s2d_planes_are_grey_template_and_difference_packed_like_pixel
     np.testing.assert_array_equal(difference > 0.5, grey_image != grey_template)
 
 
+def test_gray_frame_diff_s2d_is_gray_diff_s2d_without_its_template_plane():
+    image, template = _board(1), _board(2)
+    full = to_input(image, template, "gray-diff-s2d")
+    reduced = to_input(image, template, "gray-frame-diff-s2d", out=np.full((8, 8, 8), np.nan, np.float32))
+    assert reduced.shape == (8, 8, 8)
+    np.testing.assert_array_equal(reduced, np.concatenate([full[0:4], full[8:12]]))
+    with pytest.raises(ValueError, match="needs the golden template"):
+        to_input(image, None, "gray-frame-diff-s2d")
+
+
 def test_to_input_refuses_a_missing_template_odd_sides_and_an_unknown_layout():
     with pytest.raises(ValueError, match="needs the golden template"):
         to_input(_board(1), None, "gray-diff-s2d")

@@ -186,8 +186,10 @@ class DeviceBatches:
 
     def _to_input(self, pictures: torch.Tensor) -> torch.Tensor:
         """(B, P, F, F) uint8 values -> the layout's network input (B, C, S, S) float32 in [0, 1]."""
-        if self.gray:  # grey image, grey template, their difference, each packed block x block into depth
-            pictures = torch.cat([pictures, (pictures[:, :1] - pictures[:, 1:2]).abs()], dim=1)
+        if self.gray:  # the layout's grey planes (image, template, their difference), packed block x block into depth
+            made = {"frame": pictures[:, :1], "template": pictures[:, 1:2],
+                    "difference": (pictures[:, :1] - pictures[:, 1:2]).abs()}
+            pictures = torch.cat([made[name] for name in self.layout.gray_planes], dim=1)
             pictures = F.pixel_unshuffle(pictures, self.layout.block)
         return pictures * torch.tensor(INV_255, device=self.device)
 

@@ -21,11 +21,13 @@ struct LayoutSpec {
   int block;  // space-to-depth block
   bool needs_template;
   const char* color;
+  bool template_plane;  // GRAY layouts: the grey template is a plane of its own (else frame and difference only)
 };
 const std::map<std::string, LayoutSpec> kInputLayouts = {
-    {"image", {3, 1, false, "RGB"}},
-    {"image+template", {6, 1, true, "RGB"}},
-    {"gray-diff-s2d", {12, 2, true, "GRAY"}},
+    {"image", {3, 1, false, "RGB", false}},
+    {"image+template", {6, 1, true, "RGB", false}},
+    {"gray-diff-s2d", {12, 2, true, "GRAY", true}},
+    {"gray-frame-diff-s2d", {8, 2, true, "GRAY", false}},
 };
 const std::set<std::string> kInputModes = [] {
   std::set<std::string> modes;
@@ -221,6 +223,7 @@ Manifest parse_manifest(const std::string& json_text, const std::string& source)
       input.data().contains("space_to_depth") ? static_cast<int>(input.integer("space_to_depth", 1, 16)) : 1;
   const LayoutSpec& layout = kInputLayouts.at(manifest.input.mode);
   manifest.input.needs_template = layout.needs_template;
+  manifest.input.template_plane = layout.template_plane;
   const std::pair<const char*, std::pair<std::string, std::string>> checks[] = {
       {"channels", {std::to_string(layout.channels), std::to_string(manifest.input.channels)}},
       {"color", {layout.color, manifest.input.color}},

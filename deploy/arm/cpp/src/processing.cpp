@@ -123,7 +123,8 @@ std::vector<float> to_input(const cv::Mat& image, const cv::Mat* template_image,
   return out;
 }
 
-std::vector<float> to_input_gray_diff(const cv::Mat& image, const cv::Mat& template_image, int block, float scale) {
+std::vector<float> to_input_gray_diff(const cv::Mat& image, const cv::Mat& template_image, int block, float scale,
+                                      bool template_plane) {
   if (image.type() != CV_8UC3) throw std::invalid_argument("to_input_gray_diff: expected a BGR uint8 image");
   if (template_image.size() != image.size() || template_image.type() != image.type())
     throw std::invalid_argument("to_input_gray_diff: the template's size or type differs from the image's");
@@ -136,15 +137,20 @@ std::vector<float> to_input_gray_diff(const cv::Mat& image, const cv::Mat& templ
   cv::absdiff(planes[0], planes[1], planes[2]);
   const int rows = image.rows / block, cols = image.cols / block;
   const std::size_t plane_size = static_cast<std::size_t>(rows) * cols;
-  std::vector<float> out(3 * block * block * plane_size);
+  std::vector<const cv::Mat*> fed = {&planes[0]};
+  if (template_plane) fed.push_back(&planes[1]);
+  fed.push_back(&planes[2]);
+  std::vector<float> out(fed.size() * block * block * plane_size);
   float* channel = out.data();
-  for (const cv::Mat& plane : planes)
+  for (const cv::Mat* fed_plane : fed) {
+    const cv::Mat& plane = *fed_plane;
     for (int dy = 0; dy < block; ++dy)
       for (int dx = 0; dx < block; ++dx, channel += plane_size)
         for (int y = 0; y < rows; ++y) {
           const std::uint8_t* row = plane.ptr<std::uint8_t>(y * block + dy);
           for (int x = 0; x < cols; ++x) channel[static_cast<std::size_t>(y) * cols + x] = row[x * block + dx] * scale;
         }
+  }
   return out;
 }
 
@@ -152,7 +158,7 @@ std::vector<float> make_input(const InputSpec& spec, const cv::Mat& image, const
   const float scale = static_cast<float>(spec.scale);
   if (spec.color == "GRAY") {
     if (!template_image) throw std::invalid_argument("input mode '" + spec.mode + "' needs the golden template");
-    return to_input_gray_diff(image, *template_image, spec.space_to_depth, scale);
+    return to_input_gray_diff(image, *template_image, spec.space_to_depth, scale, spec.template_plane);
   }
   return to_input(image, template_image, scale);
 }
