@@ -73,31 +73,48 @@ def bench_command(
     image: Annotated[Optional[Path], typer.Option(
         "--image", help="Frame to time (default: a bundled 640x640 DeepPCB pair).")] = None,
     template: Annotated[Optional[Path], typer.Option(
-        "--template", help="Its golden template (image+template models).")] = None,
+        "--template", help="Its golden template (models that compare with one).")] = None,
+    against: Annotated[Optional[Path], typer.Option(
+        "--against", help="Also time this package (e.g. the one shipped before), its frames alternating with "
+        "--model's in this one process so that both see the same spell of the machine, and print the ratio of "
+        "the p50s (--model / --against).")] = None,
     json_path: JsonOut = None,
 ) -> None:
     """Latency of a package on a real-sized frame: p50/p99 ms, FPS, model size, peak memory."""
     from inspector.data import DataError, load_dataset, read_image
     from inspector.data.bundled import BUNDLED_DEEPPCB
     from inspector.runtime import BackendError, Detector, PackageError
-    from inspector.runtime.bench import benchmark
+    from inspector.runtime.bench import benchmark_alternately
 
     with user_errors(PackageError, BackendError, DataError, ValueError):
-        detector = Detector.load(model, backend=backend.value, threads=threads)
+        detectors = [Detector.load(model, backend=backend.value, threads=threads)]
+        if against is not None:
+            detectors.append(Detector.load(against, backend=backend.value, threads=threads))
         if image is None:
             sample = load_dataset(BUNDLED_DEEPPCB).samples[0]
             frame, golden = sample.load_image(), sample.load_template()
         else:
             frame, golden = read_image(image), None if template is None else read_image(template)
-        result = benchmark(detector, frame, golden if detector.needs_template else None, runs=runs, warmup=warmup)
-    typer.echo(f"{result.engine} on {result.device}, {result.threads} thread(s), precision {result.precision}")
-    typer.echo(f"frame {result.frame_size[0]}x{result.frame_size[1]} -> input {result.input_size}: "
-               f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.fps:.1f} FPS  "
-               f"(network p50 {result.infer_p50_ms:.2f} ms, pre-processing {result.preprocess_p50_ms:.2f}, "
-               f"post-processing {result.postprocess_p50_ms:.2f})  model {result.model_bytes / 1e6:.2f} MB  "
-               f"peak RSS {result.peak_rss_mb:.0f} MB")
+        if golden is None and any(detector.needs_template for detector in detectors):
+            raise ValueError(f"{image}: this model compares each frame with its golden template: pass --template")
+        results = benchmark_alternately(detectors, frame, golden, runs=runs, warmup=warmup)
+    for result in results:
+        if len(results) > 1:
+            typer.echo(f"{result.package}:")
+        typer.echo(f"{result.engine} on {result.device}, {result.threads} thread(s), precision {result.precision}")
+        typer.echo(f"frame {result.frame_size[0]}x{result.frame_size[1]} -> input {result.input_size}: "
+                   f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  {result.fps:.1f} FPS  "
+                   f"(network p50 {result.infer_p50_ms:.2f} ms, pre-processing {result.preprocess_p50_ms:.2f}, "
+                   f"post-processing {result.postprocess_p50_ms:.2f})  model {result.model_bytes / 1e6:.2f} MB  "
+                   f"peak RSS {result.peak_rss_mb:.0f} MB")
+    summary = results[0].to_dict()
+    if len(results) > 1:
+        ratio = results[0].p50_ms / results[1].p50_ms
+        typer.echo(f"p50 ratio {ratio:.3f} ({results[0].package} / {results[1].package}; {runs} frames each, "
+                   f"alternately)")
+        summary.update(against=results[1].to_dict(), p50_ratio=ratio)
     if json_path:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2))
+        json_path.write_text(json.dumps(summary, indent=2))
 
 
 def predict_command(

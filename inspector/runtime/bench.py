@@ -4,11 +4,16 @@ Each timed run is a whole ``Detector.detect`` call (letterbox, network, NMS), wh
 line waits for per frame; each stage's median is reported beside it (medians need not add up to the
 whole frame's). ``fps`` is frames per second over the timed runs, back to back on one thread of the
 caller (the engine may use more).
+
+Two packages are compared by timing them alternately, frame after frame, in one process
+(``benchmark_alternately``): this VM's speed drifts by a third between spells, so two separate runs (each its
+own process, its own spell) can be 10 % apart for the same package, while alternating frames see the same spell.
 """
 from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,25 +51,44 @@ class BenchResult:
 def benchmark(detector: Detector, image: np.ndarray, template: np.ndarray | None = None, runs: int = 100,
               warmup: int = 10) -> BenchResult:
     """Time ``runs`` detections of ``image`` after ``warmup`` untimed ones."""
+    return benchmark_alternately([detector], image, template, runs, warmup)[0]
+
+
+def benchmark_alternately(detectors: Sequence[Detector], image: np.ndarray, template: np.ndarray | None = None,
+                          runs: int = 100, warmup: int = 10) -> list[BenchResult]:
+    """``benchmark`` of each detector, their frames alternately: run i of every detector, then run i + 1 of every
+    detector. ``template`` goes to those that compare with one (and to no other)."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    for _ in range(warmup):
-        detector.detect(image, template)
-    totals, stages = [], []
-    started = time.perf_counter()
+    goldens = [template if detector.needs_template else None for detector in detectors]
+    for detector, golden in zip(detectors, goldens):
+        for _ in range(warmup):
+            detector.detect(image, golden)
+    totals: list[list[float]] = [[] for _ in detectors]
+    stages: list[list[tuple[float, float, float]]] = [[] for _ in detectors]
+    elapsed = [0.0 for _ in detectors]
     for _ in range(runs):
-        before = time.perf_counter()
-        result = detector.detect(image, template)
-        totals.append((time.perf_counter() - before) * 1e3)
-        stages.append((result.timing.preprocess_ms, result.timing.infer_ms, result.timing.postprocess_ms))
-    elapsed = time.perf_counter() - started
+        for index, (detector, golden) in enumerate(zip(detectors, goldens)):
+            before = time.perf_counter()
+            result = detector.detect(image, golden)
+            took = time.perf_counter() - before
+            elapsed[index] += took
+            totals[index].append(took * 1e3)
+            stages[index].append((result.timing.preprocess_ms, result.timing.infer_ms, result.timing.postprocess_ms))
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return [_result(detector, image, times, parts, runs / spent, runs, warmup, peak_rss_mb)
+            for detector, times, parts, spent in zip(detectors, totals, stages, elapsed)]
+
+
+def _result(detector: Detector, image: np.ndarray, totals: list[float], stages: list[tuple[float, float, float]],
+            fps: float, runs: int, warmup: int, peak_rss_mb: float) -> BenchResult:
     info = detector.info
     pre_p50, infer_p50, post_p50 = (float(v) for v in np.percentile(np.array(stages), 50, axis=0))
     return BenchResult(
         p50_ms=float(np.percentile(totals, 50)),
         p99_ms=float(np.percentile(totals, 99)),
         mean_ms=float(np.mean(totals)),
-        fps=runs / elapsed,
+        fps=fps,
         infer_p50_ms=infer_p50,
         preprocess_p50_ms=pre_p50,
         postprocess_p50_ms=post_p50,
@@ -73,7 +97,7 @@ def benchmark(detector: Detector, image: np.ndarray, template: np.ndarray | None
         threads=info.threads,
         input_size=detector.input_size,
         model_bytes=detector.package.target_bytes(info.target),
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        peak_rss_mb=peak_rss_mb,
         runs=runs,
         warmup=warmup,
         frame_size=[int(image.shape[1]), int(image.shape[0])],

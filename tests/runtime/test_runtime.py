@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -190,6 +191,30 @@ def test_bench_writes_the_promised_json(tiny, tmp_path):
     stages = [bench["preprocess_p50_ms"], bench["infer_p50_ms"], bench["postprocess_p50_ms"]]
     assert all(0 < stage < bench["p99_ms"] for stage in stages)
     assert "pre-processing" in result.output and "post-processing" in result.output
+
+
+def test_bench_against_another_package_alternates_their_frames_and_gives_the_ratio(tiny, tiny_grey_package, tmp_path,
+                                                                                   monkeypatch):
+    """Both packages' frames alternate in one process, so both see the same spell of a drifting machine."""
+    timed = []
+    detect = Detector.detect
+
+    def recorded(self, *args, **kwargs):
+        timed.append(Path(self.info.package).resolve())
+        return detect(self, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "detect", recorded)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--model", str(tiny_grey_package.package), "--against",
+                                      str(tiny.package), "--runs", "4", "--warmup", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    model, against = tiny_grey_package.package.resolve(), tiny.package.resolve()
+    assert timed == [model, against] + [model, against] * 4  # the warm-ups, then frame after frame alternately
+    bench = json.loads(out.read_text())
+    assert Path(bench["package"]).resolve() == model and Path(bench["against"]["package"]).resolve() == against
+    assert bench["input_size"] == bench["against"]["input_size"] == tiny.input_size
+    assert bench["p50_ratio"] == pytest.approx(bench["p50_ms"] / bench["against"]["p50_ms"])
+    assert f"p50 ratio {bench['p50_ratio']:.3f}" in result.output
 
 
 def test_predict_writes_annotated_images_and_one_json(tiny, tmp_path):
