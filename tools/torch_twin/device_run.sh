@@ -22,6 +22,7 @@ OUT=${OUT:?set OUT to the folder whose files travel back}
 RUNS=${RUNS:-/tmp/twin-runs}
 TEACHER_ARCH=${TEACHER_ARCH:-ppyolo-r34}
 INPUT_SIZE=${INPUT_SIZE:-320}
+INPUT_MODE=${INPUT_MODE:-gray-diff-s2d}  # gray-frame-diff-s2d: without the template plane (a cheaper stem)
 TEACHER_S=${TEACHER_S:-250}
 STUDENT_S=${STUDENT_S:-190}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-}  # set: a fixed schedule instead of the time budget
@@ -40,11 +41,12 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 $PY -c "import torch, numpy, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
 nproc --all  # (plain nproc would say 1: it follows OMP_NUM_THREADS)
 rm -rf "$RUNS"; mkdir -p "$RUNS" "$OUT"
-COMMON=(--data gpu_data/deeppcb --split gpu_data/split.json --input-mode gray-diff-s2d --input-size "$INPUT_SIZE"
+COMMON=(--data gpu_data/deeppcb --split gpu_data/split.json --input-mode "$INPUT_MODE" --input-size "$INPUT_SIZE"
         --dihedral --batch 32 --lr 0.004)
 [ -n "$NMS" ] && COMMON+=(--nms "$NMS")
 [ -n "$NMS_THRESHOLD" ] && COMMON+=(--nms-threshold "$NMS_THRESHOLD")
-$PY -m tools.torch_twin.batch_speed --data gpu_data/deeppcb --input-size "$INPUT_SIZE" > "$RUNS/batch_speed.json" \
+$PY -m tools.torch_twin.batch_speed --data gpu_data/deeppcb --input-size "$INPUT_SIZE" --input-mode "$INPUT_MODE" \
+  > "$RUNS/batch_speed.json" \
   2> "$RUNS/batch_speed.err"; cat "$RUNS/batch_speed.json"
 train() { local name=$1; shift; $PY -m tools.torch_twin.train "${COMMON[@]}" --out "$RUNS/$name" "$@" > "$RUNS/$name.out" 2>&1; }
 
