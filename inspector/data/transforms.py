@@ -19,27 +19,51 @@ from inspector.data.layouts import input_layout
 PAD_VALUE = 0  # letterbox border: black, like the background of a binarised scan
 
 
+class Scratch:
+    """Named arrays reused from call to call by a caller that pre-processes frame after frame (the runtime).
+
+    Why: glibc serves arrays above its mmap threshold (128 KB at first) with fresh pages and gives them back when
+    they are freed, so a frame-sized temporary costs its page faults at every frame: on this 2-core AMD, splitting
+    a 640 px BGR board into three planes took 1.0 ms into new arrays and 0.03 ms into reused ones. An array taken
+    from here stays valid until the same name is asked for again: use it within one frame.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+        """The array kept under ``name``, made afresh when the shape or type asked for differs."""
+        kept = self._arrays.get(name)
+        if kept is None or kept.shape != tuple(shape) or kept.dtype != dtype:
+            kept = self._arrays[name] = np.empty(shape, dtype)
+        return kept
+
+
 # --------------------------------------------------------------------------- pre-processing
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox(image: np.ndarray, size: int, scratch: Scratch | None = None,
+              name: str = "image") -> tuple[np.ndarray, float, tuple[int, int]]:
     """Fit ``image`` into a ``size`` x ``size`` BGR square, keeping its aspect ratio (grey frames become BGR).
 
     Returns ``(resized, scale, (pad_x, pad_y))``: a pixel ``(x, y)`` of the input lands at
     ``(x * scale + pad_x, y * scale + pad_y)``; the border is filled with ``PAD_VALUE``.
+    ``scratch``: the resized and padded arrays are ``scratch``'s (under ``name``), valid until its next frame.
     """
-    return _fit_square(_as_bgr(image), size)
+    return _fit_square(_as_bgr(image), size, scratch, name)
 
 
-def letterbox_gray(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox_gray(image: np.ndarray, size: int, scratch: Scratch | None = None,
+                   name: str = "image") -> tuple[np.ndarray, float, tuple[int, int]]:
     """``letterbox`` for the grey layouts: one ``size`` x ``size`` grey plane (BGR through ``gray_plane``).
 
     Why not ``letterbox`` then grey: a grey camera's frame would be tripled to BGR and folded back per frame.
     """
-    return _fit_square(gray_plane(image), size)
+    return _fit_square(gray_plane(image), size, scratch, name)
 
 
-def _fit_square(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+def _fit_square(image: np.ndarray, size: int, scratch: Scratch | None = None,
+                name: str = "image") -> tuple[np.ndarray, float, tuple[int, int]]:
     height, width = image.shape[:2]
     scale = min(size / width, size / height)
     new_width = max(1, min(size, round(width * scale)))
@@ -47,12 +71,18 @@ def _fit_square(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[
     if (new_width, new_height) != (width, height):
         # INTER_AREA averages when shrinking, so thin copper traces fade instead of vanishing.
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
+        resized = None if scratch is None else scratch.array(f"{name}-resized", (new_height, new_width) +
+                                                             image.shape[2:])
+        image = cv2.resize(image, (new_width, new_height), dst=resized, interpolation=interpolation)
     pad_x = (size - new_width) // 2
     pad_y = (size - new_height) // 2
     if (new_width, new_height) == (size, size):
         return np.ascontiguousarray(image), scale, (0, 0)
-    square = np.full((size, size) + image.shape[2:], PAD_VALUE, dtype=np.uint8)
+    if scratch is None:
+        square = np.full((size, size) + image.shape[2:], PAD_VALUE, dtype=np.uint8)
+    else:
+        square = scratch.array(f"{name}-square", (size, size) + image.shape[2:])
+        square.fill(PAD_VALUE)  # the previous frame's pixels may lie where this one's border is
     square[pad_y : pad_y + new_height, pad_x : pad_x + new_width] = image
     return square, scale, (pad_x, pad_y)
 
@@ -85,7 +115,7 @@ def unletterbox_boxes(
 
 
 def to_input(image: np.ndarray, template: np.ndarray | None = None, mode: str | None = None,
-             out: np.ndarray | None = None) -> np.ndarray:
+             out: np.ndarray | None = None, scratch: Scratch | None = None) -> np.ndarray:
     """The network input for one letterboxed image: float32 (C, H, W) in [0, 1] (see ``layouts``).
 
     ``mode`` None means ``image`` without a template and ``image+template`` with one: RGB planes,
@@ -93,7 +123,8 @@ def to_input(image: np.ndarray, template: np.ndarray | None = None, mode: str | 
     network's side and returns 12 planes at the network's side.
     ``out``: a float32 (C, H, W) array to write the input into and return, reused from frame to frame by the
     runtime: a fresh 5 MB array per frame is given back to the kernel and page-faulted in again at every frame
-    by glibc's allocator (measured: 2.6 ms of a grey board's 3.9 ms pre-processing on this CPU).
+    by glibc's allocator (measured: 2.6 ms of a grey board's 3.9 ms pre-processing on this CPU). ``scratch``
+    likewise keeps the intermediate planes (``Scratch``).
     """
     layout = input_layout(mode or ("image" if template is None else "image+template"), "to_input mode")
     if layout.needs_template and template is None:
@@ -110,33 +141,39 @@ def to_input(image: np.ndarray, template: np.ndarray | None = None, mode: str | 
         raise ValueError(f"to_input out: expected a contiguous float32 array of shape {shape}, got {out.dtype} "
                          f"{out.shape}")
     if layout.color == "GRAY":
-        return _gray_space_to_depth(gray_plane(image), gray_plane(template), layout.gray_planes, layout.block, out)
+        return _gray_space_to_depth(gray_plane(image), gray_plane(template), layout.gray_planes, layout.block, out,
+                                    scratch)
     planes = [image] if template is None else [image, template]
     # cv2.split makes contiguous uint8 channel planes; copying those into the float block is ~10x faster
     # than numpy's strided HWC -> CHW cast (0.25 ms vs 2.5 ms for 2 x 320x320 on this CPU): per frame that
     # is a tenth of the network's time.
     for index, plane in enumerate(planes):
-        blue, green, red = cv2.split(np.ascontiguousarray(plane))
+        channels = None if scratch is None else [scratch.array(f"channel{c}", plane.shape[:2]) for c in range(3)]
+        blue, green, red = cv2.split(np.ascontiguousarray(plane), channels)
         out[3 * index], out[3 * index + 1], out[3 * index + 2] = red, green, blue
     out *= np.float32(1 / 255)
     return out
 
 
 def _gray_space_to_depth(image: np.ndarray, template: np.ndarray, contents: tuple[str, ...], block: int,
-                         out: np.ndarray) -> np.ndarray:
+                         out: np.ndarray, scratch: Scratch | None = None) -> np.ndarray:
     """The grey planes ``contents`` names ("frame", "template", "difference": the absolute difference), in
     that order, each packed ``block`` x ``block`` into depth in ``out``: channel ``plane * block**2 + dy * block
     + dx`` holds pixels ``[dy::block, dx::block]`` (the order of paddle's pixel_unshuffle)."""
     height, width = image.shape
     if height % block or width % block:
         raise ValueError(f"space-to-depth by {block} needs sides divisible by {block}, got {width}x{height}")
-    made = {"frame": lambda: image, "template": lambda: template, "difference": lambda: cv2.absdiff(image, template)}
+    difference = None if scratch is None else scratch.array("difference", image.shape)
+    made = {"frame": lambda: image, "template": lambda: template,
+            "difference": lambda: cv2.absdiff(image, template, dst=difference)}
     planes = [made[name]() for name in contents]
+    columns_out = None if scratch is None or block == 1 else \
+        [scratch.array(f"columns{dx}", (height, width // block)) for dx in range(block)]
     channel = 0
     # cv2.split of a plane viewed as `block`-channel pixels separates the columns (dx) in one SIMD pass; the
     # rows (dy) are then plain row slices, cast into the float planes (half the time of strided float copies).
     for plane in planes:
-        columns = cv2.split(plane.reshape(height, width // block, block)) if block > 1 else (plane,)
+        columns = cv2.split(plane.reshape(height, width // block, block), columns_out) if block > 1 else (plane,)
         for dy in range(block):
             for dx in range(block):
                 out[channel] = columns[dx][dy::block]

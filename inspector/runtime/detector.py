@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from inspector.data.layouts import InputLayout, input_layout
-from inspector.data.transforms import gray_plane, letterbox, letterbox_gray, to_input, unletterbox_boxes
+from inspector.data.transforms import Scratch, gray_plane, letterbox, letterbox_gray, to_input, unletterbox_boxes
 from inspector.export.manifest import PRECISIONS, PackageError
 from inspector.models.nms import select_detections
 from inspector.runtime.alignment import Alignment, align_to_template
@@ -115,6 +115,7 @@ class Detector:
         # The network's input, written in place at every frame (to_input's ``out``): a frame-sized array made
         # afresh per frame costs page faults every frame. One per detector, as the engine is.
         self._input = np.empty((1, spec.channels, spec.size, spec.size), np.float32)
+        self._scratch = Scratch()  # the frame's intermediate planes, for the same reason
 
     @classmethod
     def load(cls, package_dir: Path | str | None = None, backend: str = "lite", threads: int = 1,
@@ -227,9 +228,10 @@ class Detector:
             raise ValueError("align=True needs a template to align to")
         size = layout.letterbox_size(self.input_size)
         fit = letterbox_gray if layout.color == "GRAY" else letterbox
-        resized, scale, pad = fit(net_image, size)
-        resized_template = None if net_template is None or not self.needs_template else fit(net_template, size)[0]
-        batch = to_input(resized, resized_template, layout.mode, out=self._input[0])[None]
+        resized, scale, pad = fit(net_image, size, self._scratch, "image")
+        resized_template = None if net_template is None or not self.needs_template else \
+            fit(net_template, size, self._scratch, "template")[0]
+        batch = to_input(resized, resized_template, layout.mode, out=self._input[0], scratch=self._scratch)[None]
         # Space-to-depth packs the letterboxed frame `block` times smaller: the network's pixels.
         scale, pad = scale / layout.block, (pad[0] / layout.block, pad[1] / layout.block)
         prepared = time.perf_counter()
@@ -283,7 +285,7 @@ class Detector:
                              f"{layout.mode!r}), got a grey {image.shape} frame; use a grey model (layout "
                              f"'gray-diff-s2d') for a monochrome camera")
         if layout.color == "GRAY" and _channels(image) == 3:
-            grey = _equal_planes(image)
+            grey = _equal_planes(image, [self._scratch.array(f"{name}-{c}", image.shape[:2]) for c in "bgr"])
             if grey is None:
                 raise ValueError(f"{name}: {self.info.package} expects grey frames (input layout {layout.mode!r}), "
                                  f"got a colour frame whose channels differ; use a colour model (layout "
@@ -345,12 +347,13 @@ def _channels(image: np.ndarray) -> int:
     return 1 if image.ndim == 2 else int(image.shape[2])
 
 
-def _equal_planes(image: np.ndarray) -> np.ndarray | None:
+def _equal_planes(image: np.ndarray, planes: list[np.ndarray] | None = None) -> np.ndarray | None:
     """The grey plane of a 3-channel frame whose planes are equal (grey stored as BGR), None for a colour
     picture. The blue plane is exactly what ``cv2.COLOR_BGR2GRAY`` would give for equal planes (its fixed-point
-    weights sum to one), without a second pass over the frame."""
-    blue, green, red = cv2.split(image)
-    if cv2.countNonZero(cv2.absdiff(blue, green)) or cv2.countNonZero(cv2.absdiff(blue, red)):
+    weights sum to one), without a second pass over the frame. ``planes``: three (H, W) uint8 arrays to split
+    into (reused: see ``Scratch``); the grey plane returned is the first."""
+    blue, green, red = cv2.split(image, planes)
+    if cv2.norm(blue, green, cv2.NORM_INF) or cv2.norm(blue, red, cv2.NORM_INF):
         return None
     return blue
 

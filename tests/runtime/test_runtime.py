@@ -16,6 +16,7 @@ from inspector.cli import app
 from inspector.data import load_dataset
 from inspector.export.manifest import PackageError
 from inspector.runtime import AlignmentError, Detections, Detector
+from inspector.data.transforms import letterbox, letterbox_gray, to_input
 from inspector.runtime import package as package_module
 
 pytestmark = pytest.mark.slow
@@ -160,6 +161,34 @@ def test_bad_inputs_are_refused_with_a_reason(lite, pair):
         lite.detect(image, template[:100])
     with pytest.raises(ValueError, match="uint8"):
         lite.detect(image.astype(np.float32), template)
+
+
+@pytest.mark.parametrize("which", ["tiny_package", "tiny_grey_package"])
+def test_a_detector_s_reused_buffers_never_carry_one_frame_into_the_next(which, request):
+    """The runtime keeps its pre-processing arrays from frame to frame (transforms.Scratch): frames of other sizes
+    (letterboxed with and without a border, shrunk and enlarged) one after another must each give what a fresh
+    detector gives, fed the input tensor that to_input makes without reused arrays."""
+    tiny = request.getfixturevalue(which)
+    samples = load_dataset(tiny.data).samples
+    board, golden = samples[0].load_image(), samples[0].load_template()
+    other, other_golden = samples[1].load_image(), samples[1].load_template()
+    frames = [(board, golden), (board[10:150, 5:100], golden[10:150, 5:100]), (other, other_golden),
+              (other[:40, :150], other_golden[:40, :150]), (board, golden)]
+    reused = Detector.load(tiny.package)
+    fed = []
+    infer = reused.infer
+    reused.infer = lambda batch: (fed.append(batch.copy()), infer(batch))[1]
+    layout = reused.layout
+    fit = letterbox_gray if layout.color == "GRAY" else letterbox
+    size = layout.letterbox_size(reused.input_size)
+    for index, (image, template) in enumerate(frames):
+        got = reused.detect(image, template, score_threshold=0.01)
+        expected = Detector.load(tiny.package).detect(image, template, score_threshold=0.01)
+        assert len(got) == len(expected) > 0, index
+        np.testing.assert_array_equal(got.boxes, expected.boxes)
+        np.testing.assert_array_equal(got.scores, expected.scores)
+        tensor = to_input(fit(image, size)[0], fit(template, size)[0], layout.mode)
+        np.testing.assert_array_equal(fed[index][0], tensor)
 
 
 def test_thread_count_reaches_both_engines(tiny):
