@@ -82,6 +82,9 @@ def pipeline_command(
     nms_threshold: PipelineNmsThreshold = None,
     name: Annotated[Optional[str], typer.Option(
         "--name", help="Name of the shipped package (default OUT-int8).")] = None,
+    bench_against: Annotated[Optional[Path], typer.Option(
+        "--bench-against", help="Also time the shipped package against this one (e.g. the package shipped before), "
+        "their frames alternately in one process, and report the p50 ratio.")] = None,
     until: Annotated[Optional[str], typer.Option(
         "--until", help="Stop after this stage (teacher, student, distilled, pruned, qat, ptq, package, measure, "
         "report).")] = None,
@@ -135,6 +138,7 @@ def pipeline_command(
                      "teacher_epochs": teacher_epochs, "epochs": epochs, "qat_epochs": qat_epochs,
                      "crop_size": crop_size,
                      "prune_ratio": prune, "prune_epochs": prune_epochs, "distill": distill, "package_name": name,
+                     "bench_against": str(bench_against) if bench_against else None,
                      "nms": value_of(nms), "nms_threshold": nms_threshold,
                      "max_steps_per_epoch": max_steps, "nproc": nproc, "ips": ips}
         values.update({key: value for key, value in overrides.items() if value is not None})

@@ -126,6 +126,9 @@ class PipelineConfig(ConfigBase):
     targets: list[str] = setting(default_factory=lambda: list(LITE_TARGETS), choices=LITE_TARGETS, non_empty=True)
     bench_threads: list[int] = setting(default_factory=lambda: [1, 2], at_least=1, non_empty=True)
     bench_runs: int = setting(50, at_least=1)
+    # A package the shipped one is timed against, their frames alternately in one process (Lite, the most threads):
+    # this VM's speed drifts by a third between runs, so only a ratio measured so compares packages.
+    bench_against: str | None = None
 
     max_steps_per_epoch: int | None = setting(None, at_least=1)  # smoke tests only
 
@@ -165,8 +168,8 @@ class PipelineConfig(ConfigBase):
 # What decides the pipeline's results: a pipeline directory continues only with the same values.
 # (Measurement settings may change between runs; they only redo nothing.)
 RESULT_FIELDS = tuple(f.name for f in fields(PipelineConfig)
-                      if f.name not in ("out", "bench_threads", "bench_runs", "package_name", "nproc", "ips",
-                                        "teacher_cache_dir"))
+                      if f.name not in ("out", "bench_threads", "bench_runs", "bench_against", "package_name", "nproc",
+                                        "ips", "teacher_cache_dir"))
 
 
 def read_preset(path: Path | str) -> dict[str, Any]:

@@ -41,7 +41,8 @@ def measure_rows(cfg: PipelineConfig, out: Path, state: dict, echo: Callable[[st
     _, val_set = load_split(load_dataset(cfg.data, format=cfg.format), out / "split.json")
     sample = val_set.samples[0]
     frame = sample.load_image()
-    template = sample.load_template() if input_layout(cfg.input_mode).needs_template else None
+    golden = sample.load_template() if sample.template_path is not None else None
+    template = golden if input_layout(cfg.input_mode).needs_template else None
     rows = []
     for row, label, stage, int8 in ROWS:
         if stage not in state["stages"]:
@@ -52,6 +53,8 @@ def measure_rows(cfg: PipelineConfig, out: Path, state: dict, echo: Callable[[st
             continue
         echo(f"measuring {label}")
         result = _measure_row(cfg, out, state, row, label, stage, int8, val_set, frame, template, echo)
+        if row == "qat" and cfg.bench_against:
+            result["bench_against"] = _bench_against(cfg, Path(result["package"]), frame, golden, echo)
         row_file.parent.mkdir(parents=True, exist_ok=True)
         row_file.write_text(json.dumps(result, indent=2))
         rows.append(result)
@@ -145,6 +148,26 @@ def _measure_row(cfg: PipelineConfig, out: Path, state: dict, row: str, label: s
         "accuracy": accuracy, "runtime": runtime, "bench": bench, "params": params, "flops": flops,
         "bytes": {name: entry["bytes"] for name, entry in files.items() if name.endswith((".nb", ".pdiparams"))},
     }
+
+
+def _bench_against(cfg: PipelineConfig, package: Path, frame, golden, echo) -> dict[str, Any]:
+    """The shipped package timed against ``cfg.bench_against``, frame after frame alternately (``inspector bench
+    --against``), on Paddle Lite with the most threads measured."""
+    from inspector.runtime import Detector
+    from inspector.runtime.bench import benchmark_alternately
+
+    threads = max(cfg.bench_threads)
+    detectors = [Detector.load(path, backend="lite", threads=threads) for path in (package, cfg.bench_against)]
+    if golden is None and detectors[1].needs_template:
+        raise ValueError(f"bench_against {cfg.bench_against!r} compares frames with a golden template, and the "
+                         f"validation boards have none")
+    shipped, against = benchmark_alternately(detectors, frame, golden, runs=cfg.bench_runs,
+                                             warmup=max(2, cfg.bench_runs // 10))
+    ratio = shipped.p50_ms / against.p50_ms
+    echo(f"  against {cfg.bench_against} (lite x{threads}, alternately): p50 {shipped.p50_ms:.1f} ms against "
+         f"{against.p50_ms:.1f} ms, ratio {ratio:.3f}")
+    return {"package": str(cfg.bench_against), "backend": "lite", "threads": threads, "runs": cfg.bench_runs,
+            "p50_ms": shipped.p50_ms, "against_p50_ms": against.p50_ms, "p50_ratio": ratio}
 
 
 def _size(checkpoint: Path) -> tuple[int, int]:

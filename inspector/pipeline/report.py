@@ -54,6 +54,8 @@ def summarize(rows: list[dict], bench_threads: list[int], quantized_from: str = 
         "fp32_reference": fp32_reference,
         "speedup_vs_teacher": None if not (teacher and shipped) else teacher["p50_ms"] / shipped["p50_ms"],
         "speedup_threads": threads,
+        # the shipped package against bench_against's, their frames alternately (measure._bench_against)
+        "latency_against": by_row.get("qat", {}).get("bench_against"),
     }
 
 
@@ -181,6 +183,12 @@ def format_markdown(cfg: PipelineConfig, state: dict, rows: list[dict], summary:
         lines.append(f"- **Speed**: the shipped INT8 package on Paddle Lite is {summary['speedup_vs_teacher']:.1f}x "
                      f"faster than the FP32 teacher on Paddle Inference ({threads} thread{'s' * (threads > 1)}, "
                      "whole frame incl. pre- and post-processing).")
+    against = summary.get("latency_against")
+    if against:
+        lines.append(f"- **Latency against `{against['package']}`** (the two packages' frames alternately in one "
+                     f"process, Paddle Lite, {against['threads']} thread{'s' * (against['threads'] > 1)}, "
+                     f"{against['runs']} frames each): p50 {against['p50_ms']:.1f} ms against "
+                     f"{against['against_p50_ms']:.1f} ms, ratio **{against['p50_ratio']:.3f}**.")
     quantized = state["stages"].get("qat", {})
     if quantized.get("source_reason"):
         lines.append(f"- **Quantized student**: `{quantized.get('source')}`; {quantized['source_reason']}.")

@@ -118,7 +118,7 @@ def test_stages_follow_the_settings_and_students_start_from_student_init():
 def test_only_result_deciding_settings_count_as_differences():
     a = PipelineConfig(data="d", out="o1").to_dict()
     b = PipelineConfig(data="d", out="o2", bench_runs=7, epochs=9, nproc=4, ips="10.0.0.1,10.0.0.2",
-                       teacher_cache_dir="runs/teacher-cache").to_dict()
+                       teacher_cache_dir="runs/teacher-cache", bench_against="models/default").to_dict()
     assert differences(a, b) == ["epochs: 16 -> 9"]  # a pipeline continues with any number of ranks
     with pytest.raises(PipelineError, match="batch_size: 6 .* does not divide among nproc 4 ranks"):
         PipelineConfig(data="d", out="o", batch_size=6, nproc=4)
@@ -324,9 +324,16 @@ def test_tiny_pipeline_runs_every_stage_skips_finished_ones_and_refuses_other_se
     assert sum("done earlier" in line for line in lines) == 9
 
     lines.clear()  # --redo measure: the measurement and the report again, nothing else
-    run_pipeline(config(bench_runs=5), echo=lines.append, redo="measure")
+    against = out / "measure" / "student" / "package"  # another package: the FP32 student alone's
+    run_pipeline(config(bench_runs=5, bench_against=str(against)), echo=lines.append, redo="measure")
     assert sum("done earlier" in line for line in lines) == 7
-    assert json.loads((out / "report.json").read_text())["rows"][1]["bench"]["lite-1"]["runs"] == 5
+    report = json.loads((out / "report.json").read_text())
+    assert report["rows"][1]["bench"]["lite-1"]["runs"] == 5
+    # the shipped package timed against another, alternately: the ratio of the two p50s, stated in words
+    latency = report["summary"]["latency_against"]
+    assert latency["package"] == str(against) and latency["runs"] == 5 and latency["threads"] == 1
+    assert latency["p50_ratio"] == pytest.approx(latency["p50_ms"] / latency["against_p50_ms"])
+    assert f"ratio **{latency['p50_ratio']:.3f}**" in (out / "report.md").read_text()
     with pytest.raises(PipelineError, match="--redo: expected one of"):
         run_pipeline(config(), redo="student")
 

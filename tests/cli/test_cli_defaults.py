@@ -46,7 +46,7 @@ CONFIG_COMMANDS = [
      {"format", "teacher_arch", "student_arch", "head", "input_size", "input_mode", "teacher_run", "student_run",
       "distilled_run", "student_init", "teacher_init", "teacher_cache_dir", "teacher_epochs", "epochs", "crop_size", "qat_epochs", "prune_ratio",
       "prune_epochs", "distill", "nms", "nms_threshold",
-      "package_name", "max_steps_per_epoch", "nproc", "ips"}),
+      "package_name", "bench_against", "max_steps_per_epoch", "nproc", "ips"}),
 ]
 REQUIRED = {"model", "data", "out", "arch", "teacher"}  # config fields with no default: the command must be given them
 
