@@ -175,7 +175,7 @@ def gfl_loss(
 
 # The ``DistillConfig`` fields the GFL objective does not read: the teacher's path, YOLO-only settings, the cache.
 _UNREAD_DISTILL_FIELDS = ("teacher", "confidence_threshold", "obj_weight", "feature_normalize", "teacher_cache",
-                          "teacher_cache_mb")
+                          "teacher_cache_mb", "teacher_cache_dir")
 
 
 @dataclass
