@@ -41,7 +41,8 @@ def pipeline_command(
     input_size: Annotated[Optional[int], config_option(
         PipelineConfig, "input_size", "--input-size", help="Network input side (multiple of 32).")] = None,
     input_mode: Annotated[Optional[InputMode], config_option(
-        PipelineConfig, "input_mode", "--input-mode", help="image, image+template, gray-diff-s2d or gray-frame-diff-s2d.")] = None,
+        PipelineConfig, "input_mode", "--input-mode",
+        help="image, image+template, gray-diff-s2d or gray-frame-diff-s2d.")] = None,
     teacher: Annotated[Optional[Path], typer.Option(
         "--teacher", help="Reuse this trained teacher run instead of training one (same input size and "
         "mode).")] = None,
