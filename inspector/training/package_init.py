@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from inspector.data.layouts import InputLayout, input_layout
 from inspector.data.loader import BatchLoader
 from inspector.data.structures import Dataset
 from inspector.models import ModelConfig, build_model
@@ -235,21 +236,31 @@ def _convert_stem(source: paddle.nn.Layer, target: paddle.nn.Layer, source_mode:
             converted[name] = value
             continue
         weight = value.numpy()
-        expected = {"image+template": 6, "gray-diff-s2d": 12}[source_mode]
-        made = {"gray-diff-s2d": 12, "gray-frame-diff-s2d": 8}[target_mode]
-        if weight.ndim != 4 or weight.shape[1] != expected or target_state[name].shape[1] != made:
+        source_layout, target_layout = input_layout(source_mode), input_layout(target_mode)
+        if weight.ndim != 4 or weight.shape[1] != source_layout.channels or \
+                target_state[name].shape[1] != target_layout.channels:
             raise ValueError(f"{name}: cannot convert a weight of shape {list(weight.shape)} to "
                              f"{list(target_state[name].shape)}")
         stem = np.zeros(list(target_state[name].shape), np.float32)
+        source_plane = _plane_channels(source_layout)
+        target_plane = _plane_channels(target_layout)
         if source_mode == "image+template":  # weight (out, 6, k, k): test R, G, B, template R, G, B
-            stem[:, 0:4] = weight[:, 0:3].sum(axis=1, keepdims=True) / 4  # grey test, each of the 2x2 sub-pixels
-            stem[:, 4:8] = weight[:, 3:6].sum(axis=1, keepdims=True) / 4  # grey template
-            # planes 8-11 (the difference) start at zero: the converted network computes what shipped
-        else:  # weight (out, 12, k, k): frame, template, difference, 4 sub-pixels each; t ~ f - d
-            stem[:, 0:4] = weight[:, 0:4] + weight[:, 4:8]
-            stem[:, 4:8] = weight[:, 8:12] - weight[:, 4:8]
+            # each of the 2x2 sub-pixels of a grey plane: a quarter of its image's three RGB weights
+            stem[:, target_plane["frame"]] = weight[:, 0:3].sum(axis=1, keepdims=True) / 4
+            stem[:, target_plane["template"]] = weight[:, 3:6].sum(axis=1, keepdims=True) / 4
+            # the difference's sub-pixels start at zero: the converted network computes what shipped
+        else:  # frame, template, difference -> frame, difference, with t ~ f - d
+            stem[:, target_plane["frame"]] = weight[:, source_plane["frame"]] + weight[:, source_plane["template"]]
+            stem[:, target_plane["difference"]] = \
+                weight[:, source_plane["difference"]] - weight[:, source_plane["template"]]
         converted[name] = paddle.to_tensor(stem)
     target.set_state_dict(converted)
+
+
+def _plane_channels(layout: InputLayout) -> dict[str, slice]:
+    """The channels each grey plane of a space-to-depth layout occupies (``layouts``: plane-major)."""
+    per_plane = layout.block * layout.block
+    return {name: slice(index * per_plane, (index + 1) * per_plane) for index, name in enumerate(layout.gray_planes)}
 
 
 def _unfold_batch_norms(model: paddle.nn.Layer, config: ModelConfig, folded: dict[str, np.ndarray],
