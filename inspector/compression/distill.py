@@ -85,7 +85,7 @@ from paddleslim.dygraph.dist.losses.distillation_loss import ShapeAlign
 from inspector.compression.gfl_distill import (check_gfl_pair, gfl_feature_loss,
                                                gfl_response_losses, scheduled_weight)
 from inspector.compression.distill_config import DISTILL_CONFIG_FILE, DistillConfig  # noqa: F401 (re-exported)
-from inspector.compression.teacher_cache import TeacherCache, TeacherView, store_for
+from inspector.compression.teacher_cache import KEPT_STORES, TeacherCache, TeacherView, retire_stores, store_for
 from inspector.data import DataError, Dataset, load_dataset
 from inspector.data.loader import BatchLoader
 from inspector.data.split import relative_key, write_split
@@ -284,7 +284,10 @@ class DistillationObjective(Objective):
             store = store_for(root, self.teacher_checkpoint.path / MODEL_FILE, teacher_cfg.strides, block,
                               with_features, layout=loader.input_mode)
             if kept is not None:
-                known = sum(1 for _ in store.glob("*.npz")) if store.is_dir() else 0
+                for retired, held in retire_stores(store):
+                    log.info("teacher cache: removed %s (%.1f MB): a kept root holds the stores of the %d most "
+                             "recently used teachers", retired, held / 2**20, KEPT_STORES)
+                known = sum(1 for _ in store.glob("*.npz"))
                 log.info("teacher cache: %s (kept across runs; %d boards x orientations stored)", store, known)
         cache = TeacherCache(self.teacher_forward, loader.full_input, teacher_cfg.strides, block,
                              with_features=with_features, max_bytes=self.config.teacher_cache_mb << 20, store=store,

@@ -46,13 +46,16 @@ one teacher (``store_for``: named by a digest of the teacher's weights and the c
 A store may outlive its run (``DistillConfig.teacher_cache_dir``): a second distillation from the same teacher
 (another weight schedule, another student) then reads every board's maps instead of computing them. Each entry's
 file name includes the board's ``board_version`` (its files' sizes and modification times, from the loader), so
-a board whose image or template changed since is computed afresh, never served stale.
+a board whose image or template changed since is computed afresh, never served stale. Such a root keeps the
+stores of the ``KEPT_STORES`` most recently used teachers (``retire_stores``); older ones are removed when a run
+opens it.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import shutil
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -64,6 +67,8 @@ import paddle
 
 DIHEDRAL_ELEMENTS = 8
 STORE_FORMAT = 1  # bump when the file layout or what an entry means changes: old directories are then not read
+# Stores a kept root holds at most (``retire_stores``): one teacher's is GBs, and every retrained teacher makes one.
+KEPT_STORES = 3
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +318,29 @@ def store_for(root: Path, teacher_weights: Path, strides: Sequence[int], block: 
     digest.update(repr((STORE_FORMAT, tuple(int(s) for s in strides), int(block), bool(with_features),
                         str(layout))).encode())
     return Path(root) / digest.hexdigest()[:16]
+
+
+def retire_stores(current: Path, keep: int = KEPT_STORES) -> list[tuple[Path, int]]:
+    """Mark the store ``current`` as just used and remove the least recently used other stores of its root
+    beyond ``keep`` in all; returns each removed store with the bytes it held.
+
+    Why: a kept root (``DistillConfig.teacher_cache_dir``) gains a store per teacher, retrained teacher and input
+    layout, at up to 3 GB each on DeepPCB, and nothing else ever removes one. Only directories named as
+    ``store_for`` names them are considered; a store in use by a concurrent run was marked when that run opened
+    it, so it is among the most recent (``keep`` of 3 leaves room for two runs at once beside this one)."""
+    current = Path(current)
+    current.mkdir(parents=True, exist_ok=True)
+    os.utime(current)  # reading entries does not change a directory's time; opening it for a run does
+    stores = [path for path in current.parent.iterdir()
+              if path.is_dir() and len(path.name) == 16 and all(c in "0123456789abcdef" for c in path.name)]
+    others = sorted((path for path in stores if path != current), key=lambda path: path.stat().st_mtime,
+                    reverse=True)
+    removed = []
+    for path in others[max(0, keep - 1):]:
+        held = sum(entry.stat().st_size for entry in path.glob("*") if entry.is_file())
+        shutil.rmtree(path, ignore_errors=True)  # another rank may be removing it too
+        removed.append((path, held))
+    return removed
 
 
 def crop_agreement(cached: Sequence[np.ndarray], fresh: Sequence[np.ndarray], margin_cells: Sequence[int]

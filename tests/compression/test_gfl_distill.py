@@ -266,7 +266,8 @@ def test_cli_distills_a_gfl_teacher_into_a_checkpointed_student(teacher_run, syn
 
 
 from inspector.compression.teacher_cache import (TeacherCache, TeacherView, crop_agreement, crop_maps,  # noqa: E402
-                                                 orient_array, oriented_window, store_for)
+                                                 orient_array, oriented_window, retire_stores,
+                                                 store_for)
 from inspector.data.transforms import to_input  # noqa: E402
 
 
@@ -458,6 +459,34 @@ def test_a_store_belongs_to_one_teacher_and_layout(tmp_path):
     assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, False, layout="gray-diff-s2d") != store
     weights.write_bytes(b"teacher two")  # retrained in place: its old maps must not be served
     assert store_for(tmp_path / "cache", weights, (8, 16, 32), 2, False) != store
+
+
+def test_a_kept_root_holds_the_stores_of_the_most_recently_used_teachers_and_nothing_else_is_removed(tmp_path):
+    root = tmp_path / "cache"
+    stores = []
+    for age, name in enumerate((b"oldest", b"older", b"recent")):
+        weights = tmp_path / f"teacher-{age}.pdparams"
+        weights.write_bytes(name)
+        store = store_for(root, weights, (8, 16, 32), 2, False)
+        store.mkdir(parents=True)
+        (store / "board.npz").write_bytes(b"x" * 1000)
+        os.utime(store, (1000 + age, 1000 + age))
+        stores.append(store)
+    (root / "notes").mkdir()  # not a store: a user's directory is never touched
+    os.utime(root / "notes", (1, 1))
+    (root / "README.txt").write_text("kept teacher maps")
+    weights = tmp_path / "teacher-new.pdparams"
+    weights.write_bytes(b"new teacher")
+    current = store_for(root, weights, (8, 16, 32), 2, False)
+
+    removed = retire_stores(current, keep=3)
+    assert removed == [(stores[0], 1000)]
+    assert sorted(p.name for p in root.iterdir()) == sorted(["notes", "README.txt", current.name, stores[1].name,
+                                                             stores[2].name])
+    # Opening an older teacher's store again makes it the most recent: the next retirement spares it.
+    assert retire_stores(stores[1], keep=2) == [(stores[2], 1000)]
+    assert sorted(p.name for p in root.iterdir()) == sorted(["notes", "README.txt", current.name, stores[1].name])
+    assert retire_stores(stores[1], keep=2) == []
 
 
 @pytest.mark.slow
