@@ -144,7 +144,8 @@ def quantize_command(
         help="With --sensitivity: also keep the K most sensitive layers in FP32.")] = None,
     threads: Annotated[Optional[int], config_option(
         QuantizeConfig, "threads", "--threads", min=1,
-        help="Paddle Inference threads for the evaluation (default: OMP_NUM_THREADS).")] = None,
+        help="CPU threads of QAT's fine-tuning and of the evaluations (default: OMP_NUM_THREADS); QAT's "
+             "weights depend on it bit for bit, so quant_config.json records it.")] = None,
     lite_x86_safe: Annotated[Optional[bool], config_option(
         QuantizeConfig, "lite_x86_safe", "--lite-x86-safe", help="Also keep in FP32 the layers Paddle Lite's x86 "
         "INT8 kernels cannot run (stem, depthwise), so one INT8 model serves x86 Lite, ARM and oneDNN.")] = None,

@@ -52,6 +52,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -67,7 +68,12 @@ from inspector.compression.quantization.layers import (
     quantize_model,
     resolve_layer_names,
 )
-from inspector.compression.quantization.measure import InferenceModel, predict_inference_model
+from inspector.compression.quantization.measure import (
+    InferenceModel,
+    default_threads,
+    predict_inference_model,
+    set_compute_threads,
+)
 from inspector.compression.quantization.program import describe_program, layer_precisions, save_inference_model
 from inspector.compression.quantization.sensitivity import SensitivityReport, layer_sensitivity
 from inspector.data import Dataset, load_dataset
@@ -127,12 +133,18 @@ def _quantize_into(staging: Path, cfg: QuantizeConfig, progress: bool) -> None:
     """The steps of ``quantize``, writing the run's files into ``staging``."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    # Pinned and recorded: QAT's weights depend on the thread count (oneDNN and MKL split the reductions of the
+    # backward pass by thread: 1 and 2 threads give different bits from the same source and seed), and an
+    # unpinned count is whatever the shell or the previous stage left. Evaluation runs on as many threads.
+    cfg = replace(cfg, threads=cfg.threads or default_threads())
+    set_compute_threads(cfg.threads)
     source = load_checkpoint(Path(cfg.model))
     model_config = source.model_config
     train_set, val_set, split_file = _source_split(source, cfg)
     shutil.copyfile(split_file, staging / "split.json")
-    log.info("source %s (%s, input %d, %s): %d train / %d val images", source.path, model_config.arch,
-             model_config.input_size, model_config.input_mode, len(train_set), len(val_set))
+    log.info("source %s (%s, input %d, %s): %d train / %d val images; %d CPU thread(s)", source.path,
+             model_config.arch, model_config.input_size, model_config.input_mode, len(train_set), len(val_set),
+             cfg.threads)
     # Folded like the quantized models (the same function): the sensitivity scan swaps quantized layers
     # into it, so its FP32 reference has the INT8 model's graph, BatchNorm for BatchNorm. (The FP32 model
     # saved to fp32/ is built again unfolded: see below.)

@@ -8,6 +8,9 @@ on real data are the job of ``inspector quantize`` itself.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -284,6 +287,33 @@ def test_quantize_command_writes_a_run_that_export_can_read(tmp_path, method):
     again = CliRunner().invoke(app, ["quantize", "--model", str(tmp_path / "fp32-run"), "--data", str(data),
                                      "--out", str(out)])
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+@pytest.mark.slow
+def test_qat_weights_follow_the_thread_count_asked_for_not_the_environment(tmp_path):
+    """QAT's weights differ bit for bit between 1 and 2 CPU threads (the backward pass's reductions are split by
+    thread), so the count is pinned and recorded: ``--threads 2`` under OMP_NUM_THREADS=1 gives what a shell
+    of 2 threads gives, and quant_config.json says which count ran."""
+    data, _, _ = tiny_fp32_run(tmp_path)
+
+    def run(name: str, environment_threads: int, *threads: str) -> tuple[bytes, int]:
+        out = tmp_path / name
+        result = subprocess.run(
+            [sys.executable, "-m", "inspector.cli", "quantize", "--model", str(tmp_path / "fp32-run"), "--data",
+             str(data), "--method", "qat", "--out", str(out), "--epochs", "2", "--max-steps", "3", "--batch", "2",
+             "--calibration-images", "2", "--keep-epoch", "last", *threads],
+            env={**os.environ, "OMP_NUM_THREADS": str(environment_threads)}, capture_output=True, text=True,
+            timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        recorded = json.loads((out / "quant_config.json").read_text())["config"]["threads"]
+        return params_file(out / "model").read_bytes(), recorded
+
+    pinned, pinned_threads = run("pinned", 1, "--threads", "2")
+    from_shell, shell_threads = run("from-shell", 2)
+    one_thread, one_threads = run("one-thread", 2, "--threads", "1")
+    assert (pinned_threads, shell_threads, one_threads) == (2, 2, 1)
+    assert pinned == from_shell
+    assert one_thread != pinned  # what makes pinning matter
 
 
 @pytest.mark.slow

@@ -43,8 +43,8 @@ class QuantizeConfig(ConfigBase):
     # with sensitivity: also keep the K most sensitive layers in FP32
     skip_most_sensitive: int = setting(0, at_least=0)
     lite_x86_safe: bool = False  # also keep in FP32 what Paddle Lite's x86 INT8 kernels cannot run
-    # Evaluation
-    # Paddle Inference CPU threads; None: OMP_NUM_THREADS, else every core
+    # CPU threads of QAT's fine-tuning and of the evaluations; None: OMP_NUM_THREADS, else every core. The QAT
+    # weights depend on it (bit for bit): quant_config.json records the count that ran.
     threads: int | None = setting(None, at_least=1)
     seed: int = 0
     workers: int = setting(2, at_least=0)

@@ -85,6 +85,13 @@ def default_threads() -> int:
     return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
 
 
+def set_compute_threads(threads: int) -> None:
+    """Run Paddle's CPU kernels (OpenMP, MKL) on ``threads`` threads in this thread from now on."""
+    from paddle.base import core
+
+    core.set_num_threads(int(threads))
+
+
 def _op_attr(op, name: str) -> Any:
     for attr in op.attrs:
         if attr.name == name:
