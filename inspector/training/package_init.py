@@ -23,7 +23,8 @@ each preserving the function the package computes:
    kinds of defect): models/default converted so scored official AP 0.31 on the validation split (from
    0.89), 0.76 after 4 epochs of fine-tuning; the least-squares stem (the template planes' contribution
    predicted from the frame and difference patches over 64 training boards) had a third of the error's
-   mean square but spread it over every edge, and scored 0.04.
+   mean square but spread it over every edge, and scored 0.04. ``image+template`` becomes
+   ``gray-frame-diff-s2d`` by the two steps in turn.
 3. **BatchNorm unfolding.** A folded layer is conv' + b; training needs conv -> BN, and in train mode
    BN normalises with the batch's statistics. The pre-BN mean and variance of every channel are
    measured on training boards, then running statistics = those, gamma = sqrt(var + eps) and
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PACKAGE_INIT_DIR = "init-from-package"  # in the run directory
-STEM_CONVERSIONS = {("image+template", "gray-diff-s2d"), ("gray-diff-s2d", "gray-frame-diff-s2d")}
+STEM_CONVERSIONS = {("image+template", "gray-diff-s2d"), ("image+template", "gray-frame-diff-s2d"),
+                    ("gray-diff-s2d", "gray-frame-diff-s2d")}
 
 
 def is_package(path: Path | str) -> bool:
@@ -242,19 +244,29 @@ def _convert_stem(source: paddle.nn.Layer, target: paddle.nn.Layer, source_mode:
             raise ValueError(f"{name}: cannot convert a weight of shape {list(weight.shape)} to "
                              f"{list(target_state[name].shape)}")
         stem = np.zeros(list(target_state[name].shape), np.float32)
-        source_plane = _plane_channels(source_layout)
-        target_plane = _plane_channels(target_layout)
-        if source_mode == "image+template":  # weight (out, 6, k, k): test R, G, B, template R, G, B
-            # each of the 2x2 sub-pixels of a grey plane: a quarter of its image's three RGB weights
-            stem[:, target_plane["frame"]] = weight[:, 0:3].sum(axis=1, keepdims=True) / 4
-            stem[:, target_plane["template"]] = weight[:, 3:6].sum(axis=1, keepdims=True) / 4
-            # the difference's sub-pixels start at zero: the converted network computes what shipped
-        else:  # frame, template, difference -> frame, difference, with t ~ f - d
-            stem[:, target_plane["frame"]] = weight[:, source_plane["frame"]] + weight[:, source_plane["template"]]
-            stem[:, target_plane["difference"]] = \
-                weight[:, source_plane["difference"]] - weight[:, source_plane["template"]]
+        planes = _grey_plane_weights(weight, source_layout, target_layout)
+        for plane, channels in _plane_channels(target_layout).items():
+            stem[:, channels] = planes[plane]
         converted[name] = paddle.to_tensor(stem)
     target.set_state_dict(converted)
+
+
+def _grey_plane_weights(weight: np.ndarray, source: InputLayout, target: InputLayout) -> dict[str, np.ndarray]:
+    """The stem weight ``weight`` (out, source channels, k, k) as the weights of ``target``'s grey planes, each
+    (out, block**2, k, k): one per sub-pixel of the 2x2 packing (module docstring, step 2)."""
+    if source.color == "RGB":  # image+template: test R, G, B, template R, G, B
+        # each sub-pixel of a grey plane: a quarter of its image's three RGB weights; the difference starts at zero,
+        # so the converted network computes what shipped
+        sub_pixels = target.block * target.block
+        frame, template = (np.repeat(weight[:, rgb].sum(axis=1, keepdims=True) / sub_pixels, sub_pixels, axis=1)
+                           for rgb in (slice(0, 3), slice(3, 6)))
+        planes = {"frame": frame, "template": template, "difference": np.zeros_like(frame)}
+    else:
+        planes = {plane: weight[:, channels] for plane, channels in _plane_channels(source).items()}
+    if "template" in planes and "template" not in target.gray_planes:  # t ~ f - d on a binarised board
+        planes = {**planes, "frame": planes["frame"] + planes["template"],
+                  "difference": planes["difference"] - planes["template"]}
+    return {plane: planes[plane] for plane in target.gray_planes}
 
 
 def _plane_channels(layout: InputLayout) -> dict[str, slice]:

@@ -62,6 +62,20 @@ def test_converting_to_gray_diff_s2d_keeps_the_function_on_grey_boards(tiny_pack
     assert first.shape[1] == 12 and float(np.abs(first.numpy()[:, 8:]).max()) == 0.0
 
 
+def test_an_rgb_package_converts_to_the_layout_without_the_template_plane_through_the_grey_layout(tiny_package,
+                                                                                                  tmp_path):
+    data = load_dataset(tiny_package.data)
+    grey = checkpoint_from_package(tiny_package.package, tmp_path / "grey", data, input_mode="gray-diff-s2d")
+    lean = checkpoint_from_package(tiny_package.package, tmp_path / "lean", data, input_mode="gray-frame-diff-s2d")
+    assert lean.model_config.in_channels == 8
+    grey_stem, lean_stem = (next(v.numpy() for v in load_checkpoint(c.path).build().state_dict().values()
+                                 if v.ndim == 4) for c in (grey, lean))
+    frame, template, difference = grey_stem[:, 0:4], grey_stem[:, 4:8], grey_stem[:, 8:12]
+    np.testing.assert_allclose(lean_stem[:, 0:4], frame + template, rtol=1e-6)
+    np.testing.assert_allclose(lean_stem[:, 4:8], difference - template, rtol=1e-6)
+    assert float(np.abs(template).max()) > 0  # the template's weights moved, not dropped
+
+
 def test_leaving_out_the_template_plane_keeps_the_function_where_copper_is_only_missing(tmp_path):
     """gray-diff-s2d -> gray-frame-diff-s2d: on a binarised board t = f - d + 2(1 - f)d, exact wherever the frame
     is not dark where the template is bright. A board whose defects only remove (dark) copper gets the same
