@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE_FIXTURES = ("tiny_package", "tiny_grey_package", "tiny_frame_diff_package")
+PACKAGE_FIXTURES = ("tiny_package", "tiny_grey_package", "tiny_frame_diff_package", "tiny_frame_template_package")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,12 @@ def tiny_grey_package(tmp_path_factory) -> TinyPackage:
 def tiny_frame_diff_package(tmp_path_factory) -> TinyPackage:
     """The grey space-to-depth package without its template plane (gray-frame-diff-s2d, 8 input channels)."""
     return build_tiny_package(tmp_path_factory, "gray-frame-diff-s2d")
+
+
+@pytest.fixture(scope="session")
+def tiny_frame_template_package(tmp_path_factory) -> TinyPackage:
+    """The grey space-to-depth package without its difference plane (gray-frame-template-s2d, 8 input channels)."""
+    return build_tiny_package(tmp_path_factory, "gray-frame-template-s2d")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so the mark added here counts

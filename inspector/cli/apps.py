@@ -42,7 +42,7 @@ def pipeline_command(
         PipelineConfig, "input_size", "--input-size", help="Network input side (multiple of 32).")] = None,
     input_mode: Annotated[Optional[InputMode], config_option(
         PipelineConfig, "input_mode", "--input-mode",
-        help="image, image+template, gray-diff-s2d or gray-frame-diff-s2d.")] = None,
+        help="image, image+template, gray-diff-s2d, gray-frame-diff-s2d or gray-frame-template-s2d.")] = None,
     teacher: Annotated[Optional[Path], typer.Option(
         "--teacher", help="Reuse this trained teacher run instead of training one (same input size and "
         "mode).")] = None,

@@ -47,6 +47,7 @@ class InputMode(str, Enum):
     image_template = "image+template"
     gray_diff_s2d = "gray-diff-s2d"
     gray_frame_diff_s2d = "gray-frame-diff-s2d"
+    gray_frame_template_s2d = "gray-frame-template-s2d"
 
 
 class Head(str, Enum):
@@ -148,8 +149,8 @@ Init = Annotated[Optional[Path], typer.Option(
     "--init", help="Start from this trained run's (best/) or checkpoint's weights instead of random ones: "
     "fine-tuning, e.g. on new boards. A model package (e.g. models/default) works too: its network is recovered "
     "into the run's init-from-package/, converted to --input-mode where that differs (image+template -> "
-    "gray-diff-s2d -> gray-frame-diff-s2d). One with another --head lends its backbone and neck; the head starts "
-    "from random weights.")]
+    "gray-diff-s2d -> gray-frame-diff-s2d or gray-frame-template-s2d). One with another --head lends its backbone "
+    "and neck; the head starts from random weights.")]
 # The NMS a run validates with (so its best checkpoint is chosen by what its package will run)
 Nms = Annotated[Optional[NmsChoice], typer.Option(
     "--nms", help="NMS of validation, best-checkpoint choice and, by default, the exported package: 'agnostic' "

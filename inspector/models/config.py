@@ -147,7 +147,7 @@ class ModelConfig(ConfigBase):
     @property
     def in_channels(self) -> int:
         """The input layout's channels: 3 for the image alone, 6 with the template, 12 for gray-diff-s2d (8 for
-        gray-frame-diff-s2d)."""
+        gray-frame-diff-s2d and gray-frame-template-s2d)."""
         return self.layout.channels
 
     @property

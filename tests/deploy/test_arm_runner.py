@@ -72,10 +72,12 @@ def checker(tmp_path_factory) -> Path:
                         "-DPCB_WITH_PADDLE_LITE=OFF")
 
 
-@pytest.fixture(scope="module", params=["tiny", "tiny-gray-diff-s2d", "tiny-gray-frame-diff-s2d", "default"])
+@pytest.fixture(scope="module", params=["tiny", "tiny-gray-diff-s2d", "tiny-gray-frame-diff-s2d",
+                                        "tiny-gray-frame-template-s2d", "default"])
 def package(request) -> Path:
-    """The tiny exported packages (input 64; RGB image+template, and the grey space-to-depth layouts with and
-    without the template plane) always; the shipped models/default when it is installed."""
+    """The tiny exported packages (input 64; RGB image+template, and the grey space-to-depth layouts: all three
+    planes, without the template's, without the difference's) always; the shipped models/default when it is
+    installed."""
     if request.param == "default":
         if not (DEFAULT_PACKAGE / "manifest.json").is_file():
             pytest.skip(f"{DEFAULT_PACKAGE} is not installed (it is not in git)")
@@ -84,6 +86,8 @@ def package(request) -> Path:
         return request.getfixturevalue("tiny_grey_package").package
     if request.param == "tiny-gray-frame-diff-s2d":
         return request.getfixturevalue("tiny_frame_diff_package").package
+    if request.param == "tiny-gray-frame-template-s2d":
+        return request.getfixturevalue("tiny_frame_template_package").package
     return request.getfixturevalue("tiny_package").package
 
 

@@ -50,6 +50,13 @@ def test_gray_frame_diff_s2d_is_gray_diff_s2d_without_its_template_plane():
         to_input(image, None, "gray-frame-diff-s2d")
 
 
+def test_gray_frame_template_s2d_is_gray_diff_s2d_without_its_difference_plane():
+    image, template = _board(1), _board(2)
+    full = to_input(image, template, "gray-diff-s2d")
+    reduced = to_input(image, template, "gray-frame-template-s2d", out=np.full((8, 8, 8), np.nan, np.float32))
+    np.testing.assert_array_equal(reduced, full[0:8])
+
+
 def test_to_input_refuses_a_missing_template_odd_sides_and_an_unknown_layout():
     with pytest.raises(ValueError, match="needs the golden template"):
         to_input(_board(1), None, "gray-diff-s2d")
@@ -64,7 +71,7 @@ def test_to_input_refuses_a_missing_template_odd_sides_and_an_unknown_layout():
 def test_model_config_channels_come_from_the_layout():
     assert ModelConfig(arch="mbv3-small", input_size=320, input_mode="gray-diff-s2d").in_channels == 12
     assert {mode: layout.channels for mode, layout in INPUT_LAYOUTS.items()} == \
-        {"image": 3, "image+template": 6, "gray-diff-s2d": 12, "gray-frame-diff-s2d": 8}
+        {"image": 3, "image+template": 6, "gray-diff-s2d": 12, "gray-frame-diff-s2d": 8, "gray-frame-template-s2d": 8}
     with pytest.raises(ValueError, match="input_mode: unknown input layout"):
         ModelConfig(arch="mbv3-small", input_mode="grey")
 

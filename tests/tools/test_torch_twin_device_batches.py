@@ -61,8 +61,9 @@ assert elements == set(range(8)), elements
 # colour planes, augment's own flips and quarter turns (no dihedral draw), and the plain last epoch
 same_batches("image+template", False, no_noise, plain_from=2)
 same_batches("image", False, no_noise)
-# the grey layout without its template plane
+# the grey layouts without their template plane, and without their difference plane
 same_batches("gray-frame-diff-s2d", True, replace(no_noise, brightness_contrast=0.7), epochs=2)
+same_batches("gray-frame-template-s2d", True, no_noise)
 # blur on every picture, OpenCV's fixed point reproduced: still bit for bit
 same_batches("gray-diff-s2d", True, replace(no_noise, blur=1.0))
 same_batches("image+template", True, replace(no_noise, blur=1.0, brightness_contrast=1.0))

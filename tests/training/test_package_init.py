@@ -105,6 +105,28 @@ def test_leaving_out_the_template_plane_keeps_the_function_where_copper_is_only_
             assert float(np.abs(scores_lean - scores_full).max()) > 1e-2
 
 
+def test_leaving_out_the_difference_plane_keeps_the_function_where_frame_and_template_agree(tmp_path):
+    """gray-diff-s2d -> gray-frame-template-s2d drops the difference's weights: a board equal to its template (no
+    difference anywhere) gets the same outputs from both; a defective one does not."""
+    boards = load_dataset(BUNDLED_DEEPPCB)
+    same = checkpoint_from_package(SHIPPED, tmp_path / "same", boards, calibration_images=4)
+    lean = checkpoint_from_package(SHIPPED, tmp_path / "lean", boards, input_mode="gray-frame-template-s2d",
+                                   calibration_images=4)
+    assert lean.model_config.input_mode == "gray-frame-template-s2d" and lean.model_config.in_channels == 8
+    template = cv2.imread(str(boards.samples[0].template_path), cv2.IMREAD_GRAYSCALE)
+    frame = cv2.imread(str(boards.samples[0].image_path), cv2.IMREAD_GRAYSCALE)
+    assert int((cv2.absdiff(frame, template) > 64).sum()) > 100  # the sample has defects
+    for image, equal in ((template, True), (frame, False)):
+        full = to_input(image, template, "gray-diff-s2d")[None]
+        reduced = to_input(image, template, "gray-frame-template-s2d")[None]
+        (boxes_full, scores_full), (boxes_lean, scores_lean) = _decoded(same.path, full), _decoded(lean.path, reduced)
+        if equal:
+            np.testing.assert_allclose(scores_lean, scores_full, atol=1e-4)
+            np.testing.assert_allclose(boxes_lean, boxes_full, atol=1e-2)
+        else:
+            assert float(np.abs(scores_lean - scores_full).max()) > 1e-2
+
+
 def test_the_shipped_int8_package_becomes_a_model_that_trains_from_where_it_stands(tmp_path):
     """models/default is a QAT package: BatchNorm folded into the weights, weights INT8. Recovered, its
     BatchNorms are unfolded from statistics measured on the calibration boards, so a train-mode step (batch

@@ -21,13 +21,15 @@ struct LayoutSpec {
   int block;  // space-to-depth block
   bool needs_template;
   const char* color;
-  bool template_plane;  // GRAY layouts: the grey template is a plane of its own (else frame and difference only)
+  bool template_plane;    // GRAY layouts: the grey template is a plane of its own
+  bool difference_plane;  // GRAY layouts: |frame - template| is a plane of its own
 };
 const std::map<std::string, LayoutSpec> kInputLayouts = {
-    {"image", {3, 1, false, "RGB", false}},
-    {"image+template", {6, 1, true, "RGB", false}},
-    {"gray-diff-s2d", {12, 2, true, "GRAY", true}},
-    {"gray-frame-diff-s2d", {8, 2, true, "GRAY", false}},
+    {"image", {3, 1, false, "RGB", false, false}},
+    {"image+template", {6, 1, true, "RGB", false, false}},
+    {"gray-diff-s2d", {12, 2, true, "GRAY", true, true}},
+    {"gray-frame-diff-s2d", {8, 2, true, "GRAY", false, true}},
+    {"gray-frame-template-s2d", {8, 2, true, "GRAY", true, false}},
 };
 const std::set<std::string> kInputModes = [] {
   std::set<std::string> modes;
@@ -224,6 +226,7 @@ Manifest parse_manifest(const std::string& json_text, const std::string& source)
   const LayoutSpec& layout = kInputLayouts.at(manifest.input.mode);
   manifest.input.needs_template = layout.needs_template;
   manifest.input.template_plane = layout.template_plane;
+  manifest.input.difference_plane = layout.difference_plane;
   const std::pair<const char*, std::pair<std::string, std::string>> checks[] = {
       {"channels", {std::to_string(layout.channels), std::to_string(manifest.input.channels)}},
       {"color", {layout.color, manifest.input.color}},

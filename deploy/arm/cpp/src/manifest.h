@@ -35,12 +35,13 @@ struct FileEntry {
 // How a frame becomes the network input (inspector.export.manifest.InputSpec).
 struct InputSpec {
   int size = 0;                 // the network input's side (the letterbox is size * space_to_depth)
-  std::string mode;             // "image" | "image+template" | "gray-diff-s2d" | "gray-frame-diff-s2d" (layouts.py)
+  std::string mode;             // "image" | "image+template" | "gray-diff-s2d" | ... (inspector/data/layouts.py)
   int channels = 0;             // 3, 6, 12 or 8
-  std::string color = "RGB";    // "RGB": colour planes; "GRAY": grey image, [grey template,] |difference|
+  std::string color = "RGB";    // "RGB": colour planes; "GRAY": grey image, [grey template,] [|difference|]
   int space_to_depth = 1;       // block of the 2x2-style packing into depth (1: none)
   bool needs_template = false;  // derived from the mode
   bool template_plane = false;  // derived from the mode: GRAY layouts feed the grey template as a plane
+  bool difference_plane = false;  // derived from the mode: GRAY layouts feed |frame - template| as a plane
   std::string name;             // the program's input name
   double scale = 1.0 / 255.0;   // uint8 -> network value
   int letterbox_pad_value = 0;  // grey level of the letterbox border

@@ -124,7 +124,7 @@ std::vector<float> to_input(const cv::Mat& image, const cv::Mat* template_image,
 }
 
 std::vector<float> to_input_gray_diff(const cv::Mat& image, const cv::Mat& template_image, int block, float scale,
-                                      bool template_plane) {
+                                      bool template_plane, bool difference_plane) {
   if (image.type() != CV_8UC3) throw std::invalid_argument("to_input_gray_diff: expected a BGR uint8 image");
   if (template_image.size() != image.size() || template_image.type() != image.type())
     throw std::invalid_argument("to_input_gray_diff: the template's size or type differs from the image's");
@@ -134,12 +134,12 @@ std::vector<float> to_input_gray_diff(const cv::Mat& image, const cv::Mat& templ
   cv::Mat planes[3];
   cv::cvtColor(image, planes[0], cv::COLOR_BGR2GRAY);  // OpenCV's luma weights, as the Python side
   cv::cvtColor(template_image, planes[1], cv::COLOR_BGR2GRAY);
-  cv::absdiff(planes[0], planes[1], planes[2]);
+  if (difference_plane) cv::absdiff(planes[0], planes[1], planes[2]);
   const int rows = image.rows / block, cols = image.cols / block;
   const std::size_t plane_size = static_cast<std::size_t>(rows) * cols;
   std::vector<const cv::Mat*> fed = {&planes[0]};
   if (template_plane) fed.push_back(&planes[1]);
-  fed.push_back(&planes[2]);
+  if (difference_plane) fed.push_back(&planes[2]);
   std::vector<float> out(fed.size() * block * block * plane_size);
   float* channel = out.data();
   for (const cv::Mat* fed_plane : fed) {
@@ -158,7 +158,8 @@ std::vector<float> make_input(const InputSpec& spec, const cv::Mat& image, const
   const float scale = static_cast<float>(spec.scale);
   if (spec.color == "GRAY") {
     if (!template_image) throw std::invalid_argument("input mode '" + spec.mode + "' needs the golden template");
-    return to_input_gray_diff(image, *template_image, spec.space_to_depth, scale, spec.template_plane);
+    return to_input_gray_diff(image, *template_image, spec.space_to_depth, scale, spec.template_plane,
+                              spec.difference_plane);
   }
   return to_input(image, template_image, scale);
 }

@@ -41,11 +41,12 @@ Letterboxed letterbox(const cv::Mat& image, int size, int pad_value);
 // `template_image` when given (C = 6), each value uint8 * scale.
 std::vector<float> to_input(const cv::Mat& image, const cv::Mat* template_image, float scale);
 
-// inspector.data.transforms.to_input, layouts "gray-diff-s2d" (template_plane) and "gray-frame-diff-s2d": grey
-// image, grey template (if template_plane) and their absolute difference, each packed block x block into depth
-// (channel = plane * block^2 + dy * block + dx), float32 (12 or 8, S / block, S / block), each value uint8 * scale.
+// inspector.data.transforms.to_input, the GRAY layouts ("gray-diff-s2d", "gray-frame-diff-s2d",
+// "gray-frame-template-s2d"): grey image, grey template (if template_plane) and their absolute difference (if
+// difference_plane), each packed block x block into depth (channel = plane * block^2 + dy * block + dx), float32
+// (12 or 8, S / block, S / block), each value uint8 * scale.
 std::vector<float> to_input_gray_diff(const cv::Mat& image, const cv::Mat& template_image, int block, float scale,
-                                      bool template_plane);
+                                      bool template_plane, bool difference_plane);
 
 // The network input of the manifest's layout for a letterboxed frame (and template).
 std::vector<float> make_input(const InputSpec& spec, const cv::Mat& image, const cv::Mat* template_image);
